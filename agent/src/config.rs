@@ -1,0 +1,145 @@
+//! Agent configuration: a raw serde layer converted into a validated [`AgentConfig`] that
+//! reports every problem at once, with its dotted path.
+
+use crate::sources::SourceConfig;
+use dcwatt_common::mqtt::{MqttRaw, MqttSettings};
+use dcwatt_common::protocol::{validate_id, Role};
+use dcwatt_common::settings::{Loader, Problems};
+use std::path::Path;
+use std::time::Duration;
+
+/// The commented default configuration, printed by `print-default-config`.
+pub const DEFAULT_CONFIG: &str = include_str!("../../configs/agent.toml");
+
+const KNOWN_KEYS: &[&str] = &["site", "node", "interval_secs", "role", "rack", "zone", "mqtt", "sources"];
+
+/// A validated agent configuration.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Site id.
+    pub site: String,
+    /// Node id.
+    pub node: String,
+    /// Batch interval: every source is sampled on a multiple of it.
+    pub interval: Duration,
+    /// Host or meter.
+    pub role: Role,
+    /// Rack id, when known.
+    pub rack: Option<String>,
+    /// Zone, room or row, when known.
+    pub zone: Option<String>,
+    /// Broker connection.
+    pub mqtt: MqttSettings,
+    /// Sources to read.
+    pub sources: Vec<SourceConfig>,
+}
+
+impl AgentConfig {
+    /// Loads the file (if any) and the `DCWATT__` environment, and validates the result.
+    ///
+    /// # Errors
+    /// Every problem found, with its path.
+    pub fn load(file: Option<&Path>) -> Result<Self, Problems> {
+        Self::from_loader(&Loader::new(file)?)
+    }
+
+    /// Validates configuration from any loader.
+    ///
+    /// # Errors
+    /// Every problem found, with its path.
+    pub fn from_loader(l: &Loader) -> Result<Self, Problems> {
+        let mut p = Problems::default();
+        l.check_keys(KNOWN_KEYS, &mut p);
+        let site: String = l.get_opt("site", &mut p).unwrap_or_else(|| "default".to_owned());
+        if let Err(e) = validate_id(&site) {
+            p.push("site", e.to_string());
+        }
+        let node: String = l.get_opt("node", &mut p).unwrap_or_else(default_node);
+        if let Err(e) = validate_id(&node) {
+            p.push("node", format!("{e} (set node explicitly when the host name does not fit)"));
+        }
+        let interval_secs: u64 = l.get_opt("interval_secs", &mut p).unwrap_or(10);
+        if !(1..=3600).contains(&interval_secs) {
+            p.push("interval_secs", "must be 1..=3600");
+        }
+        let role: Role = l.get_opt("role", &mut p).unwrap_or_default();
+        let rack: Option<String> = l.get_opt("rack", &mut p);
+        let zone: Option<String> = l.get_opt("zone", &mut p);
+        for (key, v) in [("rack", &rack), ("zone", &zone)] {
+            if let Some(Err(e)) = v.as_deref().map(validate_id) {
+                p.push(key, e.to_string());
+            }
+        }
+        let mqtt_raw: MqttRaw = l.get_or_default("mqtt", &mut p);
+        let mqtt = mqtt_raw.validate("mqtt", &format!("dcwatt-agent-{site}-{node}"), &mut p);
+        let sources: Vec<SourceConfig> = l
+            .get_opt("sources", &mut p)
+            .unwrap_or_else(|| vec![SourceConfig::default_host()]);
+        if sources.is_empty() {
+            p.push("sources", "at least one source is needed");
+        }
+        for (i, s) in sources.iter().enumerate() {
+            s.validate(&format!("sources[{i}]"), interval_secs, &mut p);
+        }
+        p.into_result(AgentConfig {
+            site,
+            node,
+            interval: Duration::from_secs(interval_secs),
+            role,
+            rack,
+            zone,
+            mqtt,
+            sources,
+        })
+    }
+}
+
+/// The host name, cut down to a valid node id.
+fn default_node() -> String {
+    let name = sysinfo::System::host_name().unwrap_or_default();
+    let id: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') { c } else { '-' })
+        .take(64)
+        .collect();
+    if id.is_empty() {
+        "unnamed-host".to_owned()
+    } else {
+        id
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_default_config_is_valid() {
+        let c = AgentConfig::from_loader(&Loader::from_toml(DEFAULT_CONFIG).unwrap()).unwrap();
+        assert_eq!(c.interval, Duration::from_secs(10));
+        assert!(!c.sources.is_empty());
+    }
+
+    #[test]
+    fn all_problems_at_once() {
+        let toml = r#"
+            site = "bad site"
+            interval_secs = 0
+            colour = "blue"
+            [mqtt]
+            port = 0
+            [[sources]]
+            type = "sim"
+            point = "it_input"
+            base_w = 100.0
+            amplitude_w = 150.0
+            [[sources]]
+            type = "quantum"
+        "#;
+        let err = AgentConfig::from_loader(&Loader::from_toml(toml).unwrap()).unwrap_err();
+        let paths: Vec<&str> = err.0.iter().map(|x| x.path.as_str()).collect();
+        for want in ["colour", "site", "interval_secs", "mqtt.port", "sources"] {
+            assert!(paths.contains(&want), "{want} missing in {err}");
+        }
+    }
+}

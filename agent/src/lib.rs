@@ -1,0 +1,16 @@
+//! dcwatt-agent: reads power and load on a host or next to facility meters and publishes
+//! protocol-v1 batches over MQTT.
+//!
+//! - [`config`]: the agent's configuration, validated whole before anything starts.
+//! - [`sources`]: one module per source behind the [`sources::Source`] trait; sources know
+//!   nothing of MQTT.
+//! - [`scheduler`]: samples the sources on their intervals and assembles batches.
+//! - [`publisher`]: the MQTT side: birth, last will, QoS 1 batches, reconnect with backoff.
+//! - [`run`]: wires them together under one cancellation token.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod publisher;
+pub mod run;
+pub mod scheduler;
+pub mod sources;

@@ -1,0 +1,76 @@
+//! api: HTTP JSON and Prometheus `/metrics`. Reads the engine's views; never changes state.
+
+mod metrics;
+
+use crate::engine::Engine;
+use crate::intake::{IntakeStats, RawMessage};
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
+
+/// What the handlers read.
+#[derive(Clone)]
+pub struct AppState {
+    /// The engine.
+    pub engine: Arc<Mutex<Engine>>,
+    /// Intake counters.
+    pub stats: Arc<IntakeStats>,
+    /// The intake queue, for its depth.
+    pub queue: mpsc::Sender<RawMessage>,
+}
+
+/// The routes.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics::render))
+        .route("/api/v1/sites", get(sites))
+        .route("/api/v1/sites/{site}", get(site))
+        .route("/api/v1/sites/{site}/nodes", get(nodes))
+        .with_state(state)
+}
+
+fn engine_error() -> Response {
+    (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": "engine state unavailable"}))).into_response()
+}
+
+fn not_found(site: &str) -> Response {
+    (StatusCode::NOT_FOUND, Json(json!({"error": format!("unknown site {site:?}")}))).into_response()
+}
+
+async fn healthz(State(s): State<AppState>) -> Response {
+    let connected = s.stats.broker_connected.load(Ordering::Relaxed);
+    let body = json!({"status": "ok", "broker_connected": connected});
+    ([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()
+}
+
+async fn sites(State(s): State<AppState>) -> Response {
+    let now = dcwatt_common::now_ms();
+    let Ok(engine) = s.engine.lock() else { return engine_error() };
+    let views: Vec<_> = engine.site_ids().iter().filter_map(|id| engine.site_view(id, now)).collect();
+    Json(json!({ "sites": views })).into_response()
+}
+
+async fn site(State(s): State<AppState>, Path(site): Path<String>) -> Response {
+    let now = dcwatt_common::now_ms();
+    let Ok(engine) = s.engine.lock() else { return engine_error() };
+    match engine.site_view(&site, now) {
+        Some(v) => Json(v).into_response(),
+        None => not_found(&site),
+    }
+}
+
+async fn nodes(State(s): State<AppState>, Path(site): Path<String>) -> Response {
+    let now = dcwatt_common::now_ms();
+    let Ok(engine) = s.engine.lock() else { return engine_error() };
+    match engine.nodes(&site, now) {
+        Some(n) => Json(json!({ "site": site, "nodes": n })).into_response(),
+        None => not_found(&site),
+    }
+}

@@ -1,0 +1,177 @@
+//! The embedded MQTT broker (rumqttd), for sites that need no other server.
+//!
+//! Why rumqttd lost messages in bursts, and what this module does about it: rumqttd keeps
+//! each subscription's messages in an in-memory commit log of `segments × segment_bytes`.
+//! A subscriber that falls further behind than that has its read cursor jumped forward to
+//! the oldest segment still held ("cursor jump"): the messages in between are gone. A
+//! network subscriber at QoS 1 also waits for acks with at most 100 messages in flight, so
+//! in a burst it falls behind the publishers and loses exactly that way.
+//!
+//! Here the intake reads through rumqttd's in-process link instead: no network hop, no
+//! acks, no inflight limit; it is only ever paused by the intake queue (back-pressure).
+//! The log is sized by config (default 8 × 16 MiB, about 600k agent batches). If the
+//! collector ever falls further behind than that, the loss is not silent: every agent batch
+//! carries a sequence number and the intake counts the gaps (`dcwatt_batches_missing_total`).
+
+use crate::config::BrokerConfig;
+use crate::intake::RawMessage;
+use rumqttd::local::{LinkRx, LinkTx};
+use rumqttd::protocol::{Filter, Packet, QoS, RetainForwardRule, Subscribe};
+use rumqttd::{Broker, Config, ConnectionSettings, Notification, RouterConfig, ServerSettings};
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// Why the embedded broker did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// The listen address is taken or not ours.
+    #[error("embedded broker cannot listen on {addr}: {source}")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The in-process link was refused.
+    #[error("embedded broker link: {0}")]
+    Link(String),
+    /// The broker did not come up.
+    #[error("embedded broker did not start: {0}")]
+    Start(String),
+}
+
+fn rumqttd_config(cfg: &BrokerConfig) -> Config {
+    let connections = ConnectionSettings {
+        connection_timeout_ms: 10_000,
+        max_payload_size: dcwatt_common::protocol::MAX_PAYLOAD_BYTES + 4096,
+        max_inflight_count: 1000,
+        auth: None,
+        external_auth: None,
+        dynamic_filters: true,
+    };
+    let server = ServerSettings {
+        name: "dcwatt-v4".to_owned(),
+        listen: cfg.listen,
+        tls: None,
+        next_connection_delay_ms: 0,
+        connections,
+    };
+    let mut v4 = HashMap::new();
+    v4.insert("1".to_owned(), server);
+    Config {
+        id: 0,
+        router: RouterConfig {
+            max_connections: cfg.max_connections,
+            max_outgoing_packet_count: 200,
+            max_segment_size: cfg.segment_bytes,
+            max_segment_count: cfg.segments,
+            custom_segment: None,
+            initialized_filters: None,
+            shared_subscriptions_strategy: Default::default(),
+        },
+        v4: Some(v4),
+        ..Config::default()
+    }
+}
+
+/// Starts the broker, subscribes the in-process link to `filters` (retained messages
+/// included, so births survive a collector restart) and forwards everything to `tx` from a
+/// dedicated thread. Returns once the broker accepts connections.
+///
+/// # Errors
+/// The address is taken, or the broker does not come up within 5 s.
+pub async fn start(cfg: &BrokerConfig, filters: &[String], tx: mpsc::Sender<RawMessage>) -> Result<(), BrokerError> {
+    // rumqttd only logs a bind failure from its server thread: check first, to fail clearly.
+    drop(TcpListener::bind(cfg.listen).map_err(|source| BrokerError::Bind { addr: cfg.listen, source })?);
+    let mut broker = Broker::new(rumqttd_config(cfg));
+    let (mut link_tx, link_rx) = tokio::task::block_in_place(|| broker.link("dcwatt-collector-intake"))
+        .map_err(|e| BrokerError::Link(e.to_string()))?;
+    subscribe(&mut link_tx, filters).await?;
+    std::thread::Builder::new()
+        .name("embedded-broker".to_owned())
+        .spawn(move || {
+            if let Err(e) = broker.start() {
+                tracing::error!(error = %e, "embedded broker stopped");
+            }
+        })
+        .map_err(|e| BrokerError::Start(e.to_string()))?;
+    std::thread::Builder::new()
+        .name("broker-link".to_owned())
+        .spawn(move || forward(link_tx, link_rx, tx))
+        .map_err(|e| BrokerError::Start(e.to_string()))?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !answers_mqtt(cfg.listen) {
+        if Instant::now() > deadline {
+            return Err(BrokerError::Start(format!("nothing listening on {} after 5 s", cfg.listen)));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tracing::info!(listen = %cfg.listen, log_mib = (cfg.segment_bytes >> 20) * cfg.segments, "embedded broker listening");
+    Ok(())
+}
+
+/// True once the broker answers a real MQTT CONNECT with a successful CONNACK.
+fn answers_mqtt(addr: SocketAddr) -> bool {
+    use std::io::{Read, Write};
+    const CONNECT: [u8; 15] = [0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 10, 0, 1, b'~'];
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut ack = [0u8; 4];
+    let ok = s.write_all(&CONNECT).is_ok() && s.read_exact(&mut ack).is_ok() && ack[0] == 0x20 && ack[3] == 0;
+    let _ = s.write_all(&[0xE0, 0]);
+    let mut rest = [0u8; 16];
+    let _ = s.read(&mut rest);
+    ok
+}
+
+async fn subscribe(link_tx: &mut LinkTx, filters: &[String]) -> Result<(), BrokerError> {
+    let filters = filters
+        .iter()
+        .map(|f| Filter {
+            path: f.clone(),
+            // In-process: no acks to wait for, nothing lost between router and intake.
+            qos: QoS::AtMostOnce,
+            nolocal: false,
+            preserve_retain: false,
+            retain_forward_rule: RetainForwardRule::OnEverySubscribe,
+        })
+        .collect();
+    link_tx
+        .send(Packet::Subscribe(Subscribe { pkid: 1, filters }, None))
+        .await
+        .map(|_| ())
+        .map_err(|e| BrokerError::Link(e.to_string()))
+}
+
+/// Moves messages from the router to the intake queue. Blocking on a full queue is the
+/// point: the router keeps the messages in its log meanwhile.
+fn forward(_link_tx: LinkTx, mut link_rx: LinkRx, tx: mpsc::Sender<RawMessage>) {
+    loop {
+        match link_rx.recv() {
+            Ok(Some(Notification::Forward(f))) => {
+                let msg = RawMessage {
+                    topic: String::from_utf8_lossy(&f.publish.topic).into_owned(),
+                    payload: f.publish.payload.to_vec(),
+                };
+                if tx.blocking_send(msg).is_err() {
+                    return;
+                }
+            }
+            Ok(Some(Notification::Unschedule)) => {
+                // The router paused us because our buffer was full; ask for more.
+                if link_rx.ready().is_err() {
+                    return;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "embedded broker link closed; no data is coming in");
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,392 @@
+//! engine: per-site state and everything PUE. PURE: no I/O, no clock, no tokio — `now_ms`
+//! is always an argument, so every rule here is tested without a network.
+//!
+//! Model (see docs/engine.md):
+//! - A *series* is one meter: (node, point, component). Its energy comes from its
+//!   `energy_j` counter when it has one, else from its `power_w` gauge by the trapezoid
+//!   rule; never across a gap longer than `gap_factor` × the node's interval.
+//! - Each segment of energy between two samples goes into time buckets per measurement
+//!   point (1 s buckets for 30 min, 1 min buckets for 25 h), with the time it covers.
+//! - A window's PUE is facility energy / IT energy over the *same* interval, ending at the
+//!   watermark (the latest time every live meter has reported up to), with IT energy
+//!   taken at one level only: category 3 (it_input), 2 (pdu_output) or 1 (ups_output).
+//! - Coverage is covered meter-time / expected meter-time: a meter is expected from its
+//!   first sample on, and a meter that stops reporting lowers coverage from then on.
+
+mod ring;
+mod view;
+
+#[cfg(test)]
+mod tests;
+
+pub use view::{NodeView, PowerView, SiteSummary, SiteView, WindowView, WINDOWS};
+
+use dcwatt_common::protocol::{Kind, Point, Quality, Reading, Role, State, StatusMessage};
+use ring::Ring;
+use std::collections::{BTreeMap, HashMap};
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Lowest IT coverage at which a category is used (default 0.95).
+    pub min_coverage: f64,
+    /// A silence longer than this many intervals is a gap, not integrated (default 3).
+    pub gap_factor: f64,
+    /// Interval assumed for a node that has not said its interval (default 10 s).
+    pub default_interval_ms: i64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            min_coverage: 0.95,
+            gap_factor: 3.0,
+            default_interval_ms: 10_000,
+        }
+    }
+}
+
+/// Fine buckets: 1 s for 30 min (windows up to 15 min).
+const FINE: (i64, usize) = (1_000, 1_800);
+/// Coarse buckets: 1 min for 25 h (windows up to 24 h).
+const COARSE: (i64, usize) = (60_000, 1_500);
+/// A counter delta implying more than this is a wrong wrap or a glitch, not energy.
+const MAX_PLAUSIBLE_W: f64 = 100e6;
+
+/// What happened to a batch's sequence number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeqCheck {
+    /// The next one, or the first from this node.
+    InOrder,
+    /// Already seen (redelivery): the batch must be dropped.
+    Duplicate,
+    /// `n` batches never arrived before this one.
+    Gap(u64),
+    /// Lower than before: the agent restarted.
+    Restart,
+}
+
+/// Per-batch facts the intake counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ApplyStats {
+    /// Counters that went backwards (reset or wrap), not turned into energy.
+    pub counter_resets: u64,
+    /// Counter jumps implying absurd power, not turned into energy.
+    pub implausible_jumps: u64,
+    /// Samples older than the previous one of their series.
+    pub out_of_order: u64,
+    /// Segments (partly) older than the buckets hold.
+    pub too_old: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct SeriesKey {
+    point: Point,
+    node: usize,
+    component: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Series {
+    /// First sample of the stream energy comes from: the meter is expected from then on.
+    first_ms: Option<i64>,
+    /// Last sample of that stream.
+    last_ms: Option<i64>,
+    counter: Option<(i64, f64)>,
+    gauge: Option<(i64, f64, bool)>,
+    /// Last counter sample time: while recent, gauges are not integrated.
+    counter_seen_ms: Option<i64>,
+    /// Current power and when.
+    live: Option<(i64, f64)>,
+}
+
+/// What the engine knows about a node.
+#[derive(Debug, Clone, Default)]
+struct Node {
+    role: Option<Role>,
+    rack: Option<String>,
+    zone: Option<String>,
+    agent: Option<String>,
+    interval_ms: Option<i64>,
+    /// The last three spacings between batches; their minimum is the observed interval,
+    /// so one long silence does not stretch the gap bound over itself.
+    recent_spacings: [i64; 3],
+    offline_since_ms: Option<i64>,
+    last_seen_ms: Option<i64>,
+    last_reading_ms: Option<i64>,
+    last_seq: Option<u64>,
+    missing: u64,
+    duplicates: u64,
+    restarts: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Level {
+    fine: Ring,
+    coarse: Ring,
+}
+
+impl Level {
+    fn new() -> Self {
+        Level {
+            fine: Ring::new(FINE.0, FINE.1),
+            coarse: Ring::new(COARSE.0, COARSE.1),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+struct Site {
+    node_ids: Vec<String>,
+    node_index: HashMap<String, usize>,
+    nodes: Vec<Node>,
+    components: Vec<String>,
+    series: BTreeMap<SeriesKey, Series>,
+    levels: BTreeMap<Point, Level>,
+    first_ingest_ms: Option<i64>,
+    /// Start of the site's data: windows never reach before it (see `settle`).
+    data_start_ms: Option<i64>,
+}
+
+/// All sites.
+#[derive(Debug, Clone, Default)]
+pub struct Engine {
+    cfg: EngineConfig,
+    sites: BTreeMap<String, Site>,
+}
+
+impl Engine {
+    /// An empty engine.
+    pub fn new(cfg: EngineConfig) -> Self {
+        Engine {
+            cfg,
+            sites: BTreeMap::new(),
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    /// Site ids known so far, sorted.
+    pub fn site_ids(&self) -> Vec<String> {
+        self.sites.keys().cloned().collect()
+    }
+
+    /// A node's role, when its birth said so.
+    pub fn node_role(&self, site: &str, node: &str) -> Option<Role> {
+        let s = self.sites.get(site)?;
+        s.nodes[*s.node_index.get(node)?].role
+    }
+
+    fn node_mut(&mut self, site: &str, node: &str) -> (&mut Site, usize) {
+        let s = self.sites.entry(site.to_owned()).or_default();
+        let idx = match s.node_index.get(node) {
+            Some(i) => *i,
+            None => {
+                s.node_ids.push(node.to_owned());
+                s.nodes.push(Node::default());
+                s.node_index.insert(node.to_owned(), s.nodes.len() - 1);
+                s.nodes.len() - 1
+            }
+        };
+        (s, idx)
+    }
+
+    /// Applies a birth or an offline status.
+    pub fn apply_status(&mut self, msg: &StatusMessage, now_ms: i64) {
+        let (site, i) = self.node_mut(&msg.site, &msg.node);
+        let n = &mut site.nodes[i];
+        n.last_seen_ms = Some(now_ms);
+        match msg.state {
+            State::Online => {
+                n.offline_since_ms = None;
+                n.role = msg.role.or(n.role);
+                n.rack.clone_from(&msg.rack);
+                n.zone.clone_from(&msg.zone);
+                n.agent.clone_from(&msg.agent);
+                n.interval_ms = msg.interval_ms.map(|v| v.min(i64::MAX as u64) as i64);
+            }
+            State::Offline => n.offline_since_ms = Some(now_ms),
+        }
+    }
+
+    /// Checks and records a batch's sequence number.
+    pub fn check_seq(&mut self, site: &str, node: &str, seq: u64) -> SeqCheck {
+        let (s, i) = self.node_mut(site, node);
+        let n = &mut s.nodes[i];
+        let check = match n.last_seq {
+            None => SeqCheck::InOrder,
+            Some(last) if seq == last => SeqCheck::Duplicate,
+            Some(last) if seq == last + 1 => SeqCheck::InOrder,
+            Some(last) if seq > last => SeqCheck::Gap(seq - last - 1),
+            Some(_) => SeqCheck::Restart,
+        };
+        match check {
+            SeqCheck::Duplicate => n.duplicates += 1,
+            SeqCheck::Gap(k) => n.missing += k,
+            SeqCheck::Restart => n.restarts += 1,
+            SeqCheck::InOrder => {}
+        }
+        if check != SeqCheck::Duplicate {
+            n.last_seq = Some(seq);
+        }
+        check
+    }
+
+    /// Applies readings that passed validation.
+    pub fn apply_readings(&mut self, site_id: &str, node_id: &str, readings: &[Reading], now_ms: i64) -> ApplyStats {
+        let gap_factor = self.cfg.gap_factor;
+        let default_interval = self.cfg.default_interval_ms;
+        let (site, ni) = self.node_mut(site_id, node_id);
+        site.first_ingest_ms.get_or_insert(now_ms);
+        let mut stats = ApplyStats::default();
+        let node = &mut site.nodes[ni];
+        node.last_seen_ms = Some(now_ms);
+        if let Some(max_ts) = readings.iter().map(|r| r.ts_ms).max() {
+            if let Some(prev) = node.last_reading_ms {
+                if max_ts > prev {
+                    node.recent_spacings.rotate_right(1);
+                    node.recent_spacings[0] = max_ts - prev;
+                }
+            }
+            node.last_reading_ms = Some(node.last_reading_ms.map_or(max_ts, |p| p.max(max_ts)));
+            if node.offline_since_ms.is_some_and(|t| max_ts > t) {
+                node.offline_since_ms = None;
+            }
+        }
+        let max_gap = (gap_factor * node_interval(node, default_interval) as f64) as i64;
+        for r in readings {
+            let Some(point) = r.point else { continue };
+            let (counter, gauge) = (r.metric == "energy_j" && r.kind == Kind::Counter, r.metric == "power_w" && r.kind == Kind::Gauge);
+            if !counter && !gauge {
+                continue;
+            }
+            let component = match site.components.iter().position(|c| *c == r.component) {
+                Some(c) => c,
+                None => {
+                    site.components.push(r.component.clone());
+                    site.components.len() - 1
+                }
+            };
+            let key = SeriesKey { point, node: ni, component };
+            let series = site.series.entry(key).or_default();
+            let level = site.levels.entry(point).or_insert_with(Level::new);
+            let estimated = r.quality == Quality::Estimated;
+            // The stream energy comes from: the counter, or the gauge while no counter is
+            // recent.
+            let from_stream = counter || series.counter_seen_ms.is_none_or(|t| r.ts_ms - t > max_gap);
+            if counter {
+                series.counter_seen_ms = Some(r.ts_ms);
+            }
+            let segment = if counter {
+                counter_segment(series, r.ts_ms, r.value, max_gap, &mut stats)
+            } else {
+                gauge_segment(series, r.ts_ms, r.value, estimated, max_gap, from_stream, &mut stats)
+            };
+            if let Some((t0, t1, e)) = segment {
+                let fine_ok = level.fine.add(t0, t1, e, estimated);
+                let coarse_ok = level.coarse.add(t0, t1, e, estimated);
+                if !fine_ok && !coarse_ok {
+                    stats.too_old += 1;
+                }
+            }
+            if from_stream {
+                series.first_ms.get_or_insert(r.ts_ms);
+                series.last_ms = Some(series.last_ms.map_or(r.ts_ms, |l| l.max(r.ts_ms)));
+            }
+        }
+        settle(site, now_ms, gap_factor, default_interval);
+        stats
+    }
+}
+
+fn node_interval(n: &Node, default_ms: i64) -> i64 {
+    let observed = n.recent_spacings.iter().copied().filter(|&d| d > 0).min();
+    n.interval_ms.or(observed).unwrap_or(default_ms).max(1)
+}
+
+/// Energy between the previous counter sample and this one, if it is a valid segment.
+fn counter_segment(s: &mut Series, ts: i64, value: f64, max_gap: i64, stats: &mut ApplyStats) -> Option<(i64, i64, f64)> {
+    let prev = s.counter;
+    if let Some((pt, _)) = prev {
+        if ts <= pt {
+            stats.out_of_order += u64::from(ts < pt);
+            return None;
+        }
+    }
+    s.counter = Some((ts, value));
+    let (pt, pv) = prev?;
+    if value < pv {
+        stats.counter_resets += 1;
+        return None;
+    }
+    let dt = ts - pt;
+    let e = value - pv;
+    if e / (dt as f64 / 1000.0) > MAX_PLAUSIBLE_W {
+        stats.implausible_jumps += 1;
+        return None;
+    }
+    if dt > max_gap {
+        return None;
+    }
+    // A fresh gauge is the better live value; the counter stands in when there is none.
+    if s.gauge.is_none_or(|(gt, _, _)| ts - gt > max_gap) {
+        s.live = Some((ts, e / (dt as f64 / 1000.0)));
+    }
+    Some((pt, ts, e))
+}
+
+/// Trapezoid energy between the previous gauge sample and this one.
+fn gauge_segment(
+    s: &mut Series,
+    ts: i64,
+    watts: f64,
+    estimated: bool,
+    max_gap: i64,
+    integrate: bool,
+    stats: &mut ApplyStats,
+) -> Option<(i64, i64, f64)> {
+    let prev = s.gauge;
+    if let Some((pt, _, _)) = prev {
+        if ts <= pt {
+            stats.out_of_order += u64::from(ts < pt);
+            return None;
+        }
+    }
+    s.gauge = Some((ts, watts, estimated));
+    s.live = Some((ts, watts));
+    let (pt, pw, _) = prev?;
+    let dt = ts - pt;
+    if !integrate || dt > max_gap {
+        return None;
+    }
+    Some((pt, ts, (pw + watts) / 2.0 * dt as f64 / 1000.0))
+}
+
+/// Fixes the start of the site's data once the meters present at start-up have all
+/// reported: windows never reach before it, so numerator and denominator cover the same
+/// time even while the first meters trickle in.
+fn settle(site: &mut Site, now_ms: i64, gap_factor: f64, default_interval: i64) {
+    if site.data_start_ms.is_some() {
+        return;
+    }
+    let Some(first) = site.first_ingest_ms else { return };
+    let longest = site
+        .nodes
+        .iter()
+        .map(|n| node_interval(n, default_interval))
+        .max()
+        .unwrap_or(default_interval);
+    let settle_ms = ((gap_factor.min(2.0) * longest as f64) as i64).max(2_000);
+    if now_ms - first < settle_ms {
+        return;
+    }
+    site.data_start_ms = site
+        .series
+        .iter()
+        .filter(|(k, _)| k.point == Point::FacilityInput || k.point.it_category().is_some())
+        .filter_map(|(_, s)| s.first_ms)
+        .max();
+}

@@ -1,0 +1,287 @@
+//! Engine tests: hand-computed expectations, no network, no clock.
+
+use super::*;
+use dcwatt_common::protocol::Reading;
+
+const T0: i64 = 1_800_000_000_000;
+
+/// A meter with a counter: feeds power and the exact energy so far.
+struct Meter {
+    node: &'static str,
+    point: Point,
+    watts: f64,
+    energy: f64,
+    last: Option<i64>,
+}
+
+impl Meter {
+    fn new(node: &'static str, point: Point, watts: f64) -> Self {
+        Meter { node, point, watts, energy: 0.0, last: None }
+    }
+
+    fn readings(&mut self, t: i64) -> Vec<Reading> {
+        if let Some(l) = self.last {
+            self.energy += self.watts * (t - l) as f64 / 1000.0;
+        }
+        self.last = Some(t);
+        vec![
+            Reading::gauge("power_w", self.watts, t).at(self.point),
+            Reading::counter("energy_j", self.energy, t).at(self.point),
+        ]
+    }
+}
+
+fn run(e: &mut Engine, meters: &mut [Meter], from_s: i64, to_s: i64) {
+    for s in from_s..=to_s {
+        let t = T0 + s * 1000;
+        for m in meters.iter_mut() {
+            let r = m.readings(t);
+            e.apply_readings("dc", m.node, &r, t + 50);
+        }
+    }
+}
+
+fn engine() -> Engine {
+    Engine::new(EngineConfig { default_interval_ms: 1_000, ..EngineConfig::default() })
+}
+
+fn site(n_hosts: usize, host_w: f64, facility_w: f64) -> Vec<Meter> {
+    const NAMES: [&str; 8] = ["h0", "h1", "h2", "h3", "h4", "h5", "h6", "h7"];
+    let mut v = vec![Meter::new("meter", Point::FacilityInput, facility_w)];
+    v.extend(NAMES.iter().take(n_hosts).map(|n| Meter::new(n, Point::ItInput, host_w)));
+    v
+}
+
+#[test]
+fn exact_pue_on_clean_counters() {
+    let mut e = engine();
+    let mut m = site(4, 250.0, 1500.0);
+    run(&mut e, &mut m, 0, 130);
+    let v = e.site_view("dc", T0 + 130_100).unwrap();
+    let w = v.pue.get("1m").unwrap();
+    assert_eq!(w.value, Some(1.5), "{w:?}");
+    assert_eq!(w.category, Some(3));
+    assert_eq!((w.coverage_it, w.coverage_facility), (1.0, 1.0));
+    assert_eq!(w.quality, "measured");
+    assert_eq!(w.label, "PUE₃, 1m");
+    assert_eq!(w.to_ms.unwrap() - w.from_ms.unwrap(), 60_000);
+    assert!((w.it_kwh - 1000.0 * 60.0 / 3.6e6).abs() < 1e-12);
+    assert_eq!(w.dcie, Some(1.0 / 1.5));
+    // 15m: the window reaches back to the start of the data only.
+    let w15 = v.pue.get("15m").unwrap();
+    assert_eq!(w15.value, Some(1.5));
+    assert!(w15.to_ms.unwrap() - w15.from_ms.unwrap() <= 130_000);
+    // Live ratio is labelled as such.
+    assert_eq!(v.power.ratio, Some(1.5));
+    assert_eq!(v.power.facility_w, Some(1500.0));
+    assert_eq!(v.power.it_w, Some(1000.0));
+    assert!(v.power.label.contains("not PUE"));
+    assert!(!v.stale);
+}
+
+#[test]
+fn windows_wait_for_the_site_to_settle() {
+    let mut e = engine();
+    let mut m = site(2, 100.0, 300.0);
+    run(&mut e, &mut m, 0, 1);
+    let v = e.site_view("dc", T0 + 1_100).unwrap();
+    assert_eq!(v.pue.get("1m").unwrap().value, None);
+    assert_eq!(v.pue.get("1m").unwrap().quality, "no_data");
+    assert_eq!(v.pue.get("1h").unwrap().value, None);
+}
+
+#[test]
+fn gauges_are_integrated_by_trapezoid() {
+    let mut e = engine();
+    // Facility constant 600 W; IT ramps linearly 200 → 400 W over 100 s (trapezoid is exact).
+    for s in 0..=100 {
+        let t = T0 + s * 1000;
+        e.apply_readings("dc", "f", &[Reading::gauge("power_w", 600.0, t).at(Point::FacilityInput)], t);
+        let w = 200.0 + 2.0 * s as f64;
+        e.apply_readings("dc", "h", &[Reading::gauge("power_w", w, t).at(Point::ItInput)], t);
+    }
+    let v = e.site_view("dc", T0 + 100_000).unwrap();
+    let w = v.pue.get("1m").unwrap();
+    let (from, to) = ((w.from_ms.unwrap() - T0) as f64 / 1000.0, (w.to_ms.unwrap() - T0) as f64 / 1000.0);
+    let it = 200.0 * (to - from) + (to * to - from * from);
+    let fac = 600.0 * (to - from);
+    assert!((w.value.unwrap() - fac / it).abs() < 1e-9, "{w:?}");
+}
+
+#[test]
+fn counter_is_preferred_over_gauge() {
+    let mut e = engine();
+    for s in 0..=90 {
+        let t = T0 + s * 1000;
+        e.apply_readings("dc", "f", &[Reading::counter("energy_j", 300.0 * s as f64, t).at(Point::FacilityInput)], t);
+        // The gauge lies (1000 W); the counter says 200 W.
+        e.apply_readings(
+            "dc",
+            "h",
+            &[
+                Reading::gauge("power_w", 1000.0, t).at(Point::ItInput),
+                Reading::counter("energy_j", 200.0 * s as f64, t).at(Point::ItInput),
+            ],
+            t,
+        );
+    }
+    let v = e.site_view("dc", T0 + 90_000).unwrap();
+    assert_eq!(v.pue.get("1m").unwrap().value, Some(1.5));
+}
+
+#[test]
+fn never_integrates_across_a_gap_and_coverage_shows_it() {
+    let mut e = engine();
+    let mut m = site(2, 500.0, 1500.0);
+    run(&mut e, &mut m, 0, 100);
+    // h1 goes silent for 20 s (gap bound is 3 s), then comes back.
+    let mut h1 = m.pop().unwrap();
+    run(&mut e, &mut m, 101, 120);
+    h1.last = None; // its counter keeps going, but no segment spans the gap
+    h1.energy += 500.0 * 20.0;
+    m.push(h1);
+    run(&mut e, &mut m, 121, 170);
+    let v = e.site_view("dc", T0 + 170_100).unwrap();
+    let w = v.pue.get("1m").unwrap();
+    // Window [110, 170): h1 missing for [100, 121) → 11 s of 60 s.
+    assert_eq!(w.from_ms, Some(T0 + 110_000));
+    let expected = (60.0 + 49.0) / 120.0;
+    assert!((w.coverage_it - expected).abs() < 1e-6, "{w:?}");
+    assert_eq!(w.quality, "partial");
+    let it_j = 500.0 * 60.0 + 500.0 * 49.0;
+    assert!((w.value.unwrap() - 1500.0 * 60.0 / it_j).abs() < 1e-9);
+}
+
+#[test]
+fn counter_resets_are_flagged_not_turned_into_energy() {
+    let mut e = engine();
+    let mut total = ApplyStats::default();
+    for s in 0..=90 {
+        let t = T0 + s * 1000;
+        e.apply_readings("dc", "f", &[Reading::counter("energy_j", 400.0 * s as f64, t).at(Point::FacilityInput)], t);
+        // The host's counter resets to 0 at 50 s (driver reload).
+        let v = if s < 50 { 1e6 + 200.0 * s as f64 } else { 200.0 * (s - 50) as f64 };
+        let st = e.apply_readings("dc", "h", &[Reading::counter("energy_j", v, t).at(Point::ItInput)], t);
+        total.counter_resets += st.counter_resets;
+    }
+    assert_eq!(total.counter_resets, 1);
+    let v = e.site_view("dc", T0 + 90_000).unwrap();
+    let w = v.pue.get("1m").unwrap();
+    // The lost second [49, 50) lowers coverage but never the ratio's honesty.
+    assert!(w.value.unwrap() > 1.99 && w.value.unwrap() < 2.05, "{w:?}");
+    assert!(w.coverage_it < 1.0);
+}
+
+#[test]
+fn implausible_counter_jump_is_refused() {
+    let mut e = engine();
+    let a = e.apply_readings("dc", "h", &[Reading::counter("energy_j", 0.0, T0).at(Point::ItInput)], T0);
+    let b = e.apply_readings("dc", "h", &[Reading::counter("energy_j", 1e12, T0 + 1000).at(Point::ItInput)], T0 + 1000);
+    assert_eq!(a.implausible_jumps + b.implausible_jumps, 1);
+}
+
+#[test]
+fn pue_below_one_is_invalid_with_a_reason() {
+    let mut e = engine();
+    let mut m = site(2, 500.0, 800.0);
+    run(&mut e, &mut m, 0, 80);
+    let v = e.site_view("dc", T0 + 80_000).unwrap();
+    let w = v.pue.get("1m").unwrap();
+    assert_eq!(w.value, None);
+    assert_eq!(w.quality, "invalid");
+    assert!(w.reason.as_deref().unwrap().contains("metering error"));
+    assert_eq!(v.power.ratio, None);
+    assert_eq!(v.power.quality, "invalid");
+}
+
+#[test]
+fn highest_category_with_enough_coverage_wins() {
+    let mut e = engine();
+    let mut m = site(4, 250.0, 1500.0);
+    m.push(Meter::new("ups", Point::UpsOutput, 1100.0));
+    run(&mut e, &mut m, 0, 70);
+    let v = e.site_view("dc", T0 + 70_000).unwrap();
+    assert_eq!(v.pue.get("1m").unwrap().category, Some(3));
+    // Three of four hosts stop: category 3 coverage falls, the UPS output still covers all.
+    m.retain(|x| x.node == "meter" || x.node == "ups" || x.node == "h0");
+    run(&mut e, &mut m, 71, 200);
+    let v = e.site_view("dc", T0 + 200_000).unwrap();
+    let w = v.pue.get("1m").unwrap();
+    assert_eq!(w.category, Some(1), "{w:?}");
+    assert!((w.value.unwrap() - 1500.0 / 1100.0).abs() < 1e-9);
+    assert_eq!(w.label, "PUE₁, 1m");
+    assert_eq!(v.power.category, Some(1));
+    assert_eq!(v.power.coverage_it, 1.0);
+}
+
+#[test]
+fn stopping_a_quarter_of_hosts_lowers_coverage_and_flags_quality() {
+    let mut e = engine();
+    let mut m = site(8, 100.0, 1200.0);
+    run(&mut e, &mut m, 0, 100);
+    m.truncate(7); // meter + 6 of 8 hosts keep reporting
+    run(&mut e, &mut m, 101, 130);
+    let v = e.site_view("dc", T0 + 130_050).unwrap();
+    assert_eq!(v.power.coverage_it, 0.75);
+    assert_eq!(v.power.quality, "partial");
+    assert_eq!(v.power.category, Some(3));
+    let w = v.pue.get("1m").unwrap();
+    // Window [70, 130): the two stopped hosts cover [70, 100] of it.
+    let expected = (6.0 * 60.0 + 2.0 * 30.0) / (8.0 * 60.0);
+    assert!((w.coverage_it - expected).abs() < 1e-6, "{w:?}");
+    assert_eq!(w.quality, "partial");
+    assert_eq!(v.nodes.stale, 2);
+}
+
+#[test]
+fn estimated_readings_mark_the_value() {
+    let mut e = engine();
+    for s in 0..=70 {
+        let t = T0 + s * 1000;
+        e.apply_readings("dc", "f", &[Reading::gauge("power_w", 300.0, t).at(Point::FacilityInput)], t);
+        let mut r = Reading::gauge("power_w", 200.0, t).at(Point::ItInput);
+        r.quality = Quality::Estimated;
+        e.apply_readings("dc", "h", &[r], t);
+    }
+    let v = e.site_view("dc", T0 + 70_000).unwrap();
+    assert_eq!(v.pue.get("1m").unwrap().quality, "estimated");
+    assert_eq!(v.power.quality, "estimated");
+}
+
+#[test]
+fn sequence_numbers() {
+    let mut e = engine();
+    assert_eq!(e.check_seq("dc", "n", 5), SeqCheck::InOrder);
+    assert_eq!(e.check_seq("dc", "n", 6), SeqCheck::InOrder);
+    assert_eq!(e.check_seq("dc", "n", 6), SeqCheck::Duplicate);
+    assert_eq!(e.check_seq("dc", "n", 10), SeqCheck::Gap(3));
+    assert_eq!(e.check_seq("dc", "n", 1), SeqCheck::Restart);
+    let n = &e.nodes("dc", 0).unwrap()[0];
+    assert_eq!((n.missing_batches, n.duplicate_batches, n.restarts, n.seq), (3, 1, 1, Some(1)));
+}
+
+#[test]
+fn status_sets_inventory_and_offline() {
+    let mut e = engine();
+    let birth: StatusMessage = serde_json::from_str(
+        r#"{"v":1,"site":"dc","node":"h","state":"online","ts_ms":1,"role":"meter","rack":"r1","interval_ms":2000}"#,
+    )
+    .unwrap();
+    e.apply_status(&birth, T0);
+    assert_eq!(e.node_role("dc", "h"), Some(Role::Meter));
+    let n = &e.nodes("dc", T0).unwrap()[0];
+    assert_eq!((n.state, n.rack.as_deref(), n.interval_ms), ("online", Some("r1"), 2000));
+    e.apply_status(&StatusMessage::offline("dc", "h", 1), T0 + 10);
+    assert_eq!(e.nodes("dc", T0 + 20).unwrap()[0].state, "offline");
+    // Silence without a last will reads as stale.
+    e.apply_status(&birth, T0 + 30);
+    assert_eq!(e.nodes("dc", T0 + 30 + 6_001).unwrap()[0].state, "stale");
+}
+
+#[test]
+fn live_data_after_offline_brings_the_node_back() {
+    let mut e = engine();
+    e.apply_status(&StatusMessage::offline("dc", "h", 1), T0);
+    e.apply_readings("dc", "h", &[Reading::gauge("power_w", 1.0, T0 + 5).at(Point::ItInput)], T0 + 5);
+    assert_eq!(e.nodes("dc", T0 + 5).unwrap()[0].state, "online");
+}

@@ -1,0 +1,460 @@
+//! What the engine shows: site views (live power ratio, PUE per window) and node lists,
+//! computed on demand from the buckets. Still pure: `now_ms` is an argument.
+
+use super::{node_interval, Engine, Site};
+use dcwatt_common::protocol::Point;
+use serde::ser::SerializeMap;
+use serde::Serialize;
+
+/// The rolling windows, by name and length.
+pub const WINDOWS: [(&str, i64); 4] = [("1m", 60_000), ("15m", 900_000), ("1h", 3_600_000), ("24h", 86_400_000)];
+
+/// Windows up to this length use 1 s buckets; longer ones 1 min buckets.
+const FINE_MAX_MS: i64 = 900_000;
+
+/// A coverage at least this close to 1 counts as full (sums of milliseconds in floats).
+const FULL: f64 = 1.0 - 1e-9;
+
+/// The live power picture of a site.
+#[derive(Debug, Clone, Serialize)]
+pub struct PowerView {
+    /// What this is: a ratio of powers at an instant, indicative only.
+    pub label: &'static str,
+    /// Facility input power now, W.
+    pub facility_w: Option<f64>,
+    /// IT power now at the chosen category's level, W.
+    pub it_w: Option<f64>,
+    /// facility_w / it_w; null while unknown or invalid.
+    pub ratio: Option<f64>,
+    /// The category IT power is measured at (3 it_input, 2 pdu_output, 1 ups_output).
+    pub category: Option<u8>,
+    /// Share of known IT meters at that level reporting now.
+    pub coverage_it: f64,
+    /// Share of known facility meters reporting now.
+    pub coverage_facility: f64,
+    /// measured, estimated, partial, invalid or no_data.
+    pub quality: &'static str,
+    /// Why the value is missing or not fully trusted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// PUE over one rolling window.
+#[derive(Debug, Clone, Serialize)]
+pub struct WindowView {
+    /// e.g. "PUE₃, 1h".
+    pub label: String,
+    /// Facility energy / IT energy; null while unknown or invalid.
+    pub value: Option<f64>,
+    /// The category IT energy is measured at.
+    pub category: Option<u8>,
+    /// Covered / expected IT meter-time in the window.
+    pub coverage_it: f64,
+    /// Covered / expected facility meter-time in the window.
+    pub coverage_facility: f64,
+    /// measured, estimated, partial, invalid or no_data.
+    pub quality: &'static str,
+    /// Why the value is missing or not fully trusted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// DCiE = 1 / PUE.
+    pub dcie: Option<f64>,
+    /// Start of the interval the energies cover (ms since epoch).
+    pub from_ms: Option<i64>,
+    /// End of that interval.
+    pub to_ms: Option<i64>,
+    /// Facility energy in the interval, kWh.
+    pub facility_kwh: f64,
+    /// IT energy in the interval at the chosen category, kWh.
+    pub it_kwh: f64,
+}
+
+/// Node counts by state.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct NodeCounts {
+    /// Known nodes.
+    pub total: usize,
+    /// Reporting.
+    pub online: usize,
+    /// Said offline (clean shutdown or last will).
+    pub offline: usize,
+    /// Silent for longer than their gap bound, without saying so.
+    pub stale: usize,
+}
+
+/// The windows in their fixed order, serialized as a JSON object.
+#[derive(Debug, Clone)]
+pub struct Windows(pub Vec<(&'static str, WindowView)>);
+
+impl Serialize for Windows {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
+}
+
+impl Windows {
+    /// The window called `name`.
+    pub fn get(&self, name: &str) -> Option<&WindowView> {
+        self.0.iter().find(|(k, _)| *k == name).map(|(_, v)| v)
+    }
+}
+
+/// Everything about one site, as `GET /api/v1/sites/{site}` returns it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SiteView {
+    /// Site id.
+    pub site: String,
+    /// When this view was computed.
+    pub ts_ms: i64,
+    /// True when no meter of the site is reporting.
+    pub stale: bool,
+    /// Live power and its ratio.
+    pub power: PowerView,
+    /// PUE by window name.
+    pub pue: Windows,
+    /// Node counts.
+    pub nodes: NodeCounts,
+    /// Batches that never arrived (sequence gaps), summed over nodes.
+    pub missing_batches: u64,
+}
+
+/// Short summary for lists.
+pub type SiteSummary = SiteView;
+
+/// One node, as `GET /api/v1/sites/{site}/nodes` lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeView {
+    /// Node id.
+    pub node: String,
+    /// online, offline or stale.
+    pub state: &'static str,
+    /// host or meter, from the birth.
+    pub role: Option<&'static str>,
+    /// Rack, from the birth.
+    pub rack: Option<String>,
+    /// Zone, from the birth.
+    pub zone: Option<String>,
+    /// Agent version, from the birth.
+    pub agent: Option<String>,
+    /// Batch interval in ms (from the birth, else observed).
+    pub interval_ms: i64,
+    /// When the collector last heard from it.
+    pub last_seen_ms: Option<i64>,
+    /// Timestamp of its latest reading.
+    pub last_reading_ms: Option<i64>,
+    /// Latest batch sequence number.
+    pub seq: Option<u64>,
+    /// Batches that never arrived.
+    pub missing_batches: u64,
+    /// Batches received twice and dropped.
+    pub duplicate_batches: u64,
+    /// Times the agent restarted (sequence went back).
+    pub restarts: u64,
+}
+
+fn round6(x: f64) -> f64 {
+    (x * 1e6).round() / 1e6
+}
+
+fn quality_label(category: u8, window: &str) -> String {
+    let sub = match category {
+        1 => '₁',
+        2 => '₂',
+        _ => '₃',
+    };
+    format!("PUE{sub}, {window}")
+}
+
+struct LevelStat {
+    value: f64,
+    coverage: f64,
+    estimated: bool,
+    known: bool,
+}
+
+/// Picks the IT level: the highest category whose coverage meets the minimum, else the
+/// best-covered one that has meters at all (its quality then says partial).
+fn choose(stats: &[(u8, LevelStat)], min_coverage: f64) -> Option<usize> {
+    let known: Vec<usize> = (0..stats.len()).filter(|&i| stats[i].1.known).collect();
+    known
+        .iter()
+        .copied()
+        .find(|&i| stats[i].1.coverage >= min_coverage)
+        .or_else(|| {
+            known.iter().copied().fold(None, |best: Option<usize>, i| match best {
+                Some(b) if stats[b].1.coverage >= stats[i].1.coverage => Some(b),
+                _ => Some(i),
+            })
+        })
+}
+
+/// Ratio, quality and reason from the two sides.
+fn judge(fac: &LevelStat, it: &LevelStat) -> (Option<f64>, &'static str, Option<String>) {
+    if !fac.known || fac.value <= 0.0 {
+        return (None, "no_data", Some("no facility_input meter data".to_owned()));
+    }
+    if it.value <= 0.0 {
+        return (None, "no_data", Some("no IT meter data".to_owned()));
+    }
+    let ratio = fac.value / it.value;
+    if ratio < 1.0 {
+        return (
+            None,
+            "invalid",
+            Some(format!(
+                "facility below IT ({:.6} < {:.6}): a metering error (wrong point, missing facility meter or double-counted IT)",
+                fac.value, it.value
+            )),
+        );
+    }
+    if it.coverage < FULL || fac.coverage < FULL {
+        return (
+            Some(ratio),
+            "partial",
+            Some(format!(
+                "coverage below 100% (IT {:.1}%, facility {:.1}%)",
+                it.coverage * 100.0,
+                fac.coverage * 100.0
+            )),
+        );
+    }
+    if fac.estimated || it.estimated {
+        return (Some(ratio), "estimated", Some("includes estimated readings".to_owned()));
+    }
+    (Some(ratio), "measured", None)
+}
+
+const IT_LEVELS: [u8; 3] = [3, 2, 1];
+
+impl Site {
+    fn max_gap(&self, node: usize, gap_factor: f64, default_interval: i64) -> i64 {
+        (gap_factor * node_interval(&self.nodes[node], default_interval) as f64) as i64
+    }
+
+    fn is_active(&self, last_ms: i64, node: usize, now_ms: i64, gap_factor: f64, default_interval: i64) -> bool {
+        now_ms - last_ms <= self.max_gap(node, gap_factor, default_interval)
+    }
+
+    /// The latest time every reporting facility and IT meter has data up to.
+    fn watermark(&self, now_ms: i64, gap_factor: f64, default_interval: i64) -> Option<i64> {
+        let pue_series = self
+            .series
+            .iter()
+            .filter(|(k, _)| k.point == Point::FacilityInput || k.point.it_category().is_some())
+            .filter_map(|(k, s)| s.last_ms.map(|l| (k.node, l)));
+        let mut active_min: Option<i64> = None;
+        let mut any_max: Option<i64> = None;
+        for (node, last) in pue_series {
+            any_max = Some(any_max.map_or(last, |m| m.max(last)));
+            if self.is_active(last, node, now_ms, gap_factor, default_interval) {
+                active_min = Some(active_min.map_or(last, |m| m.min(last)));
+            }
+        }
+        active_min.or(any_max).map(|w| w.min(now_ms))
+    }
+}
+
+impl Engine {
+    /// The view of one site at `now_ms`, or `None` for an unknown site.
+    pub fn site_view(&self, site_id: &str, now_ms: i64) -> Option<SiteView> {
+        let site = self.sites.get(site_id)?;
+        let (gf, di) = (self.cfg.gap_factor, self.cfg.default_interval_ms);
+        let wm = site.watermark(now_ms, gf, di);
+        let any_active = site
+            .series
+            .iter()
+            .any(|(k, s)| s.last_ms.is_some_and(|l| site.is_active(l, k.node, now_ms, gf, di)));
+        let power = self.power_view(site, now_ms);
+        let pue = Windows(
+            WINDOWS
+                .iter()
+                .map(|&(name, len)| (name, self.window_view(site, name, len, wm)))
+                .collect(),
+        );
+        let nodes = self.node_views(site, now_ms);
+        let mut counts = NodeCounts { total: nodes.len(), ..NodeCounts::default() };
+        for n in &nodes {
+            match n.state {
+                "online" => counts.online += 1,
+                "offline" => counts.offline += 1,
+                _ => counts.stale += 1,
+            }
+        }
+        Some(SiteView {
+            site: site_id.to_owned(),
+            ts_ms: now_ms,
+            stale: !any_active,
+            power,
+            pue,
+            nodes: counts,
+            missing_batches: site.nodes.iter().map(|n| n.missing).sum(),
+        })
+    }
+
+    fn power_view(&self, site: &Site, now_ms: i64) -> PowerView {
+        let (gf, di) = (self.cfg.gap_factor, self.cfg.default_interval_ms);
+        let live = |point: Point| -> LevelStat {
+            let (mut known, mut active, mut watts, mut estimated) = (0usize, 0usize, 0.0, false);
+            for (k, s) in site.series.range(super::SeriesKey { point, node: 0, component: 0 }..) {
+                if k.point != point {
+                    break;
+                }
+                known += 1;
+                if let (Some(last), Some((_, w))) = (s.last_ms, s.live) {
+                    if site.is_active(last, k.node, now_ms, gf, di) {
+                        active += 1;
+                        watts += w;
+                        estimated |= s.gauge.is_some_and(|g| g.2);
+                    }
+                }
+            }
+            LevelStat {
+                value: watts,
+                coverage: if known > 0 { active as f64 / known as f64 } else { 0.0 },
+                estimated,
+                known: known > 0,
+            }
+        };
+        let fac = live(Point::FacilityInput);
+        let its: Vec<(u8, LevelStat)> = IT_LEVELS
+            .iter()
+            .filter_map(|&c| Point::for_category(c).map(|p| (c, live(p))))
+            .collect();
+        let chosen = choose(&its, self.cfg.min_coverage);
+        let (ratio, quality, reason, category, it_w, cov_it) = match chosen {
+            Some(i) => {
+                let (c, it) = &its[i];
+                let (r, q, why) = judge(&fac, it);
+                (r, q, why, Some(*c), Some(it.value), it.coverage)
+            }
+            None => (None, "no_data", Some("no IT meter at any level".to_owned()), None, None, 0.0),
+        };
+        PowerView {
+            label: "instantaneous power ratio (not PUE)",
+            facility_w: fac.known.then_some(fac.value),
+            it_w,
+            ratio,
+            category,
+            coverage_it: round6(cov_it),
+            coverage_facility: round6(fac.coverage),
+            quality,
+            reason,
+        }
+    }
+
+    fn window_view(&self, site: &Site, name: &'static str, len: i64, watermark: Option<i64>) -> WindowView {
+        let empty = |reason: &str| WindowView {
+            label: format!("PUE, {name}"),
+            value: None,
+            category: None,
+            coverage_it: 0.0,
+            coverage_facility: 0.0,
+            quality: "no_data",
+            reason: Some(reason.to_owned()),
+            dcie: None,
+            from_ms: None,
+            to_ms: None,
+            facility_kwh: 0.0,
+            it_kwh: 0.0,
+        };
+        let (Some(wm), Some(start)) = (watermark, site.data_start_ms) else {
+            return empty("warming up: waiting for the site's meters to report");
+        };
+        let width = if len <= FINE_MAX_MS { super::FINE.0 } else { super::COARSE.0 };
+        let to = wm.div_euclid(width) * width;
+        let from = (to - len).max((start + width - 1).div_euclid(width) * width);
+        if from >= to {
+            return empty("not enough data for this window yet");
+        }
+        let level_stat = |point: Point| -> LevelStat {
+            let Some(level) = site.levels.get(&point) else {
+                return LevelStat { value: 0.0, coverage: 0.0, estimated: false, known: false };
+            };
+            let ring = if len <= FINE_MAX_MS { &level.fine } else { &level.coarse };
+            let totals = ring.sum(from, to);
+            let expected: f64 = site
+                .series
+                .iter()
+                .filter(|(k, _)| k.point == point)
+                .filter_map(|(_, s)| s.first_ms)
+                .map(|f| (to - from.max(f)).max(0) as f64)
+                .sum();
+            LevelStat {
+                value: totals.energy_j,
+                coverage: if expected > 0.0 { (totals.covered_ms / expected).min(1.0) } else { 0.0 },
+                estimated: totals.estimated_j > 0.0,
+                known: expected > 0.0,
+            }
+        };
+        let fac = level_stat(Point::FacilityInput);
+        let its: Vec<(u8, LevelStat)> = IT_LEVELS
+            .iter()
+            .filter_map(|&c| Point::for_category(c).map(|p| (c, level_stat(p))))
+            .collect();
+        let Some(i) = choose(&its, self.cfg.min_coverage) else {
+            let mut v = empty("no IT meter at any level");
+            v.coverage_facility = round6(fac.coverage);
+            v.facility_kwh = fac.value / 3.6e6;
+            v.from_ms = Some(from);
+            v.to_ms = Some(to);
+            return v;
+        };
+        let (category, it) = &its[i];
+        let (value, quality, reason) = judge(&fac, it);
+        WindowView {
+            label: quality_label(*category, name),
+            value,
+            category: Some(*category),
+            coverage_it: round6(it.coverage),
+            coverage_facility: round6(fac.coverage),
+            quality,
+            reason,
+            dcie: value.map(|v| 1.0 / v),
+            from_ms: Some(from),
+            to_ms: Some(to),
+            facility_kwh: fac.value / 3.6e6,
+            it_kwh: it.value / 3.6e6,
+        }
+    }
+
+    fn node_views(&self, site: &Site, now_ms: i64) -> Vec<NodeView> {
+        let (gf, di) = (self.cfg.gap_factor, self.cfg.default_interval_ms);
+        site.nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let state = if n.offline_since_ms.is_some() {
+                    "offline"
+                } else if n.last_seen_ms.is_some_and(|t| now_ms - t > site.max_gap(i, gf, di)) {
+                    "stale"
+                } else {
+                    "online"
+                };
+                NodeView {
+                    node: site.node_ids[i].clone(),
+                    state,
+                    role: n.role.map(|r| r.as_str()),
+                    rack: n.rack.clone(),
+                    zone: n.zone.clone(),
+                    agent: n.agent.clone(),
+                    interval_ms: node_interval(n, di),
+                    last_seen_ms: n.last_seen_ms,
+                    last_reading_ms: n.last_reading_ms,
+                    seq: n.last_seq,
+                    missing_batches: n.missing,
+                    duplicate_batches: n.duplicates,
+                    restarts: n.restarts,
+                }
+            })
+            .collect()
+    }
+
+    /// The nodes of a site, or `None` for an unknown site.
+    pub fn nodes(&self, site_id: &str, now_ms: i64) -> Option<Vec<NodeView>> {
+        self.sites.get(site_id).map(|s| self.node_views(s, now_ms))
+    }
+}

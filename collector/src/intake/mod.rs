@@ -1,0 +1,255 @@
+//! intake: decode → validate → sequence check → engine. Every message is counted; every
+//! refusal is counted by reason and logged at a rate-limited WARN; nothing panics.
+//!
+//! Must not: compute PUE (the engine does), block on I/O while holding the engine.
+
+pub mod mqtt;
+pub mod validate;
+
+use crate::config::IntakeConfig;
+use crate::engine::{Engine, SeqCheck};
+use dcwatt_common::logging::RateLimiter;
+use dcwatt_common::protocol::{
+    decode, parse_node_topic, validate_id, ReadingsMessage, StatusMessage, TopicKind,
+};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// A message as it came off the broker.
+#[derive(Debug, Clone)]
+pub struct RawMessage {
+    /// MQTT topic.
+    pub topic: String,
+    /// Payload bytes.
+    pub payload: Vec<u8>,
+}
+
+/// Every reason a whole message can be refused, for metrics that list zeros too.
+pub const MESSAGE_REASONS: [&str; 9] = [
+    "malformed_json",
+    "invalid_schema",
+    "unsupported_version",
+    "payload_too_large",
+    "invalid_topic",
+    "topic_mismatch",
+    "invalid_id",
+    "site_not_served",
+    "duplicate_seq",
+];
+
+/// Pipeline counters, shown on `/metrics`.
+#[derive(Debug, Default)]
+pub struct IntakeStats {
+    /// Readings messages received.
+    pub readings_messages: AtomicU64,
+    /// Status messages received.
+    pub status_messages: AtomicU64,
+    /// Readings accepted into the engine.
+    pub readings_accepted: AtomicU64,
+    /// Whole messages refused, by reason.
+    pub messages_rejected: Mutex<BTreeMap<&'static str, u64>>,
+    /// Single readings refused, by reason.
+    pub readings_rejected: Mutex<BTreeMap<&'static str, u64>>,
+    /// Batches that never arrived (sequence gaps).
+    pub batches_missing: AtomicU64,
+    /// Agent restarts seen (sequence went back).
+    pub agent_restarts: AtomicU64,
+    /// Counter resets or wraps not turned into energy.
+    pub counter_resets: AtomicU64,
+    /// Counter jumps implying absurd power, not turned into energy.
+    pub implausible_jumps: AtomicU64,
+    /// Samples older than their series' previous one.
+    pub out_of_order: AtomicU64,
+    /// Energy older than the engine's buckets hold.
+    pub too_old: AtomicU64,
+    /// True while connected to the broker (always true with the embedded broker).
+    pub broker_connected: AtomicBool,
+    /// Broker connection losses.
+    pub broker_disconnects: AtomicU64,
+}
+
+impl IntakeStats {
+    fn reject_message(&self, reason: &'static str) {
+        if let Ok(mut m) = self.messages_rejected.lock() {
+            *m.entry(reason).or_default() += 1;
+        }
+    }
+
+    fn reject_reading(&self, reason: &'static str) {
+        if let Ok(mut m) = self.readings_rejected.lock() {
+            *m.entry(reason).or_default() += 1;
+        }
+    }
+
+    /// A snapshot of messages refused by reason, every known reason included.
+    pub fn messages_rejected(&self) -> Vec<(&'static str, u64)> {
+        snapshot(&self.messages_rejected, &MESSAGE_REASONS)
+    }
+
+    /// A snapshot of readings refused by reason, every known reason included.
+    pub fn readings_rejected(&self) -> Vec<(&'static str, u64)> {
+        snapshot(&self.readings_rejected, &validate::REASONS)
+    }
+}
+
+fn snapshot(m: &Mutex<BTreeMap<&'static str, u64>>, known: &[&'static str]) -> Vec<(&'static str, u64)> {
+    let mut out: BTreeMap<&'static str, u64> = known.iter().map(|r| (*r, 0)).collect();
+    if let Ok(m) = m.lock() {
+        for (k, v) in m.iter() {
+            out.insert(k, *v);
+        }
+    }
+    out.into_iter().collect()
+}
+
+/// Decodes, validates and applies messages.
+pub struct Intake {
+    engine: Arc<Mutex<Engine>>,
+    stats: Arc<IntakeStats>,
+    cfg: IntakeConfig,
+    limiter: RateLimiter,
+}
+
+impl Intake {
+    /// An intake feeding `engine`.
+    pub fn new(engine: Arc<Mutex<Engine>>, stats: Arc<IntakeStats>, cfg: IntakeConfig) -> Self {
+        Intake {
+            engine,
+            stats,
+            cfg,
+            limiter: RateLimiter::new(Duration::from_secs(10)),
+        }
+    }
+
+    fn warn(&mut self, reason: &'static str, topic: &str, detail: &dyn std::fmt::Display) {
+        if let Some(held) = self.limiter.allow(reason, Instant::now()) {
+            tracing::warn!(reason, topic, suppressed = held, "rejected: {detail}");
+        }
+    }
+
+    fn refuse(&mut self, reason: &'static str, topic: &str, detail: &dyn std::fmt::Display) {
+        self.stats.reject_message(reason);
+        self.warn(reason, topic, detail);
+    }
+
+    /// Handles a slice of messages under one engine lock.
+    pub fn handle_batch(&mut self, msgs: &[RawMessage], now_ms: i64) {
+        let engine = self.engine.clone();
+        let Ok(mut engine) = engine.lock() else {
+            tracing::error!("engine state poisoned; dropping {} messages", msgs.len());
+            return;
+        };
+        for m in msgs {
+            self.handle(&mut engine, &m.topic, &m.payload, now_ms);
+        }
+    }
+
+    /// Handles one message.
+    pub fn handle(&mut self, engine: &mut Engine, topic: &str, payload: &[u8], now_ms: i64) {
+        let t = match parse_node_topic(topic) {
+            Ok(t) => t,
+            Err(e) => {
+                self.stats.readings_messages.fetch_add(1, Ordering::Relaxed);
+                return self.refuse("invalid_topic", topic, &e);
+            }
+        };
+        match t.kind {
+            TopicKind::Readings => self.stats.readings_messages.fetch_add(1, Ordering::Relaxed),
+            TopicKind::Status => self.stats.status_messages.fetch_add(1, Ordering::Relaxed),
+        };
+        if !self.cfg.sites.is_empty() && !self.cfg.sites.iter().any(|s| s == t.site) {
+            return self.refuse("site_not_served", topic, &"site not in intake.sites");
+        }
+        match t.kind {
+            TopicKind::Status => {
+                if payload.is_empty() {
+                    // A retained status being cleared by an operator: nothing to apply.
+                    return;
+                }
+                let msg: StatusMessage = match decode(payload) {
+                    Ok(m) => m,
+                    Err(e) => return self.refuse(e.reason(), topic, &e),
+                };
+                if msg.site != t.site || msg.node != t.node {
+                    return self.refuse("topic_mismatch", topic, &format!("payload says {}/{}", msg.site, msg.node));
+                }
+                for id in [&msg.rack, &msg.zone].into_iter().flatten() {
+                    if let Err(e) = validate_id(id) {
+                        return self.refuse("invalid_id", topic, &format!("rack/zone {id:?} {e}"));
+                    }
+                }
+                engine.apply_status(&msg, now_ms);
+            }
+            TopicKind::Readings => {
+                let msg: ReadingsMessage = match decode(payload) {
+                    Ok(m) => m,
+                    Err(e) => return self.refuse(e.reason(), topic, &e),
+                };
+                if msg.site != t.site || msg.node != t.node {
+                    return self.refuse("topic_mismatch", topic, &format!("payload says {}/{}", msg.site, msg.node));
+                }
+                match engine.check_seq(&msg.site, &msg.node, msg.seq) {
+                    SeqCheck::Duplicate => {
+                        return self.refuse("duplicate_seq", topic, &format!("seq {} seen already", msg.seq))
+                    }
+                    SeqCheck::Gap(n) => {
+                        self.stats.batches_missing.fetch_add(n, Ordering::Relaxed);
+                    }
+                    SeqCheck::Restart => {
+                        self.stats.agent_restarts.fetch_add(1, Ordering::Relaxed);
+                    }
+                    SeqCheck::InOrder => {}
+                }
+                let limits = validate::Limits {
+                    max_host_power_w: self.cfg.max_host_power_w,
+                    max_future_skew_ms: self.cfg.max_future_skew_ms,
+                    max_age_ms: 86_400_000,
+                };
+                let role = engine.node_role(&msg.site, &msg.node);
+                let mut ok = Vec::with_capacity(msg.readings.len());
+                for r in msg.readings {
+                    match validate::check(&r, role, now_ms, &limits) {
+                        Ok(()) => ok.push(r),
+                        Err(reason) => {
+                            self.stats.reject_reading(reason);
+                            self.warn(reason, topic, &format!("reading {} = {} at {}", r.metric, r.value, r.ts_ms));
+                        }
+                    }
+                }
+                self.stats.readings_accepted.fetch_add(ok.len() as u64, Ordering::Relaxed);
+                let applied = engine.apply_readings(&msg.site, &msg.node, &ok, now_ms);
+                let s = &self.stats;
+                s.counter_resets.fetch_add(applied.counter_resets, Ordering::Relaxed);
+                s.implausible_jumps.fetch_add(applied.implausible_jumps, Ordering::Relaxed);
+                s.out_of_order.fetch_add(applied.out_of_order, Ordering::Relaxed);
+                s.too_old.fetch_add(applied.too_old, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Consumes messages until the channel closes or `cancel`, taking whatever is waiting
+    /// (up to 512) per engine lock.
+    pub async fn run(mut self, mut rx: mpsc::Receiver<RawMessage>, cancel: CancellationToken) {
+        let mut batch = Vec::with_capacity(512);
+        loop {
+            let n = tokio::select! {
+                _ = cancel.cancelled() => break,
+                n = rx.recv_many(&mut batch, 512) => n,
+            };
+            if n == 0 {
+                break;
+            }
+            self.handle_batch(&batch, dcwatt_common::now_ms());
+            batch.clear();
+        }
+        // Drain what is already queued so nothing accepted by the broker is dropped.
+        while let Ok(m) = rx.try_recv() {
+            batch.push(m);
+        }
+        self.handle_batch(&batch, dcwatt_common::now_ms());
+    }
+}

@@ -1,0 +1,17 @@
+//! dcwatt-collector: turns the agents' MQTT stream into live, standards-correct PUE.
+//!
+//! - [`engine`]: per-site state, energy integration, PUE windows, categories, coverage.
+//!   PURE: no I/O, no clock, no tokio.
+//! - [`intake`]: decode → validate → sequence check → engine; counts every refusal.
+//! - [`broker`]: the embedded MQTT broker (rumqttd) and its in-process link to the intake.
+//! - [`api`]: HTTP JSON and Prometheus `/metrics`; reads the engine, never changes it.
+//! - [`config`]: configuration, validated whole before anything binds.
+//! - [`run`]: wiring and shutdown order.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod broker;
+pub mod config;
+pub mod engine;
+pub mod intake;
+pub mod run;

@@ -1,0 +1,84 @@
+//! Wires the collector: broker (embedded or external) → intake queue → intake → engine,
+//! and the HTTP API reading the engine. One cancellation token; SIGTERM and SIGINT trigger
+//! it; inputs stop first, the queue drains, the API goes last.
+
+use crate::api::{self, AppState};
+use crate::broker::{self, BrokerError};
+use crate::config::CollectorConfig;
+use crate::engine::Engine;
+use crate::intake::{mqtt, Intake, IntakeStats};
+use dcwatt_common::protocol::{readings_filter, status_filter};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Why the collector stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The HTTP address could not be bound.
+    #[error("cannot listen on {addr} for HTTP: {source}")]
+    Http {
+        /// Address.
+        addr: std::net::SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The embedded broker did not start.
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+}
+
+/// The subscription filters for the configured sites (all sites when none).
+pub fn filters(sites: &[String]) -> Vec<String> {
+    if sites.is_empty() {
+        vec![readings_filter("+"), status_filter("+")]
+    } else {
+        sites.iter().flat_map(|s| [readings_filter(s), status_filter(s)]).collect()
+    }
+}
+
+/// Runs until `cancel`.
+///
+/// # Errors
+/// An address could not be bound or the broker did not start.
+pub async fn run(cfg: CollectorConfig, cancel: CancellationToken) -> Result<(), RunError> {
+    let engine = Arc::new(Mutex::new(Engine::new(cfg.engine.clone())));
+    let stats = Arc::new(IntakeStats::default());
+    let (tx, rx) = mpsc::channel(cfg.intake.queue_messages);
+    let http = tokio::net::TcpListener::bind(cfg.http_listen)
+        .await
+        .map_err(|source| RunError::Http { addr: cfg.http_listen, source })?;
+    let filters = filters(&cfg.intake.sites);
+    let tracker = TaskTracker::new();
+    let inputs = CancellationToken::new();
+    if let Some(b) = &cfg.broker {
+        broker::start(b, &filters, tx.clone()).await?;
+        stats.broker_connected.store(true, Ordering::Relaxed);
+    }
+    if let Some(m) = cfg.mqtt.clone() {
+        tracker.spawn(mqtt::run(m, filters, tx.clone(), stats.clone(), inputs.clone()));
+    }
+    let intake = Intake::new(engine.clone(), stats.clone(), cfg.intake.clone());
+    let intake_done = tracker.spawn(intake.run(rx, CancellationToken::new()));
+    let state = AppState { engine, stats, queue: tx };
+    let api_stop = CancellationToken::new();
+    let api_cancel = api_stop.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(http, api::router(state))
+            .with_graceful_shutdown(async move { api_cancel.cancelled().await })
+            .await
+    });
+    tracing::info!(http = %cfg.http_listen, "collector ready");
+    cancel.cancelled().await;
+    tracing::info!("shutting down: stopping inputs");
+    inputs.cancel();
+    tracker.close();
+    // The intake ends when every sender is gone; the embedded broker's link thread holds
+    // one for the life of the process, so bound the wait.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), intake_done).await;
+    api_stop.cancel();
+    let _ = server.await;
+    Ok(())
+}
