@@ -1,1 +1,362 @@
-//! placeholder
+//! Test support for dcwatt's end-to-end tests: real binaries, real brokers, loopback only.
+//!
+//! Every process a test starts is owned by a guard that kills it on drop; every server
+//! binds a free port on 127.0.0.1; nothing reaches beyond this machine.
+#![forbid(unsafe_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub mod sim;
+
+/// The directory holding the workspace's binaries (`DCWATT_BIN_DIR` overrides).
+///
+/// # Panics
+/// When the binaries are not built: `scripts/test.sh` builds them first.
+pub fn bin(name: &str) -> PathBuf {
+    let dir = match std::env::var_os("DCWATT_BIN_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => {
+            let exe = std::env::current_exe().expect("test executable path");
+            // target/<profile>/deps/<test> → target/<profile>
+            exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
+        }
+    };
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is not built; run `cargo build --bins` first (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; the race is negligible on loopback).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A scratch directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// A new empty directory.
+    pub fn new(tag: &str) -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "dcwatt-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("temp dir");
+        TempDir(p)
+    }
+
+    /// Writes a file in it and returns its path.
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, text).expect("write temp file");
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A child process killed on drop.
+pub struct Proc {
+    /// Name for messages.
+    pub name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    /// Spawns `cmd` with stdout and stderr going to `log`.
+    pub fn spawn(name: &str, mut cmd: Command, log: PathBuf) -> Self {
+        let out = std::fs::File::create(&log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Proc { name: name.to_owned(), child, log }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM (a clean stop) and waits up to `timeout` for the exit.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill").arg("-TERM").arg(self.pid().to_string()).status();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// True while the process runs.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// What the process wrote so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `f` every 100 ms until it returns `Some`, or panics with `what` after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A plain HTTP/1.1 GET on loopback; returns (status, body).
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
+    Some((status, if chunked { dechunk(body) } else { body.to_owned() }))
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].strip_prefix("\r\n").unwrap_or(&rest[n..]);
+    }
+    out
+}
+
+/// GET as JSON; `None` unless 200 with a JSON body.
+pub fn get_json(port: u16, path: &str) -> Option<serde_json::Value> {
+    let (status, body) = http_get(port, path)?;
+    if status != 200 {
+        return None;
+    }
+    serde_json::from_str(&body).ok()
+}
+
+/// The value of one sample in Prometheus text, e.g. `metric(text, "x_total{reason=\"a\"}")`.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// True when `DCWATT_REQUIRE_SERVICES=1`: a missing service fails instead of skipping.
+pub fn services_required() -> bool {
+    std::env::var("DCWATT_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
+}
+
+/// Says loudly that a test is skipped for want of `what`, or fails when services are
+/// required.
+pub fn skip_or_fail(test: &str, what: &str) {
+    assert!(!services_required(), "{test}: {what} (DCWATT_REQUIRE_SERVICES=1, so this fails instead of skipping)");
+    eprintln!("\n*** SKIPPED {test}: {what}. Install it (scripts/test.sh does) or set DCWATT_REQUIRE_SERVICES=1 to make this a failure. ***\n");
+}
+
+/// Where an executable is on PATH or in the usual sbin directories.
+pub fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from))
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// A running collector.
+pub struct Collector {
+    /// The process.
+    pub proc: Proc,
+    /// HTTP port.
+    pub http: u16,
+    /// MQTT port agents connect to (embedded broker, or the external one it uses).
+    pub mqtt: u16,
+}
+
+/// Which broker a collector uses.
+#[derive(Debug, Clone, Copy)]
+pub enum BrokerKind {
+    /// rumqttd inside the collector.
+    Embedded,
+    /// An external broker (Mosquitto) on this port.
+    External(u16),
+}
+
+impl Collector {
+    /// Starts a collector with extra environment overrides and waits for `/healthz`.
+    pub fn start(dir: &TempDir, broker: BrokerKind, env: &[(&str, String)]) -> Collector {
+        let http = free_port();
+        let mut cmd = Command::new(bin("dcwatt-collector"));
+        cmd.env("DCWATT__HTTP__LISTEN", format!("127.0.0.1:{http}"));
+        let mqtt = match broker {
+            BrokerKind::Embedded => {
+                let p = free_port();
+                cmd.env("DCWATT__BROKER__LISTEN", format!("127.0.0.1:{p}"));
+                p
+            }
+            BrokerKind::External(p) => {
+                cmd.env("DCWATT__BROKER__EMBEDDED", "false");
+                cmd.env("DCWATT__MQTT__HOST", "127.0.0.1");
+                cmd.env("DCWATT__MQTT__PORT", p.to_string());
+                p
+            }
+        };
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut proc = Proc::spawn("collector", cmd, dir.0.join("collector.log"));
+        wait_for("collector /healthz", Duration::from_secs(20), || {
+            assert!(proc.running(), "collector exited:\n{}", proc.log());
+            let h = get_json(http, "/healthz")?;
+            (h["broker_connected"] == true).then_some(())
+        });
+        Collector { proc, http, mqtt }
+    }
+
+    /// `GET /api/v1/sites/{site}` when the site exists.
+    pub fn site(&self, site: &str) -> Option<serde_json::Value> {
+        get_json(self.http, &format!("/api/v1/sites/{site}"))
+    }
+
+    /// The `/metrics` text.
+    pub fn metrics(&self) -> String {
+        http_get(self.http, "/metrics").map(|(_, b)| b).unwrap_or_default()
+    }
+}
+
+/// Starts an agent from a TOML config.
+pub fn start_agent(dir: &TempDir, name: &str, toml: &str) -> Proc {
+    let cfg = dir.write(&format!("{name}.toml"), toml);
+    let mut cmd = Command::new(bin("dcwatt-agent"));
+    cmd.arg("--config").arg(cfg);
+    Proc::spawn(name, cmd, dir.0.join(format!("{name}.log")))
+}
+
+/// A Mosquitto broker on a free loopback port, or `None` when Mosquitto is not installed.
+pub struct Mosquitto {
+    /// The process.
+    pub proc: Proc,
+    /// Its port.
+    pub port: u16,
+}
+
+impl Mosquitto {
+    /// Starts Mosquitto with the settings dcwatt recommends (no QoS 1 queue limit).
+    pub fn start(dir: &TempDir) -> Option<Mosquitto> {
+        let exe = find_program("mosquitto")?;
+        let port = free_port();
+        let conf = dir.write(
+            "mosquitto.conf",
+            &format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\nlog_dest stderr\n"
+            ),
+        );
+        let mut cmd = Command::new(exe);
+        cmd.arg("-c").arg(conf);
+        let mut proc = Proc::spawn("mosquitto", cmd, dir.0.join("mosquitto.log"));
+        wait_for("mosquitto to listen", Duration::from_secs(10), || {
+            assert!(proc.running(), "mosquitto exited:\n{}", proc.log());
+            TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ())
+        });
+        Some(Mosquitto { proc, port })
+    }
+}
+
+/// Publishes every message at QoS 1 to the broker on `port` and returns once the broker
+/// acknowledged all of them (a plain rumqttc client, as any third party would use).
+///
+/// # Panics
+/// When the broker does not acknowledge everything within `timeout`.
+pub fn publish_all(port: u16, msgs: impl Iterator<Item = (String, Vec<u8>)> + Send + 'static, timeout: Duration) -> u64 {
+    use rumqttc::{AsyncClient, MqttOptions, QoS};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async move {
+        static ID: AtomicU32 = AtomicU32::new(0);
+        let mut o = MqttOptions::new(format!("dcwatt-test-pub-{}-{}", std::process::id(), ID.fetch_add(1, Ordering::Relaxed)), "127.0.0.1", port);
+        o.set_keep_alive(Duration::from_secs(30));
+        o.set_inflight(200);
+        o.set_max_packet_size(2 << 20, 2 << 20);
+        let (client, mut el) = AsyncClient::new(o, 1000);
+        let sender = tokio::spawn(async move {
+            let mut n = 0u64;
+            for (topic, payload) in msgs {
+                client.publish(topic, QoS::AtLeastOnce, false, payload).await.expect("publish");
+                n += 1;
+            }
+            (n, client)
+        });
+        let mut acked = 0u64;
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !sender.is_finished() {
+            acked += poll_ack(&mut el, deadline).await;
+        }
+        let (n, client) = sender.await.expect("sender task");
+        while acked < n {
+            acked += poll_ack(&mut el, deadline).await;
+        }
+        let _ = client.disconnect().await;
+        let _ = tokio::time::timeout(Duration::from_millis(500), el.poll()).await;
+        n
+    })
+}
+
+/// Polls the test publisher's event loop once; 1 when that was a PUBACK.
+async fn poll_ack(el: &mut rumqttc::EventLoop, deadline: tokio::time::Instant) -> u64 {
+    use rumqttc::{Event, Packet};
+    match tokio::time::timeout_at(deadline, el.poll()).await {
+        Err(_) => panic!("timed out waiting for broker acks"),
+        Ok(Err(e)) => panic!("test publisher connection failed: {e}"),
+        Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => 1,
+        Ok(Ok(_)) => 0,
+    }
+}

@@ -1,0 +1,82 @@
+//! The binaries' command lines: config errors, --once, probe, shipped configs.
+
+use dcwatt_e2e::*;
+use std::process::Command;
+
+#[test]
+fn bad_config_is_reported_whole_and_exits_64_before_binding() {
+    let dir = TempDir::new("cli-bad");
+    let port = free_port();
+    let cfg = dir.write(
+        "bad.toml",
+        &format!("[http]\nlisten = \"127.0.0.1:{port}\"\n[engine]\nmin_coverage = 2.0\n[intake]\nmax_host_power_w = -5\nunknown = 1\n"),
+    );
+    let out = Command::new(bin("dcwatt-collector")).arg("--config").arg(&cfg).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for path in ["engine.min_coverage", "intake"] {
+        assert!(err.contains(path), "{path} missing from:\n{err}");
+    }
+    assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(), "port was left bound");
+
+    let out = Command::new(bin("dcwatt-agent"))
+        .env("DCWATT__INTERVAL_SECS", "0")
+        .env("DCWATT__SITE", "no spaces allowed")
+        .arg("check-config")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("interval_secs") && err.contains("site"), "{err}");
+}
+
+#[test]
+fn agent_once_prints_a_valid_batch_without_a_broker() {
+    let dir = TempDir::new("cli-once");
+    let cfg = dir.write(
+        "a.toml",
+        "site = \"s1\"\nnode = \"n1\"\n[mqtt]\nport = 1\n[[sources]]\ntype = \"sysinfo\"\n[[sources]]\ntype = \"sim\"\npoint = \"it_input\"\nbase_w = 200.0\n",
+    );
+    let out = Command::new(bin("dcwatt-agent")).arg("--config").arg(&cfg).arg("--once").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let batch: dcwatt_common::protocol::ReadingsMessage = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((batch.v, batch.site.as_str(), batch.node.as_str(), batch.seq), (1, "s1", "n1", 1));
+    let metrics: Vec<&str> = batch.readings.iter().map(|r| r.metric.as_str()).collect();
+    for m in ["cpu_util", "mem_used_bytes", "power_w", "energy_j"] {
+        assert!(metrics.contains(&m), "{m} missing: {metrics:?}");
+    }
+}
+
+#[test]
+fn probe_lists_sources() {
+    let out = Command::new(bin("dcwatt-agent")).arg("probe").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.lines().any(|l| l.starts_with("sysinfo") && l.contains("available")), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("sim")), "{text}");
+}
+
+#[test]
+fn every_shipped_config_checks() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+    let mut checked = 0;
+    let mut stack = vec![root];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let p = entry.path();
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            if p.extension().is_none_or(|e| e != "toml") {
+                continue;
+            }
+            let name = p.file_name().unwrap().to_string_lossy().to_string();
+            let exe = if name.contains("collector") { "dcwatt-collector" } else { "dcwatt-agent" };
+            let out = Command::new(bin(exe)).arg("--config").arg(&p).arg("check-config").output().unwrap();
+            assert!(out.status.success(), "{}: {}", p.display(), String::from_utf8_lossy(&out.stderr));
+            checked += 1;
+        }
+    }
+    assert!(checked >= 2, "no configs found");
+}

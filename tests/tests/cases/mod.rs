@@ -1,0 +1,4 @@
+mod bad_input;
+mod burst;
+mod cli;
+mod pue;
