@@ -11,7 +11,16 @@ use std::time::Duration;
 /// The commented default configuration, printed by `print-default-config`.
 pub const DEFAULT_CONFIG: &str = include_str!("../../configs/agent.toml");
 
-const KNOWN_KEYS: &[&str] = &["site", "node", "interval_secs", "role", "rack", "zone", "mqtt", "sources"];
+const KNOWN_KEYS: &[&str] = &[
+    "site",
+    "node",
+    "interval_secs",
+    "role",
+    "rack",
+    "zone",
+    "mqtt",
+    "sources",
+];
 
 /// A validated agent configuration.
 #[derive(Debug, Clone)]
@@ -50,13 +59,18 @@ impl AgentConfig {
     pub fn from_loader(l: &Loader) -> Result<Self, Problems> {
         let mut p = Problems::default();
         l.check_keys(KNOWN_KEYS, &mut p);
-        let site: String = l.get_opt("site", &mut p).unwrap_or_else(|| "default".to_owned());
+        let site: String = l
+            .get_opt("site", &mut p)
+            .unwrap_or_else(|| "default".to_owned());
         if let Err(e) = validate_id(&site) {
             p.push("site", e.to_string());
         }
         let node: String = l.get_opt("node", &mut p).unwrap_or_else(default_node);
         if let Err(e) = validate_id(&node) {
-            p.push("node", format!("{e} (set node explicitly when the host name does not fit)"));
+            p.push(
+                "node",
+                format!("{e} (set node explicitly when the host name does not fit)"),
+            );
         }
         let interval_secs: u64 = l.get_opt("interval_secs", &mut p).unwrap_or(10);
         if !(1..=3600).contains(&interval_secs) {
@@ -99,7 +113,13 @@ fn default_node() -> String {
     let name = sysinfo::System::host_name().unwrap_or_default();
     let id: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
         .take(64)
         .collect();
     if id.is_empty() {

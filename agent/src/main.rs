@@ -34,7 +34,16 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Probe) => {
             for p in sources::probe_all() {
-                println!("{:<10} {:<12} {}", p.kind, if p.available { "available" } else { "unavailable" }, p.detail);
+                println!(
+                    "{:<10} {:<12} {}",
+                    p.kind,
+                    if p.available {
+                        "available"
+                    } else {
+                        "unavailable"
+                    },
+                    p.detail
+                );
             }
             return ExitCode::SUCCESS;
         }
@@ -52,13 +61,21 @@ fn main() -> ExitCode {
         }
     };
     if matches!(cli.command, Some(Command::CheckConfig)) {
-        println!("configuration ok: site {} node {}, {} source(s)", config.site, config.node, config.sources.len());
+        println!(
+            "configuration ok: site {} node {}, {} source(s)",
+            config.site,
+            config.node,
+            config.sources.len()
+        );
         return ExitCode::SUCCESS;
     }
     if cli.once {
         return once(&config);
     }
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("dcwatt-agent: cannot start the runtime: {e}");
@@ -99,7 +116,11 @@ fn once(config: &AgentConfig) -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    if errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 async fn shutdown_on_signal(cancel: tokio_util::sync::CancellationToken) {

@@ -37,7 +37,12 @@ impl Publisher {
         let status = status_topic(&site, &node);
         let mut options = self.mqtt.options();
         let will = StatusMessage::offline(&site, &node, self.birth.ts_ms);
-        options.set_last_will(LastWill::new(status.clone(), to_json(&will), QoS::AtLeastOnce, true));
+        options.set_last_will(LastWill::new(
+            status.clone(),
+            to_json(&will),
+            QoS::AtLeastOnce,
+            true,
+        ));
         let (client, eventloop) = AsyncClient::new(options, 64);
         let stopping = CancellationToken::new();
         let birth = to_json(&self.birth);
@@ -65,9 +70,15 @@ impl Publisher {
             }
         }
         // Clean shutdown: say so (the broker does not send the will on a clean disconnect).
-        let offline = to_json(&StatusMessage::offline(&site, &node, dcwatt_common::now_ms()));
+        let offline = to_json(&StatusMessage::offline(
+            &site,
+            &node,
+            dcwatt_common::now_ms(),
+        ));
         let bye = async {
-            let _ = client.publish(status, QoS::AtLeastOnce, true, offline).await;
+            let _ = client
+                .publish(status, QoS::AtLeastOnce, true, offline)
+                .await;
             let _ = client.disconnect().await;
         };
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, bye).await;
@@ -91,7 +102,11 @@ async fn drive(
     endpoint: String,
     stopping: CancellationToken,
 ) {
-    let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30), u64::from(std::process::id()));
+    let mut backoff = Backoff::new(
+        Duration::from_millis(250),
+        Duration::from_secs(30),
+        u64::from(std::process::id()),
+    );
     let mut limiter = RateLimiter::new(Duration::from_secs(60));
     let mut stop_deadline: Option<tokio::time::Instant> = None;
     loop {
@@ -116,7 +131,9 @@ async fn drive(
                     .try_publish(status_topic.clone(), QoS::AtLeastOnce, true, birth.clone())
                     .is_err()
                 {
-                    tracing::warn!("could not queue the birth message; it is sent on the next connection");
+                    tracing::warn!(
+                        "could not queue the birth message; it is sent on the next connection"
+                    );
                 }
             }
             Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) if stopping.is_cancelled() => {

@@ -32,7 +32,14 @@ pub struct Scheduled {
 
 /// Reads every source due on `tick` at the same instant `now_ms`, so that a meter's power
 /// and energy share one timestamp. Failed sources are reported, the others still read.
-pub fn sample(sources: &mut [Scheduled], tick: u64, now_ms: i64) -> (Vec<dcwatt_common::protocol::Reading>, Vec<(&'static str, SourceError)>) {
+pub fn sample(
+    sources: &mut [Scheduled],
+    tick: u64,
+    now_ms: i64,
+) -> (
+    Vec<dcwatt_common::protocol::Reading>,
+    Vec<(&'static str, SourceError)>,
+) {
     let mut readings = Vec::new();
     let mut errors = Vec::new();
     for s in sources.iter_mut().filter(|s| tick % s.every == 0) {
@@ -44,7 +51,13 @@ pub fn sample(sources: &mut [Scheduled], tick: u64, now_ms: i64) -> (Vec<dcwatt_
 }
 
 /// Assembles a batch, with the next sequence number.
-pub fn batch(site: &str, node: &str, seq: u64, now_ms: i64, readings: Vec<dcwatt_common::protocol::Reading>) -> ReadingsMessage {
+pub fn batch(
+    site: &str,
+    node: &str,
+    seq: u64,
+    now_ms: i64,
+    readings: Vec<dcwatt_common::protocol::Reading>,
+) -> ReadingsMessage {
     ReadingsMessage {
         v: VERSION,
         site: site.to_owned(),
@@ -89,7 +102,10 @@ impl Scheduler {
             let t = tick;
             let joined = tokio::task::spawn_blocking(move || {
                 let (readings, errors) = sample(&mut sources, t, now);
-                let errors: Vec<String> = errors.into_iter().map(|(k, e)| format!("{k}: {e}")).collect();
+                let errors: Vec<String> = errors
+                    .into_iter()
+                    .map(|(k, e)| format!("{k}: {e}"))
+                    .collect();
                 (sources, readings, errors)
             })
             .await;
@@ -110,12 +126,18 @@ impl Scheduler {
             }
             seq += 1;
             self.stats.batches_built.fetch_add(1, Ordering::Relaxed);
-            match self.tx.try_send(batch(&self.site, &self.node, seq, now, readings)) {
+            match self
+                .tx
+                .try_send(batch(&self.site, &self.node, seq, now, readings))
+            {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     let n = self.stats.batches_dropped.fetch_add(1, Ordering::Relaxed) + 1;
                     if limiter.allow("queue full", Instant::now()).is_some() {
-                        tracing::warn!(dropped_total = n, "publish queue full (broker unreachable?): batch dropped");
+                        tracing::warn!(
+                            dropped_total = n,
+                            "publish queue full (broker unreachable?): batch dropped"
+                        );
                     }
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => break,
@@ -135,7 +157,11 @@ mod tests {
         fn kind(&self) -> &'static str {
             "broken"
         }
-        fn read(&mut self, _: i64, _: &mut Vec<dcwatt_common::protocol::Reading>) -> Result<(), SourceError> {
+        fn read(
+            &mut self,
+            _: i64,
+            _: &mut Vec<dcwatt_common::protocol::Reading>,
+        ) -> Result<(), SourceError> {
             Err(SourceError::Read("sensor gone".into()))
         }
     }
@@ -156,9 +182,18 @@ mod tests {
     #[test]
     fn due_sources_read_at_one_instant_and_failures_do_not_stop_others() {
         let mut s = vec![
-            Scheduled { source: sim(), every: 1 },
-            Scheduled { source: Box::new(Broken), every: 1 },
-            Scheduled { source: sim(), every: 3 },
+            Scheduled {
+                source: sim(),
+                every: 1,
+            },
+            Scheduled {
+                source: Box::new(Broken),
+                every: 1,
+            },
+            Scheduled {
+                source: sim(),
+                every: 3,
+            },
         ];
         let (r, e) = sample(&mut s, 0, 5_000);
         assert_eq!(r.len(), 4);

@@ -9,7 +9,7 @@
 //!
 //! Here the intake reads through rumqttd's in-process link instead: no network hop, no
 //! acks, no inflight limit; it is only ever paused by the intake queue (back-pressure).
-//! The log is sized by config (default 8 × 16 MiB, about 600k agent batches). If the
+//! The log is sized by config (default 8 × 16 MiB: about 130k agent batches of 1 KB). If the
 //! collector ever falls further behind than that, the loss is not silent: every agent batch
 //! carries a sequence number and the intake counts the gaps (`dcwatt_batches_missing_total`).
 
@@ -82,12 +82,24 @@ fn rumqttd_config(cfg: &BrokerConfig) -> Config {
 ///
 /// # Errors
 /// The address is taken, or the broker does not come up within 5 s.
-pub async fn start(cfg: &BrokerConfig, filters: &[String], tx: mpsc::Sender<RawMessage>) -> Result<(), BrokerError> {
+pub async fn start(
+    cfg: &BrokerConfig,
+    filters: &[String],
+    tx: mpsc::Sender<RawMessage>,
+) -> Result<(), BrokerError> {
     // rumqttd only logs a bind failure from its server thread: check first, to fail clearly.
-    drop(TcpListener::bind(cfg.listen).map_err(|source| BrokerError::Bind { addr: cfg.listen, source })?);
+    drop(
+        TcpListener::bind(cfg.listen).map_err(|source| BrokerError::Bind {
+            addr: cfg.listen,
+            source,
+        })?,
+    );
     let mut broker = Broker::new(rumqttd_config(cfg));
-    let (mut link_tx, link_rx) = tokio::task::block_in_place(|| broker.link("dcwatt-collector-intake"))
-        .map_err(|e| BrokerError::Link(e.to_string()))?;
+    let (mut link_tx, link_rx) = tokio::task::block_in_place(|| {
+        broker
+            .link("dcwatt-collector-intake")
+            .map_err(|e| BrokerError::Link(e.to_string()))
+    })?;
     subscribe(&mut link_tx, filters).await?;
     std::thread::Builder::new()
         .name("embedded-broker".to_owned())
@@ -104,7 +116,10 @@ pub async fn start(cfg: &BrokerConfig, filters: &[String], tx: mpsc::Sender<RawM
     let deadline = Instant::now() + Duration::from_secs(5);
     while !answers_mqtt(cfg.listen) {
         if Instant::now() > deadline {
-            return Err(BrokerError::Start(format!("nothing listening on {} after 5 s", cfg.listen)));
+            return Err(BrokerError::Start(format!(
+                "nothing listening on {} after 5 s",
+                cfg.listen
+            )));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -115,13 +130,18 @@ pub async fn start(cfg: &BrokerConfig, filters: &[String], tx: mpsc::Sender<RawM
 /// True once the broker answers a real MQTT CONNECT with a successful CONNACK.
 fn answers_mqtt(addr: SocketAddr) -> bool {
     use std::io::{Read, Write};
-    const CONNECT: [u8; 15] = [0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 10, 0, 1, b'~'];
+    const CONNECT: [u8; 15] = [
+        0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 10, 0, 1, b'~',
+    ];
     let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
     let mut ack = [0u8; 4];
-    let ok = s.write_all(&CONNECT).is_ok() && s.read_exact(&mut ack).is_ok() && ack[0] == 0x20 && ack[3] == 0;
+    let ok = s.write_all(&CONNECT).is_ok()
+        && s.read_exact(&mut ack).is_ok()
+        && ack[0] == 0x20
+        && ack[3] == 0;
     let _ = s.write_all(&[0xE0, 0]);
     let mut rest = [0u8; 16];
     let _ = s.read(&mut rest);

@@ -24,7 +24,9 @@ struct HttpRaw {
 
 impl Default for HttpRaw {
     fn default() -> Self {
-        HttpRaw { listen: "127.0.0.1:8080".to_owned() }
+        HttpRaw {
+            listen: "127.0.0.1:8080".to_owned(),
+        }
     }
 }
 
@@ -80,7 +82,11 @@ struct EngineRaw {
 
 impl Default for EngineRaw {
     fn default() -> Self {
-        EngineRaw { min_coverage: 0.95, gap_factor: 3.0, default_interval_secs: 10 }
+        EngineRaw {
+            min_coverage: 0.95,
+            gap_factor: 3.0,
+            default_interval_secs: 10,
+        }
     }
 }
 
@@ -180,14 +186,18 @@ impl CollectorConfig {
         } else {
             None
         };
-        let mqtt_cfg = (!broker.embedded).then(|| mqtt.validate("mqtt", "dcwatt-collector", &mut p));
+        let mqtt_cfg =
+            (!broker.embedded).then(|| mqtt.validate("mqtt", "dcwatt-collector", &mut p));
         for (i, s) in intake.sites.iter().enumerate() {
             if let Err(e) = validate_id(s) {
                 p.push(format!("intake.sites[{i}]"), e.to_string());
             }
         }
         if !intake.max_host_power_w.is_finite() || intake.max_host_power_w <= 0.0 {
-            p.push("intake.max_host_power_w", "must be a positive number of watts");
+            p.push(
+                "intake.max_host_power_w",
+                "must be a positive number of watts",
+            );
         }
         if intake.queue_messages == 0 {
             p.push("intake.queue_messages", "must be at least 1");
@@ -228,7 +238,10 @@ mod tests {
     fn no_file_means_working_defaults() {
         let c = CollectorConfig::from_loader(&Loader::from_toml("").unwrap()).unwrap();
         assert_eq!(c.http_listen.to_string(), "127.0.0.1:8080");
-        assert_eq!(c.broker.as_ref().unwrap().listen.to_string(), "127.0.0.1:1883");
+        assert_eq!(
+            c.broker.as_ref().unwrap().listen.to_string(),
+            "127.0.0.1:1883"
+        );
         assert!(c.mqtt.is_none());
         assert!(c.intake.sites.is_empty());
         assert_eq!(c.engine.min_coverage, 0.95);
@@ -243,7 +256,8 @@ mod tests {
     #[test]
     fn external_broker_and_all_problems_at_once() {
         let c = CollectorConfig::from_loader(
-            &Loader::from_toml("[broker]\nembedded = false\n[mqtt]\nhost = \"mq\"\nport = 8883\n").unwrap(),
+            &Loader::from_toml("[broker]\nembedded = false\n[mqtt]\nhost = \"mq\"\nport = 8883\n")
+                .unwrap(),
         )
         .unwrap();
         assert!(c.broker.is_none());
@@ -254,7 +268,14 @@ mod tests {
         let paths: Vec<&str> = err.0.iter().map(|x| x.path.as_str()).collect();
         assert_eq!(
             paths,
-            vec!["extra", "http.listen", "intake.sites[1]", "intake.max_host_power_w", "engine.min_coverage", "engine.gap_factor"],
+            vec![
+                "extra",
+                "http.listen",
+                "intake.sites[1]",
+                "intake.max_host_power_w",
+                "engine.min_coverage",
+                "engine.gap_factor"
+            ],
             "{err}"
         );
     }

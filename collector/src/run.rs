@@ -35,7 +35,10 @@ pub fn filters(sites: &[String]) -> Vec<String> {
     if sites.is_empty() {
         vec![readings_filter("+"), status_filter("+")]
     } else {
-        sites.iter().flat_map(|s| [readings_filter(s), status_filter(s)]).collect()
+        sites
+            .iter()
+            .flat_map(|s| [readings_filter(s), status_filter(s)])
+            .collect()
     }
 }
 
@@ -49,7 +52,10 @@ pub async fn run(cfg: CollectorConfig, cancel: CancellationToken) -> Result<(), 
     let (tx, rx) = mpsc::channel(cfg.intake.queue_messages);
     let http = tokio::net::TcpListener::bind(cfg.http_listen)
         .await
-        .map_err(|source| RunError::Http { addr: cfg.http_listen, source })?;
+        .map_err(|source| RunError::Http {
+            addr: cfg.http_listen,
+            source,
+        })?;
     let filters = filters(&cfg.intake.sites);
     let tracker = TaskTracker::new();
     let inputs = CancellationToken::new();
@@ -58,11 +64,21 @@ pub async fn run(cfg: CollectorConfig, cancel: CancellationToken) -> Result<(), 
         stats.broker_connected.store(true, Ordering::Relaxed);
     }
     if let Some(m) = cfg.mqtt.clone() {
-        tracker.spawn(mqtt::run(m, filters, tx.clone(), stats.clone(), inputs.clone()));
+        tracker.spawn(mqtt::run(
+            m,
+            filters,
+            tx.clone(),
+            stats.clone(),
+            inputs.clone(),
+        ));
     }
     let intake = Intake::new(engine.clone(), stats.clone(), cfg.intake.clone());
     let intake_done = tracker.spawn(intake.run(rx, CancellationToken::new()));
-    let state = AppState { engine, stats, queue: tx };
+    let state = AppState {
+        engine,
+        stats,
+        queue: tx,
+    };
     let api_stop = CancellationToken::new();
     let api_cancel = api_stop.clone();
     let server = tokio::spawn(async move {

@@ -77,7 +77,12 @@ pub struct MqttSettings {
 
 impl MqttRaw {
     /// Validates the section, recording every problem under `prefix` (e.g. `mqtt`).
-    pub fn validate(&self, prefix: &str, default_client_id: &str, problems: &mut Problems) -> MqttSettings {
+    pub fn validate(
+        &self,
+        prefix: &str,
+        default_client_id: &str,
+        problems: &mut Problems,
+    ) -> MqttSettings {
         if self.host.trim().is_empty() {
             problems.push(format!("{prefix}.host"), "must not be empty");
         }
@@ -85,22 +90,34 @@ impl MqttRaw {
             problems.push(format!("{prefix}.port"), "must be 1..=65535");
         }
         if self.keep_alive_secs > u64::from(u16::MAX) {
-            problems.push(format!("{prefix}.keep_alive_secs"), "must be at most 65535 (or 0 to disable)");
+            problems.push(
+                format!("{prefix}.keep_alive_secs"),
+                "must be at most 65535 (or 0 to disable)",
+            );
         }
-        let client_id = self.client_id.clone().unwrap_or_else(|| default_client_id.to_owned());
+        let client_id = self
+            .client_id
+            .clone()
+            .unwrap_or_else(|| default_client_id.to_owned());
         if client_id.is_empty() || client_id.len() > 128 {
             problems.push(format!("{prefix}.client_id"), "must be 1 to 128 characters");
         }
         let password = match (&self.password, &self.password_file) {
             (Some(_), Some(_)) => {
-                problems.push(format!("{prefix}.password_file"), "set either password or password_file, not both");
+                problems.push(
+                    format!("{prefix}.password_file"),
+                    "set either password or password_file, not both",
+                );
                 None
             }
             (Some(p), None) => Some(Secret::new(p.clone())),
             (None, Some(file)) => match Secret::from_file(file) {
                 Ok(s) => Some(s),
                 Err(e) => {
-                    problems.push(format!("{prefix}.password_file"), format!("cannot read {}: {e}", file.display()));
+                    problems.push(
+                        format!("{prefix}.password_file"),
+                        format!("cannot read {}: {e}", file.display()),
+                    );
                     None
                 }
             },
@@ -110,7 +127,10 @@ impl MqttRaw {
             (Some(u), Some(p)) => Some((u.clone(), p)),
             (Some(u), None) => Some((u.clone(), Secret::new(""))),
             (None, Some(_)) => {
-                problems.push(format!("{prefix}.username"), "a password is set but no username");
+                problems.push(
+                    format!("{prefix}.username"),
+                    "a password is set but no username",
+                );
                 None
             }
             (None, None) => None,
@@ -141,10 +161,19 @@ impl TlsRaw {
                 let certs = read_certs(ca).map_err(|m| ("ca_file", m))?;
                 let (added, _ignored) = roots.add_parsable_certificates(certs);
                 if added == 0 {
-                    return Err(("ca_file", format!("{} holds no usable CA certificate", ca.display())));
+                    return Err((
+                        "ca_file",
+                        format!("{} holds no usable CA certificate", ca.display()),
+                    ));
                 }
             }
-            None => return Err(("ca_file", "required when [tls] is set (dcwatt does not trust a system store implicitly)".to_owned())),
+            None => {
+                return Err((
+                    "ca_file",
+                    "required when [tls] is set (dcwatt does not trust a system store implicitly)"
+                        .to_owned(),
+                ))
+            }
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = rustls::ClientConfig::builder_with_provider(provider)
@@ -192,7 +221,10 @@ impl MqttSettings {
         let mut o = MqttOptions::new(self.client_id.clone(), self.host.clone(), self.port);
         o.set_keep_alive(self.keep_alive);
         o.set_clean_session(true);
-        o.set_max_packet_size(crate::protocol::MAX_PAYLOAD_BYTES + 4096, crate::protocol::MAX_PAYLOAD_BYTES + 4096);
+        o.set_max_packet_size(
+            crate::protocol::MAX_PAYLOAD_BYTES + 4096,
+            crate::protocol::MAX_PAYLOAD_BYTES + 4096,
+        );
         if let Some((user, pass)) = &self.credentials {
             o.set_credentials(user.clone(), pass.expose().to_owned());
         }
@@ -204,7 +236,12 @@ impl MqttSettings {
 
     /// `host:port`, for logs.
     pub fn endpoint(&self) -> String {
-        format!("{}:{}{}", self.host, self.port, if self.tls.is_some() { " (TLS)" } else { "" })
+        format!(
+            "{}:{}{}",
+            self.host,
+            self.port,
+            if self.tls.is_some() { " (TLS)" } else { "" }
+        )
     }
 }
 
@@ -219,13 +256,25 @@ mod tests {
             port: 0,
             keep_alive_secs: 100_000,
             password: Some("x".into()),
-            tls: Some(TlsRaw { ca_file: Some("/nonexistent/ca.pem".into()), ..TlsRaw::default() }),
+            tls: Some(TlsRaw {
+                ca_file: Some("/nonexistent/ca.pem".into()),
+                ..TlsRaw::default()
+            }),
             ..MqttRaw::default()
         };
         let mut p = Problems::default();
         let s = raw.validate("mqtt", "id", &mut p);
         let paths: Vec<&str> = p.0.iter().map(|x| x.path.as_str()).collect();
-        assert_eq!(paths, vec!["mqtt.host", "mqtt.port", "mqtt.keep_alive_secs", "mqtt.username", "mqtt.tls.ca_file"]);
+        assert_eq!(
+            paths,
+            vec![
+                "mqtt.host",
+                "mqtt.port",
+                "mqtt.keep_alive_secs",
+                "mqtt.username",
+                "mqtt.tls.ca_file"
+            ]
+        );
         assert!(s.tls.is_none());
     }
 
@@ -245,7 +294,11 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let f = dir.join("pw");
         std::fs::write(&f, "s3cret\n").unwrap();
-        let raw = MqttRaw { username: Some("agent".into()), password_file: Some(f), ..MqttRaw::default() };
+        let raw = MqttRaw {
+            username: Some("agent".into()),
+            password_file: Some(f),
+            ..MqttRaw::default()
+        };
         let mut p = Problems::default();
         let s = raw.validate("mqtt", "id", &mut p);
         assert!(p.is_empty(), "{p}");

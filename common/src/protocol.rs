@@ -538,14 +538,32 @@ mod tests {
         let t = readings_topic("dc1", "h-7");
         assert_eq!(t, "dcwatt/v1/dc1/h-7/readings");
         let p = parse_node_topic(&t).unwrap();
-        assert_eq!((p.site, p.node, p.kind), ("dc1", "h-7", TopicKind::Readings));
-        let s = parse_node_topic(&status_topic("dc1", "m")).unwrap();
-        assert_eq!(s.kind, TopicKind::Status);
-        assert_eq!(parse_node_topic("dcwatt/v1/dc1/readings"), Err(TopicError::Shape));
-        assert_eq!(parse_node_topic("dcwatt/v2/a/b/readings"), Err(TopicError::Shape));
-        assert_eq!(parse_node_topic("dcwatt/v1/a/b/c/readings"), Err(TopicError::Shape));
-        assert_eq!(parse_node_topic("dcwatt/v1/a/b/summary"), Err(TopicError::Shape));
-        assert!(matches!(parse_node_topic("dcwatt/v1/a b/n/status"), Err(TopicError::Site(_))));
+        assert_eq!(
+            (p.site, p.node, p.kind),
+            ("dc1", "h-7", TopicKind::Readings)
+        );
+        let status = status_topic("dc1", "m");
+        assert_eq!(parse_node_topic(&status).unwrap().kind, TopicKind::Status);
+        assert_eq!(
+            parse_node_topic("dcwatt/v1/dc1/readings"),
+            Err(TopicError::Shape)
+        );
+        assert_eq!(
+            parse_node_topic("dcwatt/v2/a/b/readings"),
+            Err(TopicError::Shape)
+        );
+        assert_eq!(
+            parse_node_topic("dcwatt/v1/a/b/c/readings"),
+            Err(TopicError::Shape)
+        );
+        assert_eq!(
+            parse_node_topic("dcwatt/v1/a/b/summary"),
+            Err(TopicError::Shape)
+        );
+        assert!(matches!(
+            parse_node_topic("dcwatt/v1/a b/n/status"),
+            Err(TopicError::Site(_))
+        ));
     }
 
     #[test]
@@ -560,8 +578,12 @@ mod tests {
         assert_eq!(r.quality, Quality::Measured);
         assert_eq!(r.point, Some(Point::ItInput));
         assert_eq!(r.value, 350.0);
-        let out = serde_json::to_string(&Reading::counter("energy_j", 1.5, 9).at(Point::UpsOutput)).unwrap();
-        assert_eq!(out, r#"{"metric":"energy_j","value":1.5,"ts_ms":9,"kind":"counter","point":"ups_output","quality":"measured"}"#);
+        let out = serde_json::to_string(&Reading::counter("energy_j", 1.5, 9).at(Point::UpsOutput))
+            .unwrap();
+        assert_eq!(
+            out,
+            r#"{"metric":"energy_j","value":1.5,"ts_ms":9,"kind":"counter","point":"ups_output","quality":"measured"}"#
+        );
         for p in Point::ALL {
             let s = serde_json::to_string(&p).unwrap();
             assert_eq!(s, format!("\"{}\"", p.as_str()));
@@ -571,14 +593,31 @@ mod tests {
 
     #[test]
     fn decode_errors_are_classified() {
-        let r = |s: &str| decode::<ReadingsMessage>(s.as_bytes()).unwrap_err().reason();
+        let r = |s: &str| {
+            decode::<ReadingsMessage>(s.as_bytes())
+                .unwrap_err()
+                .reason()
+        };
         assert_eq!(r("{not json"), "malformed_json");
         assert_eq!(r(r#"{"v":2,"site":"s"}"#), "unsupported_version");
         assert_eq!(r(r#"{"v":1,"site":"s","node":"n"}"#), "invalid_schema");
-        assert_eq!(r(r#"{"v":1,"site":"s","node":"n","seq":1,"sent_ms":1,"readings":[{"metric":"power_w","value":"high","ts_ms":1}]}"#), "invalid_schema");
-        assert_eq!(r(r#"{"v":1,"site":"s","node":"n","seq":1,"sent_ms":1,"readings":[{"metric":"power_w","value":1,"ts_ms":1,"point":"moon"}]}"#), "invalid_schema");
+        assert_eq!(
+            r(
+                r#"{"v":1,"site":"s","node":"n","seq":1,"sent_ms":1,"readings":[{"metric":"power_w","value":"high","ts_ms":1}]}"#
+            ),
+            "invalid_schema"
+        );
+        assert_eq!(
+            r(
+                r#"{"v":1,"site":"s","node":"n","seq":1,"sent_ms":1,"readings":[{"metric":"power_w","value":1,"ts_ms":1,"point":"moon"}]}"#
+            ),
+            "invalid_schema"
+        );
         let big = vec![b' '; MAX_PAYLOAD_BYTES + 1];
-        assert_eq!(decode::<ReadingsMessage>(&big).unwrap_err().reason(), "payload_too_large");
+        assert_eq!(
+            decode::<ReadingsMessage>(&big).unwrap_err().reason(),
+            "payload_too_large"
+        );
         let nan: ReadingsMessage = decode(br#"{"v":1,"site":"s","node":"n","seq":1,"sent_ms":1,"readings":[{"metric":"power_w","value":"NaN","ts_ms":1}]}"#).unwrap();
         assert!(nan.readings[0].value.is_nan());
     }
@@ -586,6 +625,9 @@ mod tests {
     #[test]
     fn status_offline_is_minimal() {
         let s = serde_json::to_string(&StatusMessage::offline("s", "n", 7)).unwrap();
-        assert_eq!(s, r#"{"v":1,"site":"s","node":"n","state":"offline","ts_ms":7}"#);
+        assert_eq!(
+            s,
+            r#"{"v":1,"site":"s","node":"n","state":"offline","ts_ms":7}"#
+        );
     }
 }

@@ -84,16 +84,14 @@ impl Loader {
                     .required(true),
             );
         }
-        let env = env
-            .prefix_separator("__")
-            .separator("__")
-            .try_parsing(true);
+        let env = env.prefix_separator("__").separator("__").try_parsing(true);
         builder = builder.add_source(env);
         match builder.build() {
             Ok(cfg) => Ok(Loader { cfg }),
             Err(e) => {
                 let mut p = Problems::default();
-                let at = file.map_or_else(|| "<environment>".to_owned(), |f| f.display().to_string());
+                let at =
+                    file.map_or_else(|| "<environment>".to_owned(), |f| f.display().to_string());
                 p.push(at, e.to_string());
                 Err(p)
             }
@@ -119,7 +117,11 @@ impl Loader {
 
     /// Reports every top-level key that is not in `known`.
     pub fn check_keys(&self, known: &[&str], problems: &mut Problems) {
-        let table = match self.cfg.clone().try_deserialize::<config::Map<String, config::Value>>() {
+        let table = match self
+            .cfg
+            .clone()
+            .try_deserialize::<config::Map<String, config::Value>>()
+        {
             Ok(t) => t,
             Err(e) => {
                 problems.push("<root>", e.to_string());
@@ -140,7 +142,11 @@ impl Loader {
 
     /// Reads `key` as `T`, falling back to `T::default()` when absent; a problem is recorded
     /// (and the default returned) when it is present but invalid.
-    pub fn get_or_default<T: DeserializeOwned + Default>(&self, key: &str, problems: &mut Problems) -> T {
+    pub fn get_or_default<T: DeserializeOwned + Default>(
+        &self,
+        key: &str,
+        problems: &mut Problems,
+    ) -> T {
         match self.cfg.get::<T>(key) {
             Ok(v) => v,
             Err(config::ConfigError::NotFound(_)) => T::default(),
@@ -187,7 +193,8 @@ mod tests {
 
     #[test]
     fn sections_and_unknown_keys_reported_together() {
-        let l = Loader::from_toml("bogus = 1\n[http]\nworkers = \"many\"\n[mqtt]\nport = 1\n").unwrap();
+        let l =
+            Loader::from_toml("bogus = 1\n[http]\nworkers = \"many\"\n[mqtt]\nport = 1\n").unwrap();
         let mut p = Problems::default();
         l.check_keys(&["http", "mqtt"], &mut p);
         let http: Http = l.get_or_default("http", &mut p);
@@ -213,7 +220,13 @@ mod tests {
         let mut p = Problems::default();
         let http: Http = l.get_or_default("http", &mut p);
         assert!(p.is_empty(), "{p}");
-        assert_eq!(http, Http { listen: "0.0.0.0:9".into(), workers: 2 });
+        assert_eq!(
+            http,
+            Http {
+                listen: "0.0.0.0:9".into(),
+                workers: 2
+            }
+        );
         let missing = Loader::new(Some(&dir.join("nope.toml")));
         assert!(missing.is_err());
     }

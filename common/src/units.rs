@@ -89,6 +89,9 @@ mod tests {
         assert_eq!(Joules(3600.0) / Seconds(60.0), Watts(60.0));
         assert_eq!(Watts(500.0) * Seconds(2.0), Joules(1000.0));
         assert_eq!(Joules(7.2e6).kwh(), 2.0);
-        assert_eq!(TimestampMs(2500).seconds_since(TimestampMs(1000)), Seconds(1.5));
+        assert_eq!(
+            TimestampMs(2500).seconds_since(TimestampMs(1000)),
+            Seconds(1.5)
+        );
     }
 }

@@ -23,7 +23,10 @@ pub fn bin(name: &str) -> PathBuf {
         None => {
             let exe = std::env::current_exe().expect("test executable path");
             // target/<profile>/deps/<test> → target/<profile>
-            exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
+            exe.parent()
+                .and_then(Path::parent)
+                .expect("target dir")
+                .to_path_buf()
         }
     };
     let path = dir.join(name);
@@ -93,7 +96,11 @@ impl Proc {
             .stderr(err)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        Proc { name: name.to_owned(), child, log }
+        Proc {
+            name: name.to_owned(),
+            child,
+            log,
+        }
     }
 
     /// The process id.
@@ -103,7 +110,10 @@ impl Proc {
 
     /// Sends SIGTERM (a clean stop) and waits up to `timeout` for the exit.
     pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let _ = Command::new("kill").arg("-TERM").arg(self.pid().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid().to_string())
+            .status();
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if let Ok(Some(s)) = self.child.try_wait() {
@@ -139,7 +149,10 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -149,14 +162,27 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).ok()?;
     let text = String::from_utf8_lossy(&raw).into_owned();
     let (head, body) = text.split_once("\r\n\r\n")?;
     let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
-    Some((status, if chunked { dechunk(body) } else { body.to_owned() }))
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    Some((
+        status,
+        if chunked {
+            dechunk(body)
+        } else {
+            body.to_owned()
+        },
+    ))
 }
 
 fn dechunk(mut body: &str) -> String {
@@ -184,7 +210,10 @@ pub fn get_json(port: u16, path: &str) -> Option<serde_json::Value> {
 /// The value of one sample in Prometheus text, e.g. `metric(text, "x_total{reason=\"a\"}")`.
 pub fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
         .and_then(|v| v.trim().parse().ok())
 }
 
@@ -196,7 +225,10 @@ pub fn services_required() -> bool {
 /// Says loudly that a test is skipped for want of `what`, or fails when services are
 /// required.
 pub fn skip_or_fail(test: &str, what: &str) {
-    assert!(!services_required(), "{test}: {what} (DCWATT_REQUIRE_SERVICES=1, so this fails instead of skipping)");
+    assert!(
+        !services_required(),
+        "{test}: {what} (DCWATT_REQUIRE_SERVICES=1, so this fails instead of skipping)"
+    );
     eprintln!("\n*** SKIPPED {test}: {what}. Install it (scripts/test.sh does) or set DCWATT_REQUIRE_SERVICES=1 to make this a failure. ***\n");
 }
 
@@ -266,7 +298,9 @@ impl Collector {
 
     /// The `/metrics` text.
     pub fn metrics(&self) -> String {
-        http_get(self.http, "/metrics").map(|(_, b)| b).unwrap_or_default()
+        http_get(self.http, "/metrics")
+            .map(|(_, b)| b)
+            .unwrap_or_default()
     }
 }
 
@@ -313,7 +347,11 @@ impl Mosquitto {
 ///
 /// # Panics
 /// When the broker does not acknowledge everything within `timeout`.
-pub fn publish_all(port: u16, msgs: impl Iterator<Item = (String, Vec<u8>)> + Send + 'static, timeout: Duration) -> u64 {
+pub fn publish_all(
+    port: u16,
+    msgs: impl Iterator<Item = (String, Vec<u8>)> + Send + 'static,
+    timeout: Duration,
+) -> u64 {
     use rumqttc::{AsyncClient, MqttOptions, QoS};
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -322,7 +360,15 @@ pub fn publish_all(port: u16, msgs: impl Iterator<Item = (String, Vec<u8>)> + Se
         .expect("runtime");
     rt.block_on(async move {
         static ID: AtomicU32 = AtomicU32::new(0);
-        let mut o = MqttOptions::new(format!("dcwatt-test-pub-{}-{}", std::process::id(), ID.fetch_add(1, Ordering::Relaxed)), "127.0.0.1", port);
+        let mut o = MqttOptions::new(
+            format!(
+                "dcwatt-test-pub-{}-{}",
+                std::process::id(),
+                ID.fetch_add(1, Ordering::Relaxed)
+            ),
+            "127.0.0.1",
+            port,
+        );
         o.set_keep_alive(Duration::from_secs(30));
         o.set_inflight(200);
         o.set_max_packet_size(2 << 20, 2 << 20);
@@ -330,7 +376,10 @@ pub fn publish_all(port: u16, msgs: impl Iterator<Item = (String, Vec<u8>)> + Se
         let sender = tokio::spawn(async move {
             let mut n = 0u64;
             for (topic, payload) in msgs {
-                client.publish(topic, QoS::AtLeastOnce, false, payload).await.expect("publish");
+                client
+                    .publish(topic, QoS::AtLeastOnce, false, payload)
+                    .await
+                    .expect("publish");
                 n += 1;
             }
             (n, client)

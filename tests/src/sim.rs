@@ -34,7 +34,14 @@ impl Profile {
 }
 
 /// An agent configuration for one simulated meter.
-pub fn agent_toml(site: &str, node: &str, role: &str, port: u16, profile: &Profile, point: &str) -> String {
+pub fn agent_toml(
+    site: &str,
+    node: &str,
+    role: &str,
+    port: u16,
+    profile: &Profile,
+    point: &str,
+) -> String {
     format!(
         "site = \"{site}\"\nnode = \"{node}\"\nrole = \"{role}\"\ninterval_secs = 1\n[mqtt]\nhost = \"127.0.0.1\"\nport = {port}\n{}",
         profile.toml(point)
@@ -47,15 +54,25 @@ mod tests {
 
     #[test]
     fn closed_form_matches_a_riemann_sum() {
-        let p = Profile { base_w: 300.0, amplitude_w: 40.0, period_secs: 23.0 };
+        let p = Profile {
+            base_w: 300.0,
+            amplitude_w: 40.0,
+            period_secs: 23.0,
+        };
         let (t0, t1) = (1_800_000_000_000i64, 1_800_000_017_345i64);
         let mut sum = 0.0;
         let mut t = t0;
         while t < t1 {
             let s = (t as f64 + 0.5) / 1000.0;
-            sum += (p.base_w + p.amplitude_w * (2.0 * PI * (s % p.period_secs) / p.period_secs).sin()) / 1000.0;
+            sum += (p.base_w
+                + p.amplitude_w * (2.0 * PI * (s % p.period_secs) / p.period_secs).sin())
+                / 1000.0;
             t += 1;
         }
-        assert!((p.energy(t0, t1) - sum).abs() < 1e-3, "{} vs {sum}", p.energy(t0, t1));
+        assert!(
+            (p.energy(t0, t1) - sum).abs() < 1e-3,
+            "{} vs {sum}",
+            p.energy(t0, t1)
+        );
     }
 }

@@ -31,7 +31,8 @@ impl SysinfoSource {
     pub fn new() -> Result<Self, SourceError> {
         let mut sys = System::new().map_err(|e| SourceError::Unavailable(e.to_string()))?;
         sys.refresh_cpu_usage();
-        let disks = Disks::new_with_refreshed_list().map_err(|e| SourceError::Unavailable(e.to_string()))?;
+        let disks = Disks::new_with_refreshed_list()
+            .map_err(|e| SourceError::Unavailable(e.to_string()))?;
         Ok(SysinfoSource { sys, disks })
     }
 }
@@ -50,15 +51,28 @@ impl Source for SysinfoSource {
         if let Ok(load) = System::load_average() {
             out.push(Reading::gauge("load_1m", load.one, now_ms).from_source(KIND));
         }
-        out.push(Reading::gauge("mem_used_bytes", self.sys.used_memory() as f64, now_ms).from_source(KIND));
-        out.push(Reading::gauge("mem_total_bytes", self.sys.total_memory() as f64, now_ms).from_source(KIND));
+        out.push(
+            Reading::gauge("mem_used_bytes", self.sys.used_memory() as f64, now_ms)
+                .from_source(KIND),
+        );
+        out.push(
+            Reading::gauge("mem_total_bytes", self.sys.total_memory() as f64, now_ms)
+                .from_source(KIND),
+        );
         let (mut total, mut avail) = (0u64, 0u64);
         for d in self.disks.iter() {
             total = total.saturating_add(d.total_space());
             avail = avail.saturating_add(d.available_space());
         }
         out.push(Reading::gauge("disk_total_bytes", total as f64, now_ms).from_source(KIND));
-        out.push(Reading::gauge("disk_used_bytes", total.saturating_sub(avail) as f64, now_ms).from_source(KIND));
+        out.push(
+            Reading::gauge(
+                "disk_used_bytes",
+                total.saturating_sub(avail) as f64,
+                now_ms,
+            )
+            .from_source(KIND),
+        );
         Ok(())
     }
 }
@@ -79,10 +93,18 @@ pub fn probe() -> Probe {
                         out.len()
                     ),
                 },
-                Err(e) => Probe { kind: KIND, available: false, detail: e.to_string() },
+                Err(e) => Probe {
+                    kind: KIND,
+                    available: false,
+                    detail: e.to_string(),
+                },
             }
         }
-        Err(e) => Probe { kind: KIND, available: false, detail: e.to_string() },
+        Err(e) => Probe {
+            kind: KIND,
+            available: false,
+            detail: e.to_string(),
+        },
     }
 }
 
@@ -100,6 +122,8 @@ mod tests {
         assert!((0.0..=1.0).contains(&util));
         assert!(get("mem_total_bytes").unwrap() > 0.0);
         assert!(get("mem_used_bytes").unwrap() <= get("mem_total_bytes").unwrap());
-        assert!(out.iter().all(|r| r.point.is_none() && r.source.as_deref() == Some(KIND)));
+        assert!(out
+            .iter()
+            .all(|r| r.point.is_none() && r.source.as_deref() == Some(KIND)));
     }
 }

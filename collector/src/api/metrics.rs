@@ -21,70 +21,224 @@ fn counter(out: &mut String, name: &str, help: &str, v: &AtomicU64) {
 pub async fn render(State(s): State<AppState>) -> impl IntoResponse {
     let mut o = String::with_capacity(4096);
     let st = &s.stats;
-    family(&mut o, "dcwatt_messages_received_total", "counter", "MQTT messages received by the intake.");
-    let _ = writeln!(o, "dcwatt_messages_received_total{{kind=\"readings\"}} {}", st.readings_messages.load(Ordering::Relaxed));
-    let _ = writeln!(o, "dcwatt_messages_received_total{{kind=\"status\"}} {}", st.status_messages.load(Ordering::Relaxed));
-    counter(&mut o, "dcwatt_readings_accepted_total", "Readings accepted into the engine.", &st.readings_accepted);
-    family(&mut o, "dcwatt_messages_rejected_total", "counter", "Whole messages refused, by reason.");
+    family(
+        &mut o,
+        "dcwatt_messages_received_total",
+        "counter",
+        "MQTT messages received by the intake.",
+    );
+    let _ = writeln!(
+        o,
+        "dcwatt_messages_received_total{{kind=\"readings\"}} {}",
+        st.readings_messages.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        o,
+        "dcwatt_messages_received_total{{kind=\"status\"}} {}",
+        st.status_messages.load(Ordering::Relaxed)
+    );
+    counter(
+        &mut o,
+        "dcwatt_readings_accepted_total",
+        "Readings accepted into the engine.",
+        &st.readings_accepted,
+    );
+    family(
+        &mut o,
+        "dcwatt_messages_rejected_total",
+        "counter",
+        "Whole messages refused, by reason.",
+    );
     for (reason, n) in st.messages_rejected() {
-        let _ = writeln!(o, "dcwatt_messages_rejected_total{{reason=\"{reason}\"}} {n}");
+        let _ = writeln!(
+            o,
+            "dcwatt_messages_rejected_total{{reason=\"{reason}\"}} {n}"
+        );
     }
-    family(&mut o, "dcwatt_readings_rejected_total", "counter", "Single readings refused, by reason.");
+    family(
+        &mut o,
+        "dcwatt_readings_rejected_total",
+        "counter",
+        "Single readings refused, by reason.",
+    );
     for (reason, n) in st.readings_rejected() {
-        let _ = writeln!(o, "dcwatt_readings_rejected_total{{reason=\"{reason}\"}} {n}");
+        let _ = writeln!(
+            o,
+            "dcwatt_readings_rejected_total{{reason=\"{reason}\"}} {n}"
+        );
     }
-    counter(&mut o, "dcwatt_batches_missing_total", "Agent batches that never arrived (sequence gaps).", &st.batches_missing);
-    counter(&mut o, "dcwatt_agent_restarts_total", "Agent restarts seen (sequence number went back).", &st.agent_restarts);
-    counter(&mut o, "dcwatt_counter_resets_total", "Energy counters that went backwards (reset or wrap), not turned into energy.", &st.counter_resets);
-    counter(&mut o, "dcwatt_counter_jumps_rejected_total", "Energy counter jumps implying absurd power, not turned into energy.", &st.implausible_jumps);
-    counter(&mut o, "dcwatt_samples_out_of_order_total", "Samples older than their meter's previous one.", &st.out_of_order);
-    counter(&mut o, "dcwatt_energy_too_old_total", "Energy segments older than the engine's buckets hold.", &st.too_old);
-    counter(&mut o, "dcwatt_broker_disconnects_total", "Connections to the broker lost.", &st.broker_disconnects);
-    family(&mut o, "dcwatt_broker_connected", "gauge", "1 while the intake is connected to its broker.");
-    let _ = writeln!(o, "dcwatt_broker_connected {}", u8::from(st.broker_connected.load(Ordering::Relaxed)));
-    family(&mut o, "dcwatt_intake_queue_depth", "gauge", "Messages waiting between the broker and the intake.");
-    let _ = writeln!(o, "dcwatt_intake_queue_depth {}", s.queue.max_capacity() - s.queue.capacity());
+    counter(
+        &mut o,
+        "dcwatt_batches_missing_total",
+        "Agent batches that never arrived (sequence gaps).",
+        &st.batches_missing,
+    );
+    counter(
+        &mut o,
+        "dcwatt_agent_restarts_total",
+        "Agent restarts seen (sequence number went back).",
+        &st.agent_restarts,
+    );
+    counter(
+        &mut o,
+        "dcwatt_counter_resets_total",
+        "Energy counters that went backwards (reset or wrap), not turned into energy.",
+        &st.counter_resets,
+    );
+    counter(
+        &mut o,
+        "dcwatt_counter_jumps_rejected_total",
+        "Energy counter jumps implying absurd power, not turned into energy.",
+        &st.implausible_jumps,
+    );
+    counter(
+        &mut o,
+        "dcwatt_samples_out_of_order_total",
+        "Samples older than their meter's previous one.",
+        &st.out_of_order,
+    );
+    counter(
+        &mut o,
+        "dcwatt_energy_too_old_total",
+        "Energy segments older than the engine's buckets hold.",
+        &st.too_old,
+    );
+    counter(
+        &mut o,
+        "dcwatt_broker_disconnects_total",
+        "Connections to the broker lost.",
+        &st.broker_disconnects,
+    );
+    family(
+        &mut o,
+        "dcwatt_broker_connected",
+        "gauge",
+        "1 while the intake is connected to its broker.",
+    );
+    let _ = writeln!(
+        o,
+        "dcwatt_broker_connected {}",
+        u8::from(st.broker_connected.load(Ordering::Relaxed))
+    );
+    family(
+        &mut o,
+        "dcwatt_intake_queue_depth",
+        "gauge",
+        "Messages waiting between the broker and the intake.",
+    );
+    let _ = writeln!(
+        o,
+        "dcwatt_intake_queue_depth {}",
+        s.queue.max_capacity() - s.queue.capacity()
+    );
 
     let now = dcwatt_common::now_ms();
     let views: Vec<_> = match s.engine.lock() {
-        Ok(e) => e.site_ids().iter().filter_map(|id| e.site_view(id, now)).collect(),
+        Ok(e) => e
+            .site_ids()
+            .iter()
+            .filter_map(|id| e.site_view(id, now))
+            .collect(),
         Err(_) => Vec::new(),
     };
-    family(&mut o, "dcwatt_site_pue", "gauge", "Energy-based PUE per site and rolling window, labelled with its category.");
+    family(
+        &mut o,
+        "dcwatt_site_pue",
+        "gauge",
+        "Energy-based PUE per site and rolling window, labelled with its category.",
+    );
     for v in &views {
         for (w, pv) in &v.pue.0 {
             if let (Some(val), Some(c)) = (pv.value, pv.category) {
-                let _ = writeln!(o, "dcwatt_site_pue{{site=\"{}\",window=\"{w}\",category=\"{c}\"}} {val}", v.site);
+                let _ = writeln!(
+                    o,
+                    "dcwatt_site_pue{{site=\"{}\",window=\"{w}\",category=\"{c}\"}} {val}",
+                    v.site
+                );
             }
         }
     }
-    family(&mut o, "dcwatt_site_pue_coverage", "gauge", "Coverage of the PUE window's energies (share of expected meter-time).");
+    family(
+        &mut o,
+        "dcwatt_site_pue_coverage",
+        "gauge",
+        "Coverage of the PUE window's energies (share of expected meter-time).",
+    );
     for v in &views {
         for (w, pv) in &v.pue.0 {
-            let _ = writeln!(o, "dcwatt_site_pue_coverage{{site=\"{}\",window=\"{w}\",side=\"it\"}} {}", v.site, pv.coverage_it);
-            let _ = writeln!(o, "dcwatt_site_pue_coverage{{site=\"{}\",window=\"{w}\",side=\"facility\"}} {}", v.site, pv.coverage_facility);
+            let _ = writeln!(
+                o,
+                "dcwatt_site_pue_coverage{{site=\"{}\",window=\"{w}\",side=\"it\"}} {}",
+                v.site, pv.coverage_it
+            );
+            let _ = writeln!(
+                o,
+                "dcwatt_site_pue_coverage{{site=\"{}\",window=\"{w}\",side=\"facility\"}} {}",
+                v.site, pv.coverage_facility
+            );
         }
     }
-    family(&mut o, "dcwatt_site_power_watts", "gauge", "Live site power: facility input and IT (at the chosen category).");
+    family(
+        &mut o,
+        "dcwatt_site_power_watts",
+        "gauge",
+        "Live site power: facility input and IT (at the chosen category).",
+    );
     for v in &views {
         if let Some(w) = v.power.facility_w {
-            let _ = writeln!(o, "dcwatt_site_power_watts{{site=\"{}\",kind=\"facility\"}} {w}", v.site);
+            let _ = writeln!(
+                o,
+                "dcwatt_site_power_watts{{site=\"{}\",kind=\"facility\"}} {w}",
+                v.site
+            );
         }
         if let Some(w) = v.power.it_w {
-            let _ = writeln!(o, "dcwatt_site_power_watts{{site=\"{}\",kind=\"it\"}} {w}", v.site);
+            let _ = writeln!(
+                o,
+                "dcwatt_site_power_watts{{site=\"{}\",kind=\"it\"}} {w}",
+                v.site
+            );
         }
     }
-    family(&mut o, "dcwatt_site_power_ratio", "gauge", "Instantaneous facility/IT power ratio (indicative, not PUE).");
+    family(
+        &mut o,
+        "dcwatt_site_power_ratio",
+        "gauge",
+        "Instantaneous facility/IT power ratio (indicative, not PUE).",
+    );
     for v in &views {
         if let (Some(r), Some(c)) = (v.power.ratio, v.power.category) {
-            let _ = writeln!(o, "dcwatt_site_power_ratio{{site=\"{}\",category=\"{c}\"}} {r}", v.site);
+            let _ = writeln!(
+                o,
+                "dcwatt_site_power_ratio{{site=\"{}\",category=\"{c}\"}} {r}",
+                v.site
+            );
         }
     }
-    family(&mut o, "dcwatt_site_nodes", "gauge", "Nodes per site by state.");
+    family(
+        &mut o,
+        "dcwatt_site_nodes",
+        "gauge",
+        "Nodes per site by state.",
+    );
     for v in &views {
-        for (state, n) in [("online", v.nodes.online), ("offline", v.nodes.offline), ("stale", v.nodes.stale)] {
-            let _ = writeln!(o, "dcwatt_site_nodes{{site=\"{}\",state=\"{state}\"}} {n}", v.site);
+        for (state, n) in [
+            ("online", v.nodes.online),
+            ("offline", v.nodes.offline),
+            ("stale", v.nodes.stale),
+        ] {
+            let _ = writeln!(
+                o,
+                "dcwatt_site_nodes{{site=\"{}\",state=\"{state}\"}} {n}",
+                v.site
+            );
         }
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], o)
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        o,
+    )
 }

@@ -37,11 +37,19 @@ pub fn router(state: AppState) -> Router {
 }
 
 fn engine_error() -> Response {
-    (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": "engine state unavailable"}))).into_response()
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        Json(json!({"error": "engine state unavailable"})),
+    )
+        .into_response()
 }
 
 fn not_found(site: &str) -> Response {
-    (StatusCode::NOT_FOUND, Json(json!({"error": format!("unknown site {site:?}")}))).into_response()
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({"error": format!("unknown site {site:?}")})),
+    )
+        .into_response()
 }
 
 async fn healthz(State(s): State<AppState>) -> Response {
@@ -52,14 +60,22 @@ async fn healthz(State(s): State<AppState>) -> Response {
 
 async fn sites(State(s): State<AppState>) -> Response {
     let now = dcwatt_common::now_ms();
-    let Ok(engine) = s.engine.lock() else { return engine_error() };
-    let views: Vec<_> = engine.site_ids().iter().filter_map(|id| engine.site_view(id, now)).collect();
+    let Ok(engine) = s.engine.lock() else {
+        return engine_error();
+    };
+    let views: Vec<_> = engine
+        .site_ids()
+        .iter()
+        .filter_map(|id| engine.site_view(id, now))
+        .collect();
     Json(json!({ "sites": views })).into_response()
 }
 
 async fn site(State(s): State<AppState>, Path(site): Path<String>) -> Response {
     let now = dcwatt_common::now_ms();
-    let Ok(engine) = s.engine.lock() else { return engine_error() };
+    let Ok(engine) = s.engine.lock() else {
+        return engine_error();
+    };
     match engine.site_view(&site, now) {
         Some(v) => Json(v).into_response(),
         None => not_found(&site),
@@ -68,7 +84,9 @@ async fn site(State(s): State<AppState>, Path(site): Path<String>) -> Response {
 
 async fn nodes(State(s): State<AppState>, Path(site): Path<String>) -> Response {
     let now = dcwatt_common::now_ms();
-    let Ok(engine) = s.engine.lock() else { return engine_error() };
+    let Ok(engine) = s.engine.lock() else {
+        return engine_error();
+    };
     match engine.nodes(&site, now) {
         Some(n) => Json(json!({ "site": site, "nodes": n })).into_response(),
         None => not_found(&site),

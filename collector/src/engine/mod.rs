@@ -236,7 +236,13 @@ impl Engine {
     }
 
     /// Applies readings that passed validation.
-    pub fn apply_readings(&mut self, site_id: &str, node_id: &str, readings: &[Reading], now_ms: i64) -> ApplyStats {
+    pub fn apply_readings(
+        &mut self,
+        site_id: &str,
+        node_id: &str,
+        readings: &[Reading],
+        now_ms: i64,
+    ) -> ApplyStats {
         let gap_factor = self.cfg.gap_factor;
         let default_interval = self.cfg.default_interval_ms;
         let (site, ni) = self.node_mut(site_id, node_id);
@@ -259,7 +265,10 @@ impl Engine {
         let max_gap = (gap_factor * node_interval(node, default_interval) as f64) as i64;
         for r in readings {
             let Some(point) = r.point else { continue };
-            let (counter, gauge) = (r.metric == "energy_j" && r.kind == Kind::Counter, r.metric == "power_w" && r.kind == Kind::Gauge);
+            let (counter, gauge) = (
+                r.metric == "energy_j" && r.kind == Kind::Counter,
+                r.metric == "power_w" && r.kind == Kind::Gauge,
+            );
             if !counter && !gauge {
                 continue;
             }
@@ -270,20 +279,33 @@ impl Engine {
                     site.components.len() - 1
                 }
             };
-            let key = SeriesKey { point, node: ni, component };
+            let key = SeriesKey {
+                point,
+                node: ni,
+                component,
+            };
             let series = site.series.entry(key).or_default();
             let level = site.levels.entry(point).or_insert_with(Level::new);
             let estimated = r.quality == Quality::Estimated;
             // The stream energy comes from: the counter, or the gauge while no counter is
             // recent.
-            let from_stream = counter || series.counter_seen_ms.is_none_or(|t| r.ts_ms - t > max_gap);
+            let from_stream =
+                counter || series.counter_seen_ms.is_none_or(|t| r.ts_ms - t > max_gap);
             if counter {
                 series.counter_seen_ms = Some(r.ts_ms);
             }
             let segment = if counter {
                 counter_segment(series, r.ts_ms, r.value, max_gap, &mut stats)
             } else {
-                gauge_segment(series, r.ts_ms, r.value, estimated, max_gap, from_stream, &mut stats)
+                gauge_segment(
+                    series,
+                    r.ts_ms,
+                    r.value,
+                    estimated,
+                    max_gap,
+                    from_stream,
+                    &mut stats,
+                )
             };
             if let Some((t0, t1, e)) = segment {
                 let fine_ok = level.fine.add(t0, t1, e, estimated);
@@ -308,7 +330,13 @@ fn node_interval(n: &Node, default_ms: i64) -> i64 {
 }
 
 /// Energy between the previous counter sample and this one, if it is a valid segment.
-fn counter_segment(s: &mut Series, ts: i64, value: f64, max_gap: i64, stats: &mut ApplyStats) -> Option<(i64, i64, f64)> {
+fn counter_segment(
+    s: &mut Series,
+    ts: i64,
+    value: f64,
+    max_gap: i64,
+    stats: &mut ApplyStats,
+) -> Option<(i64, i64, f64)> {
     let prev = s.counter;
     if let Some((pt, _)) = prev {
         if ts <= pt {
@@ -372,7 +400,9 @@ fn settle(site: &mut Site, now_ms: i64, gap_factor: f64, default_interval: i64) 
     if site.data_start_ms.is_some() {
         return;
     }
-    let Some(first) = site.first_ingest_ms else { return };
+    let Some(first) = site.first_ingest_ms else {
+        return;
+    };
     let longest = site
         .nodes
         .iter()

@@ -40,7 +40,13 @@ impl Ring {
     pub fn new(width_ms: i64, len: usize) -> Self {
         Ring {
             width_ms,
-            slots: vec![Bucket { idx: i64::MIN, ..Bucket::default() }; len],
+            slots: vec![
+                Bucket {
+                    idx: i64::MIN,
+                    ..Bucket::default()
+                };
+                len
+            ],
         }
     }
 
@@ -50,7 +56,10 @@ impl Ring {
         if slot.idx == idx {
             Some(slot)
         } else if slot.idx < idx {
-            *slot = Bucket { idx, ..Bucket::default() };
+            *slot = Bucket {
+                idx,
+                ..Bucket::default()
+            };
             Some(slot)
         } else {
             // Older than what the ring still holds.

@@ -16,7 +16,13 @@ struct Meter {
 
 impl Meter {
     fn new(node: &'static str, point: Point, watts: f64) -> Self {
-        Meter { node, point, watts, energy: 0.0, last: None }
+        Meter {
+            node,
+            point,
+            watts,
+            energy: 0.0,
+            last: None,
+        }
     }
 
     fn readings(&mut self, t: i64) -> Vec<Reading> {
@@ -42,13 +48,21 @@ fn run(e: &mut Engine, meters: &mut [Meter], from_s: i64, to_s: i64) {
 }
 
 fn engine() -> Engine {
-    Engine::new(EngineConfig { default_interval_ms: 1_000, ..EngineConfig::default() })
+    Engine::new(EngineConfig {
+        default_interval_ms: 1_000,
+        ..EngineConfig::default()
+    })
 }
 
 fn site(n_hosts: usize, host_w: f64, facility_w: f64) -> Vec<Meter> {
     const NAMES: [&str; 8] = ["h0", "h1", "h2", "h3", "h4", "h5", "h6", "h7"];
     let mut v = vec![Meter::new("meter", Point::FacilityInput, facility_w)];
-    v.extend(NAMES.iter().take(n_hosts).map(|n| Meter::new(n, Point::ItInput, host_w)));
+    v.extend(
+        NAMES
+            .iter()
+            .take(n_hosts)
+            .map(|n| Meter::new(n, Point::ItInput, host_w)),
+    );
     v
 }
 
@@ -96,13 +110,26 @@ fn gauges_are_integrated_by_trapezoid() {
     // Facility constant 600 W; IT ramps linearly 200 → 400 W over 100 s (trapezoid is exact).
     for s in 0..=100 {
         let t = T0 + s * 1000;
-        e.apply_readings("dc", "f", &[Reading::gauge("power_w", 600.0, t).at(Point::FacilityInput)], t);
+        e.apply_readings(
+            "dc",
+            "f",
+            &[Reading::gauge("power_w", 600.0, t).at(Point::FacilityInput)],
+            t,
+        );
         let w = 200.0 + 2.0 * s as f64;
-        e.apply_readings("dc", "h", &[Reading::gauge("power_w", w, t).at(Point::ItInput)], t);
+        e.apply_readings(
+            "dc",
+            "h",
+            &[Reading::gauge("power_w", w, t).at(Point::ItInput)],
+            t,
+        );
     }
     let v = e.site_view("dc", T0 + 100_000).unwrap();
     let w = v.pue.get("1m").unwrap();
-    let (from, to) = ((w.from_ms.unwrap() - T0) as f64 / 1000.0, (w.to_ms.unwrap() - T0) as f64 / 1000.0);
+    let (from, to) = (
+        (w.from_ms.unwrap() - T0) as f64 / 1000.0,
+        (w.to_ms.unwrap() - T0) as f64 / 1000.0,
+    );
     let it = 200.0 * (to - from) + (to * to - from * from);
     let fac = 600.0 * (to - from);
     assert!((w.value.unwrap() - fac / it).abs() < 1e-9, "{w:?}");
@@ -113,7 +140,12 @@ fn counter_is_preferred_over_gauge() {
     let mut e = engine();
     for s in 0..=90 {
         let t = T0 + s * 1000;
-        e.apply_readings("dc", "f", &[Reading::counter("energy_j", 300.0 * s as f64, t).at(Point::FacilityInput)], t);
+        e.apply_readings(
+            "dc",
+            "f",
+            &[Reading::counter("energy_j", 300.0 * s as f64, t).at(Point::FacilityInput)],
+            t,
+        );
         // The gauge lies (1000 W); the counter says 200 W.
         e.apply_readings(
             "dc",
@@ -158,10 +190,24 @@ fn counter_resets_are_flagged_not_turned_into_energy() {
     let mut total = ApplyStats::default();
     for s in 0..=90 {
         let t = T0 + s * 1000;
-        e.apply_readings("dc", "f", &[Reading::counter("energy_j", 400.0 * s as f64, t).at(Point::FacilityInput)], t);
+        e.apply_readings(
+            "dc",
+            "f",
+            &[Reading::counter("energy_j", 400.0 * s as f64, t).at(Point::FacilityInput)],
+            t,
+        );
         // The host's counter resets to 0 at 50 s (driver reload).
-        let v = if s < 50 { 1e6 + 200.0 * s as f64 } else { 200.0 * (s - 50) as f64 };
-        let st = e.apply_readings("dc", "h", &[Reading::counter("energy_j", v, t).at(Point::ItInput)], t);
+        let v = if s < 50 {
+            1e6 + 200.0 * s as f64
+        } else {
+            200.0 * (s - 50) as f64
+        };
+        let st = e.apply_readings(
+            "dc",
+            "h",
+            &[Reading::counter("energy_j", v, t).at(Point::ItInput)],
+            t,
+        );
         total.counter_resets += st.counter_resets;
     }
     assert_eq!(total.counter_resets, 1);
@@ -175,8 +221,18 @@ fn counter_resets_are_flagged_not_turned_into_energy() {
 #[test]
 fn implausible_counter_jump_is_refused() {
     let mut e = engine();
-    let a = e.apply_readings("dc", "h", &[Reading::counter("energy_j", 0.0, T0).at(Point::ItInput)], T0);
-    let b = e.apply_readings("dc", "h", &[Reading::counter("energy_j", 1e12, T0 + 1000).at(Point::ItInput)], T0 + 1000);
+    let a = e.apply_readings(
+        "dc",
+        "h",
+        &[Reading::counter("energy_j", 0.0, T0).at(Point::ItInput)],
+        T0,
+    );
+    let b = e.apply_readings(
+        "dc",
+        "h",
+        &[Reading::counter("energy_j", 1e12, T0 + 1000).at(Point::ItInput)],
+        T0 + 1000,
+    );
     assert_eq!(a.implausible_jumps + b.implausible_jumps, 1);
 }
 
@@ -238,7 +294,12 @@ fn estimated_readings_mark_the_value() {
     let mut e = engine();
     for s in 0..=70 {
         let t = T0 + s * 1000;
-        e.apply_readings("dc", "f", &[Reading::gauge("power_w", 300.0, t).at(Point::FacilityInput)], t);
+        e.apply_readings(
+            "dc",
+            "f",
+            &[Reading::gauge("power_w", 300.0, t).at(Point::FacilityInput)],
+            t,
+        );
         let mut r = Reading::gauge("power_w", 200.0, t).at(Point::ItInput);
         r.quality = Quality::Estimated;
         e.apply_readings("dc", "h", &[r], t);
@@ -257,7 +318,10 @@ fn sequence_numbers() {
     assert_eq!(e.check_seq("dc", "n", 10), SeqCheck::Gap(3));
     assert_eq!(e.check_seq("dc", "n", 1), SeqCheck::Restart);
     let n = &e.nodes("dc", 0).unwrap()[0];
-    assert_eq!((n.missing_batches, n.duplicate_batches, n.restarts, n.seq), (3, 1, 1, Some(1)));
+    assert_eq!(
+        (n.missing_batches, n.duplicate_batches, n.restarts, n.seq),
+        (3, 1, 1, Some(1))
+    );
 }
 
 #[test]
@@ -270,7 +334,10 @@ fn status_sets_inventory_and_offline() {
     e.apply_status(&birth, T0);
     assert_eq!(e.node_role("dc", "h"), Some(Role::Meter));
     let n = &e.nodes("dc", T0).unwrap()[0];
-    assert_eq!((n.state, n.rack.as_deref(), n.interval_ms), ("online", Some("r1"), 2000));
+    assert_eq!(
+        (n.state, n.rack.as_deref(), n.interval_ms),
+        ("online", Some("r1"), 2000)
+    );
     e.apply_status(&StatusMessage::offline("dc", "h", 1), T0 + 10);
     assert_eq!(e.nodes("dc", T0 + 20).unwrap()[0].state, "offline");
     // Silence without a last will reads as stale.
@@ -282,6 +349,11 @@ fn status_sets_inventory_and_offline() {
 fn live_data_after_offline_brings_the_node_back() {
     let mut e = engine();
     e.apply_status(&StatusMessage::offline("dc", "h", 1), T0);
-    e.apply_readings("dc", "h", &[Reading::gauge("power_w", 1.0, T0 + 5).at(Point::ItInput)], T0 + 5);
+    e.apply_readings(
+        "dc",
+        "h",
+        &[Reading::gauge("power_w", 1.0, T0 + 5).at(Point::ItInput)],
+        T0 + 5,
+    );
     assert_eq!(e.nodes("dc", T0 + 5).unwrap()[0].state, "online");
 }

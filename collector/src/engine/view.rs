@@ -7,7 +7,12 @@ use serde::ser::SerializeMap;
 use serde::Serialize;
 
 /// The rolling windows, by name and length.
-pub const WINDOWS: [(&str, i64); 4] = [("1m", 60_000), ("15m", 900_000), ("1h", 3_600_000), ("24h", 86_400_000)];
+pub const WINDOWS: [(&str, i64); 4] = [
+    ("1m", 60_000),
+    ("15m", 900_000),
+    ("1h", 3_600_000),
+    ("24h", 86_400_000),
+];
 
 /// Windows up to this length use 1 s buckets; longer ones 1 min buckets.
 const FINE_MAX_MS: i64 = 900_000;
@@ -185,17 +190,24 @@ fn choose(stats: &[(u8, LevelStat)], min_coverage: f64) -> Option<usize> {
         .copied()
         .find(|&i| stats[i].1.coverage >= min_coverage)
         .or_else(|| {
-            known.iter().copied().fold(None, |best: Option<usize>, i| match best {
-                Some(b) if stats[b].1.coverage >= stats[i].1.coverage => Some(b),
-                _ => Some(i),
-            })
+            known
+                .iter()
+                .copied()
+                .fold(None, |best: Option<usize>, i| match best {
+                    Some(b) if stats[b].1.coverage >= stats[i].1.coverage => Some(b),
+                    _ => Some(i),
+                })
         })
 }
 
 /// Ratio, quality and reason from the two sides.
 fn judge(fac: &LevelStat, it: &LevelStat) -> (Option<f64>, &'static str, Option<String>) {
     if !fac.known || fac.value <= 0.0 {
-        return (None, "no_data", Some("no facility_input meter data".to_owned()));
+        return (
+            None,
+            "no_data",
+            Some("no facility_input meter data".to_owned()),
+        );
     }
     if it.value <= 0.0 {
         return (None, "no_data", Some("no IT meter data".to_owned()));
@@ -223,7 +235,11 @@ fn judge(fac: &LevelStat, it: &LevelStat) -> (Option<f64>, &'static str, Option<
         );
     }
     if fac.estimated || it.estimated {
-        return (Some(ratio), "estimated", Some("includes estimated readings".to_owned()));
+        return (
+            Some(ratio),
+            "estimated",
+            Some("includes estimated readings".to_owned()),
+        );
     }
     (Some(ratio), "measured", None)
 }
@@ -235,7 +251,14 @@ impl Site {
         (gap_factor * node_interval(&self.nodes[node], default_interval) as f64) as i64
     }
 
-    fn is_active(&self, last_ms: i64, node: usize, now_ms: i64, gap_factor: f64, default_interval: i64) -> bool {
+    fn is_active(
+        &self,
+        last_ms: i64,
+        node: usize,
+        now_ms: i64,
+        gap_factor: f64,
+        default_interval: i64,
+    ) -> bool {
         now_ms - last_ms <= self.max_gap(node, gap_factor, default_interval)
     }
 
@@ -264,10 +287,10 @@ impl Engine {
         let site = self.sites.get(site_id)?;
         let (gf, di) = (self.cfg.gap_factor, self.cfg.default_interval_ms);
         let wm = site.watermark(now_ms, gf, di);
-        let any_active = site
-            .series
-            .iter()
-            .any(|(k, s)| s.last_ms.is_some_and(|l| site.is_active(l, k.node, now_ms, gf, di)));
+        let any_active = site.series.iter().any(|(k, s)| {
+            s.last_ms
+                .is_some_and(|l| site.is_active(l, k.node, now_ms, gf, di))
+        });
         let power = self.power_view(site, now_ms);
         let pue = Windows(
             WINDOWS
@@ -276,7 +299,10 @@ impl Engine {
                 .collect(),
         );
         let nodes = self.node_views(site, now_ms);
-        let mut counts = NodeCounts { total: nodes.len(), ..NodeCounts::default() };
+        let mut counts = NodeCounts {
+            total: nodes.len(),
+            ..NodeCounts::default()
+        };
         for n in &nodes {
             match n.state {
                 "online" => counts.online += 1,
@@ -299,7 +325,13 @@ impl Engine {
         let (gf, di) = (self.cfg.gap_factor, self.cfg.default_interval_ms);
         let live = |point: Point| -> LevelStat {
             let (mut known, mut active, mut watts, mut estimated) = (0usize, 0usize, 0.0, false);
-            for (k, s) in site.series.range(super::SeriesKey { point, node: 0, component: 0 }..) {
+            for (k, s) in site.series.range(
+                super::SeriesKey {
+                    point,
+                    node: 0,
+                    component: 0,
+                }..,
+            ) {
                 if k.point != point {
                     break;
                 }
@@ -314,7 +346,11 @@ impl Engine {
             }
             LevelStat {
                 value: watts,
-                coverage: if known > 0 { active as f64 / known as f64 } else { 0.0 },
+                coverage: if known > 0 {
+                    active as f64 / known as f64
+                } else {
+                    0.0
+                },
                 estimated,
                 known: known > 0,
             }
@@ -331,7 +367,14 @@ impl Engine {
                 let (r, q, why) = judge(&fac, it);
                 (r, q, why, Some(*c), Some(it.value), it.coverage)
             }
-            None => (None, "no_data", Some("no IT meter at any level".to_owned()), None, None, 0.0),
+            None => (
+                None,
+                "no_data",
+                Some("no IT meter at any level".to_owned()),
+                None,
+                None,
+                0.0,
+            ),
         };
         PowerView {
             label: "instantaneous power ratio (not PUE)",
@@ -346,7 +389,13 @@ impl Engine {
         }
     }
 
-    fn window_view(&self, site: &Site, name: &'static str, len: i64, watermark: Option<i64>) -> WindowView {
+    fn window_view(
+        &self,
+        site: &Site,
+        name: &'static str,
+        len: i64,
+        watermark: Option<i64>,
+    ) -> WindowView {
         let empty = |reason: &str| WindowView {
             label: format!("PUE, {name}"),
             value: None,
@@ -364,7 +413,11 @@ impl Engine {
         let (Some(wm), Some(start)) = (watermark, site.data_start_ms) else {
             return empty("warming up: waiting for the site's meters to report");
         };
-        let width = if len <= FINE_MAX_MS { super::FINE.0 } else { super::COARSE.0 };
+        let width = if len <= FINE_MAX_MS {
+            super::FINE.0
+        } else {
+            super::COARSE.0
+        };
         let to = wm.div_euclid(width) * width;
         let from = (to - len).max((start + width - 1).div_euclid(width) * width);
         if from >= to {
@@ -372,9 +425,18 @@ impl Engine {
         }
         let level_stat = |point: Point| -> LevelStat {
             let Some(level) = site.levels.get(&point) else {
-                return LevelStat { value: 0.0, coverage: 0.0, estimated: false, known: false };
+                return LevelStat {
+                    value: 0.0,
+                    coverage: 0.0,
+                    estimated: false,
+                    known: false,
+                };
             };
-            let ring = if len <= FINE_MAX_MS { &level.fine } else { &level.coarse };
+            let ring = if len <= FINE_MAX_MS {
+                &level.fine
+            } else {
+                &level.coarse
+            };
             let totals = ring.sum(from, to);
             let expected: f64 = site
                 .series
@@ -385,7 +447,11 @@ impl Engine {
                 .sum();
             LevelStat {
                 value: totals.energy_j,
-                coverage: if expected > 0.0 { (totals.covered_ms / expected).min(1.0) } else { 0.0 },
+                coverage: if expected > 0.0 {
+                    (totals.covered_ms / expected).min(1.0)
+                } else {
+                    0.0
+                },
                 estimated: totals.estimated_j > 0.0,
                 known: expected > 0.0,
             }
@@ -429,7 +495,10 @@ impl Engine {
             .map(|(i, n)| {
                 let state = if n.offline_since_ms.is_some() {
                     "offline"
-                } else if n.last_seen_ms.is_some_and(|t| now_ms - t > site.max_gap(i, gf, di)) {
+                } else if n
+                    .last_seen_ms
+                    .is_some_and(|t| now_ms - t > site.max_gap(i, gf, di))
+                {
                     "stale"
                 } else {
                     "online"

@@ -96,7 +96,10 @@ impl IntakeStats {
     }
 }
 
-fn snapshot(m: &Mutex<BTreeMap<&'static str, u64>>, known: &[&'static str]) -> Vec<(&'static str, u64)> {
+fn snapshot(
+    m: &Mutex<BTreeMap<&'static str, u64>>,
+    known: &[&'static str],
+) -> Vec<(&'static str, u64)> {
     let mut out: BTreeMap<&'static str, u64> = known.iter().map(|r| (*r, 0)).collect();
     if let Ok(m) = m.lock() {
         for (k, v) in m.iter() {
@@ -175,7 +178,11 @@ impl Intake {
                     Err(e) => return self.refuse(e.reason(), topic, &e),
                 };
                 if msg.site != t.site || msg.node != t.node {
-                    return self.refuse("topic_mismatch", topic, &format!("payload says {}/{}", msg.site, msg.node));
+                    return self.refuse(
+                        "topic_mismatch",
+                        topic,
+                        &format!("payload says {}/{}", msg.site, msg.node),
+                    );
                 }
                 for id in [&msg.rack, &msg.zone].into_iter().flatten() {
                     if let Err(e) = validate_id(id) {
@@ -190,11 +197,19 @@ impl Intake {
                     Err(e) => return self.refuse(e.reason(), topic, &e),
                 };
                 if msg.site != t.site || msg.node != t.node {
-                    return self.refuse("topic_mismatch", topic, &format!("payload says {}/{}", msg.site, msg.node));
+                    return self.refuse(
+                        "topic_mismatch",
+                        topic,
+                        &format!("payload says {}/{}", msg.site, msg.node),
+                    );
                 }
                 match engine.check_seq(&msg.site, &msg.node, msg.seq) {
                     SeqCheck::Duplicate => {
-                        return self.refuse("duplicate_seq", topic, &format!("seq {} seen already", msg.seq))
+                        return self.refuse(
+                            "duplicate_seq",
+                            topic,
+                            &format!("seq {} seen already", msg.seq),
+                        )
                     }
                     SeqCheck::Gap(n) => {
                         self.stats.batches_missing.fetch_add(n, Ordering::Relaxed);
@@ -216,16 +231,25 @@ impl Intake {
                         Ok(()) => ok.push(r),
                         Err(reason) => {
                             self.stats.reject_reading(reason);
-                            self.warn(reason, topic, &format!("reading {} = {} at {}", r.metric, r.value, r.ts_ms));
+                            self.warn(
+                                reason,
+                                topic,
+                                &format!("reading {} = {} at {}", r.metric, r.value, r.ts_ms),
+                            );
                         }
                     }
                 }
-                self.stats.readings_accepted.fetch_add(ok.len() as u64, Ordering::Relaxed);
+                self.stats
+                    .readings_accepted
+                    .fetch_add(ok.len() as u64, Ordering::Relaxed);
                 let applied = engine.apply_readings(&msg.site, &msg.node, &ok, now_ms);
                 let s = &self.stats;
-                s.counter_resets.fetch_add(applied.counter_resets, Ordering::Relaxed);
-                s.implausible_jumps.fetch_add(applied.implausible_jumps, Ordering::Relaxed);
-                s.out_of_order.fetch_add(applied.out_of_order, Ordering::Relaxed);
+                s.counter_resets
+                    .fetch_add(applied.counter_resets, Ordering::Relaxed);
+                s.implausible_jumps
+                    .fetch_add(applied.implausible_jumps, Ordering::Relaxed);
+                s.out_of_order
+                    .fetch_add(applied.out_of_order, Ordering::Relaxed);
                 s.too_old.fetch_add(applied.too_old, Ordering::Relaxed);
             }
         }

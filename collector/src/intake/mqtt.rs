@@ -26,7 +26,11 @@ pub async fn run(
     // Many agents, bursts after an outage: let the broker keep sending while we work.
     options.set_inflight(1000);
     let (client, mut eventloop) = AsyncClient::new(options, 64);
-    let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30), u64::from(std::process::id()));
+    let mut backoff = Backoff::new(
+        Duration::from_millis(250),
+        Duration::from_secs(30),
+        u64::from(std::process::id()),
+    );
     let mut limiter = RateLimiter::new(Duration::from_secs(60));
     loop {
         let event = tokio::select! {

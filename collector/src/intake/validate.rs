@@ -30,14 +30,22 @@ pub const REASONS: [&str; 11] = [
 ];
 
 fn valid_metric(m: &str) -> bool {
-    !m.is_empty() && m.len() <= 64 && m.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    !m.is_empty()
+        && m.len() <= 64
+        && m.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
 /// Checks one reading. `role` is the node's role from its birth, if known.
 ///
 /// # Errors
 /// The reason label.
-pub fn check(r: &Reading, role: Option<Role>, now_ms: i64, lim: &Limits) -> Result<(), &'static str> {
+pub fn check(
+    r: &Reading,
+    role: Option<Role>,
+    now_ms: i64,
+    lim: &Limits,
+) -> Result<(), &'static str> {
     if !r.value.is_finite() {
         return Err("non_finite");
     }
@@ -75,15 +83,11 @@ pub fn check(r: &Reading, role: Option<Role>, now_ms: i64, lim: &Limits) -> Resu
                 return Err("negative_energy");
             }
         }
-        m if m.ends_with("_util") => {
-            if !(0.0..=1.0).contains(&r.value) {
-                return Err("ratio_out_of_range");
-            }
+        m if m.ends_with("_util") && !(0.0..=1.0).contains(&r.value) => {
+            return Err("ratio_out_of_range");
         }
-        m if m.ends_with("_bytes") || m.ends_with("_w") || m.ends_with("_j") => {
-            if r.value < 0.0 {
-                return Err("negative_value");
-            }
+        m if (m.ends_with("_bytes") || m.ends_with("_w") || m.ends_with("_j")) && r.value < 0.0 => {
+            return Err("negative_value");
         }
         _ => {}
     }
@@ -95,7 +99,11 @@ mod tests {
     use super::*;
 
     const NOW: i64 = 1_800_000_000_000;
-    const LIM: Limits = Limits { max_host_power_w: 20_000.0, max_future_skew_ms: 300_000, max_age_ms: 86_400_000 };
+    const LIM: Limits = Limits {
+        max_host_power_w: 20_000.0,
+        max_future_skew_ms: 300_000,
+        max_age_ms: 86_400_000,
+    };
 
     #[test]
     fn table() {
@@ -106,16 +114,56 @@ mod tests {
             (p(f64::INFINITY), None, Err("non_finite")),
             (p(-1.0), None, Err("negative_power")),
             (p(25_000.0), None, Err("power_above_host_max")),
-            (Reading::gauge("power_w", 25_000.0, NOW).at(Point::FacilityInput), Some(Role::Meter), Ok(())),
-            (Reading::gauge("power_w", 25_000.0, NOW).at(Point::Cooling), Some(Role::Host), Err("power_above_host_max")),
-            (Reading::gauge("power_w", 1.0, NOW + 301_000), None, Err("future_timestamp")),
-            (Reading::gauge("power_w", 1.0, NOW - 86_400_001), None, Err("stale_timestamp")),
-            (Reading::counter("power_w", 1.0, NOW), None, Err("kind_mismatch")),
-            (Reading::gauge("energy_j", 1.0, NOW), None, Err("kind_mismatch")),
-            (Reading::counter("energy_j", -5.0, NOW), None, Err("negative_energy")),
-            (Reading::gauge("cpu_util", 1.2, NOW), None, Err("ratio_out_of_range")),
-            (Reading::gauge("mem_used_bytes", -1.0, NOW), None, Err("negative_value")),
-            (Reading::gauge("Power W", 1.0, NOW), None, Err("invalid_metric")),
+            (
+                Reading::gauge("power_w", 25_000.0, NOW).at(Point::FacilityInput),
+                Some(Role::Meter),
+                Ok(()),
+            ),
+            (
+                Reading::gauge("power_w", 25_000.0, NOW).at(Point::Cooling),
+                Some(Role::Host),
+                Err("power_above_host_max"),
+            ),
+            (
+                Reading::gauge("power_w", 1.0, NOW + 301_000),
+                None,
+                Err("future_timestamp"),
+            ),
+            (
+                Reading::gauge("power_w", 1.0, NOW - 86_400_001),
+                None,
+                Err("stale_timestamp"),
+            ),
+            (
+                Reading::counter("power_w", 1.0, NOW),
+                None,
+                Err("kind_mismatch"),
+            ),
+            (
+                Reading::gauge("energy_j", 1.0, NOW),
+                None,
+                Err("kind_mismatch"),
+            ),
+            (
+                Reading::counter("energy_j", -5.0, NOW),
+                None,
+                Err("negative_energy"),
+            ),
+            (
+                Reading::gauge("cpu_util", 1.2, NOW),
+                None,
+                Err("ratio_out_of_range"),
+            ),
+            (
+                Reading::gauge("mem_used_bytes", -1.0, NOW),
+                None,
+                Err("negative_value"),
+            ),
+            (
+                Reading::gauge("Power W", 1.0, NOW),
+                None,
+                Err("invalid_metric"),
+            ),
             (Reading::gauge("temp_c", -10.0, NOW), None, Ok(())),
         ];
         for (r, role, want) in cases {

@@ -22,18 +22,42 @@ fn topic(site: &str, node: &str) -> String {
 #[test]
 fn bad_input_is_refused_counted_and_harmless() {
     let dir = TempDir::new("bad-input");
-    let c = Collector::start(&dir, BrokerKind::Embedded, &[("DCWATT__ENGINE__DEFAULT_INTERVAL_SECS", "1".into())]);
-    let fac = Profile { base_w: 2_000.0, amplitude_w: 150.0, period_secs: 29.0 };
+    let c = Collector::start(
+        &dir,
+        BrokerKind::Embedded,
+        &[("DCWATT__ENGINE__DEFAULT_INTERVAL_SECS", "1".into())],
+    );
+    let fac = Profile {
+        base_w: 2_000.0,
+        amplitude_w: 150.0,
+        period_secs: 29.0,
+    };
     let hosts: Vec<Profile> = (0..3)
-        .map(|i| Profile { base_w: 400.0 + 50.0 * i as f64, amplitude_w: 30.0, period_secs: 13.0 + i as f64 })
+        .map(|i| Profile {
+            base_w: 400.0 + 50.0 * i as f64,
+            amplitude_w: 30.0,
+            period_secs: 13.0 + i as f64,
+        })
         .collect();
-    let _m = start_agent(&dir, "meter", &agent_toml(SITE, "meter", "meter", c.mqtt, &fac, "facility_input"));
+    let _m = start_agent(
+        &dir,
+        "meter",
+        &agent_toml(SITE, "meter", "meter", c.mqtt, &fac, "facility_input"),
+    );
     let _h: Vec<Proc> = hosts
         .iter()
         .enumerate()
-        .map(|(i, p)| start_agent(&dir, &format!("h{i}"), &agent_toml(SITE, &format!("h{i}"), "host", c.mqtt, p, "it_input")))
+        .map(|(i, p)| {
+            start_agent(
+                &dir,
+                &format!("h{i}"),
+                &agent_toml(SITE, &format!("h{i}"), "host", c.mqtt, p, "it_input"),
+            )
+        })
         .collect();
-    wait_for("a PUE value", Duration::from_secs(60), || c.site(SITE)?["pue"]["1m"]["value"].as_f64());
+    wait_for("a PUE value", Duration::from_secs(60), || {
+        c.site(SITE)?["pue"]["1m"]["value"].as_f64()
+    });
 
     let now = dcwatt_common::now_ms();
     let day = 86_400_000;
@@ -60,7 +84,10 @@ fn bad_input_is_refused_counted_and_harmless() {
         (topic(SITE, "probe"), temp(9)),
     ];
     let n = bad.len() as u64;
-    assert_eq!(publish_all(c.mqtt, bad.into_iter(), Duration::from_secs(30)), n);
+    assert_eq!(
+        publish_all(c.mqtt, bad.into_iter(), Duration::from_secs(30)),
+        n
+    );
 
     let expect_msgs = [
         ("malformed_json", 1.0),
@@ -78,28 +105,60 @@ fn bad_input_is_refused_counted_and_harmless() {
     ];
     let text = wait_for("every bad message counted", Duration::from_secs(20), || {
         let t = c.metrics();
-        let all = expect_msgs.iter().all(|(r, v)| metric(&t, &format!("dcwatt_messages_rejected_total{{reason=\"{r}\"}}")) == Some(*v))
-            && expect_readings.iter().all(|(r, v)| metric(&t, &format!("dcwatt_readings_rejected_total{{reason=\"{r}\"}}")) == Some(*v));
+        let all = expect_msgs.iter().all(|(r, v)| {
+            metric(
+                &t,
+                &format!("dcwatt_messages_rejected_total{{reason=\"{r}\"}}"),
+            ) == Some(*v)
+        }) && expect_readings.iter().all(|(r, v)| {
+            metric(
+                &t,
+                &format!("dcwatt_readings_rejected_total{{reason=\"{r}\"}}"),
+            ) == Some(*v)
+        });
         all.then_some(t)
     });
-    assert_eq!(metric(&text, "dcwatt_batches_missing_total"), Some(3.0), "seq 5 → 9 loses three batches");
-    assert_eq!(metric(&text, "dcwatt_readings_rejected_total{reason=\"kind_mismatch\"}"), Some(0.0));
+    assert_eq!(
+        metric(&text, "dcwatt_batches_missing_total"),
+        Some(3.0),
+        "seq 5 → 9 loses three batches"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "dcwatt_readings_rejected_total{reason=\"kind_mismatch\"}"
+        ),
+        Some(0.0)
+    );
     assert!(c.proc.log().contains("rejected"), "refusals are logged");
 
     // Still alive, still right: wait for a window that starts after the bad input, so a
     // wrongly accepted 25 kW host would show.
-    let (view, after) = wait_for("a fresh window after the bad input", Duration::from_secs(30), || {
-        let v = c.site(SITE)?;
-        let to = v["pue"]["1m"]["to_ms"].as_i64()?;
-        (to > now + 5_000).then_some((v.clone(), to))
-    });
+    let (view, after) = wait_for(
+        "a fresh window after the bad input",
+        Duration::from_secs(30),
+        || {
+            let v = c.site(SITE)?;
+            let to = v["pue"]["1m"]["to_ms"].as_i64()?;
+            (to > now + 5_000).then_some((v.clone(), to))
+        },
+    );
     let w = &view["pue"]["1m"];
     let from = w["from_ms"].as_i64().unwrap();
     let truth = fac.energy(from, after) / hosts.iter().map(|h| h.energy(from, after)).sum::<f64>();
     let got = w["value"].as_f64().unwrap();
-    assert!((got - truth).abs() / truth < 0.005, "PUE {got} vs exact {truth}\n{w:#}");
+    assert!(
+        (got - truth).abs() / truth < 0.005,
+        "PUE {got} vs exact {truth}\n{w:#}"
+    );
     assert_eq!(w["coverage_it"], 1.0, "{w:#}");
     assert_eq!(w["quality"], "measured");
-    assert!(get_json(c.http, "/api/v1/sites/other-site").is_none(), "a mismatched payload must not create its site");
-    assert_eq!(http_get(c.http, "/api/v1/sites/nope").map(|r| r.0), Some(404));
+    assert!(
+        get_json(c.http, "/api/v1/sites/other-site").is_none(),
+        "a mismatched payload must not create its site"
+    );
+    assert_eq!(
+        http_get(c.http, "/api/v1/sites/nope").map(|r| r.0),
+        Some(404)
+    );
 }

@@ -21,12 +21,29 @@ fn embedded_broker_delivers_a_200k_burst_without_loss() {
         (format!("dcwatt/v1/burst/n{node}/readings"), payload.into_bytes())
     });
     assert_eq!(publish_all(c.mqtt, msgs, Duration::from_secs(300)), TOTAL);
-    let text = wait_for("every message of the burst at the intake", Duration::from_secs(120), || {
-        let t = c.metrics();
-        (metric(&t, "dcwatt_messages_received_total{kind=\"readings\"}")? >= TOTAL as f64).then_some(t)
-    });
-    assert_eq!(metric(&text, "dcwatt_messages_received_total{kind=\"readings\"}"), Some(TOTAL as f64));
-    assert_eq!(metric(&text, "dcwatt_readings_accepted_total"), Some(TOTAL as f64));
+    let text = wait_for(
+        "every message of the burst at the intake",
+        Duration::from_secs(120),
+        || {
+            let t = c.metrics();
+            (metric(&t, "dcwatt_messages_received_total{kind=\"readings\"}")? >= TOTAL as f64)
+                .then_some(t)
+        },
+    );
+    assert_eq!(
+        metric(&text, "dcwatt_messages_received_total{kind=\"readings\"}"),
+        Some(TOTAL as f64)
+    );
+    assert_eq!(
+        metric(&text, "dcwatt_readings_accepted_total"),
+        Some(TOTAL as f64)
+    );
     assert_eq!(metric(&text, "dcwatt_batches_missing_total"), Some(0.0));
-    assert_eq!(metric(&text, "dcwatt_messages_rejected_total{reason=\"duplicate_seq\"}"), Some(0.0));
+    assert_eq!(
+        metric(
+            &text,
+            "dcwatt_messages_rejected_total{reason=\"duplicate_seq\"}"
+        ),
+        Some(0.0)
+    );
 }

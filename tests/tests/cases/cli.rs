@@ -11,13 +11,20 @@ fn bad_config_is_reported_whole_and_exits_64_before_binding() {
         "bad.toml",
         &format!("[http]\nlisten = \"127.0.0.1:{port}\"\n[engine]\nmin_coverage = 2.0\n[intake]\nmax_host_power_w = -5\nunknown = 1\n"),
     );
-    let out = Command::new(bin("dcwatt-collector")).arg("--config").arg(&cfg).output().unwrap();
+    let out = Command::new(bin("dcwatt-collector"))
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(64));
     let err = String::from_utf8_lossy(&out.stderr);
     for path in ["engine.min_coverage", "intake"] {
         assert!(err.contains(path), "{path} missing from:\n{err}");
     }
-    assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(), "port was left bound");
+    assert!(
+        std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
+        "port was left bound"
+    );
 
     let out = Command::new(bin("dcwatt-agent"))
         .env("DCWATT__INTERVAL_SECS", "0")
@@ -27,7 +34,10 @@ fn bad_config_is_reported_whole_and_exits_64_before_binding() {
         .unwrap();
     assert_eq!(out.status.code(), Some(64));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("interval_secs") && err.contains("site"), "{err}");
+    assert!(
+        err.contains("interval_secs") && err.contains("site"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -37,10 +47,23 @@ fn agent_once_prints_a_valid_batch_without_a_broker() {
         "a.toml",
         "site = \"s1\"\nnode = \"n1\"\n[mqtt]\nport = 1\n[[sources]]\ntype = \"sysinfo\"\n[[sources]]\ntype = \"sim\"\npoint = \"it_input\"\nbase_w = 200.0\n",
     );
-    let out = Command::new(bin("dcwatt-agent")).arg("--config").arg(&cfg).arg("--once").output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let batch: dcwatt_common::protocol::ReadingsMessage = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!((batch.v, batch.site.as_str(), batch.node.as_str(), batch.seq), (1, "s1", "n1", 1));
+    let out = Command::new(bin("dcwatt-agent"))
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--once")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let batch: dcwatt_common::protocol::ReadingsMessage =
+        serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (batch.v, batch.site.as_str(), batch.node.as_str(), batch.seq),
+        (1, "s1", "n1", 1)
+    );
     let metrics: Vec<&str> = batch.readings.iter().map(|r| r.metric.as_str()).collect();
     for m in ["cpu_util", "mem_used_bytes", "power_w", "energy_j"] {
         assert!(metrics.contains(&m), "{m} missing: {metrics:?}");
@@ -49,10 +72,17 @@ fn agent_once_prints_a_valid_batch_without_a_broker() {
 
 #[test]
 fn probe_lists_sources() {
-    let out = Command::new(bin("dcwatt-agent")).arg("probe").output().unwrap();
+    let out = Command::new(bin("dcwatt-agent"))
+        .arg("probe")
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.lines().any(|l| l.starts_with("sysinfo") && l.contains("available")), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("sysinfo") && l.contains("available")),
+        "{text}"
+    );
     assert!(text.lines().any(|l| l.starts_with("sim")), "{text}");
 }
 
@@ -72,9 +102,23 @@ fn every_shipped_config_checks() {
                 continue;
             }
             let name = p.file_name().unwrap().to_string_lossy().to_string();
-            let exe = if name.contains("collector") { "dcwatt-collector" } else { "dcwatt-agent" };
-            let out = Command::new(bin(exe)).arg("--config").arg(&p).arg("check-config").output().unwrap();
-            assert!(out.status.success(), "{}: {}", p.display(), String::from_utf8_lossy(&out.stderr));
+            let exe = if name.contains("collector") {
+                "dcwatt-collector"
+            } else {
+                "dcwatt-agent"
+            };
+            let out = Command::new(bin(exe))
+                .arg("--config")
+                .arg(&p)
+                .arg("check-config")
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}: {}",
+                p.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
             checked += 1;
         }
     }

@@ -10,7 +10,11 @@ const SITE: &str = "e2e";
 const HOSTS: usize = 20;
 
 fn facility() -> Profile {
-    Profile { base_w: 9_000.0, amplitude_w: 700.0, period_secs: 41.0 }
+    Profile {
+        base_w: 9_000.0,
+        amplitude_w: 700.0,
+        period_secs: 41.0,
+    }
 }
 
 fn hosts() -> Vec<Profile> {
@@ -36,7 +40,11 @@ fn assert_matches_truth(view: &Value, window: &str) {
     let truth = fac / it;
     let got = f(&w["value"]);
     let err = (got - truth).abs() / truth;
-    assert!(err < 0.005, "{window}: PUE {got} vs exact {truth} ({:.4}% off)\n{w:#}", err * 100.0);
+    assert!(
+        err < 0.005,
+        "{window}: PUE {got} vs exact {truth} ({:.4}% off)\n{w:#}",
+        err * 100.0
+    );
     assert_eq!(w["category"], 3, "{w:#}");
     assert_eq!(f(&w["coverage_it"]), 1.0, "{w:#}");
     assert_eq!(f(&w["coverage_facility"]), 1.0, "{w:#}");
@@ -44,28 +52,56 @@ fn assert_matches_truth(view: &Value, window: &str) {
     assert_eq!(w["label"], format!("PUE₃, {window}"));
     let kwh_err = (f(&w["facility_kwh"]) - fac / 3.6e6).abs() / (fac / 3.6e6);
     assert!(kwh_err < 0.005, "facility energy off by {kwh_err}");
-    eprintln!("{window}: PUE {got:.6} vs exact {truth:.6} over {} ms ({:.4}% off)", to - from, err * 100.0);
+    eprintln!(
+        "{window}: PUE {got:.6} vs exact {truth:.6} over {} ms ({:.4}% off)",
+        to - from,
+        err * 100.0
+    );
 }
 
 fn scenario(dir: &TempDir, broker: BrokerKind) {
-    let c = Collector::start(dir, broker, &[("DCWATT__ENGINE__DEFAULT_INTERVAL_SECS", "1".into())]);
-    let _meter = start_agent(dir, "meter", &agent_toml(SITE, "meter", "meter", c.mqtt, &facility(), "facility_input"));
+    let c = Collector::start(
+        dir,
+        broker,
+        &[("DCWATT__ENGINE__DEFAULT_INTERVAL_SECS", "1".into())],
+    );
+    let _meter = start_agent(
+        dir,
+        "meter",
+        &agent_toml(
+            SITE,
+            "meter",
+            "meter",
+            c.mqtt,
+            &facility(),
+            "facility_input",
+        ),
+    );
     let mut agents: Vec<Proc> = hosts()
         .iter()
         .enumerate()
         .map(|(i, p)| {
             let node = format!("host-{i:02}");
-            start_agent(dir, &node, &agent_toml(SITE, &node, "host", c.mqtt, p, "it_input"))
+            start_agent(
+                dir,
+                &node,
+                &agent_toml(SITE, &node, "host", c.mqtt, p, "it_input"),
+            )
         })
         .collect();
 
     // Let the 1m window fill with at least 15 s of data at full coverage.
-    let view = wait_for("15 s of fully covered data", Duration::from_secs(90), || {
-        let v = c.site(SITE)?;
-        let w = &v["pue"]["1m"];
-        let span = w["to_ms"].as_i64()? - w["from_ms"].as_i64()?;
-        (span >= 15_000 && w["coverage_it"] == 1.0 && w["coverage_facility"] == 1.0).then_some(v)
-    });
+    let view = wait_for(
+        "15 s of fully covered data",
+        Duration::from_secs(90),
+        || {
+            let v = c.site(SITE)?;
+            let w = &v["pue"]["1m"];
+            let span = w["to_ms"].as_i64()? - w["from_ms"].as_i64()?;
+            (span >= 15_000 && w["coverage_it"] == 1.0 && w["coverage_facility"] == 1.0)
+                .then_some(v)
+        },
+    );
     assert_matches_truth(&view, "1m");
     assert_matches_truth(&view, "15m");
     assert_eq!(view["power"]["category"], 3);
@@ -75,7 +111,12 @@ fn scenario(dir: &TempDir, broker: BrokerKind) {
     // Stop a quarter of the hosts cleanly: they say offline, coverage falls accordingly.
     for a in agents.iter_mut().take(HOSTS / 4) {
         let status = a.terminate(Duration::from_secs(10));
-        assert!(status.is_some_and(|s| s.success()), "{} did not stop cleanly:\n{}", a.name, a.log());
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "{} did not stop cleanly:\n{}",
+            a.name,
+            a.log()
+        );
     }
     let view = wait_for("live IT coverage 0.75", Duration::from_secs(20), || {
         let v = c.site(SITE)?;
@@ -86,7 +127,9 @@ fn scenario(dir: &TempDir, broker: BrokerKind) {
     let nodes = nodes["nodes"].as_array().unwrap();
     let offline: Vec<&Value> = nodes.iter().filter(|n| n["state"] == "offline").collect();
     assert_eq!(offline.len(), HOSTS / 4, "{nodes:#?}");
-    assert!(offline.iter().all(|n| n["node"].as_str().unwrap() < "host-05"));
+    assert!(offline
+        .iter()
+        .all(|n| n["node"].as_str().unwrap() < "host-05"));
 
     // The window's IT coverage: 15 hosts all the way, the stopped 5 up to their last reading.
     let w = &view["pue"]["1m"];
@@ -98,8 +141,11 @@ fn scenario(dir: &TempDir, broker: BrokerKind) {
         .sum();
     let expected = (15.0 * len + stopped) / (20.0 * len);
     let got = f(&w["coverage_it"]);
-    assert!((got - expected).abs() < 0.01, "coverage_it {got}, expected {expected}\n{w:#}");
-    assert!(got < 1.0 && got >= 0.75);
+    assert!(
+        (got - expected).abs() < 0.01,
+        "coverage_it {got}, expected {expected}\n{w:#}"
+    );
+    assert!((0.75..1.0).contains(&got));
     assert_eq!(w["quality"], "partial", "{w:#}");
     assert_eq!(w["category"], 3);
 }
@@ -114,7 +160,10 @@ fn pue_matches_simulation_over_embedded_broker() {
 fn pue_matches_simulation_over_mosquitto() {
     let dir = TempDir::new("pue-mosquitto");
     let Some(m) = Mosquitto::start(&dir) else {
-        return skip_or_fail("pue_matches_simulation_over_mosquitto", "mosquitto is not installed");
+        return skip_or_fail(
+            "pue_matches_simulation_over_mosquitto",
+            "mosquitto is not installed",
+        );
     };
     scenario(&dir, BrokerKind::External(m.port));
 }
