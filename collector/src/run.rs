@@ -73,7 +73,8 @@ pub async fn run(cfg: CollectorConfig, cancel: CancellationToken) -> Result<(), 
         ));
     }
     let intake = Intake::new(engine.clone(), stats.clone(), cfg.intake.clone());
-    let intake_done = tracker.spawn(intake.run(rx, CancellationToken::new()));
+    let intake_stop = CancellationToken::new();
+    let intake_done = tokio::spawn(intake.run(rx, intake_stop.clone()));
     let state = AppState {
         engine,
         stats,
@@ -91,9 +92,10 @@ pub async fn run(cfg: CollectorConfig, cancel: CancellationToken) -> Result<(), 
     tracing::info!("shutting down: stopping inputs");
     inputs.cancel();
     tracker.close();
-    // The intake ends when every sender is gone; the embedded broker's link thread holds
-    // one for the life of the process, so bound the wait.
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), intake_done).await;
+    tracker.wait().await;
+    // The intake takes what is already queued, then stops.
+    intake_stop.cancel();
+    let _ = intake_done.await;
     api_stop.cancel();
     let _ = server.await;
     Ok(())

@@ -84,7 +84,9 @@ impl Loader {
                     .required(true),
             );
         }
-        let env = env.prefix_separator("__").separator("__").try_parsing(true);
+        // Values stay strings until a key's type asks for a number or a bool, so a node
+        // called "0012" keeps its zeros.
+        let env = env.prefix_separator("__").separator("__");
         builder = builder.add_source(env);
         match builder.build() {
             Ok(cfg) => Ok(Loader { cfg }),
@@ -214,6 +216,8 @@ mod tests {
         std::fs::write(&file, "[http]\nlisten = \"127.0.0.1:1\"\nworkers = 2\n").unwrap();
         let mut vars = std::collections::HashMap::new();
         vars.insert("TEST__HTTP__LISTEN".to_owned(), "0.0.0.0:9".to_owned());
+        vars.insert("TEST__HTTP__WORKERS".to_owned(), "7".to_owned());
+        vars.insert("TEST__NODE".to_owned(), "0012".to_owned());
         vars.insert("TEST_UNRELATED".to_owned(), "x".to_owned());
         let env = config::Environment::with_prefix("TEST").source(Some(vars));
         let l = Loader::with_env(Some(&file), env).unwrap();
@@ -224,9 +228,12 @@ mod tests {
             http,
             Http {
                 listen: "0.0.0.0:9".into(),
-                workers: 2
+                workers: 7
             }
         );
+        let node: Option<String> = l.get_opt("node", &mut p);
+        assert_eq!(node.as_deref(), Some("0012"), "a string stays a string");
+        assert!(p.is_empty(), "{p}");
         let missing = Loader::new(Some(&dir.join("nope.toml")));
         assert!(missing.is_err());
     }

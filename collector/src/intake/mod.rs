@@ -270,9 +270,13 @@ impl Intake {
             self.handle_batch(&batch, dcwatt_common::now_ms());
             batch.clear();
         }
-        // Drain what is already queued so nothing accepted by the broker is dropped.
-        while let Ok(m) = rx.try_recv() {
-            batch.push(m);
+        // Take what was queued when asked to stop (bounded: the embedded broker may still
+        // be sending).
+        for _ in 0..rx.max_capacity() {
+            match rx.try_recv() {
+                Ok(m) => batch.push(m),
+                Err(_) => break,
+            }
         }
         self.handle_batch(&batch, dcwatt_common::now_ms());
     }
