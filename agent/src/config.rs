@@ -41,6 +41,8 @@ pub struct AgentConfig {
     pub mqtt: MqttSettings,
     /// Sources to read.
     pub sources: Vec<SourceConfig>,
+    /// Which source's whole-system (`it_input`) power counts when several offer it.
+    pub whole_system_order: Vec<String>,
 }
 
 impl AgentConfig {
@@ -95,6 +97,13 @@ impl AgentConfig {
         for (i, s) in sources.iter().enumerate() {
             s.validate(&format!("sources[{i}]"), interval_secs, &mut p);
         }
+        let whole_system_order: Vec<String> =
+            l.get_opt("whole_system_order", &mut p).unwrap_or_else(|| {
+                crate::sources::WHOLE_SYSTEM_ORDER
+                    .iter()
+                    .map(|s| (*s).to_owned())
+                    .collect()
+            });
         p.into_result(AgentConfig {
             site,
             node,
@@ -104,6 +113,7 @@ impl AgentConfig {
             zone,
             mqtt,
             sources,
+            whole_system_order,
         })
     }
 }

@@ -20,8 +20,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// List the sources this build knows and whether each can read on this host.
-    Probe,
+    /// List the sources this build knows, whether each can read on this host, and why not.
+    Probe {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Root of sysfs to look in (for inspecting a copied tree).
+        #[arg(long, default_value = "/sys")]
+        sysfs_root: PathBuf,
+    },
     /// Validate the configuration and exit.
     CheckConfig,
     /// Print the commented default configuration.
@@ -32,18 +39,26 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     dcwatt_common::logging::init("info");
     match cli.command {
-        Some(Command::Probe) => {
-            for p in sources::probe_all() {
-                println!(
-                    "{:<10} {:<12} {}",
-                    p.kind,
-                    if p.available {
+        Some(Command::Probe { json, sysfs_root }) => {
+            let probes = sources::probe_all(&sysfs_root);
+            if json {
+                match serde_json::to_string_pretty(&probes) {
+                    Ok(s) => println!("{s}"),
+                    Err(e) => {
+                        eprintln!("dcwatt-agent: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            } else {
+                println!("{:<10} {:<12} DETAIL", "SOURCE", "STATUS");
+                for p in probes {
+                    let status = if p.available {
                         "available"
                     } else {
                         "unavailable"
-                    },
-                    p.detail
-                );
+                    };
+                    println!("{:<10} {:<12} {}", p.kind, status, p.detail);
+                }
             }
             return ExitCode::SUCCESS;
         }
@@ -104,7 +119,7 @@ fn once(config: &AgentConfig) -> ExitCode {
     // CPU utilization is a difference between two samples.
     std::thread::sleep(std::time::Duration::from_millis(250));
     let now = dcwatt_common::now_ms();
-    let (readings, errors) = scheduler::sample(&mut sources, 0, now);
+    let (readings, errors) = scheduler::sample(&mut sources, 0, now, &config.whole_system_order);
     for (kind, e) in &errors {
         eprintln!("dcwatt-agent: source {kind}: {e}");
     }

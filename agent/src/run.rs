@@ -78,6 +78,7 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), S
         interval: config.interval,
         tx,
         stats: stats.clone(),
+        whole_system_order: config.whole_system_order.clone(),
     };
     let publishing = tokio::spawn(publisher.run(cancel.clone()));
     scheduler.run(cancel.clone()).await;

@@ -2,7 +2,7 @@
 
 use crate::sources::{Source, SourceError};
 use dcwatt_common::logging::RateLimiter;
-use dcwatt_common::protocol::{ReadingsMessage, VERSION};
+use dcwatt_common::protocol::{Reading, ReadingsMessage, VERSION};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,21 +32,25 @@ pub struct Scheduled {
 
 /// Reads every source due on `tick` at the same instant `now_ms`, so that a meter's power
 /// and energy share one timestamp. Failed sources are reported, the others still read.
+/// When several sources offer whole-system power, only the first in `order` keeps its
+/// `it_input` point.
 pub fn sample(
     sources: &mut [Scheduled],
     tick: u64,
     now_ms: i64,
-) -> (
-    Vec<dcwatt_common::protocol::Reading>,
-    Vec<(&'static str, SourceError)>,
-) {
+    order: &[String],
+) -> (Vec<Reading>, Vec<(&'static str, SourceError)>) {
     let mut readings = Vec::new();
     let mut errors = Vec::new();
+    let mut produced = Vec::new();
     for s in sources.iter_mut().filter(|s| tick % s.every == 0) {
+        let start = readings.len();
         if let Err(e) = s.source.read(now_ms, &mut readings) {
             errors.push((s.source.kind(), e));
         }
+        produced.push((s.source.kind(), start..readings.len()));
     }
+    crate::sources::keep_one_whole_system(&mut readings, &produced, order);
     (readings, errors)
 }
 
@@ -56,7 +60,7 @@ pub fn batch(
     node: &str,
     seq: u64,
     now_ms: i64,
-    readings: Vec<dcwatt_common::protocol::Reading>,
+    readings: Vec<Reading>,
 ) -> ReadingsMessage {
     ReadingsMessage {
         v: VERSION,
@@ -82,6 +86,8 @@ pub struct Scheduler {
     pub tx: mpsc::Sender<ReadingsMessage>,
     /// Shared counters.
     pub stats: Arc<AgentStats>,
+    /// Whole-system power source preference.
+    pub whole_system_order: Vec<String>,
 }
 
 impl Scheduler {
@@ -100,8 +106,9 @@ impl Scheduler {
             let now = dcwatt_common::now_ms();
             let mut sources = std::mem::take(&mut self.sources);
             let t = tick;
+            let order = self.whole_system_order.clone();
             let joined = tokio::task::spawn_blocking(move || {
-                let (readings, errors) = sample(&mut sources, t, now);
+                let (readings, errors) = sample(&mut sources, t, now, &order);
                 let errors: Vec<String> = errors
                     .into_iter()
                     .map(|(k, e)| format!("{k}: {e}"))
@@ -195,11 +202,11 @@ mod tests {
                 every: 3,
             },
         ];
-        let (r, e) = sample(&mut s, 0, 5_000);
+        let (r, e) = sample(&mut s, 0, 5_000, &[]);
         assert_eq!(r.len(), 4);
         assert!(r.iter().all(|x| x.ts_ms == 5_000));
         assert_eq!(e.len(), 1);
-        let (r, _) = sample(&mut s, 1, 6_000);
+        let (r, _) = sample(&mut s, 1, 6_000, &[]);
         assert_eq!(r.len(), 2, "the every-3 source is not due on tick 1");
         let b = batch("s", "n", 7, 6_000, r);
         assert_eq!((b.v, b.seq, b.sent_ms), (1, 7, 6_000));

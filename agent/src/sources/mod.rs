@@ -4,6 +4,10 @@
 //! Sources know nothing of MQTT or batches: they turn a moment into readings in SI units,
 //! converting vendor units at this edge, once.
 
+pub mod estimate;
+pub mod hwmon;
+pub mod ipmi;
+pub mod rapl;
 pub mod sim;
 pub mod sysinfo;
 
@@ -23,6 +27,18 @@ pub enum SourceError {
     Read(String),
 }
 
+impl SourceError {
+    /// The message without its kind, for tables that show the kind already.
+    pub fn detail(&self) -> &str {
+        match self {
+            SourceError::Unavailable(m) | SourceError::Read(m) => m,
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod fake;
+
 /// Something the agent can sample.
 pub trait Source: Send {
     /// The source type name, as in configuration and in each reading's `source`.
@@ -36,9 +52,10 @@ pub trait Source: Send {
 }
 
 /// Whether a source type can read on this host, as `dcwatt-agent probe` prints it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Probe {
     /// Source type name.
+    #[serde(rename = "source")]
     pub kind: &'static str,
     /// True when it can read here.
     pub available: bool,
@@ -54,6 +71,14 @@ pub enum SourceConfig {
     Sysinfo(sysinfo::SysinfoConfig),
     /// A deterministic simulated power meter.
     Sim(sim::SimConfig),
+    /// CPU package and DRAM energy from powercap (RAPL): components, never PUE points.
+    Rapl(rapl::RaplConfig),
+    /// hwmon power, energy and temperatures; the ACPI power meter is whole-system power.
+    Hwmon(hwmon::HwmonConfig),
+    /// DCMI power reading from the BMC through ipmitool or FreeIPMI.
+    Ipmi(ipmi::IpmiConfig),
+    /// Whole-system power estimated from CPU utilization.
+    Estimate(estimate::EstimateConfig),
 }
 
 impl SourceConfig {
@@ -67,6 +92,10 @@ impl SourceConfig {
         match self {
             SourceConfig::Sysinfo(_) => sysinfo::KIND,
             SourceConfig::Sim(_) => sim::KIND,
+            SourceConfig::Rapl(_) => rapl::KIND,
+            SourceConfig::Hwmon(_) => hwmon::KIND,
+            SourceConfig::Ipmi(_) => ipmi::KIND,
+            SourceConfig::Estimate(_) => estimate::KIND,
         }
     }
 
@@ -75,6 +104,10 @@ impl SourceConfig {
         match self {
             SourceConfig::Sysinfo(c) => c.interval_secs,
             SourceConfig::Sim(c) => c.interval_secs,
+            SourceConfig::Rapl(c) => c.interval_secs,
+            SourceConfig::Hwmon(c) => c.interval_secs,
+            SourceConfig::Ipmi(c) => c.interval_secs,
+            SourceConfig::Estimate(c) => c.interval_secs,
         }
     }
 
@@ -89,8 +122,12 @@ impl SourceConfig {
             }
         }
         match self {
-            SourceConfig::Sysinfo(_) => {}
             SourceConfig::Sim(c) => c.validate(path, p),
+            SourceConfig::Estimate(c) => c.validate(path, p),
+            SourceConfig::Ipmi(c) if c.timeout_secs == 0 || c.timeout_secs > 120 => {
+                p.push(format!("{path}.timeout_secs"), "must be 1..=120");
+            }
+            _ => {}
         }
     }
 
@@ -102,11 +139,107 @@ impl SourceConfig {
         Ok(match self {
             SourceConfig::Sysinfo(_) => Box::new(sysinfo::SysinfoSource::new()?),
             SourceConfig::Sim(c) => Box::new(sim::SimSource::new(c.clone())),
+            SourceConfig::Rapl(c) => Box::new(rapl::RaplSource::new(c)?),
+            SourceConfig::Hwmon(c) => Box::new(hwmon::HwmonSource::new(c)?),
+            SourceConfig::Ipmi(c) => Box::new(ipmi::IpmiSource::new(c.clone())?),
+            SourceConfig::Estimate(c) => Box::new(estimate::EstimateSource::new(c.clone())?),
         })
     }
 }
 
-/// Probes every source type this build knows.
-pub fn probe_all() -> Vec<Probe> {
-    vec![sysinfo::probe(), sim::probe()]
+/// Probes every source type this build knows, reading sysfs under `sysfs_root`.
+pub fn probe_all(sysfs_root: &std::path::Path) -> Vec<Probe> {
+    vec![
+        sysinfo::probe(),
+        rapl::probe(sysfs_root),
+        hwmon::probe(sysfs_root),
+        ipmi::probe(),
+        estimate::probe(),
+        sim::probe(),
+    ]
+}
+
+/// The default order in which whole-system (`it_input`) power is taken when several
+/// sources offer it: a host is counted once, from its best source.
+pub const WHOLE_SYSTEM_ORDER: [&str; 5] = ["redfish", "ipmi", "hwmon", "estimate", "sim"];
+
+/// Keeps `it_input` only on the readings of the best-ranked source that has it; the
+/// others keep their values as components (no point), so nothing is counted twice.
+/// `produced` pairs each source kind with the range of `readings` it produced.
+pub fn keep_one_whole_system(
+    readings: &mut [Reading],
+    produced: &[(&str, std::ops::Range<usize>)],
+    order: &[String],
+) {
+    use dcwatt_common::protocol::Point;
+    let rank = |kind: &str| order.iter().position(|o| o == kind).unwrap_or(usize::MAX);
+    let offering = |range: &std::ops::Range<usize>| {
+        readings[range.clone()]
+            .iter()
+            .any(|r| r.point == Some(Point::ItInput))
+    };
+    let Some(best) = produced
+        .iter()
+        .filter(|(_, r)| offering(r))
+        .min_by_key(|(k, _)| rank(k))
+        .map(|(k, r)| (*k, r.clone()))
+    else {
+        return;
+    };
+    for (_, range) in produced
+        .iter()
+        .filter(|(k, r)| *k != best.0 || *r != best.1)
+    {
+        for r in &mut readings[range.clone()] {
+            if r.point == Some(Point::ItInput) {
+                r.point = None;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dcwatt_common::protocol::Point;
+
+    #[test]
+    fn one_whole_system_reading_per_host() {
+        let p = |src: &str| {
+            Reading::gauge("power_w", 1.0, 0)
+                .at(Point::ItInput)
+                .from_source(src)
+        };
+        let mut readings = vec![
+            p("estimate"),
+            Reading::gauge("cpu_util", 0.5, 0),
+            p("hwmon"),
+            p("ipmi_dcmi"),
+        ];
+        let produced = [
+            ("estimate", 0..1),
+            ("sysinfo", 1..2),
+            ("hwmon", 2..3),
+            ("ipmi", 3..4),
+        ];
+        let order: Vec<String> = WHOLE_SYSTEM_ORDER.iter().map(|s| (*s).to_owned()).collect();
+        keep_one_whole_system(&mut readings, &produced, &order);
+        let points: Vec<Option<Point>> = readings.iter().map(|r| r.point).collect();
+        assert_eq!(
+            points,
+            vec![None, None, None, Some(Point::ItInput)],
+            "ipmi wins over hwmon and estimate"
+        );
+        // Without ipmi, the ACPI power meter wins over the estimate.
+        let mut readings = vec![p("estimate"), p("hwmon")];
+        keep_one_whole_system(
+            &mut readings,
+            &[("estimate", 0..1), ("hwmon", 1..2)],
+            &order,
+        );
+        assert_eq!(
+            readings.iter().map(|r| r.point).collect::<Vec<_>>(),
+            vec![None, Some(Point::ItInput)]
+        );
+    }
 }
