@@ -40,7 +40,28 @@ fn main() -> ExitCode {
     dcwatt_common::logging::init("info");
     match cli.command {
         Some(Command::Probe { json, sysfs_root }) => {
-            let probes = sources::probe_all(&sysfs_root);
+            let mut probes = sources::probe_all(&sysfs_root);
+            // With a configuration, configured BMCs are asked for real.
+            if let Some(cfg) = cli
+                .config
+                .as_deref()
+                .and_then(|f| AgentConfig::load(Some(f)).ok())
+            {
+                let configured: Vec<_> = cfg
+                    .sources
+                    .iter()
+                    .filter_map(|s| match s {
+                        sources::SourceConfig::Redfish(r) => {
+                            Some(sources::redfish::probe_configured(r))
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                if !configured.is_empty() {
+                    probes.retain(|p| p.kind != sources::redfish::KIND);
+                    probes.extend(configured);
+                }
+            }
             if json {
                 match serde_json::to_string_pretty(&probes) {
                     Ok(s) => println!("{s}"),

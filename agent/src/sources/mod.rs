@@ -8,6 +8,7 @@ pub mod estimate;
 pub mod hwmon;
 pub mod ipmi;
 pub mod rapl;
+pub mod redfish;
 pub mod sim;
 pub mod sysinfo;
 
@@ -79,6 +80,8 @@ pub enum SourceConfig {
     Ipmi(ipmi::IpmiConfig),
     /// Whole-system power estimated from CPU utilization.
     Estimate(estimate::EstimateConfig),
+    /// Whole-system power (and energy) from the BMC over Redfish.
+    Redfish(redfish::RedfishConfig),
 }
 
 impl SourceConfig {
@@ -96,6 +99,7 @@ impl SourceConfig {
             SourceConfig::Hwmon(_) => hwmon::KIND,
             SourceConfig::Ipmi(_) => ipmi::KIND,
             SourceConfig::Estimate(_) => estimate::KIND,
+            SourceConfig::Redfish(_) => redfish::KIND,
         }
     }
 
@@ -108,6 +112,7 @@ impl SourceConfig {
             SourceConfig::Hwmon(c) => c.interval_secs,
             SourceConfig::Ipmi(c) => c.interval_secs,
             SourceConfig::Estimate(c) => c.interval_secs,
+            SourceConfig::Redfish(c) => c.interval_secs,
         }
     }
 
@@ -127,6 +132,9 @@ impl SourceConfig {
             SourceConfig::Ipmi(c) if c.timeout_secs == 0 || c.timeout_secs > 120 => {
                 p.push(format!("{path}.timeout_secs"), "must be 1..=120");
             }
+            SourceConfig::Redfish(c) if c.timeout_secs == 0 || c.timeout_secs > 120 => {
+                p.push(format!("{path}.timeout_secs"), "must be 1..=120");
+            }
             _ => {}
         }
     }
@@ -143,6 +151,7 @@ impl SourceConfig {
             SourceConfig::Hwmon(c) => Box::new(hwmon::HwmonSource::new(c)?),
             SourceConfig::Ipmi(c) => Box::new(ipmi::IpmiSource::new(c.clone())?),
             SourceConfig::Estimate(c) => Box::new(estimate::EstimateSource::new(c.clone())?),
+            SourceConfig::Redfish(c) => Box::new(redfish::RedfishSource::new(c.clone())?),
         })
     }
 }
@@ -154,6 +163,7 @@ pub fn probe_all(sysfs_root: &std::path::Path) -> Vec<Probe> {
         rapl::probe(sysfs_root),
         hwmon::probe(sysfs_root),
         ipmi::probe(),
+        redfish::probe(),
         estimate::probe(),
         sim::probe(),
     ]

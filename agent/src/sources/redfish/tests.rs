@@ -1,0 +1,341 @@
+//! Redfish against a local HTTPS server serving the DMTF public mockups from
+//! `../shared/fixtures/redfish/` (BSD-3): real TLS, real HTTP, real JSON from the mockups.
+//! Only the BMC itself is replaced, since no BMC can run here.
+
+use super::*;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Normal,
+    Slow,
+    Malformed,
+}
+
+struct Bmc {
+    port: u16,
+    ca_pem: String,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Bmc {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+fn fixtures() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/redfish");
+    assert!(
+        p.is_dir(),
+        "Redfish fixtures missing at {} (shared/ must sit beside the repository)",
+        p.display()
+    );
+    p
+}
+
+/// A CA and a leaf certificate for 127.0.0.1 signed by it.
+fn certs() -> (
+    rustls::pki_types::CertificateDer<'static>,
+    rustls::pki_types::PrivateKeyDer<'static>,
+    String,
+) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "dcwatt test BMC CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf_params =
+        rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .unwrap();
+    let leaf = leaf_params.signed_by(&leaf_key, &ca, &ca_key).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into());
+    (leaf.der().clone(), key, ca.pem())
+}
+
+fn serve(mockup: &str, mode: Mode) -> Bmc {
+    let root = fixtures().join(mockup);
+    let (cert, key, ca_pem) = certs();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = Arc::new(
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert], key)
+            .unwrap(),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopping = stop.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            if stopping.load(Ordering::Relaxed) {
+                return;
+            }
+            let Ok(stream) = stream else { continue };
+            let (config, root) = (config.clone(), root.clone());
+            std::thread::spawn(move || handle(stream, config, &root, mode));
+        }
+    });
+    Bmc { port, ca_pem, stop }
+}
+
+fn handle(stream: TcpStream, config: Arc<rustls::ServerConfig>, root: &Path, mode: Mode) {
+    let Ok(conn) = rustls::ServerConnection::new(config) else {
+        return;
+    };
+    let mut tls = rustls::StreamOwned::new(conn, stream);
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match tls.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
+    let authorized = head
+        .lines()
+        .any(|l| l.eq_ignore_ascii_case("authorization: Basic YWRtaW46c2VjcmV0"));
+    let file = root
+        .join(
+            path.trim_start_matches("/redfish/v1")
+                .trim_start_matches('/'),
+        )
+        .join("index.json");
+    let (status, body) = if !authorized {
+        (
+            "401 Unauthorized",
+            "{\"error\":\"unauthorized\"}".to_owned(),
+        )
+    } else if mode == Mode::Malformed {
+        ("200 OK", "{\"PowerWatts\": {".to_owned())
+    } else {
+        match std::fs::read_to_string(&file) {
+            Ok(b) => ("200 OK", b),
+            Err(_) => ("404 Not Found", "{}".to_owned()),
+        }
+    };
+    if mode == Mode::Slow {
+        std::thread::sleep(Duration::from_secs(3));
+    }
+    let _ = write!(
+        tls,
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tls.flush();
+    tls.conn.send_close_notify();
+    let _ = tls.flush();
+}
+
+fn config(bmc: &Bmc, dir: &Path) -> RedfishConfig {
+    std::fs::create_dir_all(dir).unwrap();
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, &bmc.ca_pem).unwrap();
+    let pw = dir.join("pw");
+    std::fs::write(&pw, "secret\n").unwrap();
+    RedfishConfig {
+        url: format!("https://127.0.0.1:{}", bmc.port),
+        username: Some("admin".into()),
+        password_file: Some(pw),
+        ca_file: Some(ca),
+        insecure_skip_verify: false,
+        chassis: None,
+        path: PowerPath::Auto,
+        timeout_secs: 2,
+        interval_secs: None,
+    }
+}
+
+fn scratch(tag: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("dcwatt-redfish-{tag}-{}", std::process::id()))
+}
+
+#[test]
+fn rackmount_mockup_environment_metrics_first_legacy_power_on_request() {
+    let bmc = serve("public-rackmount1", Mode::Normal);
+    let dir = scratch("rack");
+    let cfg = config(&bmc, &dir);
+    let mut src = RedfishSource::new(cfg.clone()).unwrap();
+    let mut out = Vec::new();
+    src.read(42, &mut out).unwrap();
+    assert_eq!(out.len(), 1, "no energy counter in this mockup");
+    assert_eq!(
+        (out[0].value, out[0].point, out[0].source.as_deref()),
+        (374.0, Some(Point::ItInput), Some("redfish"))
+    );
+    assert_eq!(
+        src.found.as_ref().unwrap(),
+        &(
+            "/redfish/v1/Chassis/1U".to_owned(),
+            PowerPath::EnvironmentMetrics
+        )
+    );
+    let legacy = RedfishConfig {
+        path: PowerPath::Power,
+        ..cfg.clone()
+    };
+    let (r, path) = RedfishSource::new(legacy).unwrap().read_power().unwrap();
+    assert_eq!((r.watts, path), (344.0, PowerPath::Power));
+    let p = probe_configured(&cfg);
+    assert!(
+        p.available && p.detail.contains("EnvironmentMetrics") && p.detail.contains("374 W"),
+        "{}",
+        p.detail
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn liquid_cooled_mockup_power_subsystem_sums_power_supplies() {
+    let bmc = serve("public-liquid-cooled-server", Mode::Normal);
+    let dir = scratch("liquid");
+    let cfg = config(&bmc, &dir);
+    let (auto, path) = RedfishSource::new(cfg.clone())
+        .unwrap()
+        .read_power()
+        .unwrap();
+    assert_eq!((auto.watts, path), (374.0, PowerPath::EnvironmentMetrics));
+    let psu = RedfishConfig {
+        path: PowerPath::PowerSubsystem,
+        chassis: Some("1U".into()),
+        ..cfg
+    };
+    let (r, _) = RedfishSource::new(psu).unwrap().read_power().unwrap();
+    assert_eq!(
+        r.watts, 937.4,
+        "Bay1's InputPowerWatts; Bay2 has no metrics"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn wrong_credentials_timeouts_bad_json_and_untrusted_certificates_are_clear_errors() {
+    let bmc = serve("public-rackmount1", Mode::Normal);
+    let dir = scratch("errors");
+    let cfg = config(&bmc, &dir);
+
+    std::fs::write(dir.join("wrong"), "guess\n").unwrap();
+    let wrong = RedfishConfig {
+        password_file: Some(dir.join("wrong")),
+        ..cfg.clone()
+    };
+    let e = RedfishSource::new(wrong).unwrap().read_power().unwrap_err();
+    assert!(e.to_string().contains("wrong username or password"), "{e}");
+
+    let untrusted = RedfishConfig {
+        ca_file: None,
+        ..cfg.clone()
+    };
+    let e = RedfishSource::new(untrusted)
+        .unwrap()
+        .read_power()
+        .unwrap_err();
+    assert!(
+        e.to_string().to_lowercase().contains("cert") || e.to_string().contains("issuer"),
+        "{e}"
+    );
+    let insecure = RedfishConfig {
+        ca_file: None,
+        insecure_skip_verify: true,
+        ..cfg.clone()
+    };
+    assert_eq!(
+        RedfishSource::new(insecure)
+            .unwrap()
+            .read_power()
+            .unwrap()
+            .0
+            .watts,
+        374.0
+    );
+
+    let slow = serve("public-rackmount1", Mode::Slow);
+    let mut slow_cfg = config(&slow, &dir.join("slow"));
+    slow_cfg.timeout_secs = 1;
+    let started = std::time::Instant::now();
+    let e = RedfishSource::new(slow_cfg)
+        .unwrap()
+        .read_power()
+        .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "timeout not honoured: {:?}",
+        started.elapsed()
+    );
+    assert!(e.to_string().to_lowercase().contains("time"), "{e}");
+
+    let bad = serve("public-rackmount1", Mode::Malformed);
+    let e = RedfishSource::new(config(&bad, &dir.join("bad")))
+        .unwrap()
+        .read_power()
+        .unwrap_err();
+    assert!(e.to_string().contains("malformed JSON"), "{e}");
+
+    assert!(RedfishSource::new(RedfishConfig {
+        url: "bmc.example".into(),
+        ..cfg
+    })
+    .is_err());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_failing_bmc_does_not_stop_other_sources() {
+    use crate::scheduler::{sample, Scheduled};
+    use crate::sources::sim::{SimConfig, SimSource};
+    let dir = scratch("others");
+    let bmc = serve("public-rackmount1", Mode::Malformed);
+    let mut sources = vec![
+        Scheduled {
+            source: Box::new(RedfishSource::new(config(&bmc, &dir)).unwrap()),
+            every: 1,
+        },
+        Scheduled {
+            source: Box::new(SimSource::new(SimConfig {
+                point: Point::ItInput,
+                base_w: 100.0,
+                amplitude_w: 0.0,
+                period_secs: 60.0,
+                noise_w: 0.0,
+                seed: 0,
+                component: "system".into(),
+                interval_secs: None,
+            })),
+            every: 1,
+        },
+    ];
+    let order: Vec<String> = crate::sources::WHOLE_SYSTEM_ORDER
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    let (readings, errors) = sample(&mut sources, 0, 1_000, &order);
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].0, "redfish");
+    assert_eq!(readings.len(), 2, "the sim source still read");
+    assert!(
+        readings.iter().all(|r| r.point == Some(Point::ItInput)),
+        "sim keeps it_input when redfish has none"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn basic_auth_encoding() {
+    assert_eq!(base64(b"admin:secret"), "YWRtaW46c2VjcmV0");
+    assert_eq!(base64(b"a"), "YQ==");
+    assert_eq!(base64(b"ab"), "YWI=");
+    assert_eq!(base64(b""), "");
+}
