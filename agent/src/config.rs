@@ -20,6 +20,7 @@ const KNOWN_KEYS: &[&str] = &[
     "zone",
     "mqtt",
     "sources",
+    "whole_system_order",
 ];
 
 /// A validated agent configuration.
@@ -104,6 +105,17 @@ impl AgentConfig {
                     .map(|s| (*s).to_owned())
                     .collect()
             });
+        for (i, kind) in whole_system_order.iter().enumerate() {
+            if !crate::sources::WHOLE_SYSTEM_ORDER.contains(&kind.as_str()) {
+                p.push(
+                    format!("whole_system_order[{i}]"),
+                    format!(
+                        "{kind:?} offers no whole-system power (one of: {})",
+                        crate::sources::WHOLE_SYSTEM_ORDER.join(", ")
+                    ),
+                );
+            }
+        }
         p.into_result(AgentConfig {
             site,
             node,

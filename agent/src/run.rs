@@ -31,8 +31,8 @@ pub fn build_sources(config: &AgentConfig) -> Result<Vec<Scheduled>, SourceError
         .collect()
 }
 
-/// The birth message for this configuration.
-pub fn birth(config: &AgentConfig, now_ms: i64) -> StatusMessage {
+/// The birth message for this configuration and the GPUs the sources found.
+pub fn birth(config: &AgentConfig, sources: &[Scheduled], now_ms: i64) -> StatusMessage {
     let interval_ms = config.interval.as_millis() as u64;
     StatusMessage {
         v: VERSION,
@@ -53,6 +53,7 @@ pub fn birth(config: &AgentConfig, now_ms: i64) -> StatusMessage {
             })
             .collect(),
         interval_ms: Some(interval_ms),
+        gpus: sources.iter().flat_map(|s| s.source.gpus()).collect(),
     }
 }
 
@@ -67,7 +68,7 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), S
     tracing::info!(site = %config.site, node = %config.node, broker = %config.mqtt.endpoint(), sources = sources.len(), "agent starting");
     let publisher = Publisher {
         mqtt: config.mqtt.clone(),
-        birth: birth(&config, dcwatt_common::now_ms()),
+        birth: birth(&config, &sources, dcwatt_common::now_ms()),
         rx,
         stats: stats.clone(),
     };

@@ -400,6 +400,18 @@ pub struct SourceInfo {
     pub interval_ms: u64,
 }
 
+/// GPUs of one model in a node, as its birth lists them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GpuInventory {
+    /// Model name as the driver reports it, e.g. "NVIDIA H200".
+    pub model: String,
+    /// How many of this model the node has.
+    pub count: u32,
+    /// Peak dense FP16 Tensor TFLOPS of one GPU, when the model is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fp16_tflops: Option<f64>,
+}
+
 /// Payload of the retained `dcwatt/v1/{site}/{node}/status` topic.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusMessage {
@@ -433,6 +445,9 @@ pub struct StatusMessage {
     /// silence is a gap.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval_ms: Option<u64>,
+    /// GPUs by model (online only; optional field added in v1).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpus: Vec<GpuInventory>,
 }
 
 impl StatusMessage {
@@ -450,6 +465,7 @@ impl StatusMessage {
             agent: None,
             sources: Vec::new(),
             interval_ms: None,
+            gpus: Vec::new(),
         }
     }
 }

@@ -7,6 +7,7 @@
 pub mod estimate;
 pub mod hwmon;
 pub mod ipmi;
+pub mod nvml;
 pub mod rapl;
 pub mod redfish;
 pub mod sim;
@@ -50,6 +51,11 @@ pub trait Source: Send {
     /// # Errors
     /// The source could not be read this time.
     fn read(&mut self, now_ms: i64, out: &mut Vec<Reading>) -> Result<(), SourceError>;
+
+    /// GPUs this source found, for the birth inventory.
+    fn gpus(&self) -> Vec<dcwatt_common::protocol::GpuInventory> {
+        Vec::new()
+    }
 }
 
 /// Whether a source type can read on this host, as `dcwatt-agent probe` prints it.
@@ -82,6 +88,8 @@ pub enum SourceConfig {
     Estimate(estimate::EstimateConfig),
     /// Whole-system power (and energy) from the BMC over Redfish.
     Redfish(redfish::RedfishConfig),
+    /// NVIDIA GPUs through NVML.
+    Nvml(nvml::NvmlConfig),
 }
 
 impl SourceConfig {
@@ -100,6 +108,7 @@ impl SourceConfig {
             SourceConfig::Ipmi(_) => ipmi::KIND,
             SourceConfig::Estimate(_) => estimate::KIND,
             SourceConfig::Redfish(_) => redfish::KIND,
+            SourceConfig::Nvml(_) => nvml::KIND,
         }
     }
 
@@ -113,6 +122,7 @@ impl SourceConfig {
             SourceConfig::Ipmi(c) => c.interval_secs,
             SourceConfig::Estimate(c) => c.interval_secs,
             SourceConfig::Redfish(c) => c.interval_secs,
+            SourceConfig::Nvml(c) => c.interval_secs,
         }
     }
 
@@ -152,6 +162,7 @@ impl SourceConfig {
             SourceConfig::Ipmi(c) => Box::new(ipmi::IpmiSource::new(c.clone())?),
             SourceConfig::Estimate(c) => Box::new(estimate::EstimateSource::new(c.clone())?),
             SourceConfig::Redfish(c) => Box::new(redfish::RedfishSource::new(c.clone())?),
+            SourceConfig::Nvml(_) => Box::new(nvml::NvmlSource::new()),
         })
     }
 }
@@ -164,6 +175,7 @@ pub fn probe_all(sysfs_root: &std::path::Path) -> Vec<Probe> {
         hwmon::probe(sysfs_root),
         ipmi::probe(),
         redfish::probe(),
+        nvml::probe(),
         estimate::probe(),
         sim::probe(),
     ]

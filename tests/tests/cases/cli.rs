@@ -124,3 +124,51 @@ fn every_shipped_config_checks() {
     }
     assert!(checked >= 2, "no configs found");
 }
+
+#[test]
+fn probe_tells_the_truth_about_this_host() {
+    let out = Command::new(bin("dcwatt-agent"))
+        .args(["probe", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "probe exits 0 when it could run at all"
+    );
+    let probes: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let get = |s: &str| {
+        probes
+            .iter()
+            .find(|p| p["source"] == s)
+            .unwrap_or_else(|| panic!("{s} not probed: {probes:#?}"))
+    };
+    for p in &probes {
+        assert!(
+            !p["detail"].as_str().unwrap_or("").is_empty(),
+            "every source says why: {p}"
+        );
+    }
+    assert_eq!(get("sysinfo")["available"], true);
+    if !std::path::Path::new("/sys/class/powercap").exists() {
+        let rapl = get("rapl");
+        assert_eq!(rapl["available"], false);
+        assert!(
+            rapl["detail"].as_str().unwrap().contains("powercap"),
+            "{rapl}"
+        );
+    }
+    if !std::path::Path::new("/dev/ipmi0").exists() {
+        let ipmi = get("ipmi");
+        assert_eq!(ipmi["available"], false);
+        assert!(
+            ipmi["detail"].as_str().unwrap().contains("/dev/ipmi0"),
+            "{ipmi}"
+        );
+    }
+    let nvml = get("nvml");
+    if nvml["available"] == false {
+        let why = nvml["detail"].as_str().unwrap();
+        assert!(why.contains("NVIDIA") || why.contains("NVML"), "{why}");
+    }
+    assert_eq!(get("redfish")["available"], false, "not configured");
+}
