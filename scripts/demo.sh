@@ -30,7 +30,7 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-DCWATT__HTTP__LISTEN="$http" DCWATT__BROKER__LISTEN="127.0.0.1:$mqtt_port" \
+DCWATT__HTTP__LISTEN="$http" DCWATT__BROKER__LISTEN="127.0.0.1:$mqtt_port" DCWATT__ALERTS__STATE_FILE="$run/alerts.json" \
     "$bin/dcwatt-collector" --config configs/demo/collector.toml >"$run/collector.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 100); do

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Installs what dcwatt's tests talk to, when missing: Mosquitto (Debian package).
+# Installs what dcwatt's tests talk to, when missing: Mosquitto and Prometheus Alertmanager
+# (Debian packages).
 # Idempotent; needs root and apt-get to install. Without them the Mosquitto tests skip
 # loudly, or fail when DCWATT_REQUIRE_SERVICES=1.
 set -euo pipefail
 
 need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto mosquitto-clients)
+command -v prometheus-alertmanager >/dev/null 2>&1 || need+=(prometheus-alertmanager)
 
 if [ ${#need[@]} -eq 0 ]; then
     exit 0

@@ -14,7 +14,12 @@ use std::path::Path;
 /// The commented default configuration, printed by `print-default-config`.
 pub const DEFAULT_CONFIG: &str = include_str!("../../configs/collector.toml");
 
-const KNOWN_KEYS: &[&str] = &["http", "broker", "mqtt", "intake", "engine"];
+const KNOWN_KEYS: &[&str] = &[
+    "http", "broker", "mqtt", "intake", "engine", "alerts", "racks",
+];
+
+/// The default alert rules, used when the configuration has none.
+pub const DEFAULT_RULES: &str = include_str!("../../configs/alert-rules.toml");
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -90,6 +95,212 @@ impl Default for EngineRaw {
     }
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct AlertsRaw {
+    enabled: bool,
+    evaluate_interval_secs: u64,
+    repeat_interval_secs: u64,
+    state_file: std::path::PathBuf,
+    mqtt: bool,
+    webhook: Option<WebhookRaw>,
+    alertmanager: Option<AlertmanagerRaw>,
+    rules: Option<Vec<RuleRaw>>,
+    overrides: Vec<OverrideRaw>,
+}
+
+impl Default for AlertsRaw {
+    fn default() -> Self {
+        AlertsRaw {
+            enabled: true,
+            evaluate_interval_secs: 10,
+            repeat_interval_secs: 3600,
+            state_file: "dcwatt-alerts.json".into(),
+            mqtt: true,
+            webhook: None,
+            alertmanager: None,
+            rules: None,
+            overrides: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebhookRaw {
+    url: String,
+    secret_file: Option<std::path::PathBuf>,
+    #[serde(default = "five")]
+    timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AlertmanagerRaw {
+    url: String,
+    #[serde(default = "five")]
+    timeout_secs: u64,
+    #[serde(default = "sixty")]
+    resend_interval_secs: u64,
+}
+
+fn five() -> u64 {
+    5
+}
+
+fn sixty() -> u64 {
+    60
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleRaw {
+    name: String,
+    subject: String,
+    window: Option<String>,
+    metric: Option<String>,
+    component: Option<String>,
+    op: crate::alerts::Op,
+    threshold: f64,
+    clear: Option<f64>,
+    #[serde(default)]
+    for_secs: u64,
+    #[serde(default)]
+    keep_firing_for_secs: u64,
+    #[serde(default = "warning")]
+    severity: String,
+    #[serde(default = "min_cov")]
+    min_coverage: f64,
+    #[serde(default)]
+    labels: std::collections::BTreeMap<String, String>,
+    summary: Option<String>,
+    #[serde(default)]
+    sites: Vec<String>,
+}
+
+fn warning() -> String {
+    "warning".to_owned()
+}
+
+fn min_cov() -> f64 {
+    0.95
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OverrideRaw {
+    site: String,
+    rule: String,
+    threshold: f64,
+    clear: Option<f64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RackRaw {
+    site: String,
+    rack: String,
+    budget_kw: f64,
+    #[serde(default = "derating")]
+    derating: f64,
+    feed_kw: Option<f64>,
+}
+
+fn derating() -> f64 {
+    0.8
+}
+
+fn rule_from_raw(r: RuleRaw, path: &str, p: &mut Problems) -> Option<crate::alerts::Rule> {
+    use crate::alerts::Subject;
+    let before = p.0.len();
+    if validate_id(&r.name).is_err() {
+        p.push(
+            format!("{path}.name"),
+            "must match [A-Za-z0-9_.-]{1,64} (it is part of the alert's MQTT topic)",
+        );
+    }
+    let window = |p: &mut Problems| match r.window.as_deref() {
+        Some(w) if crate::engine::WINDOWS.iter().any(|(n, _)| *n == w) => Some(w.to_owned()),
+        other => {
+            p.push(
+                format!("{path}.window"),
+                format!("{other:?} is not one of 1m, 15m, 1h, 24h"),
+            );
+            None
+        }
+    };
+    let subject = match r.subject.as_str() {
+        "site_pue" => window(p).map(Subject::SitePue),
+        "coverage" => window(p).map(Subject::Coverage),
+        "power_ratio" => Some(Subject::PowerRatio),
+        "node_offline" => Some(Subject::NodeOffline),
+        "stale_meter" => Some(Subject::StaleMeter),
+        "inlet_temperature" => Some(Subject::NodeMetric {
+            metric: "temp_c".into(),
+            component: "inlet".into(),
+        }),
+        "ups_on_battery" => Some(Subject::NodeMetric {
+            metric: "ups_output_source".into(),
+            component: String::new(),
+        }),
+        "node_metric" => match &r.metric {
+            Some(m) => Some(Subject::NodeMetric {
+                metric: m.clone(),
+                component: r.component.clone().unwrap_or_default(),
+            }),
+            None => {
+                p.push(format!("{path}.metric"), "node_metric needs a metric");
+                None
+            }
+        },
+        "rack_power_utilization" => Some(Subject::RackUtilization),
+        "rack_failover_headroom" => Some(Subject::RackFailoverHeadroom),
+        other => {
+            p.push(
+                format!("{path}.subject"),
+                format!("unknown subject {other:?}"),
+            );
+            None
+        }
+    };
+    if !r.threshold.is_finite() || r.clear.is_some_and(|c| !c.is_finite()) {
+        p.push(format!("{path}.threshold"), "must be a finite number");
+    }
+    if !matches!(r.severity.as_str(), "info" | "warning" | "critical") {
+        p.push(
+            format!("{path}.severity"),
+            "must be info, warning or critical",
+        );
+    }
+    if !(0.0..=1.0).contains(&r.min_coverage) {
+        p.push(format!("{path}.min_coverage"), "must be between 0 and 1");
+    }
+    if p.0.len() > before {
+        return None;
+    }
+    let summary = r.summary.unwrap_or_else(|| {
+        format!(
+            "{} on {{site}} {{target}}: {{value}} (threshold {{threshold}})",
+            r.name
+        )
+    });
+    Some(crate::alerts::Rule {
+        name: r.name,
+        subject: subject?,
+        op: r.op,
+        threshold: r.threshold,
+        clear: r.clear,
+        for_ms: (r.for_secs.min(86_400 * 30) * 1000) as i64,
+        keep_firing_for_ms: (r.keep_firing_for_secs.min(86_400 * 30) * 1000) as i64,
+        severity: r.severity,
+        min_coverage: r.min_coverage,
+        labels: r.labels,
+        summary,
+        sites: r.sites,
+        overrides: Default::default(),
+    })
+}
+
 /// The embedded broker (rumqttd) settings.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
@@ -131,6 +342,10 @@ pub struct CollectorConfig {
     pub intake: IntakeConfig,
     /// Engine settings.
     pub engine: EngineConfig,
+    /// Alerting, when enabled.
+    pub alerts: Option<crate::alerts::notify::AlertsConfig>,
+    /// Rack budgets.
+    pub racks: Vec<crate::alerts::notify::RackBudget>,
 }
 
 fn parse_addr(s: &str, path: &str, p: &mut Problems) -> SocketAddr {
@@ -161,6 +376,8 @@ impl CollectorConfig {
         let mqtt: MqttRaw = l.get_or_default("mqtt", &mut p);
         let intake: IntakeRaw = l.get_or_default("intake", &mut p);
         let engine: EngineRaw = l.get_or_default("engine", &mut p);
+        let alerts: AlertsRaw = l.get_or_default("alerts", &mut p);
+        let racks: Vec<RackRaw> = l.get_or_default("racks", &mut p);
 
         let http_listen = parse_addr(&http.listen, "http.listen", &mut p);
         let broker_cfg = if broker.embedded {
@@ -211,6 +428,40 @@ impl CollectorConfig {
         if !(1..=86_400).contains(&engine.default_interval_secs) {
             p.push("engine.default_interval_secs", "must be 1..=86400");
         }
+        let alerts = alerts_config(alerts, &mut p);
+        let racks = racks
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| {
+                if !r.budget_kw.is_finite() || r.budget_kw <= 0.0 {
+                    p.push(
+                        format!("racks[{i}].budget_kw"),
+                        "must be a positive number of kW",
+                    );
+                }
+                if !(0.0..=1.0).contains(&r.derating) || r.derating == 0.0 {
+                    p.push(format!("racks[{i}].derating"), "must be in (0, 1]");
+                }
+                if r.feed_kw.is_some_and(|f| !f.is_finite() || f <= 0.0) {
+                    p.push(
+                        format!("racks[{i}].feed_kw"),
+                        "must be a positive number of kW",
+                    );
+                }
+                for (key, id) in [("site", &r.site), ("rack", &r.rack)] {
+                    if let Err(e) = validate_id(id) {
+                        p.push(format!("racks[{i}].{key}"), e.to_string());
+                    }
+                }
+                crate::alerts::notify::RackBudget {
+                    site: r.site,
+                    rack: r.rack,
+                    budget_w: r.budget_kw * 1000.0,
+                    derating: r.derating,
+                    feed_w: r.feed_kw.map(|f| f * 1000.0),
+                }
+            })
+            .collect();
         p.into_result(CollectorConfig {
             http_listen,
             broker: broker_cfg,
@@ -226,8 +477,94 @@ impl CollectorConfig {
                 gap_factor: engine.gap_factor,
                 default_interval_ms: (engine.default_interval_secs * 1000) as i64,
             },
+            alerts,
+            racks,
         })
     }
+}
+
+fn alerts_config(a: AlertsRaw, p: &mut Problems) -> Option<crate::alerts::notify::AlertsConfig> {
+    use crate::alerts::notify::{AlertmanagerConfig, AlertsConfig, WebhookConfig};
+    use std::time::Duration;
+    let raw_rules = match a.rules {
+        Some(r) => r,
+        None => Loader::from_toml(DEFAULT_RULES)
+            .ok()
+            .and_then(|l| l.get_opt::<Vec<RuleRaw>>("alerts.rules", p))
+            .unwrap_or_default(),
+    };
+    let mut rules: Vec<crate::alerts::Rule> = raw_rules
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, r)| rule_from_raw(r, &format!("alerts.rules[{i}]"), p))
+        .collect();
+    let mut names = std::collections::BTreeSet::new();
+    for r in &rules {
+        if !names.insert(r.name.clone()) {
+            p.push("alerts.rules", format!("rule name {:?} used twice", r.name));
+        }
+    }
+    for (i, o) in a.overrides.iter().enumerate() {
+        match rules.iter_mut().find(|r| r.name == o.rule) {
+            Some(r) => {
+                r.overrides.insert(o.site.clone(), (o.threshold, o.clear));
+            }
+            None => p.push(
+                format!("alerts.overrides[{i}].rule"),
+                format!("no rule named {:?}", o.rule),
+            ),
+        }
+    }
+    if !(1..=3600).contains(&a.evaluate_interval_secs) {
+        p.push("alerts.evaluate_interval_secs", "must be 1..=3600");
+    }
+    let webhook = a.webhook.map(|w| {
+        if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
+            p.push("alerts.webhook.url", "must be an http:// or https:// URL");
+        }
+        let secret = match &w.secret_file {
+            Some(f) => match dcwatt_common::secret::Secret::from_file(f) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    p.push(
+                        "alerts.webhook.secret_file",
+                        format!("cannot read {}: {e}", f.display()),
+                    );
+                    None
+                }
+            },
+            None => std::env::var("DCWATT_WEBHOOK_SECRET")
+                .ok()
+                .map(dcwatt_common::secret::Secret::new),
+        };
+        WebhookConfig {
+            url: w.url,
+            secret,
+            timeout: Duration::from_secs(w.timeout_secs.clamp(1, 120)),
+        }
+    });
+    let alertmanager = a.alertmanager.map(|m| {
+        if !(m.url.starts_with("http://") || m.url.starts_with("https://")) {
+            p.push(
+                "alerts.alertmanager.url",
+                "must be an http:// or https:// URL",
+            );
+        }
+        AlertmanagerConfig {
+            url: m.url,
+            timeout: Duration::from_secs(m.timeout_secs.clamp(1, 120)),
+            resend: Duration::from_secs(m.resend_interval_secs.clamp(1, 240)),
+        }
+    });
+    a.enabled.then(|| AlertsConfig {
+        rules,
+        interval: Duration::from_secs(a.evaluate_interval_secs.max(1)),
+        repeat: Duration::from_secs(a.repeat_interval_secs.max(1)),
+        state_file: a.state_file,
+        mqtt: a.mqtt,
+        webhook,
+        alertmanager,
+    })
 }
 
 #[cfg(test)]
@@ -246,6 +583,35 @@ mod tests {
         assert!(c.intake.sites.is_empty());
         assert_eq!(c.engine.min_coverage, 0.95);
         assert_eq!(c.intake.max_host_power_w, 20_000.0);
+        let a = c.alerts.unwrap();
+        assert_eq!(a.rules.len(), 8, "the shipped default rules");
+        assert!(a
+            .rules
+            .iter()
+            .any(|r| r.name == "node_offline" && r.for_ms == 120_000));
+    }
+
+    #[test]
+    fn alert_rules_overrides_racks_and_their_problems() {
+        let ok = "[alerts]\n[[alerts.rules]]\nname = \"hot\"\nsubject = \"inlet_temperature\"\nop = \">\"\nthreshold = 27\n[[alerts.overrides]]\nsite = \"hub\"\nrule = \"hot\"\nthreshold = 25\n[[racks]]\nsite = \"dc\"\nrack = \"r1\"\nbudget_kw = 8\nfeed_kw = 5\n";
+        let c = CollectorConfig::from_loader(&Loader::from_toml(ok).unwrap()).unwrap();
+        let a = c.alerts.unwrap();
+        assert_eq!(a.rules.len(), 1);
+        assert_eq!(a.rules[0].limits("hub"), (25.0, 25.0));
+        assert_eq!(c.racks[0].budget_w, 8000.0);
+        assert_eq!(c.racks[0].derating, 0.8);
+        let bad = "[[alerts.rules]]\nname = \"a b\"\nsubject = \"site_pue\"\nwindow = \"2h\"\nop = \">\"\nthreshold = 1\nseverity = \"page\"\n[[alerts.overrides]]\nsite = \"x\"\nrule = \"nope\"\nthreshold = 1\n[[racks]]\nsite = \"dc\"\nrack = \"r1\"\nbudget_kw = 0\n";
+        let err = CollectorConfig::from_loader(&Loader::from_toml(bad).unwrap()).unwrap_err();
+        let paths: Vec<&str> = err.0.iter().map(|x| x.path.as_str()).collect();
+        for want in [
+            "alerts.rules[0].name",
+            "alerts.rules[0].window",
+            "alerts.rules[0].severity",
+            "alerts.overrides[0].rule",
+            "racks[0].budget_kw",
+        ] {
+            assert!(paths.contains(&want), "{want} missing: {err}");
+        }
     }
 
     #[test]

@@ -4,11 +4,13 @@
 //!   PURE: no I/O, no clock, no tokio.
 //! - [`intake`]: decode → validate → sequence check → engine; counts every refusal.
 //! - [`broker`]: the embedded MQTT broker (rumqttd) and its in-process link to the intake.
+//! - [`alerts`]: rules and their state machine (pure), notification sinks, persistence.
 //! - [`api`]: HTTP JSON and Prometheus `/metrics`; reads the engine, never changes it.
 //! - [`config`]: configuration, validated whole before anything binds.
 //! - [`run`]: wiring and shutdown order.
 #![forbid(unsafe_code)]
 
+pub mod alerts;
 pub mod api;
 pub mod broker;
 pub mod config;

@@ -7,6 +7,7 @@ use crate::broker::{self, BrokerError};
 use crate::config::CollectorConfig;
 use crate::engine::Engine;
 use crate::intake::{mqtt, Intake, IntakeStats};
+use dcwatt_common::mqtt::MqttSettings;
 use dcwatt_common::protocol::{readings_filter, status_filter};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -75,10 +76,50 @@ pub async fn run(cfg: CollectorConfig, cancel: CancellationToken) -> Result<(), 
     let intake = Intake::new(engine.clone(), stats.clone(), cfg.intake.clone());
     let intake_stop = CancellationToken::new();
     let intake_done = tokio::spawn(intake.run(rx, intake_stop.clone()));
+    let book = Arc::new(Mutex::new(crate::alerts::store::Book::default()));
+    let alert_stats = Arc::new(crate::alerts::notify::AlertStats::default());
+    let severities = cfg
+        .alerts
+        .iter()
+        .flat_map(|a| a.rules.iter().map(|r| (r.name.clone(), r.severity.clone())))
+        .collect();
+    if let Some(alerts) = cfg.alerts.clone() {
+        let mqtt = match (&cfg.broker, &cfg.mqtt) {
+            (Some(b), _) => Some(MqttSettings {
+                host: b.listen.ip().to_string(),
+                port: b.listen.port(),
+                client_id: "dcwatt-collector-alerts".to_owned(),
+                credentials: None,
+                keep_alive: std::time::Duration::from_secs(30),
+                tls: None,
+            }),
+            (None, Some(m)) => Some(MqttSettings {
+                client_id: format!("{}-alerts", m.client_id),
+                ..m.clone()
+            }),
+            (None, None) => None,
+        };
+        let runner = crate::alerts::notify::Runner {
+            engine: engine.clone(),
+            book: book.clone(),
+            cfg: alerts,
+            racks: cfg.racks.clone(),
+            stats: alert_stats.clone(),
+            mqtt,
+        };
+        if let Err(e) = runner.restore() {
+            tracing::error!(error = %e, "cannot read the alert state file; starting with no alert states");
+        }
+        tracker.spawn(runner.run(inputs.clone()));
+    }
     let state = AppState {
         engine,
         stats,
         queue: tx,
+        book,
+        alert_stats,
+        severities: Arc::new(severities),
+        racks: Arc::new(cfg.racks.clone()),
     };
     let api_stop = CancellationToken::new();
     let api_cancel = api_stop.clone();

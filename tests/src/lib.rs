@@ -263,12 +263,39 @@ pub enum BrokerKind {
 impl Collector {
     /// Starts a collector with extra environment overrides and waits for `/healthz`.
     pub fn start(dir: &TempDir, broker: BrokerKind, env: &[(&str, String)]) -> Collector {
-        let http = free_port();
+        Self::launch(dir, broker, None, None, env)
+    }
+
+    /// Starts a collector with a configuration file (and, for an embedded broker, a given
+    /// MQTT port, so agents can reconnect to a restarted collector).
+    pub fn start_with_config(
+        dir: &TempDir,
+        broker: BrokerKind,
+        config: &Path,
+        mqtt: Option<u16>,
+        env: &[(&str, String)],
+    ) -> Collector {
+        Self::launch(dir, broker, Some(config), mqtt, env)
+    }
+
+    fn launch(
+        dir: &TempDir,
+        broker: BrokerKind,
+        config: Option<&Path>,
+        mqtt_port: Option<u16>,
+        env: &[(&str, String)],
+    ) -> Collector {
+        let mut http = free_port();
         let mut cmd = Command::new(bin("dcwatt-collector"));
+        if let Some(c) = config {
+            cmd.arg("--config").arg(c);
+        }
+        // Files the collector writes (alert states) stay in the test's scratch directory.
+        cmd.current_dir(&dir.0);
         cmd.env("DCWATT__HTTP__LISTEN", format!("127.0.0.1:{http}"));
         let mqtt = match broker {
             BrokerKind::Embedded => {
-                let p = free_port();
+                let p = mqtt_port.unwrap_or_else(free_port);
                 cmd.env("DCWATT__BROKER__LISTEN", format!("127.0.0.1:{p}"));
                 p
             }
@@ -281,6 +308,13 @@ impl Collector {
         };
         for (k, v) in env {
             cmd.env(k, v);
+            if *k == "DCWATT__HTTP__LISTEN" {
+                http = v
+                    .rsplit(':')
+                    .next()
+                    .and_then(|p| p.parse().ok())
+                    .unwrap_or(http);
+            }
         }
         let mut proc = Proc::spawn("collector", cmd, dir.0.join("collector.log"));
         wait_for("collector /healthz", Duration::from_secs(20), || {
@@ -408,4 +442,79 @@ async fn poll_ack(el: &mut rumqttc::EventLoop, deadline: tokio::time::Instant) -
         Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => 1,
         Ok(Ok(_)) => 0,
     }
+}
+
+/// A Prometheus Alertmanager on a free loopback port, or `None` when not installed.
+pub struct Alertmanager {
+    /// The process.
+    pub proc: Proc,
+    /// Its HTTP port.
+    pub port: u16,
+}
+
+impl Alertmanager {
+    /// Starts Alertmanager with a null receiver and no clustering.
+    pub fn start(dir: &TempDir) -> Option<Alertmanager> {
+        let exe =
+            find_program("prometheus-alertmanager").or_else(|| find_program("alertmanager"))?;
+        let port = free_port();
+        let conf = dir.write(
+            "am.yml",
+            "route:\n  receiver: \"null\"\n  group_wait: 1s\nreceivers:\n  - name: \"null\"\n",
+        );
+        let storage = dir.0.join("am-data");
+        let mut cmd = Command::new(exe);
+        cmd.arg(format!("--config.file={}", conf.display()))
+            .arg(format!("--storage.path={}", storage.display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--cluster.listen-address=");
+        let mut proc = Proc::spawn("alertmanager", cmd, dir.0.join("alertmanager.log"));
+        wait_for("alertmanager to answer", Duration::from_secs(20), || {
+            assert!(proc.running(), "alertmanager exited:\n{}", proc.log());
+            http_get(port, "/api/v2/status")
+                .filter(|(s, _)| *s == 200)
+                .map(|_| ())
+        });
+        Some(Alertmanager { proc, port })
+    }
+}
+
+/// Connects a fresh MQTT client, subscribes to `filter` and returns the retained messages
+/// (and anything else) that arrive within `wait`.
+pub fn mqtt_collect(port: u16, filter: &str, wait: Duration) -> Vec<(String, Vec<u8>, bool)> {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let filter = filter.to_owned();
+    rt.block_on(async move {
+        static ID: AtomicU32 = AtomicU32::new(0);
+        let o = MqttOptions::new(
+            format!(
+                "dcwatt-test-sub-{}-{}",
+                std::process::id(),
+                ID.fetch_add(1, Ordering::Relaxed)
+            ),
+            "127.0.0.1",
+            port,
+        );
+        let (client, mut el) = AsyncClient::new(o, 10);
+        client
+            .subscribe(filter, QoS::AtLeastOnce)
+            .await
+            .expect("subscribe");
+        let mut got = Vec::new();
+        let deadline = tokio::time::Instant::now() + wait;
+        while let Ok(ev) = tokio::time::timeout_at(deadline, el.poll()).await {
+            match ev {
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    got.push((p.topic.clone(), p.payload.to_vec(), p.retain))
+                }
+                Ok(_) => {}
+                Err(e) => panic!("test subscriber failed: {e}"),
+            }
+        }
+        got
+    })
 }

@@ -132,6 +132,58 @@ pub async fn render(State(s): State<AppState>) -> impl IntoResponse {
         s.queue.max_capacity() - s.queue.capacity()
     );
 
+    family(
+        &mut o,
+        "dcwatt_alerts_firing",
+        "gauge",
+        "Alerts firing, by severity.",
+    );
+    let mut firing: std::collections::BTreeMap<&str, u64> = ["info", "warning", "critical"]
+        .iter()
+        .map(|s| (*s, 0))
+        .collect();
+    if let Ok(book) = s.book.lock() {
+        for (key, st) in &book.states {
+            if st.phase == crate::alerts::Phase::Firing {
+                let sev = s
+                    .severities
+                    .get(&key.rule)
+                    .map_or("warning", String::as_str);
+                *firing.entry(sev).or_default() += 1;
+            }
+        }
+    }
+    for (sev, n) in &firing {
+        let _ = writeln!(o, "dcwatt_alerts_firing{{severity=\"{sev}\"}} {n}");
+    }
+    let a = &s.alert_stats;
+    for (name, help, arr) in [
+        (
+            "dcwatt_alert_notifications_total",
+            "Alert notifications delivered, by sink.",
+            &a.sent,
+        ),
+        (
+            "dcwatt_alert_notification_failures_total",
+            "Alert notifications that failed after retries, by sink.",
+            &a.failed,
+        ),
+        (
+            "dcwatt_alert_notifications_dropped_total",
+            "Alert notifications refused by a full sink queue, by sink.",
+            &a.dropped,
+        ),
+    ] {
+        family(&mut o, name, "counter", help);
+        for (i, sink) in crate::alerts::notify::SINKS.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "{name}{{sink=\"{sink}\"}} {}",
+                arr[i].load(Ordering::Relaxed)
+            );
+        }
+    }
+
     let now = dcwatt_common::now_ms();
     let views: Vec<_> = match s.engine.lock() {
         Ok(e) => e

@@ -2,6 +2,9 @@
 
 mod metrics;
 
+use crate::alerts::notify::{rack_views, AlertStats, RackBudget};
+use crate::alerts::store::Book;
+use crate::alerts::Phase;
 use crate::engine::Engine;
 use crate::intake::{IntakeStats, RawMessage};
 use axum::extract::{Path, State};
@@ -10,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
@@ -23,6 +27,14 @@ pub struct AppState {
     pub stats: Arc<IntakeStats>,
     /// The intake queue, for its depth.
     pub queue: mpsc::Sender<RawMessage>,
+    /// Alert states and history.
+    pub book: Arc<Mutex<Book>>,
+    /// Alert notification counters.
+    pub alert_stats: Arc<AlertStats>,
+    /// Rule name → severity.
+    pub severities: Arc<BTreeMap<String, String>>,
+    /// Rack budgets.
+    pub racks: Arc<Vec<RackBudget>>,
 }
 
 /// The routes.
@@ -33,6 +45,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/sites", get(sites))
         .route("/api/v1/sites/{site}", get(site))
         .route("/api/v1/sites/{site}/nodes", get(nodes))
+        .route("/api/v1/sites/{site}/racks", get(racks))
+        .route("/api/v1/alerts", get(alerts))
+        .route("/api/v1/alerts/history", get(alert_history))
         .with_state(state)
 }
 
@@ -91,4 +106,48 @@ async fn nodes(State(s): State<AppState>, Path(site): Path<String>) -> Response 
         Some(n) => Json(json!({ "site": site, "nodes": n })).into_response(),
         None => not_found(&site),
     }
+}
+
+async fn racks(State(s): State<AppState>, Path(site): Path<String>) -> Response {
+    let now = dcwatt_common::now_ms();
+    let Ok(engine) = s.engine.lock() else {
+        return engine_error();
+    };
+    if engine.site_view(&site, now).is_none() {
+        return not_found(&site);
+    }
+    let power = engine.rack_power(&site, now);
+    Json(json!({ "site": site, "racks": rack_views(&site, &power, &s.racks) })).into_response()
+}
+
+async fn alerts(State(s): State<AppState>) -> Response {
+    let Ok(book) = s.book.lock() else {
+        return engine_error();
+    };
+    let mut active = Vec::new();
+    let mut suppressed = Vec::new();
+    for (key, st) in &book.states {
+        let severity = s.severities.get(&key.rule).cloned().unwrap_or_default();
+        if st.phase != Phase::Inactive {
+            active.push(json!({
+                "alert": key.id(), "rule": key.rule, "site": key.site, "target": key.target,
+                "state": st.phase, "severity": severity, "since_ms": st.since_ms,
+                "value": st.value, "suppressed": st.suppressed,
+            }));
+        } else if let Some(reason) = &st.suppressed {
+            suppressed.push(json!({
+                "alert": key.id(), "rule": key.rule, "site": key.site, "target": key.target,
+                "reason": reason, "value": st.value,
+            }));
+        }
+    }
+    Json(json!({ "alerts": active, "suppressed": suppressed })).into_response()
+}
+
+async fn alert_history(State(s): State<AppState>) -> Response {
+    let Ok(book) = s.book.lock() else {
+        return engine_error();
+    };
+    let history: Vec<_> = book.history.iter().rev().collect();
+    Json(json!({ "history": history })).into_response()
 }

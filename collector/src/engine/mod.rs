@@ -19,7 +19,9 @@ mod view;
 #[cfg(test)]
 mod tests;
 
-pub use view::{NodeView, PowerView, SiteSummary, SiteView, WindowView, WINDOWS};
+pub use view::{
+    MetricSample, NodeView, PowerView, SiteSummary, SiteView, WindowView, Windows, WINDOWS,
+};
 
 use dcwatt_common::protocol::{Kind, Point, Quality, Reading, Role, State, StatusMessage};
 use ring::Ring;
@@ -118,6 +120,9 @@ struct Node {
     missing: u64,
     duplicates: u64,
     restarts: u64,
+    /// Latest value of each (metric, component) without a measurement point: load,
+    /// temperatures, UPS status, for alert rules.
+    latest: BTreeMap<(String, String), (i64, f64)>,
 }
 
 #[derive(Debug, Clone)]
@@ -264,7 +269,16 @@ impl Engine {
         }
         let max_gap = (gap_factor * node_interval(node, default_interval) as f64) as i64;
         for r in readings {
-            let Some(point) = r.point else { continue };
+            let Some(point) = r.point else {
+                let slot = site.nodes[ni]
+                    .latest
+                    .entry((r.metric.clone(), r.component.clone()))
+                    .or_insert((r.ts_ms, r.value));
+                if r.ts_ms >= slot.0 {
+                    *slot = (r.ts_ms, r.value);
+                }
+                continue;
+            };
             let (counter, gauge) = (
                 r.metric == "energy_j" && r.kind == Kind::Counter,
                 r.metric == "power_w" && r.kind == Kind::Gauge,

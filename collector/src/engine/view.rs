@@ -130,6 +130,21 @@ pub struct SiteView {
 /// Short summary for lists.
 pub type SiteSummary = SiteView;
 
+/// A node's latest value of one point-less metric (load, temperature, UPS status).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MetricSample {
+    /// Node id.
+    pub node: String,
+    /// Metric name.
+    pub metric: String,
+    /// Component.
+    pub component: String,
+    /// When it was read.
+    pub ts_ms: i64,
+    /// Value.
+    pub value: f64,
+}
+
 /// One node, as `GET /api/v1/sites/{site}/nodes` lists it.
 #[derive(Debug, Clone, Serialize)]
 pub struct NodeView {
@@ -520,6 +535,54 @@ impl Engine {
                 }
             })
             .collect()
+    }
+
+    /// Latest point-less readings of every node of a site.
+    pub fn node_metrics(&self, site_id: &str) -> Vec<MetricSample> {
+        let Some(site) = self.sites.get(site_id) else {
+            return Vec::new();
+        };
+        site.nodes
+            .iter()
+            .enumerate()
+            .flat_map(|(i, n)| {
+                n.latest.iter().map(move |((m, c), (ts, v))| MetricSample {
+                    node: site.node_ids[i].clone(),
+                    metric: m.clone(),
+                    component: c.clone(),
+                    ts_ms: *ts,
+                    value: *v,
+                })
+            })
+            .collect()
+    }
+
+    /// Live IT input power per rack (from the racks in the nodes' births), W.
+    pub fn rack_power(
+        &self,
+        site_id: &str,
+        now_ms: i64,
+    ) -> std::collections::BTreeMap<String, f64> {
+        let mut out = std::collections::BTreeMap::new();
+        let Some(site) = self.sites.get(site_id) else {
+            return out;
+        };
+        let (gf, di) = (self.cfg.gap_factor, self.cfg.default_interval_ms);
+        for (k, s) in site
+            .series
+            .iter()
+            .filter(|(k, _)| k.point == Point::ItInput)
+        {
+            let Some(rack) = &site.nodes[k.node].rack else {
+                continue;
+            };
+            if let (Some(last), Some((_, w))) = (s.last_ms, s.live) {
+                if site.is_active(last, k.node, now_ms, gf, di) {
+                    *out.entry(rack.clone()).or_insert(0.0) += w;
+                }
+            }
+        }
+        out
     }
 
     /// The nodes of a site, or `None` for an unknown site.

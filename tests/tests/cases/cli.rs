@@ -102,7 +102,7 @@ fn every_shipped_config_checks() {
                 continue;
             }
             let name = p.file_name().unwrap().to_string_lossy().to_string();
-            let exe = if name.contains("collector") {
+            let exe = if name.contains("collector") || name.contains("alert") {
                 "dcwatt-collector"
             } else {
                 "dcwatt-agent"

@@ -1,3 +1,4 @@
+mod alerts;
 mod bad_input;
 mod burst;
 mod cli;

@@ -1,0 +1,529 @@
+//! alerts: rules over the engine's outputs, a state machine per alert, and notifications.
+//!
+//! The rule evaluation and the state machine ([`observe`], [`step`], [`evaluate`]) are
+//! PURE: functions of (rules, state, inputs, now), tested by table. Sinks live in
+//! [`notify`] and never block evaluation or each other; [`store`] persists states.
+//!
+//! An alert is one (rule, site, target) — target is a node or rack for per-node and
+//! per-rack rules, empty for site rules. States: inactive → pending (condition true,
+//! waiting `for`) → firing → resolved (condition false past the clear threshold for
+//! `keep_firing_for`). Efficiency rules are suppressed, with the reason kept, when the
+//! value's quality is not good enough: alerting on a bad ratio is worse than silence.
+
+pub mod notify;
+pub mod store;
+
+#[cfg(test)]
+mod tests;
+
+use crate::engine::{MetricSample, NodeView, SiteView};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// What a rule looks at.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Subject {
+    /// Site PUE over a window ("1m", "15m", "1h", "24h").
+    SitePue(String),
+    /// Live power ratio.
+    PowerRatio,
+    /// IT coverage of a window.
+    Coverage(String),
+    /// 1 while a node is offline or stale, per node.
+    NodeOffline,
+    /// Seconds since a meter node's last reading, per meter node.
+    StaleMeter,
+    /// A node's latest reading of `metric` on components starting with `component`.
+    NodeMetric {
+        /// Metric name.
+        metric: String,
+        /// Component prefix ("" for any).
+        component: String,
+    },
+    /// Rack power / derated budget, per rack.
+    RackUtilization,
+    /// Derated capacity of one feed minus rack power (W), per rack with A/B feeds.
+    RackFailoverHeadroom,
+}
+
+/// Comparison of value against threshold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    /// value > threshold
+    #[serde(rename = ">")]
+    Gt,
+    /// value >= threshold
+    #[serde(rename = ">=")]
+    Ge,
+    /// value < threshold
+    #[serde(rename = "<")]
+    Lt,
+    /// value <= threshold
+    #[serde(rename = "<=")]
+    Le,
+    /// value == threshold
+    #[serde(rename = "==")]
+    Eq,
+    /// value != threshold
+    #[serde(rename = "!=")]
+    Ne,
+}
+
+impl Op {
+    /// Applies the comparison.
+    pub fn holds(self, value: f64, threshold: f64) -> bool {
+        match self {
+            Op::Gt => value > threshold,
+            Op::Ge => value >= threshold,
+            Op::Lt => value < threshold,
+            Op::Le => value <= threshold,
+            Op::Eq => value == threshold,
+            Op::Ne => value != threshold,
+        }
+    }
+}
+
+/// A validated rule, with any per-site overrides already applied by [`Rule::for_site`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    /// Name, `[A-Za-z0-9_.-]`: part of the alert id and MQTT topic.
+    pub name: String,
+    /// What it looks at.
+    pub subject: Subject,
+    /// Comparison.
+    pub op: Op,
+    /// Fires when `value op threshold` has held for `for_ms`.
+    pub threshold: f64,
+    /// Once firing, stays firing while `value op clear` holds (hysteresis); defaults to the
+    /// threshold.
+    pub clear: Option<f64>,
+    /// How long the condition must hold before firing.
+    pub for_ms: i64,
+    /// How long a firing alert stays firing after the condition stops.
+    pub keep_firing_for_ms: i64,
+    /// info, warning, critical.
+    pub severity: String,
+    /// Efficiency rules: minimum IT and facility coverage of the value.
+    pub min_coverage: f64,
+    /// Extra labels for notifications.
+    pub labels: BTreeMap<String, String>,
+    /// Summary template: {site} {target} {value} {threshold} {rule} {severity}.
+    pub summary: String,
+    /// Sites the rule applies to; empty for all.
+    pub sites: Vec<String>,
+    /// Per-site (threshold, clear) overrides.
+    pub overrides: BTreeMap<String, (f64, Option<f64>)>,
+}
+
+impl Rule {
+    fn applies_to(&self, site: &str) -> bool {
+        self.sites.is_empty() || self.sites.iter().any(|s| s == site)
+    }
+
+    /// Threshold and clear for one site.
+    pub fn limits(&self, site: &str) -> (f64, f64) {
+        let (t, c) = self
+            .overrides
+            .get(site)
+            .map_or((self.threshold, self.clear), |(t, c)| (*t, *c));
+        (t, c.unwrap_or(t))
+    }
+}
+
+/// Identifies one alert.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct AlertKey {
+    /// Rule name.
+    pub rule: String,
+    /// Site id.
+    pub site: String,
+    /// Node or rack, empty for site rules.
+    pub target: String,
+}
+
+impl AlertKey {
+    /// The alert id used in topics and APIs: `rule` or `rule.target`.
+    pub fn id(&self) -> String {
+        if self.target.is_empty() {
+            self.rule.clone()
+        } else {
+            format!("{}.{}", self.rule, self.target)
+        }
+    }
+}
+
+/// One rule's view of one alert at one instant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observation {
+    /// Which alert.
+    pub key: AlertKey,
+    /// The value, when there is one.
+    pub value: Option<f64>,
+    /// Why the rule must not act on it now.
+    pub suppressed: Option<String>,
+}
+
+/// A rack as alert rules see it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RackView {
+    /// Rack id.
+    pub rack: String,
+    /// Measured IT power of its hosts now, W.
+    pub power_w: f64,
+    /// Budget × derating, W, when configured.
+    pub budget_w: Option<f64>,
+    /// power / derated budget.
+    pub utilization: Option<f64>,
+    /// With A/B feeds: derated capacity of one feed minus power, W.
+    pub failover_headroom_w: Option<f64>,
+}
+
+/// Everything rules may look at, for one evaluation.
+#[derive(Debug, Clone, Default)]
+pub struct Inputs {
+    /// Site views.
+    pub sites: Vec<SiteView>,
+    /// Nodes per site.
+    pub nodes: BTreeMap<String, Vec<NodeView>>,
+    /// Latest point-less node metrics per site.
+    pub metrics: BTreeMap<String, Vec<MetricSample>>,
+    /// Racks per site.
+    pub racks: BTreeMap<String, Vec<RackView>>,
+}
+
+/// What each rule sees now.
+pub fn observe(rules: &[Rule], input: &Inputs, now_ms: i64) -> Vec<Observation> {
+    let mut out = Vec::new();
+    for rule in rules {
+        for site in &input.sites {
+            if !rule.applies_to(&site.site) {
+                continue;
+            }
+            let key = |target: &str| AlertKey {
+                rule: rule.name.clone(),
+                site: site.site.clone(),
+                target: target.to_owned(),
+            };
+            match &rule.subject {
+                Subject::SitePue(w) | Subject::Coverage(w) => {
+                    let Some(win) = site.pue.get(w) else { continue };
+                    let value = if matches!(rule.subject, Subject::Coverage(_)) {
+                        Some(win.coverage_it)
+                    } else {
+                        win.value
+                    };
+                    let suppressed = if matches!(rule.subject, Subject::SitePue(_)) {
+                        efficiency_suppression(
+                            win.value,
+                            win.quality,
+                            win.coverage_it,
+                            win.coverage_facility,
+                            rule.min_coverage,
+                        )
+                    } else {
+                        None
+                    };
+                    out.push(Observation {
+                        key: key(""),
+                        value,
+                        suppressed,
+                    });
+                }
+                Subject::PowerRatio => {
+                    let p = &site.power;
+                    let suppressed = efficiency_suppression(
+                        p.ratio,
+                        p.quality,
+                        p.coverage_it,
+                        p.coverage_facility,
+                        rule.min_coverage,
+                    );
+                    out.push(Observation {
+                        key: key(""),
+                        value: p.ratio,
+                        suppressed,
+                    });
+                }
+                Subject::NodeOffline => {
+                    for n in input.nodes.get(&site.site).into_iter().flatten() {
+                        let down = f64::from(u8::from(n.state != "online"));
+                        out.push(Observation {
+                            key: key(&n.node),
+                            value: Some(down),
+                            suppressed: None,
+                        });
+                    }
+                }
+                Subject::StaleMeter => {
+                    for n in input
+                        .nodes
+                        .get(&site.site)
+                        .into_iter()
+                        .flatten()
+                        .filter(|n| n.role == Some("meter"))
+                    {
+                        let age = n
+                            .last_reading_ms
+                            .map(|t| (now_ms - t).max(0) as f64 / 1000.0);
+                        out.push(Observation {
+                            key: key(&n.node),
+                            value: age,
+                            suppressed: None,
+                        });
+                    }
+                }
+                Subject::NodeMetric { metric, component } => {
+                    for m in input.metrics.get(&site.site).into_iter().flatten() {
+                        if m.metric == *metric && m.component.starts_with(component.as_str()) {
+                            let target = if m.component == "system" {
+                                m.node.clone()
+                            } else {
+                                format!("{}.{}", m.node, m.component)
+                            };
+                            out.push(Observation {
+                                key: key(&target),
+                                value: Some(m.value),
+                                suppressed: None,
+                            });
+                        }
+                    }
+                }
+                Subject::RackUtilization | Subject::RackFailoverHeadroom => {
+                    for r in input.racks.get(&site.site).into_iter().flatten() {
+                        let value = if rule.subject == Subject::RackUtilization {
+                            r.utilization
+                        } else {
+                            r.failover_headroom_w
+                        };
+                        if value.is_some() {
+                            out.push(Observation {
+                                key: key(&r.rack),
+                                value,
+                                suppressed: None,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn efficiency_suppression(
+    value: Option<f64>,
+    quality: &str,
+    cov_it: f64,
+    cov_fac: f64,
+    min: f64,
+) -> Option<String> {
+    if value.is_none() || quality == "invalid" || quality == "no_data" {
+        return Some(format!("no trustworthy value (quality {quality})"));
+    }
+    if cov_it < min || cov_fac < min {
+        return Some(format!(
+            "coverage below the rule's minimum {:.0}% (IT {:.1}%, facility {:.1}%)",
+            min * 100.0,
+            cov_it * 100.0,
+            cov_fac * 100.0
+        ));
+    }
+    None
+}
+
+/// Where an alert is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Condition false.
+    #[default]
+    Inactive,
+    /// Condition true, waiting for `for`.
+    Pending,
+    /// Firing.
+    Firing,
+}
+
+/// The state kept per alert (persisted across restarts).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AlertState {
+    /// Phase.
+    pub phase: Phase,
+    /// When the current phase began (pending or firing).
+    pub since_ms: i64,
+    /// Last time the (hysteresis) condition held while firing.
+    pub last_bad_ms: i64,
+    /// Latest value.
+    pub value: Option<f64>,
+    /// Why the rule is suppressed now, if it is.
+    pub suppressed: Option<String>,
+    /// When notifications for it were last sent (for repeats).
+    pub notified_ms: i64,
+}
+
+/// A change worth telling someone about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Change {
+    /// Started firing.
+    Fired,
+    /// Stopped firing.
+    Resolved,
+}
+
+/// Advances one alert's state. Returns the new state and the change, if any.
+pub fn step(
+    rule: &Rule,
+    site: &str,
+    prev: &AlertState,
+    obs: &Observation,
+    now_ms: i64,
+) -> (AlertState, Option<Change>) {
+    let (threshold, clear) = rule.limits(site);
+    let mut s = prev.clone();
+    s.value = obs.value;
+    s.suppressed.clone_from(&obs.suppressed);
+    let value = match (obs.value, &obs.suppressed) {
+        (Some(v), None) => v,
+        // No value, or not trustworthy: nothing new starts; a firing alert holds (it is
+        // neither confirmed nor cleared by missing data).
+        _ => {
+            if s.phase == Phase::Pending {
+                s.phase = Phase::Inactive;
+            }
+            return (s, None);
+        }
+    };
+    match prev.phase {
+        Phase::Inactive | Phase::Pending => {
+            if !rule.op.holds(value, threshold) {
+                s.phase = Phase::Inactive;
+                return (s, None);
+            }
+            if prev.phase == Phase::Inactive {
+                s.since_ms = now_ms;
+            }
+            if now_ms - s.since_ms >= rule.for_ms {
+                s.phase = Phase::Firing;
+                s.since_ms = now_ms;
+                s.last_bad_ms = now_ms;
+                s.notified_ms = now_ms;
+                return (s, Some(Change::Fired));
+            }
+            s.phase = Phase::Pending;
+            (s, None)
+        }
+        Phase::Firing => {
+            if rule.op.holds(value, clear) {
+                s.last_bad_ms = now_ms;
+                return (s, None);
+            }
+            if now_ms - s.last_bad_ms >= rule.keep_firing_for_ms {
+                s.phase = Phase::Inactive;
+                s.since_ms = now_ms;
+                return (s, Some(Change::Resolved));
+            }
+            (s, None)
+        }
+    }
+}
+
+/// One transition, as notifications and the history carry it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Transition {
+    /// Alert id (`rule` or `rule.target`).
+    pub alert: String,
+    /// The alert.
+    pub key: AlertKey,
+    /// Fired or resolved.
+    pub change: Change,
+    /// When.
+    pub at_ms: i64,
+    /// When it started firing.
+    pub since_ms: i64,
+    /// Value at the transition.
+    pub value: Option<f64>,
+    /// Threshold in force for the site.
+    pub threshold: f64,
+    /// Severity.
+    pub severity: String,
+    /// Rendered summary.
+    pub summary: String,
+    /// Labels: rule labels plus alertname, site, severity and target.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Renders the summary template.
+pub fn render(rule: &Rule, key: &AlertKey, value: Option<f64>) -> String {
+    let (threshold, _) = rule.limits(&key.site);
+    let window = match &rule.subject {
+        Subject::SitePue(w) | Subject::Coverage(w) => w.as_str(),
+        _ => "",
+    };
+    rule.summary
+        .replace("{site}", &key.site)
+        .replace("{target}", &key.target)
+        .replace("{rule}", &rule.name)
+        .replace("{severity}", &rule.severity)
+        .replace("{window}", window)
+        .replace("{threshold}", &format!("{threshold}"))
+        .replace(
+            "{value}",
+            &value.map_or("n/a".to_owned(), |v| format!("{:.3}", v)),
+        )
+}
+
+/// The labels notifications carry.
+pub fn labels(rule: &Rule, key: &AlertKey) -> BTreeMap<String, String> {
+    let mut l = rule.labels.clone();
+    l.insert("alertname".into(), rule.name.clone());
+    l.insert("site".into(), key.site.clone());
+    l.insert("severity".into(), rule.severity.clone());
+    if !key.target.is_empty() {
+        l.insert("target".into(), key.target.clone());
+    }
+    l
+}
+
+/// Evaluates every rule: advances states and returns the transitions. Alerts whose
+/// observation disappeared (a node removed) keep their state.
+pub fn evaluate(
+    rules: &[Rule],
+    states: &mut BTreeMap<AlertKey, AlertState>,
+    obs: &[Observation],
+    now_ms: i64,
+) -> Vec<Transition> {
+    let by_name: BTreeMap<&str, &Rule> = rules.iter().map(|r| (r.name.as_str(), r)).collect();
+    let mut out = Vec::new();
+    for o in obs {
+        let Some(rule) = by_name.get(o.key.rule.as_str()) else {
+            continue;
+        };
+        let prev = states.get(&o.key).cloned().unwrap_or_default();
+        let (next, change) = step(rule, &o.key.site, &prev, o, now_ms);
+        if let Some(change) = change {
+            out.push(Transition {
+                alert: o.key.id(),
+                key: o.key.clone(),
+                change,
+                at_ms: now_ms,
+                since_ms: if change == Change::Fired {
+                    now_ms
+                } else {
+                    prev.since_ms
+                },
+                value: o.value,
+                threshold: rule.limits(&o.key.site).0,
+                severity: rule.severity.clone(),
+                summary: render(rule, &o.key, o.value),
+                labels: labels(rule, &o.key),
+            });
+        }
+        if next.phase == Phase::Inactive && next.suppressed.is_none() && change.is_none() {
+            states.remove(&o.key);
+        } else {
+            states.insert(o.key.clone(), next);
+        }
+    }
+    out
+}

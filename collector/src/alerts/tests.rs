@@ -1,0 +1,415 @@
+//! Alert rules and state machine, by table.
+
+use super::*;
+
+fn rule(op: Op, threshold: f64, clear: Option<f64>, for_ms: i64, keep_ms: i64) -> Rule {
+    Rule {
+        name: "r".into(),
+        subject: Subject::SitePue("1h".into()),
+        op,
+        threshold,
+        clear,
+        for_ms,
+        keep_firing_for_ms: keep_ms,
+        severity: "warning".into(),
+        min_coverage: 0.95,
+        labels: BTreeMap::new(),
+        summary: "PUE {window} of {site} is {value} (target {threshold})".into(),
+        sites: Vec::new(),
+        overrides: BTreeMap::new(),
+    }
+}
+
+fn obs(v: Option<f64>, suppressed: Option<&str>) -> Observation {
+    Observation {
+        key: AlertKey {
+            rule: "r".into(),
+            site: "dc".into(),
+            target: String::new(),
+        },
+        value: v,
+        suppressed: suppressed.map(str::to_owned),
+    }
+}
+
+/// Runs a sequence of (t, value) and returns the phase after each step and the changes.
+fn run(r: &Rule, seq: &[(i64, Option<f64>, Option<&str>)]) -> (Vec<Phase>, Vec<(i64, Change)>) {
+    let mut s = AlertState::default();
+    let mut phases = Vec::new();
+    let mut changes = Vec::new();
+    for &(t, v, sup) in seq {
+        let (next, c) = step(r, "dc", &s, &obs(v, sup), t);
+        if let Some(c) = c {
+            changes.push((t, c));
+        }
+        phases.push(next.phase);
+        s = next;
+    }
+    (phases, changes)
+}
+
+use Phase::{Firing as F, Inactive as I, Pending as P};
+
+#[test]
+fn for_duration_before_firing() {
+    let r = rule(Op::Gt, 1.5, None, 60_000, 0);
+    let (phases, changes) = run(
+        &r,
+        &[
+            (0, Some(1.6), None),
+            (30_000, Some(1.7), None),
+            (60_000, Some(1.6), None),
+            (70_000, Some(1.4), None),
+        ],
+    );
+    assert_eq!(phases, vec![P, P, F, I]);
+    assert_eq!(
+        changes,
+        vec![(60_000, Change::Fired), (70_000, Change::Resolved)]
+    );
+}
+
+#[test]
+fn a_dip_while_pending_restarts_the_wait() {
+    let r = rule(Op::Gt, 1.5, None, 60_000, 0);
+    let (phases, changes) = run(
+        &r,
+        &[
+            (0, Some(1.6), None),
+            (40_000, Some(1.4), None),
+            (50_000, Some(1.6), None),
+            (100_000, Some(1.6), None),
+            (110_000, Some(1.6), None),
+        ],
+    );
+    assert_eq!(phases, vec![P, I, P, P, F]);
+    assert_eq!(changes, vec![(110_000, Change::Fired)]);
+}
+
+#[test]
+fn hysteresis_stops_flapping_around_the_threshold() {
+    // Fires above 1.5, clears only below 1.45.
+    let r = rule(Op::Gt, 1.5, Some(1.45), 0, 0);
+    let seq: Vec<(i64, Option<f64>, Option<&str>)> =
+        [1.51, 1.49, 1.51, 1.48, 1.46, 1.44, 1.49, 1.51]
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (i as i64 * 1000, Some(*v), None))
+            .collect();
+    let (phases, changes) = run(&r, &seq);
+    assert_eq!(phases, vec![F, F, F, F, F, I, I, F]);
+    assert_eq!(
+        changes,
+        vec![
+            (0, Change::Fired),
+            (5_000, Change::Resolved),
+            (7_000, Change::Fired)
+        ]
+    );
+    // Without hysteresis the same series flaps every step.
+    let (_, flappy) = run(&rule(Op::Gt, 1.5, None, 0, 0), &seq);
+    assert_eq!(flappy.len(), 5);
+}
+
+#[test]
+fn keep_firing_for_holds_through_short_recoveries() {
+    let r = rule(Op::Gt, 1.5, None, 0, 30_000);
+    // The last bad value is at 20 s: it stays firing until 30 s after that.
+    let (phases, changes) = run(
+        &r,
+        &[
+            (0, Some(1.6), None),
+            (10_000, Some(1.4), None),
+            (20_000, Some(1.6), None),
+            (30_000, Some(1.4), None),
+            (49_000, Some(1.4), None),
+            (50_000, Some(1.4), None),
+        ],
+    );
+    assert_eq!(phases, vec![F, F, F, F, F, I]);
+    assert_eq!(
+        changes,
+        vec![(0, Change::Fired), (50_000, Change::Resolved)]
+    );
+}
+
+#[test]
+fn suppression_by_quality_holds_state_and_never_fires() {
+    let r = rule(Op::Gt, 1.5, None, 0, 0);
+    let (phases, changes) = run(
+        &r,
+        &[
+            (0, Some(9.0), Some("coverage below")),
+            (1_000, None, Some("no value")),
+        ],
+    );
+    assert_eq!(phases, vec![I, I]);
+    assert!(changes.is_empty(), "a bad ratio never fires");
+    // Firing, then the data goes bad: neither resolved nor re-fired.
+    let (phases, changes) = run(
+        &r,
+        &[
+            (0, Some(1.6), None),
+            (1_000, Some(1.0), Some("coverage below")),
+            (2_000, Some(1.4), None),
+        ],
+    );
+    assert_eq!(phases, vec![F, F, I]);
+    assert_eq!(changes, vec![(0, Change::Fired), (2_000, Change::Resolved)]);
+    // Pending is dropped by bad data.
+    let r = rule(Op::Gt, 1.5, None, 10_000, 0);
+    let (phases, _) = run(
+        &r,
+        &[
+            (0, Some(1.6), None),
+            (5_000, None, Some("x")),
+            (11_000, Some(1.6), None),
+        ],
+    );
+    assert_eq!(phases, vec![P, I, P]);
+}
+
+#[test]
+fn operators_and_overrides() {
+    for (op, v, t, holds) in [
+        (Op::Gt, 2.0, 1.0, true),
+        (Op::Gt, 1.0, 1.0, false),
+        (Op::Ge, 1.0, 1.0, true),
+        (Op::Lt, 17.0, 18.0, true),
+        (Op::Le, 18.0, 18.0, true),
+        (Op::Eq, 5.0, 5.0, true),
+        (Op::Ne, 3.0, 3.0, false),
+        (Op::Ne, 5.0, 3.0, true),
+    ] {
+        assert_eq!(op.holds(v, t), holds, "{op:?} {v} {t}");
+    }
+    let mut r = rule(Op::Gt, 1.5, Some(1.45), 0, 0);
+    r.overrides.insert("hub".into(), (1.25, None));
+    assert_eq!(r.limits("dc"), (1.5, 1.45));
+    assert_eq!(r.limits("hub"), (1.25, 1.25));
+    assert_eq!(
+        render(
+            &r,
+            &AlertKey {
+                rule: "r".into(),
+                site: "hub".into(),
+                target: String::new()
+            },
+            Some(1.3)
+        ),
+        "PUE 1h of hub is 1.300 (target 1.25)"
+    );
+}
+
+fn site_view(value: Option<f64>, quality: &'static str, coverage: f64) -> SiteView {
+    let w = crate::engine::WindowView {
+        label: "PUE₃, 1h".into(),
+        value,
+        category: Some(3),
+        coverage_it: coverage,
+        coverage_facility: 1.0,
+        quality,
+        reason: None,
+        dcie: None,
+        from_ms: None,
+        to_ms: None,
+        facility_kwh: 0.0,
+        it_kwh: 0.0,
+    };
+    SiteView {
+        site: "dc".into(),
+        ts_ms: 0,
+        stale: false,
+        power: crate::engine::PowerView {
+            label: "instantaneous power ratio (not PUE)",
+            facility_w: Some(1.0),
+            it_w: Some(1.0),
+            ratio: value,
+            category: Some(3),
+            coverage_it: coverage,
+            coverage_facility: 1.0,
+            quality,
+            reason: None,
+        },
+        pue: crate::engine::Windows(vec![("1h", w)]),
+        nodes: Default::default(),
+        missing_batches: 0,
+    }
+}
+
+fn node(
+    name: &str,
+    state: &'static str,
+    role: Option<&'static str>,
+    last_reading_ms: Option<i64>,
+) -> NodeView {
+    NodeView {
+        node: name.into(),
+        state,
+        role,
+        rack: None,
+        zone: None,
+        agent: None,
+        interval_ms: 10_000,
+        last_seen_ms: last_reading_ms,
+        last_reading_ms,
+        seq: None,
+        missing_batches: 0,
+        duplicate_batches: 0,
+        restarts: 0,
+    }
+}
+
+fn sample(node: &str, metric: &str, component: &str, value: f64) -> MetricSample {
+    MetricSample {
+        node: node.into(),
+        metric: metric.into(),
+        component: component.into(),
+        ts_ms: 0,
+        value,
+    }
+}
+
+#[test]
+fn every_subject_observes_what_it_should() {
+    let mut input = Inputs {
+        sites: vec![site_view(Some(1.6), "partial", 0.9)],
+        ..Inputs::default()
+    };
+    input.nodes.insert(
+        "dc".into(),
+        vec![
+            node("h1", "online", Some("host"), Some(0)),
+            node("h2", "offline", Some("host"), Some(0)),
+            node("m1", "online", Some("meter"), Some(40_000)),
+        ],
+    );
+    input.metrics.insert(
+        "dc".into(),
+        vec![
+            sample("h1", "temp_c", "inlet", 29.5),
+            sample("h1", "temp_c", "cpu", 80.0),
+            sample("ups1", "ups_output_source", "system", 5.0),
+        ],
+    );
+    input.racks.insert(
+        "dc".into(),
+        vec![
+            RackView {
+                rack: "r1".into(),
+                power_w: 7000.0,
+                budget_w: Some(8000.0),
+                utilization: Some(0.875),
+                failover_headroom_w: Some(-500.0),
+            },
+            RackView {
+                rack: "r2".into(),
+                power_w: 100.0,
+                budget_w: None,
+                utilization: None,
+                failover_headroom_w: None,
+            },
+        ],
+    );
+    let mk = |name: &str, subject: Subject, op: Op, t: f64| Rule {
+        name: name.into(),
+        subject,
+        ..rule(op, t, None, 0, 0)
+    };
+    let rules = vec![
+        mk("pue", Subject::SitePue("1h".into()), Op::Gt, 1.5),
+        mk("ratio", Subject::PowerRatio, Op::Gt, 1.5),
+        mk("cov", Subject::Coverage("1h".into()), Op::Lt, 0.95),
+        mk("offline", Subject::NodeOffline, Op::Gt, 0.5),
+        mk("stale", Subject::StaleMeter, Op::Gt, 30.0),
+        mk(
+            "inlet",
+            Subject::NodeMetric {
+                metric: "temp_c".into(),
+                component: "inlet".into(),
+            },
+            Op::Gt,
+            27.0,
+        ),
+        mk(
+            "ups",
+            Subject::NodeMetric {
+                metric: "ups_output_source".into(),
+                component: String::new(),
+            },
+            Op::Ne,
+            3.0,
+        ),
+        mk("rack", Subject::RackUtilization, Op::Gt, 0.8),
+        mk("headroom", Subject::RackFailoverHeadroom, Op::Lt, 0.0),
+    ];
+    let obs = observe(&rules, &input, 100_000);
+    let get = |rule: &str, target: &str| {
+        obs.iter()
+            .find(|o| o.key.rule == rule && o.key.target == target)
+            .unwrap_or_else(|| panic!("{rule}/{target} not observed: {obs:#?}"))
+    };
+    assert!(
+        get("pue", "")
+            .suppressed
+            .as_deref()
+            .unwrap()
+            .contains("coverage"),
+        "efficiency suppressed by coverage"
+    );
+    assert!(get("ratio", "").suppressed.is_some());
+    assert_eq!(get("cov", "").value, Some(0.9));
+    assert!(get("cov", "").suppressed.is_none());
+    assert_eq!(
+        (get("offline", "h1").value, get("offline", "h2").value),
+        (Some(0.0), Some(1.0))
+    );
+    assert_eq!(get("stale", "m1").value, Some(60.0));
+    assert!(
+        !obs.iter()
+            .any(|o| o.key.rule == "stale" && o.key.target == "h1"),
+        "stale_meter is for meters"
+    );
+    assert_eq!(get("inlet", "h1.inlet").value, Some(29.5));
+    assert!(!obs
+        .iter()
+        .any(|o| o.key.rule == "inlet" && o.key.target == "h1.cpu"));
+    assert_eq!(get("ups", "ups1").value, Some(5.0));
+    assert_eq!(get("rack", "r1").value, Some(0.875));
+    assert!(
+        !obs.iter().any(|o| o.key.target == "r2"),
+        "a rack without a budget has no utilization"
+    );
+    assert_eq!(get("headroom", "r1").value, Some(-500.0));
+
+    let mut states = BTreeMap::new();
+    let t = evaluate(&rules, &mut states, &obs, 100_000);
+    let fired: Vec<&str> = t.iter().map(|x| x.alert.as_str()).collect();
+    assert_eq!(
+        fired,
+        vec![
+            "cov",
+            "offline.h2",
+            "stale.m1",
+            "inlet.h1.inlet",
+            "ups.ups1",
+            "rack.r1",
+            "headroom.r1"
+        ]
+    );
+    assert!(t
+        .iter()
+        .all(|x| x.change == Change::Fired && x.labels["alertname"] == x.key.rule));
+    assert!(
+        states
+            .get(&AlertKey {
+                rule: "pue".into(),
+                site: "dc".into(),
+                target: String::new()
+            })
+            .unwrap()
+            .suppressed
+            .is_some(),
+        "the suppression reason stays visible"
+    );
+}
