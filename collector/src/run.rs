@@ -78,10 +78,10 @@ pub async fn run(cfg: CollectorConfig, cancel: CancellationToken) -> Result<(), 
     let intake_done = tokio::spawn(intake.run(rx, intake_stop.clone()));
     let book = Arc::new(Mutex::new(crate::alerts::store::Book::default()));
     let alert_stats = Arc::new(crate::alerts::notify::AlertStats::default());
-    let severities = cfg
+    let rules = cfg
         .alerts
         .iter()
-        .flat_map(|a| a.rules.iter().map(|r| (r.name.clone(), r.severity.clone())))
+        .flat_map(|a| a.rules.iter().map(|r| (r.name.clone(), r.clone())))
         .collect();
     if let Some(alerts) = cfg.alerts.clone() {
         let mqtt = match (&cfg.broker, &cfg.mqtt) {
@@ -118,7 +118,7 @@ pub async fn run(cfg: CollectorConfig, cancel: CancellationToken) -> Result<(), 
         queue: tx,
         book,
         alert_stats,
-        severities: Arc::new(severities),
+        rules: Arc::new(rules),
         racks: Arc::new(cfg.racks.clone()),
     };
     let api_stop = CancellationToken::new();

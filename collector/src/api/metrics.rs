@@ -146,9 +146,9 @@ pub async fn render(State(s): State<AppState>) -> impl IntoResponse {
         for (key, st) in &book.states {
             if st.phase == crate::alerts::Phase::Firing {
                 let sev = s
-                    .severities
+                    .rules
                     .get(&key.rule)
-                    .map_or("warning", String::as_str);
+                    .map_or("warning", |r| r.severity.as_str());
                 *firing.entry(sev).or_default() += 1;
             }
         }

@@ -31,8 +31,8 @@ pub struct AppState {
     pub book: Arc<Mutex<Book>>,
     /// Alert notification counters.
     pub alert_stats: Arc<AlertStats>,
-    /// Rule name → severity.
-    pub severities: Arc<BTreeMap<String, String>>,
+    /// Alert rules by name.
+    pub rules: Arc<BTreeMap<String, crate::alerts::Rule>>,
     /// Rack budgets.
     pub racks: Arc<Vec<RackBudget>>,
 }
@@ -127,12 +127,15 @@ async fn alerts(State(s): State<AppState>) -> Response {
     let mut active = Vec::new();
     let mut suppressed = Vec::new();
     for (key, st) in &book.states {
-        let severity = s.severities.get(&key.rule).cloned().unwrap_or_default();
+        let rule = s.rules.get(&key.rule);
+        let severity = rule.map(|r| r.severity.clone()).unwrap_or_default();
         if st.phase != Phase::Inactive {
             active.push(json!({
                 "alert": key.id(), "rule": key.rule, "site": key.site, "target": key.target,
                 "state": st.phase, "severity": severity, "since_ms": st.since_ms,
-                "value": st.value, "suppressed": st.suppressed,
+                "value": st.value, "threshold": rule.map(|r| r.limits(&key.site).0),
+                "summary": rule.map(|r| crate::alerts::render(r, key, st.value)),
+                "suppressed": st.suppressed,
             }));
         } else if let Some(reason) = &st.suppressed {
             suppressed.push(json!({

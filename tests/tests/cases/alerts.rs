@@ -200,6 +200,8 @@ fn pue_alert_fires_to_alertmanager_webhook_and_mqtt_survives_restart_and_resolve
         firing(&c)
     });
     assert_eq!(fired["severity"], "critical");
+    assert_eq!(fired["threshold"], 1.5);
+    assert!(fired["value"].as_f64().unwrap() > 1.45, "{fired:#}");
     let since = fired["since_ms"].as_i64().unwrap();
 
     // Alertmanager lists it with the rule's labels.
