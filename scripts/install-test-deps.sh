@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs what dcwatt's tests talk to, when missing: Mosquitto and Prometheus Alertmanager
-# (Debian packages).
+# Installs what dcwatt's tests talk to, when missing: Mosquitto, Prometheus Alertmanager
+# and ipmitool (Debian packages), and pyghmi for the BMC simulator (PyPI, into .venv).
 # Idempotent; needs root and apt-get to install. Without them the Mosquitto tests skip
 # loudly, or fail when DCWATT_REQUIRE_SERVICES=1.
 set -euo pipefail
@@ -8,15 +8,23 @@ set -euo pipefail
 need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto mosquitto-clients)
 command -v prometheus-alertmanager >/dev/null 2>&1 || need+=(prometheus-alertmanager)
+command -v ipmitool >/dev/null 2>&1 || need+=(ipmitool)
 
-if [ ${#need[@]} -eq 0 ]; then
-    exit 0
+if [ ${#need[@]} -gt 0 ]; then
+    if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+        echo "install-test-deps: missing ${need[*]}; install them (apt-get install ${need[*]}) or the tests that need them skip" >&2
+    else
+        echo "install-test-deps: installing ${need[*]}" >&2
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    fi
 fi
-if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
-    echo "install-test-deps: missing ${need[*]}; install them (apt-get install ${need[*]}) or the tests that need them skip" >&2
-    exit 0
+
+# Python protocol peers (a DCMI BMC simulator on pyghmi) in the repository's .venv.
+venv=.venv
+if ! "$venv/bin/python" -c 'import pyghmi' >/dev/null 2>&1; then
+    echo "install-test-deps: installing pyghmi into $venv" >&2
+    python3 -m venv "$venv" && "$venv/bin/pip" install -q 'pyghmi==1.6.19' \
+        || echo "install-test-deps: could not install pyghmi; the BMC tests skip" >&2
 fi
-echo "install-test-deps: installing ${need[*]}" >&2
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null

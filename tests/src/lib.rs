@@ -518,3 +518,26 @@ pub fn mqtt_collect(port: u16, filter: &str, wait: Duration) -> Vec<(String, Vec
         got
     })
 }
+
+/// The repository's Python with the test peers (`.venv`, made by
+/// scripts/install-test-deps.sh), when it has `module`.
+pub fn python_with(module: &str) -> Option<PathBuf> {
+    let py = std::env::var_os("DCWATT_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"));
+    let ok = Command::new(&py)
+        .args(["-c", &format!("import {module}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    ok.then_some(py)
+}
+
+/// A free UDP port on 127.0.0.1.
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("free udp port")
+}
