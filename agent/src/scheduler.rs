@@ -174,16 +174,7 @@ mod tests {
     }
 
     fn sim() -> Box<dyn Source> {
-        Box::new(SimSource::new(SimConfig {
-            point: Point::Cooling,
-            base_w: 10.0,
-            amplitude_w: 0.0,
-            period_secs: 60.0,
-            noise_w: 0.0,
-            seed: 0,
-            component: "system".into(),
-            interval_secs: None,
-        }))
+        Box::new(SimSource::new(SimConfig::constant(Point::Cooling, 10.0)))
     }
 
     #[test]

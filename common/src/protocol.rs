@@ -470,6 +470,32 @@ impl StatusMessage {
     }
 }
 
+/// A payload that names its site and node (both must agree with its topic).
+pub trait Addressed {
+    /// Site id in the payload.
+    fn site(&self) -> &str;
+    /// Node id in the payload.
+    fn node(&self) -> &str;
+}
+
+impl Addressed for ReadingsMessage {
+    fn site(&self) -> &str {
+        &self.site
+    }
+    fn node(&self) -> &str {
+        &self.node
+    }
+}
+
+impl Addressed for StatusMessage {
+    fn site(&self) -> &str {
+        &self.site
+    }
+    fn node(&self) -> &str {
+        &self.node
+    }
+}
+
 /// Why a payload could not be decoded. The variants are the reject reasons the collector
 /// counts.
 #[derive(Debug, thiserror::Error)]

@@ -386,23 +386,14 @@ pub fn publish_all(
     msgs: impl Iterator<Item = (String, Vec<u8>)> + Send + 'static,
     timeout: Duration,
 ) -> u64 {
-    use rumqttc::{AsyncClient, MqttOptions, QoS};
+    use rumqttc::{AsyncClient, QoS};
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime");
     rt.block_on(async move {
-        static ID: AtomicU32 = AtomicU32::new(0);
-        let mut o = MqttOptions::new(
-            format!(
-                "dcwatt-test-pub-{}-{}",
-                std::process::id(),
-                ID.fetch_add(1, Ordering::Relaxed)
-            ),
-            "127.0.0.1",
-            port,
-        );
+        let mut o = test_client("pub", port);
         o.set_keep_alive(Duration::from_secs(30));
         o.set_inflight(200);
         o.set_max_packet_size(2 << 20, 2 << 20);
@@ -482,23 +473,14 @@ impl Alertmanager {
 /// Connects a fresh MQTT client, subscribes to `filter` and returns the retained messages
 /// (and anything else) that arrive within `wait`.
 pub fn mqtt_collect(port: u16, filter: &str, wait: Duration) -> Vec<(String, Vec<u8>, bool)> {
-    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    use rumqttc::{AsyncClient, Event, Packet, QoS};
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
     let filter = filter.to_owned();
     rt.block_on(async move {
-        static ID: AtomicU32 = AtomicU32::new(0);
-        let o = MqttOptions::new(
-            format!(
-                "dcwatt-test-sub-{}-{}",
-                std::process::id(),
-                ID.fetch_add(1, Ordering::Relaxed)
-            ),
-            "127.0.0.1",
-            port,
-        );
+        let o = test_client("sub", port);
         let (client, mut el) = AsyncClient::new(o, 10);
         client
             .subscribe(filter, QoS::AtLeastOnce)
@@ -540,4 +522,15 @@ pub fn free_udp_port() -> u16 {
         .and_then(|s| s.local_addr())
         .map(|a| a.port())
         .expect("free udp port")
+}
+
+/// MQTT options for a test client with a unique id, on the broker at `port`.
+pub fn test_client(role: &str, port: u16) -> rumqttc::MqttOptions {
+    static ID: AtomicU32 = AtomicU32::new(0);
+    let id = format!(
+        "dcwatt-test-{role}-{}-{}",
+        std::process::id(),
+        ID.fetch_add(1, Ordering::Relaxed)
+    );
+    rumqttc::MqttOptions::new(id, "127.0.0.1", port)
 }

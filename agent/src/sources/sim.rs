@@ -52,6 +52,20 @@ fn default_component() -> String {
 }
 
 impl SimConfig {
+    /// A meter at `point` drawing a constant `watts`.
+    pub fn constant(point: Point, watts: f64) -> Self {
+        SimConfig {
+            point,
+            base_w: watts,
+            amplitude_w: 0.0,
+            period_secs: default_period(),
+            noise_w: 0.0,
+            seed: 0,
+            component: default_component(),
+            interval_secs: None,
+        }
+    }
+
     /// Records every problem under `path`.
     pub fn validate(&self, path: &str, p: &mut Problems) {
         for (key, v) in [

@@ -10,7 +10,8 @@ use crate::config::IntakeConfig;
 use crate::engine::{Engine, SeqCheck};
 use dcwatt_common::logging::RateLimiter;
 use dcwatt_common::protocol::{
-    decode, parse_node_topic, validate_id, ReadingsMessage, StatusMessage, TopicKind,
+    decode, parse_node_topic, validate_id, Addressed, NodeTopic, ReadingsMessage, StatusMessage,
+    TopicKind,
 };
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -151,6 +152,29 @@ impl Intake {
         }
     }
 
+    /// Decodes a payload and checks it names the topic's site and node; refusals are
+    /// counted and logged here.
+    fn decode<T: serde::de::DeserializeOwned + Addressed>(
+        &mut self,
+        t: &NodeTopic<'_>,
+        topic: &str,
+        payload: &[u8],
+    ) -> Option<T> {
+        let msg: T = match decode(payload) {
+            Ok(m) => m,
+            Err(e) => {
+                self.refuse(e.reason(), topic, &e);
+                return None;
+            }
+        };
+        if msg.site() != t.site || msg.node() != t.node {
+            let detail = format!("payload says {}/{}", msg.site(), msg.node());
+            self.refuse("topic_mismatch", topic, &detail);
+            return None;
+        }
+        Some(msg)
+    }
+
     /// Handles one message.
     pub fn handle(&mut self, engine: &mut Engine, topic: &str, payload: &[u8], now_ms: i64) {
         let t = match parse_node_topic(topic) {
@@ -173,17 +197,9 @@ impl Intake {
                     // A retained status being cleared by an operator: nothing to apply.
                     return;
                 }
-                let msg: StatusMessage = match decode(payload) {
-                    Ok(m) => m,
-                    Err(e) => return self.refuse(e.reason(), topic, &e),
+                let Some(msg) = self.decode::<StatusMessage>(&t, topic, payload) else {
+                    return;
                 };
-                if msg.site != t.site || msg.node != t.node {
-                    return self.refuse(
-                        "topic_mismatch",
-                        topic,
-                        &format!("payload says {}/{}", msg.site, msg.node),
-                    );
-                }
                 for id in [&msg.rack, &msg.zone].into_iter().flatten() {
                     if let Err(e) = validate_id(id) {
                         return self.refuse("invalid_id", topic, &format!("rack/zone {id:?} {e}"));
@@ -192,17 +208,9 @@ impl Intake {
                 engine.apply_status(&msg, now_ms);
             }
             TopicKind::Readings => {
-                let msg: ReadingsMessage = match decode(payload) {
-                    Ok(m) => m,
-                    Err(e) => return self.refuse(e.reason(), topic, &e),
+                let Some(msg) = self.decode::<ReadingsMessage>(&t, topic, payload) else {
+                    return;
                 };
-                if msg.site != t.site || msg.node != t.node {
-                    return self.refuse(
-                        "topic_mismatch",
-                        topic,
-                        &format!("payload says {}/{}", msg.site, msg.node),
-                    );
-                }
                 match engine.check_seq(&msg.site, &msg.node, msg.seq) {
                     SeqCheck::Duplicate => {
                         return self.refuse(

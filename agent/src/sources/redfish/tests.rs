@@ -304,16 +304,7 @@ fn a_failing_bmc_does_not_stop_other_sources() {
             every: 1,
         },
         Scheduled {
-            source: Box::new(SimSource::new(SimConfig {
-                point: Point::ItInput,
-                base_w: 100.0,
-                amplitude_w: 0.0,
-                period_secs: 60.0,
-                noise_w: 0.0,
-                seed: 0,
-                component: "system".into(),
-                interval_secs: None,
-            })),
+            source: Box::new(SimSource::new(SimConfig::constant(Point::ItInput, 100.0))),
             every: 1,
         },
     ];
