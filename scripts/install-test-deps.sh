@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what dcwatt's tests talk to, when missing: Mosquitto, Prometheus Alertmanager
-# and ipmitool (Debian packages), and pyghmi for the BMC simulator (PyPI, into .venv).
+# and ipmitool (Debian packages), and pyghmi and pymodbus for the BMC and meter simulators
+# (PyPI, into .venv).
 # Idempotent; needs root and apt-get to install. Without them the Mosquitto tests skip
 # loudly, or fail when DCWATT_REQUIRE_SERVICES=1.
 set -euo pipefail
@@ -21,10 +22,10 @@ if [ ${#need[@]} -gt 0 ]; then
     fi
 fi
 
-# Python protocol peers (a DCMI BMC simulator on pyghmi) in the repository's .venv.
+# Python protocol peers (a DCMI BMC on pyghmi, Modbus meters on pymodbus) in .venv.
 venv=.venv
-if ! "$venv/bin/python" -c 'import pyghmi' >/dev/null 2>&1; then
-    echo "install-test-deps: installing pyghmi into $venv" >&2
-    python3 -m venv "$venv" && "$venv/bin/pip" install -q 'pyghmi==1.6.19' \
-        || echo "install-test-deps: could not install pyghmi; the BMC tests skip" >&2
+if ! "$venv/bin/python" -c 'import pyghmi, pymodbus' >/dev/null 2>&1; then
+    echo "install-test-deps: installing pyghmi and pymodbus into $venv" >&2
+    python3 -m venv "$venv" && "$venv/bin/pip" install -q 'pyghmi==1.6.19' 'pymodbus==3.16.1' \
+        || echo "install-test-deps: could not install the Python peers; their tests skip" >&2
 fi

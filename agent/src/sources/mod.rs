@@ -7,6 +7,7 @@
 pub mod estimate;
 pub mod hwmon;
 pub mod ipmi;
+pub mod modbus;
 pub mod nvml;
 pub mod rapl;
 pub mod redfish;
@@ -90,6 +91,8 @@ pub enum SourceConfig {
     Redfish(redfish::RedfishConfig),
     /// NVIDIA GPUs through NVML.
     Nvml(nvml::NvmlConfig),
+    /// A power meter over Modbus TCP.
+    Modbus(modbus::ModbusConfig),
 }
 
 impl SourceConfig {
@@ -109,6 +112,7 @@ impl SourceConfig {
             SourceConfig::Estimate(_) => estimate::KIND,
             SourceConfig::Redfish(_) => redfish::KIND,
             SourceConfig::Nvml(_) => nvml::KIND,
+            SourceConfig::Modbus(_) => modbus::KIND,
         }
     }
 
@@ -123,6 +127,7 @@ impl SourceConfig {
             SourceConfig::Estimate(c) => c.interval_secs,
             SourceConfig::Redfish(c) => c.interval_secs,
             SourceConfig::Nvml(c) => c.interval_secs,
+            SourceConfig::Modbus(c) => c.interval_secs,
         }
     }
 
@@ -139,6 +144,7 @@ impl SourceConfig {
         match self {
             SourceConfig::Sim(c) => c.validate(path, p),
             SourceConfig::Estimate(c) => c.validate(path, p),
+            SourceConfig::Modbus(c) => c.validate(path, p),
             SourceConfig::Ipmi(c) if c.timeout_secs == 0 || c.timeout_secs > 120 => {
                 p.push(format!("{path}.timeout_secs"), "must be 1..=120");
             }
@@ -163,6 +169,7 @@ impl SourceConfig {
             SourceConfig::Estimate(c) => Box::new(estimate::EstimateSource::new(c.clone())?),
             SourceConfig::Redfish(c) => Box::new(redfish::RedfishSource::new(c.clone())?),
             SourceConfig::Nvml(_) => Box::new(nvml::NvmlSource::new()),
+            SourceConfig::Modbus(c) => Box::new(modbus::ModbusSource::new(c.clone())?),
         })
     }
 }
@@ -176,6 +183,7 @@ pub fn probe_all(sysfs_root: &std::path::Path) -> Vec<Probe> {
         ipmi::probe(),
         redfish::probe(),
         nvml::probe(),
+        modbus::probe(),
         estimate::probe(),
         sim::probe(),
     ]

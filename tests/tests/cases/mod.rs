@@ -3,4 +3,5 @@ mod bad_input;
 mod burst;
 mod cli;
 mod ipmi;
+mod modbus;
 mod pue;
