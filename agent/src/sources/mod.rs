@@ -11,6 +11,7 @@ pub mod modbus;
 pub mod nvml;
 pub mod rapl;
 pub mod redfish;
+pub mod redfish_pdu;
 pub mod sim;
 pub mod sysinfo;
 
@@ -93,6 +94,8 @@ pub enum SourceConfig {
     Nvml(nvml::NvmlConfig),
     /// A power meter over Modbus TCP.
     Modbus(modbus::ModbusConfig),
+    /// Rack and floor PDUs over Redfish PowerEquipment.
+    RedfishPdu(redfish_pdu::RedfishPduConfig),
 }
 
 impl SourceConfig {
@@ -113,6 +116,7 @@ impl SourceConfig {
             SourceConfig::Redfish(_) => redfish::KIND,
             SourceConfig::Nvml(_) => nvml::KIND,
             SourceConfig::Modbus(_) => modbus::KIND,
+            SourceConfig::RedfishPdu(_) => redfish_pdu::KIND,
         }
     }
 
@@ -128,6 +132,7 @@ impl SourceConfig {
             SourceConfig::Redfish(c) => c.interval_secs,
             SourceConfig::Nvml(c) => c.interval_secs,
             SourceConfig::Modbus(c) => c.interval_secs,
+            SourceConfig::RedfishPdu(c) => c.interval_secs,
         }
     }
 
@@ -170,6 +175,7 @@ impl SourceConfig {
             SourceConfig::Redfish(c) => Box::new(redfish::RedfishSource::new(c.clone())?),
             SourceConfig::Nvml(_) => Box::new(nvml::NvmlSource::new()),
             SourceConfig::Modbus(c) => Box::new(modbus::ModbusSource::new(c.clone())?),
+            SourceConfig::RedfishPdu(c) => Box::new(redfish_pdu::RedfishPduSource::new(c.clone())?),
         })
     }
 }
@@ -184,6 +190,7 @@ pub fn probe_all(sysfs_root: &std::path::Path) -> Vec<Probe> {
         redfish::probe(),
         nvml::probe(),
         modbus::probe(),
+        redfish_pdu::probe(),
         estimate::probe(),
         sim::probe(),
     ]

@@ -108,31 +108,46 @@ pub struct PowerReading {
     pub energy_j: Option<f64>,
 }
 
-/// A Redfish client for one BMC.
-pub struct RedfishSource {
-    cfg: RedfishConfig,
-    agent: ureq::Agent,
-    auth: Option<String>,
-    /// `(chassis path, resource)` once discovered.
-    found: Option<(String, PowerPath)>,
+/// How to reach a Redfish service (a BMC or a PDU).
+#[derive(Debug, Clone, Copy)]
+pub struct Connection<'a> {
+    /// Base URL.
+    pub url: &'a str,
+    /// User name for basic authentication.
+    pub username: Option<&'a str>,
+    /// Password file; else `REDFISH_PASSWORD`.
+    pub password_file: Option<&'a std::path::Path>,
+    /// CA file.
+    pub ca_file: Option<&'a std::path::Path>,
+    /// Accept any certificate.
+    pub insecure_skip_verify: bool,
+    /// Per-request timeout, seconds.
+    pub timeout_secs: u64,
 }
 
-impl RedfishSource {
+/// An HTTPS client for one Redfish service, with basic authentication.
+pub struct Client {
+    base: String,
+    agent: ureq::Agent,
+    auth: Option<String>,
+}
+
+impl Client {
     /// Builds the client (no request yet).
     ///
     /// # Errors
     /// The URL, CA file or password file is unusable.
-    pub fn new(cfg: RedfishConfig) -> Result<Self, SourceError> {
-        if !(cfg.url.starts_with("https://") || cfg.url.starts_with("http://")) {
+    pub fn new(c: &Connection<'_>) -> Result<Self, SourceError> {
+        if !(c.url.starts_with("https://") || c.url.starts_with("http://")) {
             return Err(SourceError::Unavailable(format!(
                 "url {:?} must start with https://",
-                cfg.url
+                c.url
             )));
         }
         let mut tls = ureq::tls::TlsConfig::builder()
             .provider(ureq::tls::TlsProvider::Rustls)
-            .disable_verification(cfg.insecure_skip_verify);
-        if let Some(ca) = &cfg.ca_file {
+            .disable_verification(c.insecure_skip_verify);
+        if let Some(ca) = c.ca_file {
             let pem = std::fs::read(ca)
                 .map_err(|e| SourceError::Unavailable(format!("{}: {e}", ca.display())))?;
             let certs: Vec<ureq::tls::Certificate<'static>> = ureq::tls::parse_pem(&pem)
@@ -151,31 +166,34 @@ impl RedfishSource {
         }
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .tls_config(tls.build())
-            .timeout_global(Some(Duration::from_secs(cfg.timeout_secs.max(1))))
+            .timeout_global(Some(Duration::from_secs(c.timeout_secs.max(1))))
             .http_status_as_error(false)
             .build()
             .into();
-        let password = match &cfg.password_file {
+        let password = match c.password_file {
             Some(f) => Some(
                 Secret::from_file(f)
                     .map_err(|e| SourceError::Unavailable(format!("{}: {e}", f.display())))?,
             ),
             None => std::env::var("REDFISH_PASSWORD").ok().map(Secret::new),
         };
-        let auth = cfg.username.as_ref().map(|u| {
+        let auth = c.username.map(|u| {
             let pw = password.as_ref().map_or("", |p| p.expose());
             format!("Basic {}", base64(format!("{u}:{pw}").as_bytes()))
         });
-        Ok(RedfishSource {
-            cfg,
+        Ok(Client {
+            base: c.url.trim_end_matches('/').to_owned(),
             agent,
             auth,
-            found: None,
         })
     }
 
-    fn get(&self, path: &str) -> Result<Value, SourceError> {
-        let url = format!("{}{path}", self.cfg.url.trim_end_matches('/'));
+    /// GETs a resource as JSON.
+    ///
+    /// # Errors
+    /// Network, HTTP status (401/403 as unavailable), or malformed JSON.
+    pub fn get(&self, path: &str) -> Result<Value, SourceError> {
+        let url = format!("{}{path}", self.base);
         let mut req = self.agent.get(&url).header("Accept", "application/json");
         if let Some(a) = &self.auth {
             req = req.header("Authorization", a);
@@ -196,6 +214,40 @@ impl RedfishSource {
             ))),
             _ => Err(SourceError::Read(format!("GET {url}: HTTP {status}"))),
         }
+    }
+}
+
+/// A Redfish client for one BMC.
+pub struct RedfishSource {
+    cfg: RedfishConfig,
+    client: Client,
+    /// `(chassis path, resource)` once discovered.
+    found: Option<(String, PowerPath)>,
+}
+
+impl RedfishSource {
+    /// Builds the client (no request yet).
+    ///
+    /// # Errors
+    /// The URL, CA file or password file is unusable.
+    pub fn new(cfg: RedfishConfig) -> Result<Self, SourceError> {
+        let client = Client::new(&Connection {
+            url: &cfg.url,
+            username: cfg.username.as_deref(),
+            password_file: cfg.password_file.as_deref(),
+            ca_file: cfg.ca_file.as_deref(),
+            insecure_skip_verify: cfg.insecure_skip_verify,
+            timeout_secs: cfg.timeout_secs,
+        })?;
+        Ok(RedfishSource {
+            cfg,
+            client,
+            found: None,
+        })
+    }
+
+    fn get(&self, path: &str) -> Result<Value, SourceError> {
+        self.client.get(path)
     }
 
     fn read_path(&self, chassis: &str, path: PowerPath) -> Result<PowerReading, SourceError> {

@@ -330,3 +330,57 @@ fn basic_auth_encoding() {
     assert_eq!(base64(b"ab"), "YWI=");
     assert_eq!(base64(b""), "");
 }
+
+#[test]
+fn pdu_mockup_inputs_and_outlets() {
+    use crate::sources::redfish_pdu::{RedfishPduConfig, RedfishPduSource};
+    let bmc = serve("public-pdu", Mode::Normal);
+    let dir = scratch("pdu");
+    let c = config(&bmc, &dir);
+    let cfg = RedfishPduConfig {
+        url: c.url,
+        username: c.username,
+        password_file: c.password_file,
+        ca_file: c.ca_file,
+        insecure_skip_verify: false,
+        outlets: true,
+        timeout_secs: 5,
+        interval_secs: None,
+    };
+    let mut src = RedfishPduSource::new(cfg).unwrap();
+    let mut out = Vec::new();
+    src.read(7, &mut out).unwrap();
+    let get = |component: &str, metric: &str| {
+        out.iter()
+            .find(|r| r.component == component && r.metric == metric)
+    };
+    let input = get("pdu-1", "power_w").unwrap();
+    assert_eq!((input.value, input.point), (6438.0, Some(Point::PduInput)));
+    let energy = get("pdu-1", "energy_j").unwrap();
+    assert_eq!(
+        (energy.value, energy.kind),
+        (56_438.0 * 3.6e6, dcwatt_common::protocol::Kind::Counter)
+    );
+    let a1 = get("pdu-1.A1", "power_w").unwrap();
+    assert_eq!(
+        (a1.value, a1.point, a1.source.as_deref()),
+        (197.4, Some(Point::PduOutput), Some("redfish_pdu"))
+    );
+    let outlets: f64 = out
+        .iter()
+        .filter(|r| r.point == Some(Point::PduOutput) && r.metric == "power_w")
+        .map(|r| r.value)
+        .sum();
+    assert!(
+        (outlets - 2714.5).abs() < 1e-9,
+        "sum of the nine metered outlets: {outlets}"
+    );
+    assert_eq!(
+        out.iter()
+            .filter(|r| r.point == Some(Point::PduOutput) && r.metric == "power_w")
+            .count(),
+        9,
+        "A4 and A5 have no meter"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
