@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what dcwatt's tests talk to, when missing: Mosquitto, Prometheus Alertmanager
-# and ipmitool (Debian packages), and pyghmi and pymodbus for the BMC and meter simulators
+# ipmitool and net-snmp's snmpd (Debian packages), and the BMC, Modbus and SNMP simulators
 # (PyPI, into .venv).
 # Idempotent; needs root and apt-get to install. Without them the Mosquitto tests skip
 # loudly, or fail when DCWATT_REQUIRE_SERVICES=1.
@@ -10,6 +10,7 @@ need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto mosquitto-clients)
 command -v prometheus-alertmanager >/dev/null 2>&1 || need+=(prometheus-alertmanager)
 command -v ipmitool >/dev/null 2>&1 || need+=(ipmitool)
+command -v snmpd >/dev/null 2>&1 || [ -x /usr/sbin/snmpd ] || need+=(snmpd snmp)
 
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
@@ -22,10 +23,16 @@ if [ ${#need[@]} -gt 0 ]; then
     fi
 fi
 
-# Python protocol peers (a DCMI BMC on pyghmi, Modbus meters on pymodbus) in .venv.
+# Python protocol peers in .venv: a DCMI BMC (pyghmi), Modbus meters (pymodbus), an SNMP
+# agent simulator with real devices' recordings (snmpsim, snmpsim-data).
 venv=.venv
-if ! "$venv/bin/python" -c 'import pyghmi, pymodbus' >/dev/null 2>&1; then
-    echo "install-test-deps: installing pyghmi and pymodbus into $venv" >&2
+if ! "$venv/bin/python" -c 'import pyghmi, pymodbus, snmpsim' >/dev/null 2>&1; then
+    echo "install-test-deps: installing the Python protocol peers into $venv" >&2
     python3 -m venv "$venv" && "$venv/bin/pip" install -q 'pyghmi==1.6.19' 'pymodbus==3.16.1' \
+        'snmpsim==1.2.2' 'snmpsim-data==1.0.1' \
         || echo "install-test-deps: could not install the Python peers; their tests skip" >&2
+fi
+if [ -x "$venv/bin/setup-snmpsim-data" ] && [ ! -f "$venv/snmpsim-data/UPS/eaton-93e-80.snmprec" ]; then
+    "$venv/bin/setup-snmpsim-data" "$venv/snmpsim-data" >/dev/null 2>&1 || true
+    bunzip2 -kf "$venv/snmpsim-data/UPS/eaton-93e-80.snmprec.bz2" 2>/dev/null || true
 fi

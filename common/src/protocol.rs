@@ -276,6 +276,14 @@ pub struct Reading {
     /// Measured (default) or estimated.
     #[serde(default)]
     pub quality: Quality,
+    /// Rack of the device measured, when it is not the node's own (a facility agent
+    /// reading rack PDUs). Optional field added in v1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rack: Option<String>,
+    /// Zone of the device measured, when it is not the node's own. Optional field added
+    /// in v1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
 }
 
 impl Reading {
@@ -290,6 +298,8 @@ impl Reading {
             source: None,
             component: default_component(),
             quality: Quality::Measured,
+            rack: None,
+            zone: None,
         }
     }
 

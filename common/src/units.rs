@@ -25,6 +25,20 @@ pub struct Seconds(pub f64);
 #[serde(transparent)]
 pub struct TimestampMs(pub i64);
 
+/// Applies a vendor scale factor. A factor below 1 that is the reciprocal of a whole number
+/// (0.1, 0.01, 0.001) divides instead of multiplying, so that 41 × 0.01 is exactly 0.41,
+/// as an engineer reading the device's display expects.
+pub fn scaled(raw: f64, scale: f64) -> f64 {
+    if scale != 0.0 && scale.abs() < 1.0 {
+        let divisor = 1.0 / scale;
+        let whole = divisor.round();
+        if (divisor - whole).abs() < 1e-9 * whole.abs() {
+            return raw / whole;
+        }
+    }
+    raw * scale
+}
+
 impl Joules {
     /// Joules per kilowatt-hour.
     pub const PER_KWH: f64 = 3.6e6;
@@ -83,6 +97,15 @@ additive!(Joules);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scale_factors_are_exact() {
+        assert_eq!(scaled(41.0, 0.01), 0.41);
+        assert_eq!(scaled(19516.0, 0.1), 1951.6);
+        assert_eq!(scaled(121.0, 10.0), 1210.0);
+        assert_eq!(scaled(3.0, 0.3), 3.0 * 0.3);
+        assert_eq!(scaled(5.0, 0.0), 0.0);
+    }
 
     #[test]
     fn energy_over_time_is_power() {

@@ -534,3 +534,70 @@ pub fn test_client(role: &str, port: u16) -> rumqttc::MqttOptions {
     );
     rumqttc::MqttOptions::new(id, "127.0.0.1", port)
 }
+
+/// An snmpsim agent on a free loopback UDP port serving the recordings in
+/// `tests/peers/snmp/` plus real devices' recordings from snmpsim-data; a recording
+/// `NAME.snmprec` answers to community `NAME`.
+pub struct SnmpSim {
+    /// The process.
+    pub proc: Proc,
+    /// UDP port.
+    pub port: u16,
+}
+
+impl SnmpSim {
+    /// Starts snmpsim, or `None` when it is not installed.
+    pub fn start(dir: &TempDir, real: &[&str]) -> Option<SnmpSim> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let exe = root.join("../.venv/bin/snmpsim-command-responder");
+        if !exe.is_file() {
+            return None;
+        }
+        let data = dir.0.join("snmp-data");
+        std::fs::create_dir_all(&data).ok()?;
+        for e in std::fs::read_dir(root.join("peers/snmp")).ok()?.flatten() {
+            std::fs::copy(e.path(), data.join(e.file_name())).ok()?;
+        }
+        for name in real {
+            let src = root
+                .join("../.venv/snmpsim-data")
+                .join(format!("{name}.snmprec"));
+            let file = Path::new(name).file_name()?;
+            std::fs::copy(&src, data.join(file).with_extension("snmprec")).ok()?;
+        }
+        let port = free_udp_port();
+        let mut cmd = Command::new(exe);
+        cmd.env("SNMPSIM_ALLOW_ROOT", "true")
+            .arg(format!("--data-dir={}", data.display()))
+            .arg(format!(
+                "--cache-dir={}",
+                dir.0.join("snmp-cache").display()
+            ))
+            .arg(format!("--agent-udpv4-endpoint=127.0.0.1:{port}"));
+        let proc = Proc::spawn("snmpsim", cmd, dir.0.join("snmpsim.log"));
+        Some(SnmpSim { proc, port })
+    }
+}
+
+/// net-snmp's snmpd on a free loopback UDP port with one SNMPv3 authPriv user
+/// (`user`, SHA `auth`, AES `privacy`), or `None` when snmpd is not installed.
+pub fn snmpd_v3(dir: &TempDir, user: &str, auth: &str, privacy: &str) -> Option<(Proc, u16)> {
+    let exe = find_program("snmpd")?;
+    let port = free_udp_port();
+    let conf = dir.write(
+        "snmpd.conf",
+        &format!("createUser {user} SHA \"{auth}\" AES \"{privacy}\"\nrouser {user} priv\n"),
+    );
+    let mut cmd = Command::new(exe);
+    cmd.env("MIBS", "")
+        .env("SNMP_PERSISTENT_DIR", dir.0.join("snmpd-persist"))
+        .args(["-f", "-Lo", "-C", "-c"])
+        .arg(conf)
+        .arg("-p")
+        .arg(dir.0.join("snmpd.pid"))
+        .arg(format!("udp:127.0.0.1:{port}"));
+    let mut proc = Proc::spawn("snmpd", cmd, dir.0.join("snmpd.log"));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(proc.running(), "snmpd exited:\n{}", proc.log());
+    Some((proc, port))
+}

@@ -13,6 +13,7 @@ pub mod rapl;
 pub mod redfish;
 pub mod redfish_pdu;
 pub mod sim;
+pub mod snmp;
 pub mod sysinfo;
 
 use dcwatt_common::protocol::Reading;
@@ -96,6 +97,8 @@ pub enum SourceConfig {
     Modbus(modbus::ModbusConfig),
     /// Rack and floor PDUs over Redfish PowerEquipment.
     RedfishPdu(redfish_pdu::RedfishPduConfig),
+    /// UPSs and PDUs over SNMP.
+    Snmp(snmp::SnmpConfig),
 }
 
 impl SourceConfig {
@@ -117,6 +120,7 @@ impl SourceConfig {
             SourceConfig::Nvml(_) => nvml::KIND,
             SourceConfig::Modbus(_) => modbus::KIND,
             SourceConfig::RedfishPdu(_) => redfish_pdu::KIND,
+            SourceConfig::Snmp(_) => snmp::KIND,
         }
     }
 
@@ -133,6 +137,7 @@ impl SourceConfig {
             SourceConfig::Nvml(c) => c.interval_secs,
             SourceConfig::Modbus(c) => c.interval_secs,
             SourceConfig::RedfishPdu(c) => c.interval_secs,
+            SourceConfig::Snmp(c) => c.interval_secs,
         }
     }
 
@@ -150,6 +155,7 @@ impl SourceConfig {
             SourceConfig::Sim(c) => c.validate(path, p),
             SourceConfig::Estimate(c) => c.validate(path, p),
             SourceConfig::Modbus(c) => c.validate(path, p),
+            SourceConfig::Snmp(c) => c.validate(path, p),
             SourceConfig::Ipmi(c) if c.timeout_secs == 0 || c.timeout_secs > 120 => {
                 p.push(format!("{path}.timeout_secs"), "must be 1..=120");
             }
@@ -176,7 +182,42 @@ impl SourceConfig {
             SourceConfig::Nvml(_) => Box::new(nvml::NvmlSource::new()),
             SourceConfig::Modbus(c) => Box::new(modbus::ModbusSource::new(c.clone())?),
             SourceConfig::RedfishPdu(c) => Box::new(redfish_pdu::RedfishPduSource::new(c.clone())?),
+            SourceConfig::Snmp(c) => Box::new(snmp::SnmpSource::new(c.clone())?),
         })
+    }
+}
+
+/// Why a meter's value is not believable, if it is not: the check that turns a wrong
+/// word order or scale in the configuration into a rejection with its likely cause.
+pub fn implausible(metric: &str, value: f64, max_power_w: f64) -> Option<String> {
+    if !value.is_finite() {
+        return Some(format!(
+            "{metric} = {value}: not a number (wrong type or word order?)"
+        ));
+    }
+    let bad = |what: &str| {
+        Some(format!(
+            "{metric} = {value}: {what} (wrong scale or word order?)"
+        ))
+    };
+    match metric {
+        m if m.ends_with("_w") && value < 0.0 => bad("negative power"),
+        m if m.ends_with("_w") && value > max_power_w => {
+            bad(&format!("above this device's {max_power_w} W"))
+        }
+        m if m.ends_with("_j") && value < 0.0 => bad("negative energy"),
+        // Mains voltage decodes to roughly 120–480 V; far outside is a decoding error (a
+        // dead phase reading 0 V is reported too, which is worth a look anyway).
+        m if m.ends_with("_v") && !(50.0..=1_000.0).contains(&value) => {
+            bad("voltage outside 50–1000 V")
+        }
+        m if m.ends_with("_hz") && !(40.0..=70.0).contains(&value) => {
+            bad("frequency outside 40–70 Hz")
+        }
+        m if m.ends_with("_a") && !(0.0..=100_000.0).contains(&value) => {
+            bad("current outside 0–100 kA")
+        }
+        _ => None,
     }
 }
 
@@ -191,6 +232,7 @@ pub fn probe_all(sysfs_root: &std::path::Path) -> Vec<Probe> {
         nvml::probe(),
         modbus::probe(),
         redfish_pdu::probe(),
+        snmp::probe(),
         estimate::probe(),
         sim::probe(),
     ]

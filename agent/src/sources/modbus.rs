@@ -9,7 +9,7 @@
 //! configuration shows up as a rejection with its reason, not as an absurd PUE. A device
 //! that stops answering publishes `device_up = 0` and a log line; the others keep polling.
 
-use super::{Probe, Source, SourceError};
+use super::{implausible, Probe, Source, SourceError};
 use dcwatt_common::protocol::{Kind, Point, Reading};
 use dcwatt_common::settings::Problems;
 use serde::Deserialize;
@@ -132,6 +132,10 @@ pub struct ModbusConfig {
     /// Component label (the device's name), e.g. `main-incomer`.
     #[serde(default = "default_component")]
     pub component: String,
+    /// Rack the device belongs to (rack PDUs, in-rack meters).
+    pub rack: Option<String>,
+    /// Zone, room or row the device serves.
+    pub zone: Option<String>,
     /// Built-in register map: `sdm630` or `pm5xxx`.
     pub profile: Option<String>,
     /// Word order for the profile's entries (e.g. CDAB behind a PLC gateway); explicit
@@ -312,39 +316,6 @@ pub fn decode(regs: &[u16], ty: RegType, order: WordOrder) -> Option<f64> {
     })
 }
 
-/// Why a decoded value is not believable, if it is not.
-pub fn implausible(metric: &str, value: f64, max_power_w: f64) -> Option<String> {
-    if !value.is_finite() {
-        return Some(format!(
-            "{metric} = {value}: not a number (wrong type or word order?)"
-        ));
-    }
-    let bad = |what: &str| {
-        Some(format!(
-            "{metric} = {value}: {what} (wrong scale or word order?)"
-        ))
-    };
-    match metric {
-        m if m.ends_with("_w") && value < 0.0 => bad("negative power"),
-        m if m.ends_with("_w") && value > max_power_w => {
-            bad(&format!("above this device's {max_power_w} W"))
-        }
-        m if m.ends_with("_j") && value < 0.0 => bad("negative energy"),
-        // Mains voltage decodes to roughly 120–480 V; far outside is a decoding error (a
-        // dead phase reading 0 V is reported too, which is worth a look anyway).
-        m if m.ends_with("_v") && !(50.0..=1_000.0).contains(&value) => {
-            bad("voltage outside 50–1000 V")
-        }
-        m if m.ends_with("_hz") && !(40.0..=70.0).contains(&value) => {
-            bad("frequency outside 40–70 Hz")
-        }
-        m if m.ends_with("_a") && !(0.0..=100_000.0).contains(&value) => {
-            bad("current outside 0–100 kA")
-        }
-        _ => None,
-    }
-}
-
 /// One meter.
 pub struct ModbusSource {
     cfg: ModbusConfig,
@@ -418,7 +389,7 @@ impl ModbusSource {
         };
         let raw = decode(&regs, r.ty, r.word_order)
             .ok_or_else(|| SourceError::Read(format!("{}: short response", r.metric)))?;
-        Ok(raw * r.scale)
+        Ok(dcwatt_common::units::scaled(raw, r.scale))
     }
 }
 
@@ -447,6 +418,8 @@ impl Source for ModbusSource {
                         reading.point = self.cfg.point;
                     }
                     reading.component.clone_from(&self.cfg.component);
+                    reading.rack.clone_from(&self.cfg.rack);
+                    reading.zone.clone_from(&self.cfg.zone);
                     out.push(reading);
                 }
                 Err(e) => {

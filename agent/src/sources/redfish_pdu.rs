@@ -32,6 +32,10 @@ pub struct RedfishPduConfig {
     /// Accept any certificate. Off by default.
     #[serde(default)]
     pub insecure_skip_verify: bool,
+    /// Rack the PDU feeds (a rack PDU).
+    pub rack: Option<String>,
+    /// Zone, room or row.
+    pub zone: Option<String>,
     /// Publish every outlet as `pdu_output`.
     #[serde(default = "yes")]
     pub outlets: bool,
@@ -78,10 +82,19 @@ fn id_of(path: &str) -> String {
 }
 
 /// Power and energy readings of one resource that has `PowerWatts` / `EnergykWh`.
-fn power_and_energy(v: &Value, point: Point, component: &str, now_ms: i64, out: &mut Vec<Reading>) {
+fn power_and_energy(
+    v: &Value,
+    point: Point,
+    component: &str,
+    cfg: &RedfishPduConfig,
+    now_ms: i64,
+    out: &mut Vec<Reading>,
+) {
     let mut push = |r: Reading| {
         let mut r = r.at(point).from_source(KIND);
         r.component = component.to_owned();
+        r.rack.clone_from(&cfg.rack);
+        r.zone.clone_from(&cfg.zone);
         out.push(r);
     };
     if let Some(w) = v["PowerWatts"]["Reading"].as_f64() {
@@ -150,7 +163,9 @@ impl Source for RedfishPduSource {
             };
             if let Some(metrics) = res["Metrics"]["@odata.id"].as_str() {
                 match self.client.get(metrics) {
-                    Ok(m) => power_and_energy(&m, Point::PduInput, &component, now_ms, out),
+                    Ok(m) => {
+                        power_and_energy(&m, Point::PduInput, &component, &self.cfg, now_ms, out)
+                    }
                     Err(e) => failed.push(e.detail().to_owned()),
                 }
             }
@@ -170,6 +185,7 @@ impl Source for RedfishPduSource {
                         &v,
                         Point::PduOutput,
                         &format!("{component}.{}", id_of(&o)),
+                        &self.cfg,
                         now_ms,
                         out,
                     ),

@@ -100,6 +100,8 @@ struct Series {
     counter_seen_ms: Option<i64>,
     /// Current power and when.
     live: Option<(i64, f64)>,
+    /// The rack the meter's readings name (a facility agent reading rack PDUs), if any.
+    rack: Option<String>,
 }
 
 /// What the engine knows about a node.
@@ -299,6 +301,9 @@ impl Engine {
                 component,
             };
             let series = site.series.entry(key).or_default();
+            if r.rack.is_some() {
+                series.rack.clone_from(&r.rack);
+            }
             let level = site.levels.entry(point).or_insert_with(Level::new);
             let estimated = r.quality == Quality::Estimated;
             // The stream energy comes from: the counter, or the gauge while no counter is

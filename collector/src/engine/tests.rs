@@ -357,3 +357,37 @@ fn live_data_after_offline_brings_the_node_back() {
     );
     assert_eq!(e.nodes("dc", T0 + 5).unwrap()[0].state, "online");
 }
+
+#[test]
+fn rack_power_prefers_pdu_outputs_over_host_inputs() {
+    let mut e = engine();
+    let birth = |node: &str, rack: &str| {
+        serde_json::from_str::<StatusMessage>(&format!(
+            r#"{{"v":1,"site":"dc","node":"{node}","state":"online","ts_ms":1,"rack":"{rack}","interval_ms":1000}}"#
+        ))
+        .unwrap()
+    };
+    e.apply_status(&birth("h1", "r1"), T0);
+    e.apply_status(&birth("h2", "r1"), T0);
+    e.apply_status(&birth("h3", "r2"), T0);
+    let host = |w: f64| Reading::gauge("power_w", w, T0).at(Point::ItInput);
+    e.apply_readings("dc", "h1", &[host(300.0)], T0);
+    e.apply_readings("dc", "h2", &[host(200.0)], T0);
+    e.apply_readings("dc", "h3", &[host(400.0)], T0);
+    let mut outlet = Reading::gauge("power_w", 450.0, T0).at(Point::PduOutput);
+    outlet.rack = Some("r2".into());
+    outlet.component = "pdu-2.A1".into();
+    e.apply_readings("dc", "facility", &[outlet], T0);
+    let racks = e.rack_power("dc", T0 + 100);
+    assert_eq!(racks.get("r1"), Some(&500.0), "hosts' inputs");
+    assert_eq!(
+        racks.get("r2"),
+        Some(&450.0),
+        "the PDU's outlets, not the host as well"
+    );
+    assert_eq!(
+        e.rack_power("dc", T0 + 10_000).get("r1"),
+        None,
+        "stale meters are not live power"
+    );
+}

@@ -557,32 +557,40 @@ impl Engine {
             .collect()
     }
 
-    /// Live IT input power per rack (from the racks in the nodes' births), W.
+    /// Live IT power per rack, W: the rack PDUs' outputs where the rack has metered PDU
+    /// outlets, else the sum of its hosts' inputs — never both. A meter's rack is the one
+    /// its readings name, else its node's (from the birth).
     pub fn rack_power(
         &self,
         site_id: &str,
         now_ms: i64,
     ) -> std::collections::BTreeMap<String, f64> {
-        let mut out = std::collections::BTreeMap::new();
+        use std::collections::BTreeMap;
+        let mut hosts: BTreeMap<String, f64> = BTreeMap::new();
+        let mut pdus: BTreeMap<String, f64> = BTreeMap::new();
         let Some(site) = self.sites.get(site_id) else {
-            return out;
+            return hosts;
         };
         let (gf, di) = (self.cfg.gap_factor, self.cfg.default_interval_ms);
-        for (k, s) in site
-            .series
-            .iter()
-            .filter(|(k, _)| k.point == Point::ItInput)
-        {
-            let Some(rack) = &site.nodes[k.node].rack else {
+        for (k, s) in &site.series {
+            let sums = match k.point {
+                Point::ItInput => &mut hosts,
+                Point::PduOutput => &mut pdus,
+                _ => continue,
+            };
+            let Some(rack) = s.rack.as_ref().or(site.nodes[k.node].rack.as_ref()) else {
                 continue;
             };
             if let (Some(last), Some((_, w))) = (s.last_ms, s.live) {
                 if site.is_active(last, k.node, now_ms, gf, di) {
-                    *out.entry(rack.clone()).or_insert(0.0) += w;
+                    *sums.entry(rack.clone()).or_insert(0.0) += w;
                 }
             }
         }
-        out
+        for (rack, w) in pdus {
+            hosts.insert(rack, w);
+        }
+        hosts
     }
 
     /// The nodes of a site, or `None` for an unknown site.

@@ -15,8 +15,9 @@ pub struct Limits {
 }
 
 /// Every reason a reading can be refused, for metrics that list zeros too.
-pub const REASONS: [&str; 11] = [
+pub const REASONS: [&str; 12] = [
     "non_finite",
+    "invalid_location",
     "invalid_metric",
     "invalid_component",
     "kind_mismatch",
@@ -54,6 +55,13 @@ pub fn check(
     }
     if validate_id(&r.component).is_err() {
         return Err("invalid_component");
+    }
+    if [&r.rack, &r.zone]
+        .into_iter()
+        .flatten()
+        .any(|id| validate_id(id).is_err())
+    {
+        return Err("invalid_location");
     }
     if r.ts_ms > now_ms + lim.max_future_skew_ms {
         return Err("future_timestamp");

@@ -5,3 +5,4 @@ mod cli;
 mod ipmi;
 mod modbus;
 mod pue;
+mod snmp;

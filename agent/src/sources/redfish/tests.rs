@@ -343,6 +343,8 @@ fn pdu_mockup_inputs_and_outlets() {
         password_file: c.password_file,
         ca_file: c.ca_file,
         insecure_skip_verify: false,
+        rack: Some("r7".into()),
+        zone: None,
         outlets: true,
         timeout_secs: 5,
         interval_secs: None,
