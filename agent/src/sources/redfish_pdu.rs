@@ -151,7 +151,16 @@ impl Source for RedfishPduSource {
 
     fn read(&mut self, now_ms: i64, out: &mut Vec<Reading>) -> Result<(), SourceError> {
         let mut failed = Vec::new();
-        for pdu in self.pdus()? {
+        let pdus = match self.pdus() {
+            Ok(p) => p,
+            Err(e) => {
+                let mut up = Reading::gauge("device_up", 0.0, now_ms).from_source(KIND);
+                up.component = format!("redfish-{}", id_of(&self.cfg.url));
+                out.push(up);
+                return Err(e);
+            }
+        };
+        for pdu in pdus {
             let component = format!("pdu-{}", id_of(&pdu));
             // Follow the PDU's own links: not every PDU offers metrics or metered outlets.
             let res = match self.client.get(&pdu) {
@@ -165,6 +174,26 @@ impl Source for RedfishPduSource {
                 match self.client.get(metrics) {
                     Ok(m) => {
                         power_and_energy(&m, Point::PduInput, &component, &self.cfg, now_ms, out)
+                    }
+                    Err(e) => failed.push(e.detail().to_owned()),
+                }
+            } else if let Some(mains) = res["Mains"]["@odata.id"].as_str() {
+                // No PDU-level metrics: each main (inlet circuit) is an input.
+                match self.client.get(mains) {
+                    Ok(list) => {
+                        for main in members(&list) {
+                            match self.client.get(&main) {
+                                Ok(v) => power_and_energy(
+                                    &v,
+                                    Point::PduInput,
+                                    &format!("{component}.{}", id_of(&main)),
+                                    &self.cfg,
+                                    now_ms,
+                                    out,
+                                ),
+                                Err(e) => failed.push(e.detail().to_owned()),
+                            }
+                        }
                     }
                     Err(e) => failed.push(e.detail().to_owned()),
                 }
@@ -193,6 +222,10 @@ impl Source for RedfishPduSource {
                 }
             }
         }
+        let mut up = Reading::gauge("device_up", f64::from(u8::from(failed.is_empty())), now_ms)
+            .from_source(KIND);
+        up.component = format!("redfish-{}", id_of(&self.cfg.url));
+        out.push(up);
         if failed.is_empty() {
             Ok(())
         } else {
