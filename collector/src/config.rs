@@ -224,7 +224,7 @@ fn rule_from_raw(r: RuleRaw, path: &str, p: &mut Problems) -> Option<crate::aler
         other => {
             p.push(
                 format!("{path}.window"),
-                format!("{other:?} is not one of 1m, 15m, 1h, 24h"),
+                format!("{other:?} is not one of 1m, 15m, 1h, 24h, 7d, 30d"),
             );
             None
         }

@@ -105,6 +105,12 @@ pub async fn render(State(s): State<AppState>) -> impl IntoResponse {
     );
     counter(
         &mut o,
+        "dcwatt_counters_frozen_total",
+        "Energy counters found stuck while their gauge showed power (energy then comes from the gauge).",
+        &st.frozen_counters,
+    );
+    counter(
+        &mut o,
         "dcwatt_broker_disconnects_total",
         "Connections to the broker lost.",
         &st.broker_disconnects,

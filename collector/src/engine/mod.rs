@@ -48,10 +48,12 @@ impl Default for EngineConfig {
     }
 }
 
-/// Fine buckets: 1 s for 30 min (windows up to 15 min).
-const FINE: (i64, usize) = (1_000, 1_800);
-/// Coarse buckets: 1 min for 25 h (windows up to 24 h).
-const COARSE: (i64, usize) = (60_000, 1_500);
+/// Bucket rings per point, finest first: (width ms, buckets). 1 s for 30 min (windows up
+/// to 15 min), 1 min for 25 h (up to 24 h), 1 h for 33 days (up to 30 days).
+const RINGS: [(i64, usize); 3] = [(1_000, 1_800), (60_000, 1_500), (3_600_000, 800)];
+/// Counter samples without movement, while the gauge shows power, before the counter is
+/// taken for frozen.
+const FROZEN_AFTER: u32 = 3;
 /// A counter delta implying more than this is a wrong wrap or a glitch, not energy.
 const MAX_PLAUSIBLE_W: f64 = 100e6;
 
@@ -79,6 +81,8 @@ pub struct ApplyStats {
     pub out_of_order: u64,
     /// Segments (partly) older than the buckets hold.
     pub too_old: u64,
+    /// Counters found frozen (energy then comes from the gauge).
+    pub frozen_counters: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -102,6 +106,10 @@ struct Series {
     live: Option<(i64, f64)>,
     /// The rack the meter's readings name (a facility agent reading rack PDUs), if any.
     rack: Option<String>,
+    /// Consecutive counter samples that did not move while the gauge showed power.
+    frozen_run: u32,
+    /// The counter is stuck (a stale register or cache): energy comes from the gauge.
+    counter_frozen: bool,
 }
 
 /// What the engine knows about a node.
@@ -129,16 +137,32 @@ struct Node {
 
 #[derive(Debug, Clone)]
 struct Level {
-    fine: Ring,
-    coarse: Ring,
+    rings: [Ring; 3],
 }
 
 impl Level {
     fn new() -> Self {
         Level {
-            fine: Ring::new(FINE.0, FINE.1),
-            coarse: Ring::new(COARSE.0, COARSE.1),
+            rings: RINGS.map(|(width, len)| Ring::new(width, len)),
         }
+    }
+
+    /// Index of the finest ring that holds a window of `len` ms with a bucket to spare.
+    fn ring_index(len: i64) -> usize {
+        RINGS
+            .iter()
+            .position(|(width, n)| len + width <= width * *n as i64)
+            .unwrap_or(RINGS.len() - 1)
+    }
+
+    /// The ring for a window of `len` ms.
+    fn ring_for(&self, len: i64) -> &Ring {
+        &self.rings[Self::ring_index(len)]
+    }
+
+    /// Bucket width used for a window of `len` ms.
+    fn width_for(len: i64) -> i64 {
+        RINGS[Self::ring_index(len)].0
     }
 }
 
@@ -307,9 +331,13 @@ impl Engine {
             let level = site.levels.entry(point).or_insert_with(Level::new);
             let estimated = r.quality == Quality::Estimated;
             // The stream energy comes from: the counter, or the gauge while no counter is
-            // recent.
-            let from_stream =
-                counter || series.counter_seen_ms.is_none_or(|t| r.ts_ms - t > max_gap);
+            // recent or the counter is frozen.
+            let from_stream = if counter {
+                !series.counter_frozen
+            } else {
+                series.counter_frozen
+                    || series.counter_seen_ms.is_none_or(|t| r.ts_ms - t > max_gap)
+            };
             if counter {
                 series.counter_seen_ms = Some(r.ts_ms);
             }
@@ -327,9 +355,11 @@ impl Engine {
                 )
             };
             if let Some((t0, t1, e)) = segment {
-                let fine_ok = level.fine.add(t0, t1, e, estimated);
-                let coarse_ok = level.coarse.add(t0, t1, e, estimated);
-                if !fine_ok && !coarse_ok {
+                let mut kept = false;
+                for ring in &mut level.rings {
+                    kept |= ring.add(t0, t1, e, estimated);
+                }
+                if !kept {
                     stats.too_old += 1;
                 }
             }
@@ -371,6 +401,24 @@ fn counter_segment(
     }
     let dt = ts - pt;
     let e = value - pv;
+    // A counter that stands still while the gauge says the device draws power is stuck:
+    // after FROZEN_AFTER samples, energy comes from the gauge until it moves again.
+    let drawing = s
+        .gauge
+        .is_some_and(|(gt, w, _)| ts - gt <= max_gap && w > 1.0);
+    if e == 0.0 && drawing {
+        s.frozen_run += 1;
+        if s.frozen_run >= FROZEN_AFTER && !s.counter_frozen {
+            s.counter_frozen = true;
+            stats.frozen_counters += 1;
+        }
+    } else if e > 0.0 {
+        s.frozen_run = 0;
+        s.counter_frozen = false;
+    }
+    if s.counter_frozen {
+        return None;
+    }
     if e / (dt as f64 / 1000.0) > MAX_PLAUSIBLE_W {
         stats.implausible_jumps += 1;
         return None;

@@ -391,3 +391,67 @@ fn rack_power_prefers_pdu_outputs_over_host_inputs() {
         "stale meters are not live power"
     );
 }
+
+#[test]
+fn week_and_month_windows_use_hour_buckets() {
+    let mut e = engine();
+    // Hosts report every 10 minutes for 3 days (gap bound 30 min): long windows only.
+    let mut m = site(2, 500.0, 1500.0);
+    let step = 600_000;
+    for k in 0..=(3 * 144) {
+        let t = T0 + k * step;
+        for x in m.iter_mut() {
+            let r = x.readings(t);
+            e.apply_readings("dc", x.node, &r, t);
+        }
+    }
+    let now = T0 + 3 * 86_400_000 + 1_000;
+    let v = e.site_view("dc", now).unwrap();
+    for name in ["24h", "7d", "30d"] {
+        let w = v.pue.get(name).unwrap();
+        assert_eq!(w.value, Some(1.5), "{name}: {w:?}");
+        assert_eq!(w.coverage_it, 1.0, "{name}");
+    }
+    let w7 = v.pue.get("7d").unwrap();
+    assert_eq!(w7.from_ms.unwrap() % 3_600_000, 0, "hour-aligned");
+    assert!(
+        w7.to_ms.unwrap() - w7.from_ms.unwrap() >= 2 * 86_400_000,
+        "covers the data it has"
+    );
+    assert_eq!(v.pue.get("7d").unwrap().label, "PUE₃, 7d");
+}
+
+#[test]
+fn a_frozen_counter_gives_way_to_the_gauge() {
+    let mut e = engine();
+    let mut frozen = 0;
+    for k in 0..=90 {
+        let t = T0 + k * 1000;
+        e.apply_readings(
+            "dc",
+            "f",
+            &[Reading::gauge("power_w", 600.0, t).at(Point::FacilityInput)],
+            t,
+        );
+        // The host's energy register is stuck (a stale cache) while it draws 400 W.
+        let st = e.apply_readings(
+            "dc",
+            "h",
+            &[
+                Reading::gauge("power_w", 400.0, t).at(Point::ItInput),
+                Reading::counter("energy_j", 5.0e6, t).at(Point::ItInput),
+            ],
+            t,
+        );
+        frozen += st.frozen_counters;
+    }
+    assert_eq!(frozen, 1, "flagged once");
+    let v = e.site_view("dc", T0 + 90_000).unwrap();
+    let w = v.pue.get("1m").unwrap();
+    assert_eq!(
+        w.value,
+        Some(1.5),
+        "energy from the gauge, not a zero from the stuck counter: {w:?}"
+    );
+    assert_eq!(w.coverage_it, 1.0);
+}

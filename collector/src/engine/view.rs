@@ -7,15 +7,14 @@ use serde::ser::SerializeMap;
 use serde::Serialize;
 
 /// The rolling windows, by name and length.
-pub const WINDOWS: [(&str, i64); 4] = [
+pub const WINDOWS: [(&str, i64); 6] = [
     ("1m", 60_000),
     ("15m", 900_000),
     ("1h", 3_600_000),
     ("24h", 86_400_000),
+    ("7d", 7 * 86_400_000),
+    ("30d", 30 * 86_400_000),
 ];
-
-/// Windows up to this length use 1 s buckets; longer ones 1 min buckets.
-const FINE_MAX_MS: i64 = 900_000;
 
 /// A coverage at least this close to 1 counts as full (sums of milliseconds in floats).
 const FULL: f64 = 1.0 - 1e-9;
@@ -428,11 +427,7 @@ impl Engine {
         let (Some(wm), Some(start)) = (watermark, site.data_start_ms) else {
             return empty("warming up: waiting for the site's meters to report");
         };
-        let width = if len <= FINE_MAX_MS {
-            super::FINE.0
-        } else {
-            super::COARSE.0
-        };
+        let width = super::Level::width_for(len);
         let to = wm.div_euclid(width) * width;
         let from = (to - len).max((start + width - 1).div_euclid(width) * width);
         if from >= to {
@@ -447,12 +442,7 @@ impl Engine {
                     known: false,
                 };
             };
-            let ring = if len <= FINE_MAX_MS {
-                &level.fine
-            } else {
-                &level.coarse
-            };
-            let totals = ring.sum(from, to);
+            let totals = level.ring_for(len).sum(from, to);
             let expected: f64 = site
                 .series
                 .iter()

@@ -67,6 +67,8 @@ pub struct IntakeStats {
     pub out_of_order: AtomicU64,
     /// Energy older than the engine's buckets hold.
     pub too_old: AtomicU64,
+    /// Energy counters found frozen while their gauge showed power.
+    pub frozen_counters: AtomicU64,
     /// True while connected to the broker (always true with the embedded broker).
     pub broker_connected: AtomicBool,
     /// Broker connection losses.
@@ -259,6 +261,8 @@ impl Intake {
                 s.out_of_order
                     .fetch_add(applied.out_of_order, Ordering::Relaxed);
                 s.too_old.fetch_add(applied.too_old, Ordering::Relaxed);
+                s.frozen_counters
+                    .fetch_add(applied.frozen_counters, Ordering::Relaxed);
             }
         }
     }
