@@ -43,7 +43,7 @@ for _ in $(seq 1 100); do
     sleep 0.1
 done
 
-DCWATT__MQTT__PORT="$mqtt_port" "$bin/dcwatt-agent" --config configs/demo/facility-meter.toml \
+DCWATT__MQTT__PORT="$mqtt_port" DCWATT__SPOOL__DIR="$run/spool" "$bin/dcwatt-agent" --config configs/demo/facility-meter.toml \
     >"$run/facility-meters.log" 2>&1 &
 pids+=($!)
 for i in $(seq -w 1 "$hosts"); do
@@ -52,7 +52,7 @@ for i in $(seq -w 1 "$hosts"); do
     sed -e "s/^base_w = .*/base_w = $((280 + (n * 37) % 160)).0/" \
         -e "s/^period_secs = .*/period_secs = $((240 + (n * 13) % 120)).0/" \
         -e "s/^seed = .*/seed = $n/" configs/demo/host.toml >"$run/host-$i.toml"
-    DCWATT__NODE="host-$i" DCWATT__RACK="r$(((n - 1) / 10 + 1))" DCWATT__MQTT__PORT="$mqtt_port" \
+    DCWATT__NODE="host-$i" DCWATT__RACK="r$(((n - 1) / 10 + 1))" DCWATT__MQTT__PORT="$mqtt_port" DCWATT__SPOOL__DIR="$run/spool" \
         "$bin/dcwatt-agent" --config "$run/host-$i.toml" >"$run/host-$i.log" 2>&1 &
     pids+=($!)
 done

@@ -21,7 +21,39 @@ const KNOWN_KEYS: &[&str] = &[
     "mqtt",
     "sources",
     "whole_system_order",
+    "spool",
 ];
+
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct SpoolRaw {
+    enabled: bool,
+    dir: std::path::PathBuf,
+    max_mib: u64,
+    replay_per_sec: u32,
+}
+
+impl Default for SpoolRaw {
+    fn default() -> Self {
+        SpoolRaw {
+            enabled: true,
+            dir: "dcwatt-spool".into(),
+            max_mib: 64,
+            replay_per_sec: 50,
+        }
+    }
+}
+
+/// Where batches wait while the broker is away.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpoolConfig {
+    /// This node's spool directory (`spool.dir`/site/node).
+    pub dir: std::path::PathBuf,
+    /// Size bound; the oldest batches are dropped (and counted) beyond it.
+    pub max_bytes: u64,
+    /// Batches replayed per second once the broker is back.
+    pub replay_per_sec: u32,
+}
 
 /// A validated agent configuration.
 #[derive(Debug, Clone)]
@@ -44,6 +76,8 @@ pub struct AgentConfig {
     pub sources: Vec<SourceConfig>,
     /// Which source's whole-system (`it_input`) power counts when several offer it.
     pub whole_system_order: Vec<String>,
+    /// The spool, unless disabled.
+    pub spool: Option<SpoolConfig>,
 }
 
 impl AgentConfig {
@@ -116,6 +150,18 @@ impl AgentConfig {
                 );
             }
         }
+        let spool: SpoolRaw = l.get_or_default("spool", &mut p);
+        if !(1..=1_048_576).contains(&spool.max_mib) {
+            p.push("spool.max_mib", "must be 1..=1048576");
+        }
+        if !(1..=100_000).contains(&spool.replay_per_sec) {
+            p.push("spool.replay_per_sec", "must be 1..=100000");
+        }
+        let spool = spool.enabled.then(|| SpoolConfig {
+            dir: spool.dir.join(&site).join(&node),
+            max_bytes: spool.max_mib << 20,
+            replay_per_sec: spool.replay_per_sec,
+        });
         p.into_result(AgentConfig {
             site,
             node,
@@ -126,6 +172,7 @@ impl AgentConfig {
             mqtt,
             sources,
             whole_system_order,
+            spool,
         })
     }
 }

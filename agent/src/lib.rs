@@ -6,6 +6,7 @@
 //!   nothing of MQTT.
 //! - [`scheduler`]: samples the sources on their intervals and assembles batches.
 //! - [`publisher`]: the MQTT side: birth, last will, QoS 1 batches, reconnect with backoff.
+//! - [`spool`]: the on-disk spool that keeps batches while the broker is away.
 //! - [`run`]: wires them together under one cancellation token.
 #![forbid(unsafe_code)]
 
@@ -14,3 +15,4 @@ pub mod publisher;
 pub mod run;
 pub mod scheduler;
 pub mod sources;
+pub mod spool;

@@ -3,19 +3,34 @@
 //! exponential backoff and jitter (rumqttc alone would retry in a tight loop).
 
 use crate::scheduler::AgentStats;
+use crate::spool::Spool;
 use dcwatt_common::backoff::Backoff;
 use dcwatt_common::logging::RateLimiter;
 use dcwatt_common::mqtt::MqttSettings;
 use dcwatt_common::protocol::{readings_topic, status_topic, ReadingsMessage, StatusMessage};
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, Packet, QoS};
-use std::sync::atomic::Ordering;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+/// How long a spooled batch must have been out, on a connection that stayed up, before it
+/// is taken as delivered (PUBACKs on a healthy connection take milliseconds).
+const ACK_GRACE: Duration = Duration::from_secs(3);
+
 /// How long a clean shutdown waits for the broker to take the offline status.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// What the event loop tells the publisher about the connection.
+#[derive(Debug, Default)]
+struct LinkState {
+    /// Connected now.
+    connected: AtomicBool,
+    /// Connections made so far: a batch sent in an earlier one is not confirmed.
+    epoch: AtomicU64,
+}
 
 /// Publishes batches and status for one node.
 pub struct Publisher {
@@ -27,6 +42,10 @@ pub struct Publisher {
     pub rx: mpsc::Receiver<ReadingsMessage>,
     /// Shared counters.
     pub stats: Arc<AgentStats>,
+    /// Where batches wait while the broker is away; none when disabled.
+    pub spool: Option<Spool>,
+    /// Spooled batches replayed per second once the broker is back.
+    pub replay_per_sec: u32,
 }
 
 impl Publisher {
@@ -46,6 +65,7 @@ impl Publisher {
         let (client, eventloop) = AsyncClient::new(options, 64);
         let stopping = CancellationToken::new();
         let birth = to_json(&self.birth);
+        let link = Arc::new(LinkState::default());
         let poller = tokio::spawn(drive(
             eventloop,
             client.clone(),
@@ -53,19 +73,79 @@ impl Publisher {
             birth,
             self.mqtt.endpoint(),
             stopping.clone(),
+            link.clone(),
         ));
         let topic = readings_topic(&site, &node);
+        let connected = &link.connected;
+        let epoch = &link.epoch;
+        // With a spool every batch is written ahead and kept until it has been out for
+        // ACK_GRACE on a connection that stayed up; a reconnection sends the unconfirmed
+        // ones again (the collector drops duplicates). A crash loses nothing written.
+        // Replay goes in small steps so a thousand agents coming back together do not
+        // flatten the broker: replay_per_sec batches a second, in ten steps.
+        let per_step = (self.replay_per_sec / 10).max(1);
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut unconfirmed: VecDeque<(Instant, u64)> = VecDeque::new();
+        let mut limiter = RateLimiter::new(Duration::from_secs(60));
         loop {
-            let batch = tokio::select! {
-                _ = cancel.cancelled() => break,
-                b = self.rx.recv() => match b { Some(b) => b, None => break },
-            };
-            let payload = to_json(&batch);
+            let online = connected.load(Ordering::Relaxed);
             tokio::select! {
                 _ = cancel.cancelled() => break,
-                r = client.publish(topic.clone(), QoS::AtLeastOnce, false, payload) => {
-                    if r.is_err() { break; }
-                    self.stats.batches_published.fetch_add(1, Ordering::Relaxed);
+                b = self.rx.recv() => {
+                    let Some(batch) = b else { break };
+                    let payload = to_json(&batch);
+                    let Some(spool) = &mut self.spool else {
+                        if client.publish(topic.clone(), QoS::AtLeastOnce, false, payload).await.is_err() {
+                            break;
+                        }
+                        self.stats.batches_published.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    };
+                    let before = spool.dropped;
+                    if let Err(e) = spool.push(&payload) {
+                        self.stats.batches_dropped.fetch_add(1, Ordering::Relaxed);
+                        if limiter.allow("spool", Instant::now()).is_some() {
+                            tracing::error!(error = %e, "cannot spool a batch; it is lost");
+                        }
+                    }
+                    let dropped = spool.dropped - before;
+                    if dropped > 0 {
+                        self.stats.batches_dropped.fetch_add(dropped, Ordering::Relaxed);
+                        // Dropped records may have been in flight: resend from the new head.
+                        unconfirmed.clear();
+                        spool.rewind();
+                        if limiter.allow("spool full", Instant::now()).is_some() {
+                            tracing::warn!(dropped_total = spool.dropped, "spool full: oldest batches dropped");
+                        }
+                    }
+                    if !online {
+                        self.stats.batches_spooled.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                _ = tick.tick(), if online && self.spool.is_some() => {
+                    let Some(spool) = self.spool.as_mut() else { continue };
+                    let now = Instant::now();
+                    let current = epoch.load(Ordering::Relaxed);
+                    if unconfirmed.iter().any(|(_, e)| *e != current) {
+                        // A reconnection since they went out: not confirmed, send again.
+                        unconfirmed.clear();
+                        spool.rewind();
+                    }
+                    while unconfirmed.front().is_some_and(|(at, _)| now.duration_since(*at) >= ACK_GRACE) {
+                        unconfirmed.pop_front();
+                        if let Err(e) = spool.pop() {
+                            tracing::error!(error = %e, "cannot advance the spool; batches may be sent twice (the collector drops duplicates)");
+                        }
+                    }
+                    for _ in 0..per_step {
+                        let Some(payload) = spool.next_unsent() else { break };
+                        if client.publish(topic.clone(), QoS::AtLeastOnce, false, payload).await.is_err() {
+                            break;
+                        }
+                        unconfirmed.push_back((now, current));
+                        self.stats.batches_published.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             }
         }
@@ -101,7 +181,9 @@ async fn drive(
     birth: Vec<u8>,
     endpoint: String,
     stopping: CancellationToken,
+    link: Arc<LinkState>,
 ) {
+    let (connected, epoch) = (&link.connected, &link.epoch);
     let mut backoff = Backoff::new(
         Duration::from_millis(250),
         Duration::from_secs(30),
@@ -126,6 +208,8 @@ async fn drive(
         match polled {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 backoff.reset();
+                epoch.fetch_add(1, Ordering::Relaxed);
+                connected.store(true, Ordering::Relaxed);
                 tracing::info!(broker = %endpoint, "connected to broker");
                 if client
                     .try_publish(status_topic.clone(), QoS::AtLeastOnce, true, birth.clone())
@@ -143,6 +227,7 @@ async fn drive(
             }
             Ok(_) => {}
             Err(e) => {
+                connected.store(false, Ordering::Relaxed);
                 if stopping.is_cancelled() {
                     return;
                 }

@@ -57,12 +57,42 @@ pub fn birth(config: &AgentConfig, sources: &[Scheduled], now_ms: i64) -> Status
     }
 }
 
+/// Why the agent could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// A configured source cannot start on this host.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// The spool cannot be opened.
+    #[error(transparent)]
+    Spool(#[from] crate::spool::SpoolError),
+}
+
 /// Runs the agent until `cancel`.
 ///
 /// # Errors
-/// A configured source cannot start on this host.
-pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), SourceError> {
+/// A configured source cannot start on this host, or the spool cannot be opened.
+pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), RunError> {
     let sources = build_sources(&config)?;
+    let spool = match &config.spool {
+        Some(sc) => {
+            let (spool, recovered) = crate::spool::Spool::open(&sc.dir, sc.max_bytes)?;
+            if recovered.torn_bytes > 0 {
+                tracing::warn!(
+                    bytes = recovered.torn_bytes,
+                    "spool: cut off a torn tail left by a crash"
+                );
+            }
+            if recovered.records > 0 {
+                tracing::info!(
+                    batches = recovered.records,
+                    "spool: batches from an earlier run will be replayed"
+                );
+            }
+            Some(spool)
+        }
+        None => None,
+    };
     let stats = Arc::new(AgentStats::default());
     let (tx, rx) = mpsc::channel(QUEUE_BATCHES);
     tracing::info!(site = %config.site, node = %config.node, broker = %config.mqtt.endpoint(), sources = sources.len(), "agent starting");
@@ -71,6 +101,8 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), S
         birth: birth(&config, &sources, dcwatt_common::now_ms()),
         rx,
         stats: stats.clone(),
+        spool,
+        replay_per_sec: config.spool.as_ref().map_or(50, |s| s.replay_per_sec),
     };
     let scheduler = Scheduler {
         sources,
@@ -80,6 +112,7 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), S
         tx,
         stats: stats.clone(),
         whole_system_order: config.whole_system_order.clone(),
+        seq_dir: config.spool.as_ref().map(|s| s.dir.clone()),
     };
     let publishing = tokio::spawn(publisher.run(cancel.clone()));
     scheduler.run(cancel.clone()).await;
@@ -89,6 +122,7 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), S
         built = stats.batches_built.load(Ordering::Relaxed),
         published = stats.batches_published.load(Ordering::Relaxed),
         dropped = stats.batches_dropped.load(Ordering::Relaxed),
+        spooled = stats.batches_spooled.load(Ordering::Relaxed),
         read_errors = stats.read_errors.load(Ordering::Relaxed),
         "agent stopped"
     );

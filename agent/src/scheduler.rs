@@ -16,8 +16,11 @@ pub struct AgentStats {
     pub batches_built: AtomicU64,
     /// Batches handed to the MQTT client.
     pub batches_published: AtomicU64,
-    /// Batches dropped because the publish queue was full (broker away too long).
+    /// Batches lost: publish queue full without a spool, spool full (oldest dropped), or
+    /// a spool write failure.
     pub batches_dropped: AtomicU64,
+    /// Batches written to the spool while the broker was away.
+    pub batches_spooled: AtomicU64,
     /// Source reads that failed.
     pub read_errors: AtomicU64,
 }
@@ -88,6 +91,8 @@ pub struct Scheduler {
     pub stats: Arc<AgentStats>,
     /// Whole-system power source preference.
     pub whole_system_order: Vec<String>,
+    /// Where the last sequence number is kept across restarts, if anywhere.
+    pub seq_dir: Option<std::path::PathBuf>,
 }
 
 impl Scheduler {
@@ -96,7 +101,9 @@ impl Scheduler {
         let mut ticker = tokio::time::interval(self.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut limiter = RateLimiter::new(Duration::from_secs(60));
-        let mut seq = 0u64;
+        // Sequence numbers keep increasing across restarts when there is a place to keep
+        // the last one (the spool directory); otherwise each run starts at 1.
+        let mut seq = self.seq_dir.as_deref().map_or(0, crate::spool::load_seq);
         let mut tick = 0u64;
         loop {
             tokio::select! {
@@ -132,6 +139,13 @@ impl Scheduler {
                 continue;
             }
             seq += 1;
+            if let Some(dir) = &self.seq_dir {
+                if let Err(e) = crate::spool::save_seq(dir, seq) {
+                    if limiter.allow("seq", Instant::now()).is_some() {
+                        tracing::warn!(error = %e, "cannot persist the sequence number");
+                    }
+                }
+            }
             self.stats.batches_built.fetch_add(1, Ordering::Relaxed);
             match self
                 .tx

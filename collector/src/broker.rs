@@ -11,7 +11,7 @@
 //! acks, no inflight limit; it is only ever paused by the intake queue (back-pressure).
 //! The log is sized by config (default 8 × 16 MiB: about 130k agent batches of 1 KB). If the
 //! collector ever falls further behind than that, the loss is not silent: every agent batch
-//! carries a sequence number and the intake counts the gaps (`dcwatt_batches_missing_total`).
+//! carries a sequence number and the intake counts the gaps (`dcwatt_batches_missing`).
 
 use crate::config::BrokerConfig;
 use crate::intake::RawMessage;

@@ -342,6 +342,8 @@ impl Collector {
 pub fn start_agent(dir: &TempDir, name: &str, toml: &str) -> Proc {
     let cfg = dir.write(&format!("{name}.toml"), toml);
     let mut cmd = Command::new(bin("dcwatt-agent"));
+    // The agent's spool (dcwatt-spool/{site}/{node}) lives in the test's scratch directory.
+    cmd.current_dir(&dir.0);
     cmd.arg("--config").arg(cfg);
     Proc::spawn(name, cmd, dir.0.join(format!("{name}.log")))
 }
@@ -357,12 +359,20 @@ pub struct Mosquitto {
 impl Mosquitto {
     /// Starts Mosquitto with the settings dcwatt recommends (no QoS 1 queue limit).
     pub fn start(dir: &TempDir) -> Option<Mosquitto> {
+        Self::start_on(dir, free_port())
+    }
+
+    /// Starts Mosquitto on `port`, persisting sessions and queued messages in the scratch
+    /// directory, so a restart on the same port keeps the collector's session.
+    pub fn start_on(dir: &TempDir, port: u16) -> Option<Mosquitto> {
         let exe = find_program("mosquitto")?;
-        let port = free_port();
+        let store = dir.0.join("mosquitto-data");
+        std::fs::create_dir_all(&store).ok()?;
         let conf = dir.write(
             "mosquitto.conf",
             &format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\nlog_dest stderr\n"
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nmax_queued_messages 0\nlog_dest stderr\nuser root\n",
+                store.display()
             ),
         );
         let mut cmd = Command::new(exe);

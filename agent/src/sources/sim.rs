@@ -101,6 +101,11 @@ impl SimConfig {
 
     /// Exact energy in joules from `t0_ms` to `t1_ms`.
     pub fn energy_between(&self, t0_ms: i64, t1_ms: i64) -> f64 {
+        self.smooth_energy_between(t0_ms, t1_ms) + self.noise_energy_between(t0_ms, t1_ms)
+    }
+
+    /// Energy of the base and sine parts only (closed form, any span).
+    fn smooth_energy_between(&self, t0_ms: i64, t1_ms: i64) -> f64 {
         if t1_ms <= t0_ms {
             return 0.0;
         }
@@ -113,7 +118,13 @@ impl SimConfig {
             // precision, which leaves the cosines unchanged.
             e += self.amplitude_w / w * (phase(t0).cos() - phase(t1).cos());
         }
-        if self.noise_w != 0.0 {
+        e
+    }
+
+    /// Energy of the noise part (a sum over whole seconds: meant for short spans).
+    fn noise_energy_between(&self, t0_ms: i64, t1_ms: i64) -> f64 {
+        let mut e = 0.0;
+        if self.noise_w != 0.0 && t1_ms > t0_ms {
             let mut s = t0_ms.div_euclid(1000);
             while s * 1000 < t1_ms {
                 let from = t0_ms.max(s * 1000);
@@ -135,6 +146,10 @@ impl SimConfig {
     }
 }
 
+/// Where the simulated meter's counter counts from, like a real meter's register that
+/// does not restart with the agent: 2026-01-01T00:00:00Z.
+pub const COUNTER_ORIGIN_MS: i64 = 1_767_225_600_000;
+
 /// The simulated meter's state: the counter and when it was last advanced.
 pub struct SimSource {
     config: SimConfig,
@@ -143,7 +158,9 @@ pub struct SimSource {
 }
 
 impl SimSource {
-    /// A meter whose counter starts at zero on the first read.
+    /// A meter whose counter holds the energy since [`COUNTER_ORIGIN_MS`], so it continues
+    /// across agent restarts (exactly without noise; the noise before the first read is
+    /// left out, which is zero on average).
     pub fn new(config: SimConfig) -> Self {
         SimSource {
             config,
@@ -167,6 +184,8 @@ impl Source for SimSource {
                 )));
             }
             self.energy_j += self.config.energy_between(last, now_ms);
+        } else {
+            self.energy_j = self.config.smooth_energy_between(COUNTER_ORIGIN_MS, now_ms);
         }
         self.last_ms = Some(now_ms);
         let c = &self.config;
@@ -256,11 +275,33 @@ mod tests {
             assert_eq!(out[0].point, Some(Point::ItInput));
             assert_eq!(out[1].metric, "energy_j");
         }
-        let total = c.energy_between(t0, last);
-        assert!((out[1].value - total).abs() < 1e-6 * total);
+        let total = c.energy_between(t0, last) + c.smooth_energy_between(COUNTER_ORIGIN_MS, t0);
+        assert!((out[1].value - total).abs() < 1e-9 * total);
         assert!(
             s.read(t0, &mut out).is_err(),
             "clock going back is an error"
+        );
+    }
+
+    #[test]
+    fn the_counter_continues_across_agent_restarts() {
+        let c = cfg(0.0);
+        let t0 = 1_800_000_000_000;
+        let mut first = SimSource::new(c.clone());
+        let mut out = Vec::new();
+        first.read(t0, &mut out).unwrap();
+        first.read(t0 + 7_000, &mut out).unwrap();
+        let before = out.last().unwrap().value;
+        // A new process starts 2 s later: its counter carries on where the first left off.
+        let mut second = SimSource::new(c.clone());
+        out.clear();
+        second.read(t0 + 9_000, &mut out).unwrap();
+        let after = out[1].value;
+        let expected = c.energy_between(t0 + 7_000, t0 + 9_000);
+        assert!(
+            (after - before - expected).abs() < 1e-6,
+            "{} vs {expected}",
+            after - before
         );
     }
 

@@ -67,11 +67,17 @@ pub async fn render(State(s): State<AppState>) -> impl IntoResponse {
             "dcwatt_readings_rejected_total{{reason=\"{reason}\"}} {n}"
         );
     }
+    family(&mut o, "dcwatt_batches_missing", "gauge", "Agent batches that have not arrived (sequence gaps not yet filled by late, replayed batches).");
+    let _ = writeln!(
+        o,
+        "dcwatt_batches_missing {}",
+        st.batches_missing.load(Ordering::Relaxed)
+    );
     counter(
         &mut o,
-        "dcwatt_batches_missing_total",
-        "Agent batches that never arrived (sequence gaps).",
-        &st.batches_missing,
+        "dcwatt_batches_late_total",
+        "Batches that arrived after later ones (replayed from an agent's spool), filling a gap.",
+        &st.late_batches,
     );
     counter(
         &mut o,

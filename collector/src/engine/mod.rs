@@ -51,6 +51,8 @@ impl Default for EngineConfig {
 /// Bucket rings per point, finest first: (width ms, buckets). 1 s for 30 min (windows up
 /// to 15 min), 1 min for 25 h (up to 24 h), 1 h for 33 days (up to 30 days).
 const RINGS: [(i64, usize); 3] = [(1_000, 1_800), (60_000, 1_500), (3_600_000, 800)];
+/// How far back (in batches) redelivered or late batches are recognised.
+const SEQ_WINDOW: u64 = 4096;
 /// Counter samples without movement, while the gauge shows power, before the counter is
 /// taken for frozen.
 const FROZEN_AFTER: u32 = 3;
@@ -66,6 +68,8 @@ pub enum SeqCheck {
     Duplicate,
     /// `n` batches never arrived before this one.
     Gap(u64),
+    /// A batch from an earlier gap arrived late (replayed from a spool): no longer missing.
+    Late,
     /// Lower than before: the agent restarted.
     Restart,
 }
@@ -127,6 +131,8 @@ struct Node {
     last_seen_ms: Option<i64>,
     last_reading_ms: Option<i64>,
     last_seq: Option<u64>,
+    /// Sequence numbers that were skipped recently and may still arrive late.
+    holes: std::collections::BTreeSet<u64>,
     missing: u64,
     duplicates: u64,
     restarts: u64,
@@ -249,19 +255,38 @@ impl Engine {
         let n = &mut s.nodes[i];
         let check = match n.last_seq {
             None => SeqCheck::InOrder,
-            Some(last) if seq == last => SeqCheck::Duplicate,
             Some(last) if seq == last + 1 => SeqCheck::InOrder,
             Some(last) if seq > last => SeqCheck::Gap(seq - last - 1),
+            Some(_) if n.holes.remove(&seq) => SeqCheck::Late,
+            // Within the window and not a hole: seen already (redelivery or a replay).
+            Some(last) if last - seq <= SEQ_WINDOW => SeqCheck::Duplicate,
             Some(_) => SeqCheck::Restart,
         };
         match check {
             SeqCheck::Duplicate => n.duplicates += 1,
-            SeqCheck::Gap(k) => n.missing += k,
-            SeqCheck::Restart => n.restarts += 1,
+            SeqCheck::Gap(k) => {
+                n.missing += k;
+                let last = n.last_seq.unwrap_or(0);
+                // Remember recent holes, so late batches fill them instead of counting twice.
+                for h in (last + 1..seq).rev().take(SEQ_WINDOW as usize) {
+                    n.holes.insert(h);
+                }
+            }
+            SeqCheck::Late => n.missing = n.missing.saturating_sub(1),
+            SeqCheck::Restart => {
+                n.restarts += 1;
+                n.holes.clear();
+            }
             SeqCheck::InOrder => {}
         }
-        if check != SeqCheck::Duplicate {
+        if matches!(
+            check,
+            SeqCheck::InOrder | SeqCheck::Gap(_) | SeqCheck::Restart
+        ) {
             n.last_seq = Some(seq);
+            // Forget holes that fell out of the window.
+            let floor = seq.saturating_sub(SEQ_WINDOW);
+            n.holes.retain(|h| *h >= floor);
         }
         check
     }

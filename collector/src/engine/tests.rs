@@ -316,12 +316,30 @@ fn sequence_numbers() {
     assert_eq!(e.check_seq("dc", "n", 6), SeqCheck::InOrder);
     assert_eq!(e.check_seq("dc", "n", 6), SeqCheck::Duplicate);
     assert_eq!(e.check_seq("dc", "n", 10), SeqCheck::Gap(3));
-    assert_eq!(e.check_seq("dc", "n", 1), SeqCheck::Restart);
+    assert_eq!(
+        e.check_seq("dc", "n", 8),
+        SeqCheck::Late,
+        "replayed from a spool"
+    );
+    assert_eq!(e.check_seq("dc", "n", 8), SeqCheck::Duplicate);
+    assert_eq!(
+        e.check_seq("dc", "n", 5),
+        SeqCheck::Duplicate,
+        "an old redelivery inside the window"
+    );
+    assert_eq!(e.check_seq("dc", "n", 11), SeqCheck::InOrder);
     let n = &e.nodes("dc", 0).unwrap()[0];
     assert_eq!(
         (n.missing_batches, n.duplicate_batches, n.restarts, n.seq),
-        (3, 1, 1, Some(1))
+        (2, 3, 0, Some(11))
     );
+    assert_eq!(e.check_seq("dc", "n", 20_000), SeqCheck::Gap(19_988));
+    assert_eq!(
+        e.check_seq("dc", "n", 1),
+        SeqCheck::Restart,
+        "far below the window: the agent started over"
+    );
+    assert_eq!(e.check_seq("dc", "n", 2), SeqCheck::InOrder);
 }
 
 #[test]

@@ -59,6 +59,8 @@ pub struct IntakeStats {
     pub batches_missing: AtomicU64,
     /// Agent restarts seen (sequence went back).
     pub agent_restarts: AtomicU64,
+    /// Batches that arrived after later ones (replayed from an agent's spool).
+    pub late_batches: AtomicU64,
     /// Counter resets or wraps not turned into energy.
     pub counter_resets: AtomicU64,
     /// Counter jumps implying absurd power, not turned into energy.
@@ -226,6 +228,15 @@ impl Intake {
                     }
                     SeqCheck::Restart => {
                         self.stats.agent_restarts.fetch_add(1, Ordering::Relaxed);
+                    }
+                    SeqCheck::Late => {
+                        self.stats.late_batches.fetch_add(1, Ordering::Relaxed);
+                        // It was counted missing when the gap opened.
+                        let _ = self.stats.batches_missing.fetch_update(
+                            Ordering::Relaxed,
+                            Ordering::Relaxed,
+                            |m| Some(m.saturating_sub(1)),
+                        );
                     }
                     SeqCheck::InOrder => {}
                 }

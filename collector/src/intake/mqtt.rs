@@ -25,6 +25,10 @@ pub async fn run(
     let mut options = settings.options();
     // Many agents, bursts after an outage: let the broker keep sending while we work.
     options.set_inflight(1000);
+    // A persistent session: while the collector is away (restart, network), the broker
+    // queues its QoS 1 messages instead of dropping them. The client id must therefore be
+    // unique per collector (mqtt.client_id).
+    options.set_clean_session(false);
     let (client, mut eventloop) = AsyncClient::new(options, 64);
     let mut backoff = Backoff::new(
         Duration::from_millis(250),

@@ -119,7 +119,7 @@ fn bad_input_is_refused_counted_and_harmless() {
         all.then_some(t)
     });
     assert_eq!(
-        metric(&text, "dcwatt_batches_missing_total"),
+        metric(&text, "dcwatt_batches_missing"),
         Some(3.0),
         "seq 5 → 9 loses three batches"
     );

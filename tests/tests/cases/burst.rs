@@ -38,7 +38,7 @@ fn embedded_broker_delivers_a_200k_burst_without_loss() {
         metric(&text, "dcwatt_readings_accepted_total"),
         Some(TOTAL as f64)
     );
-    assert_eq!(metric(&text, "dcwatt_batches_missing_total"), Some(0.0));
+    assert_eq!(metric(&text, "dcwatt_batches_missing"), Some(0.0));
     assert_eq!(
         metric(
             &text,

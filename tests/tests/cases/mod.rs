@@ -4,5 +4,6 @@ mod burst;
 mod cli;
 mod ipmi;
 mod modbus;
+mod outage;
 mod pue;
 mod snmp;

@@ -1,0 +1,386 @@
+//! The on-disk spool: batches wait here while the broker is unreachable, survive an agent
+//! crash, and are replayed in order with their original timestamps once it is back.
+//!
+//! One append-only file of records `[0xD5][len u32 LE][crc32 u32 LE][payload]` and a small
+//! position file naming the offset of the first record not yet sent. On open, records are
+//! checked from that offset: a torn or corrupt tail (a crash mid-write) is cut off there,
+//! never read as data, and everything before it stays intact. The spool is bounded: when
+//! it is full, the oldest records are dropped and counted. Consumed space is reclaimed by
+//! rewriting the file once the consumed part outgrows the rest.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+const MAGIC: u8 = 0xD5;
+const HEADER: u64 = 9;
+
+/// Why the spool failed.
+#[derive(Debug, thiserror::Error)]
+#[error("spool {path}: {source}")]
+pub struct SpoolError {
+    path: PathBuf,
+    source: std::io::Error,
+}
+
+/// What opening found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    /// Records waiting to be sent.
+    pub records: u64,
+    /// Bytes of a torn or corrupt tail that were cut off.
+    pub torn_bytes: u64,
+}
+
+/// The spool.
+#[derive(Debug)]
+pub struct Spool {
+    dir: PathBuf,
+    file: File,
+    /// Offset of the first record not yet confirmed sent.
+    head: u64,
+    /// Offset of the first record not yet handed to the broker (head ≤ cursor ≤ tail).
+    cursor: u64,
+    /// End of the last valid record.
+    tail: u64,
+    /// Unsent records.
+    records: u64,
+    max_bytes: u64,
+    /// Records dropped because the spool was full.
+    pub dropped: u64,
+}
+
+fn err(path: &Path) -> impl Fn(std::io::Error) -> SpoolError + '_ {
+    move |source| SpoolError {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Reads one record at `at`; `None` at the end or at a torn/corrupt record.
+fn read_record(f: &mut File, at: u64, end: u64) -> Option<(Vec<u8>, u64)> {
+    if at + HEADER > end {
+        return None;
+    }
+    f.seek(SeekFrom::Start(at)).ok()?;
+    let mut h = [0u8; HEADER as usize];
+    f.read_exact(&mut h).ok()?;
+    if h[0] != MAGIC {
+        return None;
+    }
+    let len = u64::from(u32::from_le_bytes([h[1], h[2], h[3], h[4]]));
+    let crc = u32::from_le_bytes([h[5], h[6], h[7], h[8]]);
+    if at + HEADER + len > end {
+        return None;
+    }
+    let mut payload = vec![0u8; usize::try_from(len).ok()?];
+    f.read_exact(&mut payload).ok()?;
+    (crc32fast::hash(&payload) == crc).then_some((payload, at + HEADER + len))
+}
+
+impl Spool {
+    /// Opens (or creates) the spool in `dir`, cutting off a torn tail.
+    ///
+    /// # Errors
+    /// The directory or files cannot be created or read.
+    pub fn open(dir: &Path, max_bytes: u64) -> Result<(Self, Recovery), SpoolError> {
+        std::fs::create_dir_all(dir).map_err(err(dir))?;
+        let data = dir.join("spool.dat");
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&data)
+            .map_err(err(&data))?;
+        let len = file.metadata().map_err(err(&data))?.len();
+        let head = std::fs::read_to_string(dir.join("spool.pos"))
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+            .min(len);
+        let (mut at, mut records) = (head, 0);
+        while let Some((_, next)) = read_record(&mut file, at, len) {
+            at = next;
+            records += 1;
+        }
+        let torn_bytes = len - at;
+        if torn_bytes > 0 {
+            file.set_len(at).map_err(err(&data))?;
+            file.sync_all().map_err(err(&data))?;
+        }
+        let spool = Spool {
+            dir: dir.to_owned(),
+            file,
+            head,
+            cursor: head,
+            tail: at,
+            records,
+            max_bytes: max_bytes.max(1024),
+            dropped: 0,
+        };
+        Ok((
+            spool,
+            Recovery {
+                records,
+                torn_bytes,
+            },
+        ))
+    }
+
+    /// Unsent records.
+    pub fn len(&self) -> u64 {
+        self.records
+    }
+
+    /// True when nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.records == 0
+    }
+
+    /// Bytes the unsent records take.
+    pub fn bytes(&self) -> u64 {
+        self.tail - self.head
+    }
+
+    /// Appends a record (synced to disk), dropping the oldest ones if the spool is full.
+    ///
+    /// # Errors
+    /// The write failed (disk full, I/O error).
+    pub fn push(&mut self, payload: &[u8]) -> Result<(), SpoolError> {
+        let need = HEADER + payload.len() as u64;
+        while self.records > 0 && self.bytes() + need > self.max_bytes {
+            self.pop()?;
+            self.dropped += 1;
+        }
+        let path = self.dir.join("spool.dat");
+        let mut rec = Vec::with_capacity(need as usize);
+        rec.push(MAGIC);
+        rec.extend_from_slice(
+            &u32::try_from(payload.len())
+                .unwrap_or(u32::MAX)
+                .to_le_bytes(),
+        );
+        rec.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+        rec.extend_from_slice(payload);
+        self.file
+            .seek(SeekFrom::Start(self.tail))
+            .map_err(err(&path))?;
+        self.file.write_all(&rec).map_err(err(&path))?;
+        self.file.sync_data().map_err(err(&path))?;
+        self.tail += need;
+        self.records += 1;
+        Ok(())
+    }
+
+    /// The oldest unconfirmed record, if any.
+    pub fn peek(&mut self) -> Option<Vec<u8>> {
+        read_record(&mut self.file, self.head, self.tail).map(|(p, _)| p)
+    }
+
+    /// The next record not yet handed to the broker, advancing past it.
+    pub fn next_unsent(&mut self) -> Option<Vec<u8>> {
+        let (payload, next) = read_record(&mut self.file, self.cursor, self.tail)?;
+        self.cursor = next;
+        Some(payload)
+    }
+
+    /// True when records wait to be handed to the broker.
+    pub fn has_unsent(&self) -> bool {
+        self.cursor < self.tail
+    }
+
+    /// Sends everything unconfirmed again (after a reconnection).
+    pub fn rewind(&mut self) {
+        self.cursor = self.head;
+    }
+
+    /// Marks the oldest record sent, persisting the position; compacts when worthwhile.
+    ///
+    /// # Errors
+    /// The position file cannot be written.
+    pub fn pop(&mut self) -> Result<(), SpoolError> {
+        let Some((_, next)) = read_record(&mut self.file, self.head, self.tail) else {
+            return Ok(());
+        };
+        self.head = next;
+        self.cursor = self.cursor.max(next);
+        self.records -= 1;
+        if self.records == 0 {
+            // Everything sent: start the file afresh.
+            let path = self.dir.join("spool.dat");
+            self.file.set_len(0).map_err(err(&path))?;
+            self.head = 0;
+            self.cursor = 0;
+            self.tail = 0;
+        } else if self.head > self.max_bytes / 2 && self.head > self.bytes() {
+            self.compact()?;
+        }
+        self.save_head()
+    }
+
+    fn save_head(&self) -> Result<(), SpoolError> {
+        let pos = self.dir.join("spool.pos");
+        let tmp = self.dir.join("spool.pos.tmp");
+        std::fs::write(&tmp, self.head.to_string()).map_err(err(&tmp))?;
+        std::fs::rename(&tmp, &pos).map_err(err(&pos))
+    }
+
+    /// Rewrites the file without the consumed records.
+    fn compact(&mut self) -> Result<(), SpoolError> {
+        let path = self.dir.join("spool.dat");
+        let tmp = self.dir.join("spool.dat.tmp");
+        let mut rest = vec![0u8; usize::try_from(self.bytes()).unwrap_or(0)];
+        self.file
+            .seek(SeekFrom::Start(self.head))
+            .map_err(err(&path))?;
+        self.file.read_exact(&mut rest).map_err(err(&path))?;
+        let mut out = File::create(&tmp).map_err(err(&tmp))?;
+        out.write_all(&rest).map_err(err(&tmp))?;
+        out.sync_all().map_err(err(&tmp))?;
+        // Position 0 first: a crash between the two steps re-sends, never skips.
+        self.cursor -= self.head;
+        self.head = 0;
+        self.save_head()?;
+        std::fs::rename(&tmp, &path).map_err(err(&path))?;
+        self.file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(err(&path))?;
+        self.tail = rest.len() as u64;
+        Ok(())
+    }
+}
+
+/// The last batch sequence number, kept beside the spool so it keeps increasing across
+/// agent restarts.
+pub fn load_seq(dir: &Path) -> u64 {
+    std::fs::read_to_string(dir.join("seq"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Stores the last sequence number (write to a temporary file, then rename).
+///
+/// # Errors
+/// The file cannot be written.
+pub fn save_seq(dir: &Path, seq: u64) -> Result<(), SpoolError> {
+    let tmp = dir.join("seq.tmp");
+    std::fs::write(&tmp, seq.to_string()).map_err(err(&tmp))?;
+    std::fs::rename(&tmp, dir.join("seq")).map_err(err(dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("dcwatt-spool-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn fifo_across_reopen() {
+        let d = dir("fifo");
+        let (mut s, r) = Spool::open(&d, 1 << 20).unwrap();
+        assert_eq!(r, Recovery::default());
+        for i in 0..10u8 {
+            s.push(&[i; 100]).unwrap();
+        }
+        assert_eq!(s.peek(), Some(vec![0; 100]));
+        s.pop().unwrap();
+        s.pop().unwrap();
+        drop(s);
+        let (mut s, r) = Spool::open(&d, 1 << 20).unwrap();
+        assert_eq!(r.records, 8);
+        let mut got = Vec::new();
+        while let Some(p) = s.peek() {
+            got.push(p[0]);
+            s.pop().unwrap();
+        }
+        assert_eq!(got, (2..10).collect::<Vec<u8>>());
+        assert!(s.is_empty());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn sent_records_stay_until_confirmed_and_rewind_resends_them() {
+        let d = dir("cursor");
+        let (mut s, _) = Spool::open(&d, 1 << 20).unwrap();
+        for i in 0..3u8 {
+            s.push(&[i]).unwrap();
+        }
+        assert_eq!(s.next_unsent(), Some(vec![0]));
+        assert_eq!(s.next_unsent(), Some(vec![1]));
+        s.pop().unwrap(); // record 0 confirmed
+        s.rewind(); // the connection dropped: 1 was not confirmed
+        assert_eq!(s.next_unsent(), Some(vec![1]));
+        assert_eq!(s.next_unsent(), Some(vec![2]));
+        assert!(!s.has_unsent());
+        drop(s);
+        // After a crash, everything unconfirmed is sent again.
+        let (mut s, r) = Spool::open(&d, 1 << 20).unwrap();
+        assert_eq!(r.records, 2);
+        assert_eq!(s.next_unsent(), Some(vec![1]));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_off_and_earlier_records_survive() {
+        let d = dir("torn");
+        let (mut s, _) = Spool::open(&d, 1 << 20).unwrap();
+        s.push(b"first").unwrap();
+        s.push(b"second").unwrap();
+        drop(s);
+        // A crash in the middle of writing a third record.
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(d.join("spool.dat"))
+            .unwrap();
+        f.write_all(&[MAGIC, 200, 0, 0, 0, 1, 2]).unwrap();
+        drop(f);
+        let (mut s, r) = Spool::open(&d, 1 << 20).unwrap();
+        assert_eq!((r.records, r.torn_bytes), (2, 7));
+        assert_eq!(s.peek().as_deref(), Some(&b"first"[..]));
+        s.push(b"third").unwrap();
+        s.pop().unwrap();
+        s.pop().unwrap();
+        assert_eq!(s.peek().as_deref(), Some(&b"third"[..]));
+        // A flipped byte inside a record is detected by its checksum.
+        drop(s);
+        let mut bytes = std::fs::read(d.join("spool.dat")).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xFF;
+        std::fs::write(d.join("spool.dat"), bytes).unwrap();
+        let (mut s, r) = Spool::open(&d, 1 << 20).unwrap();
+        assert_eq!(r.records, 0);
+        assert!(r.torn_bytes > 0);
+        assert_eq!(s.peek(), None);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn full_spool_drops_the_oldest_and_counts_them_and_compacts() {
+        let d = dir("full");
+        let (mut s, _) = Spool::open(&d, 4096).unwrap();
+        for i in 0..100u8 {
+            s.push(&[i; 100]).unwrap();
+        }
+        assert!(s.bytes() <= 4096);
+        assert_eq!(s.len() + s.dropped, 100);
+        assert!(s.dropped > 0);
+        let first = s.peek().unwrap()[0];
+        assert_eq!(u64::from(first), s.dropped, "the oldest went first");
+        for _ in 0..s.len() - 1 {
+            s.pop().unwrap();
+        }
+        assert_eq!(s.peek().unwrap()[0], 99);
+        assert!(std::fs::metadata(d.join("spool.dat")).unwrap().len() <= 4096);
+        save_seq(&d, 41).unwrap();
+        assert_eq!(load_seq(&d), 41);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}
