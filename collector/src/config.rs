@@ -15,8 +15,24 @@ use std::path::Path;
 pub const DEFAULT_CONFIG: &str = include_str!("../../configs/collector.toml");
 
 const KNOWN_KEYS: &[&str] = &[
-    "http", "broker", "mqtt", "intake", "engine", "alerts", "racks",
+    "http", "broker", "mqtt", "intake", "engine", "alerts", "racks", "summary",
 ];
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct SummaryRaw {
+    enabled: bool,
+    interval_secs: u64,
+}
+
+impl Default for SummaryRaw {
+    fn default() -> Self {
+        SummaryRaw {
+            enabled: true,
+            interval_secs: 10,
+        }
+    }
+}
 
 /// The default alert rules, used when the configuration has none.
 pub const DEFAULT_RULES: &str = include_str!("../../configs/alert-rules.toml");
@@ -346,6 +362,8 @@ pub struct CollectorConfig {
     pub alerts: Option<crate::alerts::notify::AlertsConfig>,
     /// Rack budgets.
     pub racks: Vec<crate::alerts::notify::RackBudget>,
+    /// How often retained site summaries are published, when they are.
+    pub summary_interval: Option<std::time::Duration>,
 }
 
 fn parse_addr(s: &str, path: &str, p: &mut Problems) -> SocketAddr {
@@ -378,6 +396,10 @@ impl CollectorConfig {
         let engine: EngineRaw = l.get_or_default("engine", &mut p);
         let alerts: AlertsRaw = l.get_or_default("alerts", &mut p);
         let racks: Vec<RackRaw> = l.get_or_default("racks", &mut p);
+        let summary: SummaryRaw = l.get_or_default("summary", &mut p);
+        if !(1..=3600).contains(&summary.interval_secs) {
+            p.push("summary.interval_secs", "must be 1..=3600");
+        }
 
         let http_listen = parse_addr(&http.listen, "http.listen", &mut p);
         let broker_cfg = if broker.embedded {
@@ -479,6 +501,9 @@ impl CollectorConfig {
             },
             alerts,
             racks,
+            summary_interval: summary
+                .enabled
+                .then(|| std::time::Duration::from_secs(summary.interval_secs.max(1))),
         })
     }
 }

@@ -83,22 +83,33 @@ pub async fn run(cfg: CollectorConfig, cancel: CancellationToken) -> Result<(), 
         .iter()
         .flat_map(|a| a.rules.iter().map(|r| (r.name.clone(), r.clone())))
         .collect();
+    // Where the collector itself publishes (summaries, alerts): its own broker or the
+    // external one, each publisher with its own client id.
+    let publish_to = |suffix: &str| match (&cfg.broker, &cfg.mqtt) {
+        (Some(b), _) => Some(MqttSettings {
+            host: b.listen.ip().to_string(),
+            port: b.listen.port(),
+            client_id: format!("dcwatt-collector-{suffix}"),
+            credentials: None,
+            keep_alive: std::time::Duration::from_secs(30),
+            tls: None,
+        }),
+        (None, Some(m)) => Some(MqttSettings {
+            client_id: format!("{}-{suffix}", m.client_id),
+            ..m.clone()
+        }),
+        (None, None) => None,
+    };
+    if let (Some(every), Some(m)) = (cfg.summary_interval, publish_to("summary")) {
+        tracker.spawn(crate::summary::run(
+            engine.clone(),
+            m,
+            every,
+            inputs.clone(),
+        ));
+    }
     if let Some(alerts) = cfg.alerts.clone() {
-        let mqtt = match (&cfg.broker, &cfg.mqtt) {
-            (Some(b), _) => Some(MqttSettings {
-                host: b.listen.ip().to_string(),
-                port: b.listen.port(),
-                client_id: "dcwatt-collector-alerts".to_owned(),
-                credentials: None,
-                keep_alive: std::time::Duration::from_secs(30),
-                tls: None,
-            }),
-            (None, Some(m)) => Some(MqttSettings {
-                client_id: format!("{}-alerts", m.client_id),
-                ..m.clone()
-            }),
-            (None, None) => None,
-        };
+        let mqtt = publish_to("alerts");
         let runner = crate::alerts::notify::Runner {
             engine: engine.clone(),
             book: book.clone(),

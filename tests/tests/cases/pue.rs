@@ -108,6 +108,20 @@ fn scenario(dir: &TempDir, broker: BrokerKind) {
     assert_eq!(view["nodes"]["online"], HOSTS + 1);
     assert_eq!(view["missing_batches"], 0);
 
+    // The same view is published, retained, for anyone on the broker.
+    let summary = wait_for("a retained site summary", Duration::from_secs(30), || {
+        let got = mqtt_collect(
+            c.mqtt,
+            &format!("dcwatt/v1/{SITE}/summary"),
+            Duration::from_secs(2),
+        );
+        got.into_iter()
+            .find(|(_, p, retain)| *retain && !p.is_empty())
+    });
+    let summary: Value = serde_json::from_slice(&summary.1).unwrap();
+    assert_eq!(summary["site"], SITE);
+    assert_eq!(summary["pue"]["1m"]["category"], 3);
+
     // Stop a quarter of the hosts cleanly: they say offline, coverage falls accordingly.
     for a in agents.iter_mut().take(HOSTS / 4) {
         let status = a.terminate(Duration::from_secs(10));
