@@ -451,7 +451,7 @@ impl CollectorConfig {
             p.push("engine.default_interval_secs", "must be 1..=86400");
         }
         let alerts = alerts_config(alerts, &mut p);
-        let racks = racks
+        let racks: Vec<crate::alerts::notify::RackBudget> = racks
             .into_iter()
             .enumerate()
             .map(|(i, r)| {
@@ -498,6 +498,10 @@ impl CollectorConfig {
                 min_coverage: engine.min_coverage,
                 gap_factor: engine.gap_factor,
                 default_interval_ms: (engine.default_interval_secs * 1000) as i64,
+                rack_budgets: racks
+                    .iter()
+                    .map(|r| ((r.site.clone(), r.rack.clone()), r.budget_w))
+                    .collect(),
             },
             alerts,
             racks,

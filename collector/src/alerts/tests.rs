@@ -234,6 +234,7 @@ fn site_view(value: Option<f64>, quality: &'static str, coverage: f64) -> SiteVi
         pue: crate::engine::Windows(vec![("1h", w)]),
         nodes: Default::default(),
         missing_batches: 0,
+        capacity: Default::default(),
     }
 }
 

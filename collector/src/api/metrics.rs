@@ -298,6 +298,38 @@ pub async fn render(State(s): State<AppState>) -> impl IntoResponse {
             );
         }
     }
+    family(
+        &mut o,
+        "dcwatt_site_standard_racks",
+        "gauge",
+        "Rack budgets in standard racks (2.5 kW each): configured and in use.",
+    );
+    for v in &views {
+        let c = &v.capacity;
+        let _ = writeln!(
+            o,
+            "dcwatt_site_standard_racks{{site=\"{}\",state=\"configured\"}} {}",
+            v.site, c.standard_racks
+        );
+        let _ = writeln!(
+            o,
+            "dcwatt_site_standard_racks{{site=\"{}\",state=\"in_use\"}} {}",
+            v.site, c.standard_racks_in_use
+        );
+    }
+    family(
+        &mut o,
+        "dcwatt_site_fp16_pflops",
+        "gauge",
+        "Peak dense FP16 compute of the site's GPUs, PFLOPS.",
+    );
+    for v in &views {
+        let _ = writeln!(
+            o,
+            "dcwatt_site_fp16_pflops{{site=\"{}\"}} {}",
+            v.site, v.capacity.fp16_pflops
+        );
+    }
     (
         [(
             header::CONTENT_TYPE,

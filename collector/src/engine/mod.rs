@@ -36,6 +36,8 @@ pub struct EngineConfig {
     pub gap_factor: f64,
     /// Interval assumed for a node that has not said its interval (default 10 s).
     pub default_interval_ms: i64,
+    /// Rated power budget per (site, rack), W: the basis of standard racks (2.5 kW each).
+    pub rack_budgets: BTreeMap<(String, String), f64>,
 }
 
 impl Default for EngineConfig {
@@ -44,6 +46,7 @@ impl Default for EngineConfig {
             min_coverage: 0.95,
             gap_factor: 3.0,
             default_interval_ms: 10_000,
+            rack_budgets: BTreeMap::new(),
         }
     }
 }
@@ -133,6 +136,8 @@ struct Node {
     last_seq: Option<u64>,
     /// Sequence numbers that were skipped recently and may still arrive late.
     holes: std::collections::BTreeSet<u64>,
+    /// GPUs by model, from the birth.
+    gpus: Vec<dcwatt_common::protocol::GpuInventory>,
     missing: u64,
     duplicates: u64,
     restarts: u64,
@@ -244,6 +249,7 @@ impl Engine {
                 n.zone.clone_from(&msg.zone);
                 n.agent.clone_from(&msg.agent);
                 n.interval_ms = msg.interval_ms.map(|v| v.min(i64::MAX as u64) as i64);
+                n.gpus.clone_from(&msg.gpus);
             }
             State::Offline => n.offline_since_ms = Some(now_ms),
         }

@@ -473,3 +473,35 @@ fn a_frozen_counter_gives_way_to_the_gauge() {
     );
     assert_eq!(w.coverage_it, 1.0);
 }
+
+#[test]
+fn capacity_in_standard_racks_and_fp16() {
+    let mut cfg = EngineConfig {
+        default_interval_ms: 1_000,
+        ..EngineConfig::default()
+    };
+    cfg.rack_budgets
+        .insert(("dc".into(), "r1".into()), 10_000.0);
+    cfg.rack_budgets.insert(("dc".into(), "r2".into()), 5_000.0);
+    cfg.rack_budgets
+        .insert(("other".into(), "r1".into()), 99_000.0);
+    let mut e = Engine::new(cfg);
+    let birth: StatusMessage = serde_json::from_str(
+        r#"{"v":1,"site":"dc","node":"g1","state":"online","ts_ms":1,"rack":"r1","interval_ms":1000,
+            "gpus":[{"model":"NVIDIA H200","count":8,"fp16_tflops":989.4},{"model":"Mystery","count":2}]}"#,
+    )
+    .unwrap();
+    e.apply_status(&birth, T0);
+    e.apply_readings(
+        "dc",
+        "g1",
+        &[Reading::gauge("power_w", 6_000.0, T0).at(Point::ItInput)],
+        T0,
+    );
+    let c = e.site_view("dc", T0 + 100).unwrap().capacity;
+    assert_eq!((c.racks, c.racks_in_use), (2, 1));
+    assert_eq!(c.standard_racks, 6.0, "15 kW of budgets / 2.5 kW");
+    assert_eq!(c.standard_racks_in_use, 4.0, "r1 only");
+    assert_eq!((c.gpus, c.gpus_without_fp16_figure), (10, 2));
+    assert!((c.fp16_pflops - 8.0 * 0.9894).abs() < 1e-9);
+}

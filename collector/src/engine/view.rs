@@ -124,7 +124,31 @@ pub struct SiteView {
     pub nodes: NodeCounts,
     /// Batches that never arrived (sequence gaps), summed over nodes.
     pub missing_batches: u64,
+    /// Racks, standard racks and compute capacity.
+    pub capacity: CapacityView,
 }
+
+/// What a site has and uses, the way national statistics count it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CapacityView {
+    /// Racks known (configured budgets and racks named in births).
+    pub racks: usize,
+    /// Racks whose IT equipment draws power now.
+    pub racks_in_use: usize,
+    /// Configured rack budgets in standard racks (2.5 kW each).
+    pub standard_racks: f64,
+    /// Budgets of the racks in use, in standard racks.
+    pub standard_racks_in_use: f64,
+    /// GPUs reported by the agents.
+    pub gpus: u32,
+    /// Peak dense FP16 compute of those GPUs, PFLOPS.
+    pub fp16_pflops: f64,
+    /// GPUs whose model has no FP16 figure (not counted in fp16_pflops).
+    pub gpus_without_fp16_figure: u32,
+}
+
+/// Power of one standard rack (标准机架), W.
+pub const STANDARD_RACK_W: f64 = 2_500.0;
 
 /// Short summary for lists.
 pub type SiteSummary = SiteView;
@@ -332,6 +356,7 @@ impl Engine {
             pue,
             nodes: counts,
             missing_batches: site.nodes.iter().map(|n| n.missing).sum(),
+            capacity: self.capacity(site_id, site, now_ms),
         })
     }
 
@@ -525,6 +550,48 @@ impl Engine {
                 }
             })
             .collect()
+    }
+
+    fn capacity(&self, site_id: &str, site: &Site, now_ms: i64) -> CapacityView {
+        let in_use: Vec<String> = self
+            .rack_power(site_id, now_ms)
+            .into_iter()
+            .filter(|(_, w)| *w > 0.0)
+            .map(|(r, _)| r)
+            .collect();
+        let mut racks: std::collections::BTreeSet<&str> = site
+            .nodes
+            .iter()
+            .filter_map(|n| n.rack.as_deref())
+            .collect();
+        let budgets: Vec<(&str, f64)> = self
+            .cfg
+            .rack_budgets
+            .iter()
+            .filter(|((s, _), _)| s == site_id)
+            .map(|((_, r), w)| (r.as_str(), *w))
+            .collect();
+        racks.extend(budgets.iter().map(|(r, _)| *r));
+        let mut c = CapacityView {
+            racks: racks.len(),
+            racks_in_use: in_use.len(),
+            standard_racks: budgets.iter().map(|(_, w)| w).sum::<f64>() / STANDARD_RACK_W,
+            standard_racks_in_use: budgets
+                .iter()
+                .filter(|(r, _)| in_use.iter().any(|u| u == r))
+                .map(|(_, w)| w)
+                .sum::<f64>()
+                / STANDARD_RACK_W,
+            ..CapacityView::default()
+        };
+        for g in site.nodes.iter().flat_map(|n| n.gpus.iter()) {
+            c.gpus += g.count;
+            match g.fp16_tflops {
+                Some(t) => c.fp16_pflops += f64::from(g.count) * t / 1000.0,
+                None => c.gpus_without_fp16_figure += g.count,
+            }
+        }
+        c
     }
 
     /// Latest point-less readings of every node of a site.

@@ -121,6 +121,19 @@ fn scenario(dir: &TempDir, broker: BrokerKind) {
     let summary: Value = serde_json::from_slice(&summary.1).unwrap();
     assert_eq!(summary["site"], SITE);
     assert_eq!(summary["pue"]["1m"]["category"], 3);
+    let metrics = c.metrics();
+    assert!(metric(
+        &metrics,
+        &format!("dcwatt_site_standard_racks{{site=\"{SITE}\",state=\"configured\"}}")
+    )
+    .is_some());
+    assert_eq!(
+        metric(
+            &metrics,
+            &format!("dcwatt_site_fp16_pflops{{site=\"{SITE}\"}}")
+        ),
+        Some(0.0)
+    );
 
     // Stop a quarter of the hosts cleanly: they say offline, coverage falls accordingly.
     for a in agents.iter_mut().take(HOSTS / 4) {
