@@ -7,6 +7,7 @@
 //! - [`alerts`]: rules and their state machine (pure), notification sinks, persistence.
 //! - [`api`]: HTTP JSON and Prometheus `/metrics`; reads the engine, never changes it.
 //! - [`config`]: configuration, validated whole before anything binds.
+//! - [`publish`]: the MQTT client for what the collector publishes itself.
 //! - [`summary`]: retained site summaries on `dcwatt/v1/{site}/summary`.
 //! - [`run`]: wiring and shutdown order.
 #![forbid(unsafe_code)]
@@ -17,5 +18,6 @@ pub mod broker;
 pub mod config;
 pub mod engine;
 pub mod intake;
+pub mod publish;
 pub mod run;
 pub mod summary;

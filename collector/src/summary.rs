@@ -3,9 +3,8 @@
 //! without polling the API. The payload is the same JSON as `GET /api/v1/sites/{site}`.
 
 use crate::engine::Engine;
-use dcwatt_common::backoff::Backoff;
 use dcwatt_common::mqtt::MqttSettings;
-use rumqttc::{AsyncClient, QoS};
+use rumqttc::QoS;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -22,23 +21,7 @@ pub async fn run(
     interval: Duration,
     cancel: CancellationToken,
 ) {
-    let (client, mut eventloop) = AsyncClient::new(mqtt.options(), 256);
-    let driver = cancel.clone();
-    tokio::spawn(async move {
-        let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30), 11);
-        loop {
-            tokio::select! {
-                _ = driver.cancelled() => return,
-                r = eventloop.poll() => match r {
-                    Ok(_) => backoff.reset(),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "summary MQTT connection failed");
-                        tokio::time::sleep(backoff.next_delay()).await;
-                    }
-                },
-            }
-        }
-    });
+    let client = crate::publish::client(&mqtt, 256, "summary", cancel.clone());
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {

@@ -611,3 +611,29 @@ pub fn snmpd_v3(dir: &TempDir, user: &str, auth: &str, privacy: &str) -> Option<
     assert!(proc.running(), "snmpd exited:\n{}", proc.log());
     Some((proc, port))
 }
+
+/// Runs `dcwatt-agent --once` with the given `[[sources]]` (as a facility agent whose
+/// broker is never contacted) and returns (exit success, readings, stderr).
+pub fn agent_once(
+    dir: &TempDir,
+    name: &str,
+    sources: &str,
+) -> (bool, Vec<dcwatt_common::protocol::Reading>, String) {
+    let cfg = dir.write(
+        &format!("{name}.toml"),
+        &format!("site = \"s\"\nnode = \"n\"\nrole = \"meter\"\n[mqtt]\nport = 1\n{sources}"),
+    );
+    let out = Command::new(bin("dcwatt-agent"))
+        .arg("--config")
+        .arg(cfg)
+        .arg("--once")
+        .output()
+        .expect("run dcwatt-agent");
+    let batch: dcwatt_common::protocol::ReadingsMessage = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    (
+        out.status.success(),
+        batch.readings,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

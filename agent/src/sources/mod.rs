@@ -32,6 +32,11 @@ pub enum SourceError {
     Read(String),
 }
 
+/// The component of a device's readings when the configuration names none.
+pub(crate) fn default_component() -> String {
+    "system".to_owned()
+}
+
 impl SourceError {
     /// The message without its kind, for tables that show the kind already.
     pub fn detail(&self) -> &str {

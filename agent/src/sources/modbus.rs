@@ -130,7 +130,7 @@ pub struct ModbusConfig {
     /// Measurement point of the power and energy this meter reads.
     pub point: Option<Point>,
     /// Component label (the device's name), e.g. `main-incomer`.
-    #[serde(default = "default_component")]
+    #[serde(default = "super::default_component")]
     pub component: String,
     /// Rack the device belongs to (rack PDUs, in-rack meters).
     pub rack: Option<String>,
@@ -160,9 +160,6 @@ fn default_unit() -> u8 {
 }
 fn default_timeout() -> u64 {
     3
-}
-fn default_component() -> String {
-    "system".to_owned()
 }
 fn default_max_power() -> f64 {
     50e6

@@ -37,7 +37,7 @@ pub struct SimConfig {
     #[serde(default)]
     pub seed: u64,
     /// Component label of the readings.
-    #[serde(default = "default_component")]
+    #[serde(default = "super::default_component")]
     pub component: String,
     /// Own interval, a multiple of the agent's.
     pub interval_secs: Option<u64>,
@@ -45,10 +45,6 @@ pub struct SimConfig {
 
 fn default_period() -> f64 {
     600.0
-}
-
-fn default_component() -> String {
-    "system".to_owned()
 }
 
 impl SimConfig {
@@ -61,7 +57,7 @@ impl SimConfig {
             period_secs: default_period(),
             noise_w: 0.0,
             seed: 0,
-            component: default_component(),
+            component: super::default_component(),
             interval_secs: None,
         }
     }

@@ -145,7 +145,7 @@ pub struct SnmpConfig {
     /// Point of the device's power and energy (the UPS profile sets its own).
     pub point: Option<Point>,
     /// Component label (the device's name).
-    #[serde(default = "default_component")]
+    #[serde(default = "super::default_component")]
     pub component: String,
     /// Rack the device belongs to (rack PDUs).
     pub rack: Option<String>,
@@ -166,9 +166,6 @@ fn default_timeout() -> u64 {
 }
 fn default_retries() -> u32 {
     1
-}
-fn default_component() -> String {
-    "system".to_owned()
 }
 
 fn o(

@@ -9,7 +9,7 @@ use crate::engine::Engine;
 use dcwatt_common::backoff::Backoff;
 use dcwatt_common::mqtt::MqttSettings;
 use dcwatt_common::secret::Secret;
-use rumqttc::{AsyncClient, QoS};
+use rumqttc::QoS;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -341,23 +341,7 @@ async fn mqtt_sink(
     stats: Arc<AlertStats>,
     cancel: CancellationToken,
 ) {
-    let (client, mut eventloop) = AsyncClient::new(settings.options(), 64);
-    let driver_cancel = cancel.clone();
-    tokio::spawn(async move {
-        let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30), 7);
-        loop {
-            tokio::select! {
-                _ = driver_cancel.cancelled() => return,
-                r = eventloop.poll() => match r {
-                    Ok(_) => backoff.reset(),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "alert MQTT connection failed");
-                        tokio::time::sleep(backoff.next_delay()).await;
-                    }
-                },
-            }
-        }
-    });
+    let client = crate::publish::client(&settings, 64, "alerts", cancel.clone());
     while let Some(e) = tokio::select! { _ = cancel.cancelled() => None, e = rx.recv() => e } {
         let topic = format!(
             "{}/{}/alerts/{}",

@@ -27,30 +27,6 @@ fn device(port: u16, unit: u8, component: &str, extra: &str) -> String {
     format!("[[sources]]\ntype = \"modbus\"\nhost = \"127.0.0.1\"\nport = {port}\nunit_id = {unit}\ncomponent = \"{component}\"\ntimeout_secs = 2\n{extra}\n")
 }
 
-fn once(
-    dir: &TempDir,
-    name: &str,
-    sources: &str,
-) -> (bool, Vec<dcwatt_common::protocol::Reading>, String) {
-    let cfg = dir.write(
-        &format!("{name}.toml"),
-        &format!("site = \"m\"\nnode = \"meters\"\nrole = \"meter\"\n[mqtt]\nport = 1\n{sources}"),
-    );
-    let out = Command::new(bin("dcwatt-agent"))
-        .arg("--config")
-        .arg(cfg)
-        .arg("--once")
-        .output()
-        .unwrap();
-    let batch: dcwatt_common::protocol::ReadingsMessage = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
-    (
-        out.status.success(),
-        batch.readings,
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 fn value(
     readings: &[dcwatt_common::protocol::Reading],
     component: &str,
@@ -101,7 +77,7 @@ fn meters_in_every_word_order_read_as_exact_si_values() {
         ),
     ]
     .concat();
-    let (ok, r, err) = once(&dir, "all", &sources);
+    let (ok, r, err) = agent_once(&dir, "all", &sources);
     assert!(ok, "{err}");
     for c in ["sdm-abcd", "sdm-cdab", "sdm-badc", "sdm-dcba"] {
         assert_eq!(value(&r, c, "power_w"), Some(12345.5), "{c}");
@@ -137,7 +113,7 @@ fn meters_in_every_word_order_read_as_exact_si_values() {
     assert_eq!(volts.point, None, "only power and energy carry the point");
 
     // The word-swapped meter configured as big-endian: rejected with the reason.
-    let (ok, r, err) = once(
+    let (ok, r, err) = agent_once(
         &dir,
         "wrong",
         &device(port, 3, "misconfigured", "profile = \"sdm630\""),

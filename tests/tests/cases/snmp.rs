@@ -15,26 +15,6 @@ fn device(port: u16, community: &str, component: &str, extra: &str) -> String {
     )
 }
 
-fn once(dir: &TempDir, name: &str, sources: &str) -> (bool, Vec<Reading>, String) {
-    let cfg = dir.write(
-        &format!("{name}.toml"),
-        &format!("site = \"s\"\nnode = \"n\"\nrole = \"meter\"\n[mqtt]\nport = 1\n{sources}"),
-    );
-    let out = Command::new(bin("dcwatt-agent"))
-        .arg("--config")
-        .arg(cfg)
-        .arg("--once")
-        .output()
-        .unwrap();
-    let batch: dcwatt_common::protocol::ReadingsMessage = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
-    (
-        out.status.success(),
-        batch.readings,
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 fn find<'a>(
     r: &'a [Reading],
     component: &str,
@@ -48,7 +28,7 @@ fn find<'a>(
 /// snmpsim indexes its recordings at start-up; wait until it answers.
 fn wait_ready(dir: &TempDir, port: u16) {
     wait_for("snmpsim to answer", Duration::from_secs(60), || {
-        let (ok, _, _) = once(dir, "ready", &device(port, "ups", "probe", "[[sources.oids]]\noid = \"1.3.6.1.2.1.33.1.4.1.0\"\nmetric = \"ups_output_source\""));
+        let (ok, _, _) = agent_once(dir, "ready", &device(port, "ups", "probe", "[[sources.oids]]\noid = \"1.3.6.1.2.1.33.1.4.1.0\"\nmetric = \"ups_output_source\""));
         ok.then_some(())
     });
 }
@@ -67,7 +47,7 @@ fn ups_and_pdu_profiles_over_v2c_including_a_real_device_recording() {
         device(sim.port, "ups-on-battery", "ups-b", "profile = \"ups_mib\"\n[[sources.oids]]\noid = \"1.3.6.1.2.1.33.1.3.3.1.5\"\nmetric = \"power_w\"\nwalk = true\npoint = \"ups_input\"\nscale = 1.0"),
     ]
     .concat();
-    let (_, r, err) = once(&dir, "all", &sources);
+    let (_, r, err) = agent_once(&dir, "all", &sources);
     assert_eq!(
         find(&r, "ups-a", "power_w", Some(Point::UpsOutput)).map(|x| x.value),
         Some(5750.0),
@@ -113,7 +93,7 @@ fn ups_and_pdu_profiles_over_v2c_including_a_real_device_recording() {
 
     // A wrong scale (0.01 kW read as kW) is refused as implausible, not published.
     let wrong_scale = "profile = \"apc_rpdu2\"\npoint = \"pdu_input\"\n[[sources.oids]]\noid = \"1.3.6.1.4.1.318.1.1.26.4.3.1.5\"\nmetric = \"power_w\"\nwalk = true\nscale = 1000.0";
-    let (ok, r, err) = once(
+    let (ok, r, err) = agent_once(
         &dir,
         "scale",
         &device(sim.port, "apc-rpdu2", "pdu-8", wrong_scale),
@@ -122,7 +102,7 @@ fn ups_and_pdu_profiles_over_v2c_including_a_real_device_recording() {
     assert!(find(&r, "pdu-8", "power_w", Some(Point::PduInput)).is_none());
 
     // A wrong community gets no answer: reported, not a crash, not a zero.
-    let (ok, r, err) = once(
+    let (ok, r, err) = agent_once(
         &dir,
         "wrong",
         &device(sim.port, "nobody", "ups-x", "profile = \"ups_mib\"").replace(
@@ -155,7 +135,7 @@ fn snmp_v3_auth_priv_with_sha_and_aes() {
         )
     };
     let r = wait_for("an SNMPv3 reading", Duration::from_secs(20), || {
-        let (ok, r, _) = once(&dir, "v3", &v3("agent", &good));
+        let (ok, r, _) = agent_once(&dir, "v3", &v3("agent", &good));
         ok.then_some(r)
     });
     let up = find(&r, "agent", "uptime_s", None).unwrap();
@@ -164,7 +144,7 @@ fn snmp_v3_auth_priv_with_sha_and_aes() {
         "sysUpTime in seconds: {}",
         up.value
     );
-    let (ok, r, err) = once(&dir, "v3-bad", &v3("agent", &bad));
+    let (ok, r, err) = agent_once(&dir, "v3-bad", &v3("agent", &bad));
     assert!(!ok, "a wrong privacy key must not read: {r:?}");
     assert!(find(&r, "agent", "uptime_s", None).is_none(), "{err}");
 }
