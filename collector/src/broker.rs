@@ -15,6 +15,7 @@
 
 use crate::config::BrokerConfig;
 use crate::intake::RawMessage;
+use dcwatt_common::secret::Secret;
 use rumqttd::local::{LinkRx, LinkTx};
 use rumqttd::protocol::{Filter, Packet, QoS, RetainForwardRule, Subscribe};
 use rumqttd::{Broker, Config, ConnectionSettings, Notification, RouterConfig, ServerSettings};
@@ -42,12 +43,26 @@ pub enum BrokerError {
     Start(String),
 }
 
-fn rumqttd_config(cfg: &BrokerConfig) -> Config {
+/// The user the collector's own publishers (summaries, alerts) connect as when the broker
+/// requires authentication; its password is made afresh at every start.
+pub const INTERNAL_USER: &str = "dcwatt-collector-internal";
+
+fn rumqttd_config(cfg: &BrokerConfig, internal: Option<&Secret>) -> Config {
+    let auth = cfg.users.as_ref().map(|users| {
+        let mut m: HashMap<String, String> = users
+            .iter()
+            .map(|(u, p)| (u.clone(), p.expose().to_owned()))
+            .collect();
+        if let Some(pw) = internal {
+            m.insert(INTERNAL_USER.to_owned(), pw.expose().to_owned());
+        }
+        m
+    });
     let connections = ConnectionSettings {
         connection_timeout_ms: 10_000,
         max_payload_size: dcwatt_common::protocol::MAX_PAYLOAD_BYTES + 4096,
         max_inflight_count: 1000,
-        auth: None,
+        auth,
         external_auth: None,
         dynamic_filters: true,
     };
@@ -86,6 +101,7 @@ pub async fn start(
     cfg: &BrokerConfig,
     filters: &[String],
     tx: mpsc::Sender<RawMessage>,
+    internal: Option<&Secret>,
 ) -> Result<(), BrokerError> {
     // rumqttd only logs a bind failure from its server thread: check first, to fail clearly.
     drop(
@@ -94,7 +110,7 @@ pub async fn start(
             source,
         })?,
     );
-    let mut broker = Broker::new(rumqttd_config(cfg));
+    let mut broker = Broker::new(rumqttd_config(cfg, internal));
     let (mut link_tx, link_rx) = tokio::task::block_in_place(|| {
         broker
             .link("dcwatt-collector-intake")
@@ -114,7 +130,7 @@ pub async fn start(
         .spawn(move || forward(link_tx, link_rx, tx))
         .map_err(|e| BrokerError::Start(e.to_string()))?;
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !answers_mqtt(cfg.listen) {
+    while !answers_mqtt(cfg.listen, internal.filter(|_| cfg.users.is_some())) {
         if Instant::now() > deadline {
             return Err(BrokerError::Start(format!(
                 "nothing listening on {} after 5 s",
@@ -127,18 +143,49 @@ pub async fn start(
     Ok(())
 }
 
+/// An MQTT 3.1.1 CONNECT packet (clean session, keep-alive 10 s), with the internal
+/// user's credentials when given.
+fn connect_packet(password: Option<&Secret>) -> Vec<u8> {
+    let field = |v: &[u8], out: &mut Vec<u8>| {
+        out.extend_from_slice(&(v.len() as u16).to_be_bytes());
+        out.extend_from_slice(v);
+    };
+    let mut body = Vec::new();
+    field(b"MQTT", &mut body);
+    body.push(4);
+    body.push(if password.is_some() { 0xC2 } else { 0x02 });
+    body.extend_from_slice(&10u16.to_be_bytes());
+    field(b"~", &mut body);
+    if let Some(pw) = password {
+        field(INTERNAL_USER.as_bytes(), &mut body);
+        field(pw.expose().as_bytes(), &mut body);
+    }
+    let mut packet = vec![0x10];
+    let mut len = body.len();
+    loop {
+        let mut byte = (len % 128) as u8;
+        len /= 128;
+        if len > 0 {
+            byte |= 0x80;
+        }
+        packet.push(byte);
+        if len == 0 {
+            break;
+        }
+    }
+    packet.extend_from_slice(&body);
+    packet
+}
+
 /// True once the broker answers a real MQTT CONNECT with a successful CONNACK.
-fn answers_mqtt(addr: SocketAddr) -> bool {
+fn answers_mqtt(addr: SocketAddr, password: Option<&Secret>) -> bool {
     use std::io::{Read, Write};
-    const CONNECT: [u8; 15] = [
-        0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 10, 0, 1, b'~',
-    ];
     let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
     let mut ack = [0u8; 4];
-    let ok = s.write_all(&CONNECT).is_ok()
+    let ok = s.write_all(&connect_packet(password)).is_ok()
         && s.read_exact(&mut ack).is_ok()
         && ack[0] == 0x20
         && ack[3] == 0;
@@ -193,5 +240,22 @@ fn forward(_link_tx: LinkTx, mut link_rx: LinkRx, tx: mpsc::Sender<RawMessage>) 
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connect_packets() {
+        assert_eq!(
+            connect_packet(None),
+            vec![0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 10, 0, 1, b'~']
+        );
+        let p = connect_packet(Some(&Secret::new("pw")));
+        assert_eq!(p[1] as usize, p.len() - 2, "remaining length");
+        assert_eq!(p[9], 0xC2, "username and password flags");
+        assert!(p.ends_with(b"\0\x02pw"));
     }
 }

@@ -59,6 +59,7 @@ struct BrokerRaw {
     max_connections: usize,
     log_segment_mib: usize,
     log_segments: usize,
+    users_file: Option<std::path::PathBuf>,
 }
 
 impl Default for BrokerRaw {
@@ -69,8 +70,53 @@ impl Default for BrokerRaw {
             max_connections: 20_000,
             log_segment_mib: 16,
             log_segments: 8,
+            users_file: None,
         }
     }
+}
+
+/// Reads `username:password` lines (`#` starts a comment), recording problems by line.
+fn read_users(
+    path: &std::path::Path,
+    p: &mut Problems,
+) -> std::collections::BTreeMap<String, dcwatt_common::secret::Secret> {
+    let mut users = std::collections::BTreeMap::new();
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            p.push(
+                "broker.users_file",
+                format!("cannot read {}: {e}", path.display()),
+            );
+            return users;
+        }
+    };
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        match line.split_once(':') {
+            Some((u, pw)) if !u.is_empty() && !pw.is_empty() => {
+                users.insert(u.to_owned(), dcwatt_common::secret::Secret::new(pw));
+            }
+            _ => p.push(
+                "broker.users_file",
+                format!(
+                    "{} line {}: expected username:password",
+                    path.display(),
+                    i + 1
+                ),
+            ),
+        }
+    }
+    if users.is_empty() {
+        p.push(
+            "broker.users_file",
+            format!("{} has no users", path.display()),
+        );
+    }
+    users
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -330,6 +376,8 @@ pub struct BrokerConfig {
     /// before the broker drops unread messages (which the collector then counts as
     /// sequence gaps).
     pub segments: usize,
+    /// Username → password, when the broker requires authentication.
+    pub users: Option<std::collections::BTreeMap<String, dcwatt_common::secret::Secret>>,
 }
 
 /// Intake validation settings.
@@ -421,6 +469,7 @@ impl CollectorConfig {
                 max_connections: broker.max_connections,
                 segment_bytes: broker.log_segment_mib << 20,
                 segments: broker.log_segments,
+                users: broker.users_file.as_deref().map(|f| read_users(f, &mut p)),
             })
         } else {
             None

@@ -60,8 +60,11 @@ pub async fn run(cfg: CollectorConfig, cancel: CancellationToken) -> Result<(), 
     let filters = filters(&cfg.intake.sites);
     let tracker = TaskTracker::new();
     let inputs = CancellationToken::new();
+    // The collector's own publishers log in to its embedded broker with a password made
+    // afresh at every start.
+    let internal = random_password();
     if let Some(b) = &cfg.broker {
-        broker::start(b, &filters, tx.clone()).await?;
+        broker::start(b, &filters, tx.clone(), Some(&internal)).await?;
         stats.broker_connected.store(true, Ordering::Relaxed);
     }
     if let Some(m) = cfg.mqtt.clone() {
@@ -90,7 +93,10 @@ pub async fn run(cfg: CollectorConfig, cancel: CancellationToken) -> Result<(), 
             host: b.listen.ip().to_string(),
             port: b.listen.port(),
             client_id: format!("dcwatt-collector-{suffix}"),
-            credentials: None,
+            credentials: b
+                .users
+                .as_ref()
+                .map(|_| (broker::INTERNAL_USER.to_owned(), internal.clone())),
             keep_alive: std::time::Duration::from_secs(30),
             tls: None,
         }),
@@ -151,4 +157,14 @@ pub async fn run(cfg: CollectorConfig, cancel: CancellationToken) -> Result<(), 
     api_stop.cancel();
     let _ = server.await;
     Ok(())
+}
+
+/// 32 random hex characters from the system's generator.
+fn random_password() -> dcwatt_common::secret::Secret {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 16];
+    if ring::rand::SystemRandom::new().fill(&mut bytes).is_err() {
+        tracing::error!("no system randomness: the internal broker password is weak");
+    }
+    dcwatt_common::secret::Secret::new(bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
 }

@@ -1,5 +1,6 @@
 mod alerts;
 mod bad_input;
+mod broker_auth;
 mod burst;
 mod cli;
 mod ipmi;
