@@ -69,7 +69,9 @@ fn ipmitool_against_a_simulated_bmc_feeds_it_power() {
             Duration::from_secs(30),
             || {
                 let v = c.site(SITE)?;
-                (v["power"]["it_w"].as_f64()? == want).then_some(v)
+                // Both sides present: the BMC's reading and the facility meter's.
+                let both = v["power"]["ratio"].is_number();
+                (v["power"]["it_w"].as_f64()? == want && both).then_some(v)
             },
         )
     };
