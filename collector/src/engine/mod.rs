@@ -19,9 +19,7 @@ mod view;
 #[cfg(test)]
 mod tests;
 
-pub use view::{
-    MetricSample, NodeView, PowerView, SiteSummary, SiteView, WindowView, Windows, WINDOWS,
-};
+pub use view::{MetricSample, NodeView, PowerView, SiteView, WindowView, Windows, WINDOWS};
 
 use dcwatt_common::protocol::{Kind, Point, Quality, Reading, Role, State, StatusMessage};
 use ring::Ring;

@@ -150,9 +150,6 @@ pub struct CapacityView {
 /// Power of one standard rack (标准机架), W.
 pub const STANDARD_RACK_W: f64 = 2_500.0;
 
-/// Short summary for lists.
-pub type SiteSummary = SiteView;
-
 /// A node's latest value of one point-less metric (load, temperature, UPS status).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MetricSample {
