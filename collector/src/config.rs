@@ -15,8 +15,191 @@ use std::path::Path;
 pub const DEFAULT_CONFIG: &str = include_str!("../../configs/collector.toml");
 
 const KNOWN_KEYS: &[&str] = &[
-    "http", "broker", "mqtt", "intake", "engine", "alerts", "racks", "summary",
+    "http", "broker", "mqtt", "intake", "engine", "alerts", "racks", "summary", "influx", "history",
 ];
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct InfluxRaw {
+    enabled: bool,
+    url: String,
+    org: String,
+    bucket: String,
+    token: Option<String>,
+    token_file: Option<std::path::PathBuf>,
+    ca_file: Option<std::path::PathBuf>,
+    gzip: bool,
+    raw: bool,
+    batch_lines: usize,
+    flush_interval_ms: u64,
+    timeout_secs: u64,
+    buffer_mib: usize,
+    derived_interval_secs: u64,
+    queue_batches: usize,
+}
+
+impl Default for InfluxRaw {
+    fn default() -> Self {
+        InfluxRaw {
+            enabled: false,
+            url: "http://127.0.0.1:8086".to_owned(),
+            org: "dcwatt".to_owned(),
+            bucket: "dcwatt".to_owned(),
+            token: None,
+            token_file: None,
+            ca_file: None,
+            gzip: true,
+            raw: true,
+            batch_lines: 5_000,
+            flush_interval_ms: 1_000,
+            timeout_secs: 10,
+            buffer_mib: 256,
+            derived_interval_secs: 10,
+            queue_batches: 16_384,
+        }
+    }
+}
+
+fn influx_config(r: InfluxRaw, p: &mut Problems) -> Option<crate::sink::influx::InfluxConfig> {
+    if !r.enabled {
+        return None;
+    }
+    match reqwest::Url::parse(&r.url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+        Ok(_) => p.push(
+            "influx.url",
+            format!("{:?} must be an http:// or https:// URL", r.url),
+        ),
+        Err(e) => p.push("influx.url", format!("{:?} is not a URL ({e})", r.url)),
+    }
+    if r.bucket.is_empty() {
+        p.push("influx.bucket", "must not be empty");
+    }
+    let token = match (r.token, &r.token_file) {
+        (Some(_), Some(_)) => {
+            p.push(
+                "influx.token_file",
+                "set either token or token_file, not both",
+            );
+            None
+        }
+        (Some(t), None) => Some(dcwatt_common::secret::Secret::new(t)),
+        (None, Some(f)) => match dcwatt_common::secret::Secret::from_file(f) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                p.push(
+                    "influx.token_file",
+                    format!("cannot read {}: {e}", f.display()),
+                );
+                None
+            }
+        },
+        (None, None) => None,
+    };
+    if let Some(f) = &r.ca_file {
+        if !f.is_file() {
+            p.push(
+                "influx.ca_file",
+                format!("{} is not a readable file", f.display()),
+            );
+        }
+    }
+    if !(1..=1_000_000).contains(&r.batch_lines) {
+        p.push("influx.batch_lines", "must be 1..=1000000");
+    }
+    if !(10..=60_000).contains(&r.flush_interval_ms) {
+        p.push("influx.flush_interval_ms", "must be 10..=60000");
+    }
+    if !(1..=300).contains(&r.timeout_secs) {
+        p.push("influx.timeout_secs", "must be 1..=300");
+    }
+    if !(1..=65_536).contains(&r.buffer_mib) {
+        p.push("influx.buffer_mib", "must be 1..=65536");
+    }
+    if !(1..=3600).contains(&r.derived_interval_secs) {
+        p.push("influx.derived_interval_secs", "must be 1..=3600");
+    }
+    if r.queue_batches == 0 {
+        p.push("influx.queue_batches", "must be at least 1");
+    }
+    Some(crate::sink::influx::InfluxConfig {
+        url: r.url,
+        org: r.org,
+        bucket: r.bucket,
+        token,
+        ca_file: r.ca_file,
+        gzip: r.gzip,
+        batch_lines: r.batch_lines,
+        flush_interval: std::time::Duration::from_millis(r.flush_interval_ms),
+        timeout: std::time::Duration::from_secs(r.timeout_secs),
+        buffer_bytes: r.buffer_mib << 20,
+        derived_interval: std::time::Duration::from_secs(r.derived_interval_secs),
+        raw: r.raw,
+        queue_batches: r.queue_batches,
+    })
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct HistoryRaw {
+    enabled: bool,
+    path: std::path::PathBuf,
+    retention_days: u64,
+    raw_retention_days: f64,
+    interval_secs: u64,
+    prune_interval_secs: u64,
+    queue_batches: usize,
+}
+
+impl Default for HistoryRaw {
+    fn default() -> Self {
+        HistoryRaw {
+            enabled: true,
+            path: "dcwatt-history.sqlite".into(),
+            retention_days: 400,
+            raw_retention_days: 7.0,
+            interval_secs: 60,
+            prune_interval_secs: 3600,
+            queue_batches: 16_384,
+        }
+    }
+}
+
+fn history_config(r: HistoryRaw, p: &mut Problems) -> Option<crate::history::HistoryConfig> {
+    if !r.enabled {
+        return None;
+    }
+    if !(1..=36_500).contains(&r.retention_days) {
+        p.push("history.retention_days", "must be 1..=36500");
+    }
+    if !r.raw_retention_days.is_finite() || !(0.0..=3650.0).contains(&r.raw_retention_days) {
+        p.push(
+            "history.raw_retention_days",
+            "must be 0..=3650 (0 keeps no raw readings)",
+        );
+    }
+    if !(1..=3600).contains(&r.interval_secs) {
+        p.push("history.interval_secs", "must be 1..=3600");
+    }
+    if !(1..=86_400).contains(&r.prune_interval_secs) {
+        p.push("history.prune_interval_secs", "must be 1..=86400");
+    }
+    if r.queue_batches == 0 {
+        p.push("history.queue_batches", "must be at least 1");
+    }
+    if r.path.as_os_str().is_empty() {
+        p.push("history.path", "must not be empty");
+    }
+    let days = |d: f64| std::time::Duration::from_secs_f64(d.clamp(0.0, 36_500.0) * 86_400.0);
+    Some(crate::history::HistoryConfig {
+        path: r.path,
+        derived_retention: days(r.retention_days as f64),
+        raw_retention: days(r.raw_retention_days),
+        interval: std::time::Duration::from_secs(r.interval_secs.max(1)),
+        prune_interval: std::time::Duration::from_secs(r.prune_interval_secs.max(1)),
+        queue_batches: r.queue_batches,
+    })
+}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -412,6 +595,10 @@ pub struct CollectorConfig {
     pub racks: Vec<crate::alerts::notify::RackBudget>,
     /// How often retained site summaries are published, when they are.
     pub summary_interval: Option<std::time::Duration>,
+    /// The InfluxDB sink, when enabled.
+    pub influx: Option<crate::sink::influx::InfluxConfig>,
+    /// The embedded history, when enabled.
+    pub history: Option<crate::history::HistoryConfig>,
 }
 
 fn parse_addr(s: &str, path: &str, p: &mut Problems) -> SocketAddr {
@@ -445,6 +632,10 @@ impl CollectorConfig {
         let alerts: AlertsRaw = l.get_or_default("alerts", &mut p);
         let racks: Vec<RackRaw> = l.get_or_default("racks", &mut p);
         let summary: SummaryRaw = l.get_or_default("summary", &mut p);
+        let influx: InfluxRaw = l.get_or_default("influx", &mut p);
+        let influx = influx_config(influx, &mut p);
+        let history: HistoryRaw = l.get_or_default("history", &mut p);
+        let history = history_config(history, &mut p);
         if !(1..=3600).contains(&summary.interval_secs) {
             p.push("summary.interval_secs", "must be 1..=3600");
         }
@@ -557,6 +748,8 @@ impl CollectorConfig {
             summary_interval: summary
                 .enabled
                 .then(|| std::time::Duration::from_secs(summary.interval_secs.max(1))),
+            influx,
+            history,
         })
     }
 }

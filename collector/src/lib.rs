@@ -9,6 +9,8 @@
 //! - [`config`]: configuration, validated whole before anything binds.
 //! - [`publish`]: the MQTT client for what the collector publishes itself.
 //! - [`summary`]: retained site summaries on `dcwatt/v1/{site}/summary`.
+//! - [`sink`]: the InfluxDB sink (line protocol over the v2 write API).
+//! - [`history`]: the embedded history (SQLite): trends and energy reports.
 //! - [`run`]: wiring and shutdown order.
 #![forbid(unsafe_code)]
 
@@ -17,7 +19,9 @@ pub mod api;
 pub mod broker;
 pub mod config;
 pub mod engine;
+pub mod history;
 pub mod intake;
 pub mod publish;
 pub mod run;
+pub mod sink;
 pub mod summary;

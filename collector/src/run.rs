@@ -7,6 +7,7 @@ use crate::broker::{self, BrokerError};
 use crate::config::CollectorConfig;
 use crate::engine::Engine;
 use crate::intake::{mqtt, Intake, IntakeStats};
+use crate::sink::{Sinks, Tap, Taps};
 use dcwatt_common::mqtt::MqttSettings;
 use dcwatt_common::protocol::{readings_filter, status_filter};
 use std::sync::atomic::Ordering;
@@ -29,6 +30,17 @@ pub enum RunError {
     /// The embedded broker did not start.
     #[error(transparent)]
     Broker(#[from] BrokerError),
+    /// The InfluxDB client could not be set up.
+    #[error(transparent)]
+    Influx(#[from] crate::sink::influx::SetupError),
+    /// The history database could not be opened.
+    #[error("{source} ({path})")]
+    History {
+        /// The database file.
+        path: std::path::PathBuf,
+        /// Cause.
+        source: crate::history::store::StoreError,
+    },
 }
 
 /// The subscription filters for the configured sites (all sites when none).
@@ -76,7 +88,62 @@ pub async fn run(cfg: CollectorConfig, cancel: CancellationToken) -> Result<(), 
             inputs.clone(),
         ));
     }
-    let intake = Intake::new(engine.clone(), stats.clone(), cfg.intake.clone());
+    let racks = Arc::new(cfg.racks.clone());
+    let sinks_stop = CancellationToken::new();
+    let mut taps = Taps::default();
+    let mut sinks = Sinks::default();
+    let mut influx_task = None;
+    if let Some(ic) = cfg.influx.clone() {
+        let client = crate::sink::influx::client(&ic)?;
+        let rx = ic.raw.then(|| {
+            let (tap, rx) = Tap::new(ic.queue_batches);
+            taps.influx = Some(tap);
+            rx
+        });
+        let influx_stats = Arc::new(crate::sink::influx::InfluxStats::default());
+        sinks.influx = Some(influx_stats.clone());
+        tracing::info!(url = %ic.url, bucket = %ic.bucket, raw = ic.raw, "writing to InfluxDB");
+        let sink = crate::sink::influx::Sink {
+            cfg: ic,
+            client,
+            rx,
+            engine: engine.clone(),
+            racks: racks.clone(),
+            stats: influx_stats,
+        };
+        influx_task = Some(tokio::spawn(
+            sink.run(sinks_stop.clone(), std::time::Duration::from_secs(10)),
+        ));
+    }
+    let mut history_thread = None;
+    if let Some(hc) = cfg.history.clone() {
+        let rx = (!hc.raw_retention.is_zero()).then(|| {
+            let (tap, rx) = Tap::new(hc.queue_batches);
+            taps.history = Some(tap);
+            rx
+        });
+        let history_stats = Arc::new(crate::history::HistoryStats::default());
+        let path = hc.path.clone();
+        history_thread = Some(
+            crate::history::start(
+                hc,
+                rx,
+                engine.clone(),
+                racks.clone(),
+                history_stats.clone(),
+                sinks_stop.clone(),
+            )
+            .map_err(|source| RunError::History {
+                path: path.clone(),
+                source,
+            })?,
+        );
+        tracing::info!(path = %path.display(), "history database open");
+        sinks.history = Some((path, history_stats));
+    }
+    sinks.taps = taps.clone();
+    sinks.min_coverage = cfg.engine.min_coverage;
+    let intake = Intake::new(engine.clone(), stats.clone(), cfg.intake.clone()).with_taps(taps);
     let intake_stop = CancellationToken::new();
     let intake_done = tokio::spawn(intake.run(rx, intake_stop.clone()));
     let book = Arc::new(Mutex::new(crate::alerts::store::Book::default()));
@@ -136,7 +203,8 @@ pub async fn run(cfg: CollectorConfig, cancel: CancellationToken) -> Result<(), 
         book,
         alert_stats,
         rules: Arc::new(rules),
-        racks: Arc::new(cfg.racks.clone()),
+        racks,
+        sinks: Arc::new(sinks),
     };
     let api_stop = CancellationToken::new();
     let api_cancel = api_stop.clone();
@@ -154,6 +222,14 @@ pub async fn run(cfg: CollectorConfig, cancel: CancellationToken) -> Result<(), 
     // The intake takes what is already queued, then stops.
     intake_stop.cancel();
     let _ = intake_done.await;
+    // The intake is gone, so the sinks' queues close: they write what they hold and stop.
+    sinks_stop.cancel();
+    if let Some(t) = influx_task {
+        let _ = t.await;
+    }
+    if let Some(h) = history_thread {
+        let _ = tokio::task::spawn_blocking(move || h.join()).await;
+    }
     api_stop.cancel();
     let _ = server.await;
     Ok(())

@@ -195,6 +195,7 @@ pub async fn render(State(s): State<AppState>) -> impl IntoResponse {
             );
         }
     }
+    sinks(&mut o, &s.sinks);
 
     let now = dcwatt_common::now_ms();
     let views: Vec<_> = match s.engine.lock() {
@@ -337,4 +338,139 @@ pub async fn render(State(s): State<AppState>) -> impl IntoResponse {
         )],
         o,
     )
+}
+
+/// The sinks' counters (only for the sinks that run).
+fn sinks(o: &mut String, k: &crate::sink::Sinks) {
+    let taps = [("influx", &k.taps.influx), ("history", &k.taps.history)];
+    if taps.iter().any(|(_, t)| t.is_some()) {
+        family(
+            o,
+            "dcwatt_sink_queue_dropped_total",
+            "counter",
+            "Readings a sink's full queue refused (the sink was behind), by sink.",
+        );
+        for (name, t) in taps {
+            if let Some(t) = t {
+                let _ = writeln!(
+                    o,
+                    "dcwatt_sink_queue_dropped_total{{sink=\"{name}\"}} {}",
+                    t.dropped()
+                );
+            }
+        }
+        family(
+            o,
+            "dcwatt_sink_queue_batches",
+            "gauge",
+            "Batches waiting in a sink's queue, by sink.",
+        );
+        for (name, t) in taps {
+            if let Some(t) = t {
+                let _ = writeln!(
+                    o,
+                    "dcwatt_sink_queue_batches{{sink=\"{name}\"}} {}",
+                    t.depth()
+                );
+            }
+        }
+    }
+    if let Some(i) = &k.influx {
+        counter(
+            o,
+            "dcwatt_influx_lines_written_total",
+            "Lines InfluxDB accepted.",
+            &i.lines_written,
+        );
+        counter(
+            o,
+            "dcwatt_influx_requests_total",
+            "Successful InfluxDB write requests.",
+            &i.requests_ok,
+        );
+        counter(
+            o,
+            "dcwatt_influx_retries_total",
+            "Failed InfluxDB writes that are retried (connection, timeout, 5xx, 429).",
+            &i.retries,
+        );
+        counter(
+            o,
+            "dcwatt_influx_lines_rejected_total",
+            "Lines InfluxDB refused for good (4xx): dropped.",
+            &i.lines_rejected,
+        );
+        counter(
+            o,
+            "dcwatt_influx_lines_dropped_total",
+            "Lines dropped because the buffer was full while InfluxDB was unreachable.",
+            &i.lines_dropped,
+        );
+        family(
+            o,
+            "dcwatt_influx_buffered_lines",
+            "gauge",
+            "Lines waiting to be written to InfluxDB.",
+        );
+        let _ = writeln!(
+            o,
+            "dcwatt_influx_buffered_lines {}",
+            i.buffered_lines.load(Ordering::Relaxed)
+        );
+        family(
+            o,
+            "dcwatt_influx_buffered_bytes",
+            "gauge",
+            "Bytes of line protocol waiting to be written to InfluxDB.",
+        );
+        let _ = writeln!(
+            o,
+            "dcwatt_influx_buffered_bytes {}",
+            i.buffered_bytes.load(Ordering::Relaxed)
+        );
+        family(
+            o,
+            "dcwatt_influx_up",
+            "gauge",
+            "1 while the last InfluxDB write succeeded.",
+        );
+        let _ = writeln!(
+            o,
+            "dcwatt_influx_up {}",
+            u8::from(i.up.load(Ordering::Relaxed))
+        );
+    }
+    if let Some((_, h)) = &k.history {
+        counter(
+            o,
+            "dcwatt_history_raw_written_total",
+            "Raw readings written to the history database.",
+            &h.raw_written,
+        );
+        counter(
+            o,
+            "dcwatt_history_derived_written_total",
+            "Derived rows written to the history database.",
+            &h.derived_written,
+        );
+        counter(o, "dcwatt_history_minutes_written_total", "Minutes of energy per point written to the history database (rewrites of late minutes included).", &h.minutes_written);
+        counter(
+            o,
+            "dcwatt_history_pruned_total",
+            "Rows deleted from the history database by retention.",
+            &h.pruned,
+        );
+        counter(
+            o,
+            "dcwatt_history_write_errors_total",
+            "History transactions that failed (their rows are lost).",
+            &h.write_errors,
+        );
+        counter(
+            o,
+            "dcwatt_history_snapshots_dropped_total",
+            "Derived snapshots dropped because the history writer was behind.",
+            &h.snapshots_dropped,
+        );
+    }
 }

@@ -1,5 +1,6 @@
 //! api: HTTP JSON and Prometheus `/metrics`. Reads the engine's views; never changes state.
 
+mod history;
 mod metrics;
 
 use crate::alerts::notify::{rack_views, AlertStats, RackBudget};
@@ -35,6 +36,8 @@ pub struct AppState {
     pub rules: Arc<BTreeMap<String, crate::alerts::Rule>>,
     /// Rack budgets.
     pub racks: Arc<Vec<RackBudget>>,
+    /// Sinks and the history database.
+    pub sinks: Arc<crate::sink::Sinks>,
 }
 
 /// The routes.
@@ -46,6 +49,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/sites/{site}", get(site))
         .route("/api/v1/sites/{site}/nodes", get(nodes))
         .route("/api/v1/sites/{site}/racks", get(racks))
+        .route("/api/v1/sites/{site}/history", get(history::history))
+        .route("/api/v1/sites/{site}/energy", get(history::energy))
         .route("/api/v1/alerts", get(alerts))
         .route("/api/v1/alerts/history", get(alert_history))
         .with_state(state)
@@ -59,7 +64,7 @@ fn engine_error() -> Response {
         .into_response()
 }
 
-fn not_found(site: &str) -> Response {
+pub(crate) fn not_found(site: &str) -> Response {
     (
         StatusCode::NOT_FOUND,
         Json(json!({"error": format!("unknown site {site:?}")})),

@@ -13,12 +13,14 @@
 //! - Coverage is covered meter-time / expected meter-time: a meter is expected from its
 //!   first sample on, and a meter that stops reporting lowers coverage from then on.
 
+mod export;
 mod ring;
 mod view;
 
 #[cfg(test)]
 mod tests;
 
+pub use export::{period_view, MinuteEnergy, PeriodTotals};
 pub use view::{MetricSample, NodeView, PowerView, SiteView, WindowView, Windows, WINDOWS};
 
 use dcwatt_common::protocol::{Kind, Point, Quality, Reading, Role, State, StatusMessage};
@@ -186,6 +188,10 @@ struct Site {
     first_ingest_ms: Option<i64>,
     /// Start of the site's data: windows never reach before it (see `settle`).
     data_start_ms: Option<i64>,
+    /// Earliest time energy was added since the last export to the history.
+    dirty_from_ms: Option<i64>,
+    /// End of the minutes exported to the history so far.
+    exported_to_ms: Option<i64>,
 }
 
 /// All sites.
@@ -218,6 +224,17 @@ impl Engine {
     pub fn node_role(&self, site: &str, node: &str) -> Option<Role> {
         let s = self.sites.get(site)?;
         s.nodes[*s.node_index.get(node)?].role
+    }
+
+    /// A node's rack and zone, from its birth.
+    pub fn node_place(&self, site: &str, node: &str) -> (Option<String>, Option<String>) {
+        let Some(s) = self.sites.get(site) else {
+            return (None, None);
+        };
+        match s.node_index.get(node) {
+            Some(&i) => (s.nodes[i].rack.clone(), s.nodes[i].zone.clone()),
+            None => (None, None),
+        }
     }
 
     fn node_mut(&mut self, site: &str, node: &str) -> (&mut Site, usize) {
@@ -391,6 +408,7 @@ impl Engine {
                 if !kept {
                     stats.too_old += 1;
                 }
+                site.dirty_from_ms = Some(site.dirty_from_ms.map_or(t0, |d| d.min(t0)));
             }
             if from_stream {
                 series.first_ms.get_or_insert(r.ts_ms);

@@ -505,3 +505,77 @@ fn capacity_in_standard_racks_and_fp16() {
     assert_eq!((c.gpus, c.gpus_without_fp16_figure), (10, 2));
     assert!((c.fp16_pflops - 8.0 * 0.9894).abs() < 1e-9);
 }
+
+#[test]
+fn exported_minutes_sum_to_the_energy_and_give_the_same_pue_as_a_window() {
+    let mut e = engine();
+    let mut m = site(4, 250.0, 1500.0);
+    // T0 is a whole minute: 0..=330 s covers minutes 0..4 completely.
+    assert_eq!(T0 % 60_000, 0);
+    run(&mut e, &mut m, 0, 330);
+    let now = T0 + 330_100;
+    let minutes = e.export_minutes("dc", now);
+    // Five closed minutes for two points (the watermark is at 330 s).
+    let fac: Vec<&MinuteEnergy> = minutes
+        .iter()
+        .filter(|x| x.point == Point::FacilityInput)
+        .collect();
+    let it: Vec<&MinuteEnergy> = minutes
+        .iter()
+        .filter(|x| x.point == Point::ItInput)
+        .collect();
+    assert_eq!(fac.len(), 5, "{minutes:?}");
+    assert_eq!(it.len(), 5);
+    for (f, i) in fac.iter().zip(&it) {
+        assert_eq!(f.ts_ms, i.ts_ms);
+        assert!((f.energy_j - 1500.0 * 60.0).abs() < 1e-6, "{f:?}");
+        assert!((i.energy_j - 1000.0 * 60.0).abs() < 1e-6, "{i:?}");
+        assert_eq!(i.covered_ms, 4.0 * 60_000.0);
+        assert_eq!(i.expected_ms, 4.0 * 60_000.0);
+    }
+    let mut totals = BTreeMap::new();
+    for x in &minutes {
+        totals
+            .entry(x.point)
+            .or_insert_with(PeriodTotals::default)
+            .add(x);
+    }
+    let v = period_view(&totals, 0.95, T0, T0 + 300_000);
+    assert_eq!(v.value, Some(1.5));
+    assert_eq!(v.category, Some(3));
+    assert_eq!(v.quality, "measured");
+    assert_eq!(v.label, "PUE₃, period");
+    assert!((v.facility_kwh - 1500.0 * 300.0 / 3.6e6).abs() < 1e-9);
+    // Nothing new: nothing to export.
+    assert!(e.export_minutes("dc", now).is_empty());
+    // The next minute closes: only it is exported.
+    run(&mut e, &mut m, 331, 400);
+    let next = e.export_minutes("dc", T0 + 400_100);
+    assert!(next.iter().all(|x| x.ts_ms == T0 + 300_000), "{next:?}");
+    assert_eq!(next.len(), 2);
+}
+
+#[test]
+fn late_energy_reexports_the_minutes_it_lands_in() {
+    let mut e = engine();
+    let mut m = site(2, 500.0, 1200.0);
+    run(&mut e, &mut m, 0, 200);
+    let first = e.export_minutes("dc", T0 + 200_100);
+    assert_eq!(
+        first.iter().filter(|x| x.point == Point::ItInput).count(),
+        3
+    );
+    // A third host's batches from minute 1, replayed late from its spool.
+    let mut late = Meter::new("h9", Point::ItInput, 100.0);
+    for s in 60..=120 {
+        let t = T0 + s * 1000;
+        e.apply_readings("dc", "h9", &late.readings(t), T0 + 200_200);
+    }
+    let again = e.export_minutes("dc", T0 + 200_300);
+    let minute1: Vec<&MinuteEnergy> = again
+        .iter()
+        .filter(|x| x.point == Point::ItInput && x.ts_ms == T0 + 60_000)
+        .collect();
+    assert_eq!(minute1.len(), 1, "{again:?}");
+    assert!((minute1[0].energy_j - (1000.0 + 100.0) * 60.0).abs() < 1e-6);
+}

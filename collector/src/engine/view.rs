@@ -196,11 +196,11 @@ pub struct NodeView {
     pub restarts: u64,
 }
 
-fn round6(x: f64) -> f64 {
+pub(super) fn round6(x: f64) -> f64 {
     (x * 1e6).round() / 1e6
 }
 
-fn quality_label(category: u8, window: &str) -> String {
+pub(super) fn quality_label(category: u8, window: &str) -> String {
     let sub = match category {
         1 => '₁',
         2 => '₂',
@@ -209,16 +209,16 @@ fn quality_label(category: u8, window: &str) -> String {
     format!("PUE{sub}, {window}")
 }
 
-struct LevelStat {
-    value: f64,
-    coverage: f64,
-    estimated: bool,
-    known: bool,
+pub(super) struct LevelStat {
+    pub(super) value: f64,
+    pub(super) coverage: f64,
+    pub(super) estimated: bool,
+    pub(super) known: bool,
 }
 
 /// Picks the IT level: the highest category whose coverage meets the minimum, else the
 /// best-covered one that has meters at all (its quality then says partial).
-fn choose(stats: &[(u8, LevelStat)], min_coverage: f64) -> Option<usize> {
+pub(super) fn choose(stats: &[(u8, LevelStat)], min_coverage: f64) -> Option<usize> {
     let known: Vec<usize> = (0..stats.len()).filter(|&i| stats[i].1.known).collect();
     known
         .iter()
@@ -236,7 +236,10 @@ fn choose(stats: &[(u8, LevelStat)], min_coverage: f64) -> Option<usize> {
 }
 
 /// Ratio, quality and reason from the two sides.
-fn judge(fac: &LevelStat, it: &LevelStat) -> (Option<f64>, &'static str, Option<String>) {
+pub(super) fn judge(
+    fac: &LevelStat,
+    it: &LevelStat,
+) -> (Option<f64>, &'static str, Option<String>) {
     if !fac.known || fac.value <= 0.0 {
         return (
             None,
@@ -279,7 +282,7 @@ fn judge(fac: &LevelStat, it: &LevelStat) -> (Option<f64>, &'static str, Option<
     (Some(ratio), "measured", None)
 }
 
-const IT_LEVELS: [u8; 3] = [3, 2, 1];
+pub(super) const IT_LEVELS: [u8; 3] = [3, 2, 1];
 
 impl Site {
     fn max_gap(&self, node: usize, gap_factor: f64, default_interval: i64) -> i64 {
@@ -298,7 +301,12 @@ impl Site {
     }
 
     /// The latest time every reporting facility and IT meter has data up to.
-    fn watermark(&self, now_ms: i64, gap_factor: f64, default_interval: i64) -> Option<i64> {
+    pub(super) fn watermark(
+        &self,
+        now_ms: i64,
+        gap_factor: f64,
+        default_interval: i64,
+    ) -> Option<i64> {
         let pue_series = self
             .series
             .iter()

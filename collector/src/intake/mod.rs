@@ -120,6 +120,7 @@ pub struct Intake {
     stats: Arc<IntakeStats>,
     cfg: IntakeConfig,
     limiter: RateLimiter,
+    taps: crate::sink::Taps,
 }
 
 impl Intake {
@@ -130,7 +131,14 @@ impl Intake {
             stats,
             cfg,
             limiter: RateLimiter::new(Duration::from_secs(10)),
+            taps: crate::sink::Taps::default(),
         }
+    }
+
+    /// Also hands every accepted batch to these sinks (without waiting for them).
+    pub fn with_taps(mut self, taps: crate::sink::Taps) -> Self {
+        self.taps = taps;
+        self
     }
 
     fn warn(&mut self, reason: &'static str, topic: &str, detail: &dyn std::fmt::Display) {
@@ -274,6 +282,16 @@ impl Intake {
                 s.too_old.fetch_add(applied.too_old, Ordering::Relaxed);
                 s.frozen_counters
                     .fetch_add(applied.frozen_counters, Ordering::Relaxed);
+                if !self.taps.is_empty() && !ok.is_empty() {
+                    let (rack, zone) = engine.node_place(&msg.site, &msg.node);
+                    self.taps.offer(crate::sink::Batch {
+                        site: msg.site,
+                        node: msg.node,
+                        rack,
+                        zone,
+                        readings: ok,
+                    });
+                }
             }
         }
     }

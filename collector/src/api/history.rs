@@ -1,0 +1,335 @@
+//! `GET /api/v1/sites/{site}/history` and `GET /api/v1/sites/{site}/energy`: trends and
+//! energy reports from the embedded history (docs/api.md).
+
+use super::AppState;
+use crate::engine::{period_view, WINDOWS};
+use crate::history::store::{Store, SERIES};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::json;
+
+/// Most points one history request returns.
+const MAX_POINTS: i64 = 20_000;
+const MINUTE_MS: i64 = 60_000;
+
+/// An error answer, small enough to pass around in a `Result`.
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({"error": self.1}))).into_response()
+    }
+}
+
+fn bad(msg: impl Into<String>) -> Response {
+    (StatusCode::BAD_REQUEST, Json(json!({"error": msg.into()}))).into_response()
+}
+
+fn unavailable(msg: impl Into<String>) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({"error": msg.into()})),
+    )
+        .into_response()
+}
+
+/// Parses a duration like `90s`, `15m`, `1h`, `7d` (or plain seconds) into ms.
+pub fn parse_duration_ms(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: i64 = num.parse().ok()?;
+    let unit_ms = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        "w" => 7 * 86_400_000,
+        _ => return None,
+    };
+    n.checked_mul(unit_ms)
+}
+
+/// Parses a time: ms since the epoch, RFC 3339 (`2026-11-01T00:00:00+08:00`), `now`, or
+/// `now-24h` / `-24h` relative to `now_ms`.
+pub fn parse_time_ms(s: &str, now_ms: i64) -> Option<i64> {
+    let s = s.trim();
+    if s == "now" {
+        return Some(now_ms);
+    }
+    if let Some(rel) = s.strip_prefix("now-").or_else(|| s.strip_prefix('-')) {
+        return parse_duration_ms(rel).map(|d| now_ms - d);
+    }
+    if let Ok(ms) = s.parse::<i64>() {
+        return Some(ms);
+    }
+    chrono::DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.timestamp_millis())
+}
+
+/// Query of the history endpoint.
+#[derive(Debug, Deserialize)]
+pub struct HistoryQuery {
+    series: Option<String>,
+    window: Option<String>,
+    rack: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    step: Option<String>,
+}
+
+fn period(
+    from: Option<&str>,
+    to: Option<&str>,
+    default_span_ms: i64,
+    now: i64,
+) -> Result<(i64, i64), ApiError> {
+    let to = match to {
+        Some(t) => parse_time_ms(t, now).ok_or_else(|| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("to={t:?} is not a time (ms since the epoch, RFC 3339, now or -24h)"),
+            )
+        })?,
+        None => now,
+    };
+    let from = match from {
+        Some(f) => parse_time_ms(f, now).ok_or_else(|| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("from={f:?} is not a time (ms since the epoch, RFC 3339, now or -24h)"),
+            )
+        })?,
+        None => to - default_span_ms,
+    };
+    if from >= to {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "from must be before to".to_owned(),
+        ));
+    }
+    Ok((from, to))
+}
+
+fn db(s: &AppState) -> Result<std::path::PathBuf, ApiError> {
+    s.sinks
+        .history
+        .as_ref()
+        .map(|(p, _)| p.clone())
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the embedded history is disabled (history.enabled = false)".to_owned(),
+            )
+        })
+}
+
+fn known_site(s: &AppState, store: &Store, site: &str) -> bool {
+    let live = s
+        .engine
+        .lock()
+        .map(|e| e.site_ids().iter().any(|x| x == site))
+        .unwrap_or(false);
+    live || store.sites().is_ok_and(|v| v.iter().any(|x| x == site))
+}
+
+/// `GET /api/v1/sites/{site}/history`.
+pub async fn history(
+    State(s): State<AppState>,
+    Path(site): Path<String>,
+    Query(q): Query<HistoryQuery>,
+) -> Response {
+    let now = dcwatt_common::now_ms();
+    let path = match db(&s) {
+        Ok(p) => p,
+        Err(r) => return r.into_response(),
+    };
+    let series = q.series.clone().unwrap_or_else(|| "pue".to_owned());
+    let Some((_, key_kind)) = SERIES.iter().find(|(n, _)| *n == series) else {
+        let names: Vec<&str> = SERIES.iter().map(|(n, _)| *n).collect();
+        return bad(format!(
+            "series={series:?} is not one of {}",
+            names.join(", ")
+        ));
+    };
+    let key = match *key_kind {
+        "window" => {
+            let w = q.window.clone().unwrap_or_else(|| "1h".to_owned());
+            if w != "step" && !WINDOWS.iter().any(|(n, _)| *n == w) {
+                return bad(format!(
+                    "window={w:?} is not one of 1m, 15m, 1h, 24h, 7d, 30d, step"
+                ));
+            }
+            w
+        }
+        "rack" => match &q.rack {
+            Some(r) => r.clone(),
+            None => return bad(format!("series={series} needs rack=")),
+        },
+        _ => String::new(),
+    };
+    let (from, to) = match period(q.from.as_deref(), q.to.as_deref(), 86_400_000, now) {
+        Ok(p) => p,
+        Err(r) => return r.into_response(),
+    };
+    let step = match &q.step {
+        Some(st) => match parse_duration_ms(st) {
+            Some(ms) if ms >= MINUTE_MS => ms,
+            _ => {
+                return bad(format!(
+                    "step={st:?} must be a duration of at least 60s (e.g. 5m, 1h, 1d)"
+                ))
+            }
+        },
+        // About 500 points, in whole minutes.
+        None => (((to - from) / 500).div_euclid(MINUTE_MS) * MINUTE_MS).max(MINUTE_MS),
+    };
+    if (to - from) / step > MAX_POINTS {
+        return bad(format!(
+            "from..to / step is over {MAX_POINTS} points: use a larger step"
+        ));
+    }
+    // Steps start on whole minutes.
+    let from = from.div_euclid(MINUTE_MS) * MINUTE_MS;
+    let min_coverage = s.sinks.min_coverage;
+    let s2 = s.clone();
+    let site2 = site.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let store = Store::open_read(&path)?;
+        if !known_site(&s2, &store, &site2) {
+            return Ok(None);
+        }
+        if series == "pue" && key == "step" {
+            let steps = store.energy_steps(&site2, from, to, step)?;
+            let mut out = crate::history::store::Resampled::default();
+            for (start, totals) in steps {
+                let v = period_view(&totals, min_coverage, start, (start + step).min(to));
+                out.time.push(start);
+                out.value.push(v.value);
+                out.category.push(v.category);
+                out.coverage.push(Some(v.coverage_it));
+                out.quality.push(Some(v.quality.to_owned()));
+            }
+            return Ok(Some(out));
+        }
+        store
+            .series(&site2, &series, &key, from, to, step)
+            .map(Some)
+    })
+    .await;
+    let out = match result {
+        Ok(Ok(Some(out))) => out,
+        Ok(Ok(None)) => return super::not_found(&site),
+        Ok(Err(e)) => return unavailable(e.to_string()),
+        Err(e) => return unavailable(format!("history query failed: {e}")),
+    };
+    let mut body = json!({
+        "site": site,
+        "series": q.series.as_deref().unwrap_or("pue"),
+        "from_ms": from,
+        "to_ms": to,
+        "step_s": step / 1000,
+    });
+    if let Some(m) = body.as_object_mut() {
+        match *key_kind {
+            "window" => {
+                m.insert("window".into(), json!(q.window.as_deref().unwrap_or("1h")));
+            }
+            "rack" => {
+                m.insert("rack".into(), json!(q.rack));
+            }
+            _ => {}
+        }
+        if let Ok(serde_json::Value::Object(arrays)) = serde_json::to_value(&out) {
+            m.extend(arrays);
+        }
+    }
+    Json(body).into_response()
+}
+
+/// Query of the energy endpoint.
+#[derive(Debug, Deserialize)]
+pub struct EnergyQuery {
+    from: Option<String>,
+    to: Option<String>,
+}
+
+/// `GET /api/v1/sites/{site}/energy`.
+pub async fn energy(
+    State(s): State<AppState>,
+    Path(site): Path<String>,
+    Query(q): Query<EnergyQuery>,
+) -> Response {
+    let now = dcwatt_common::now_ms();
+    let path = match db(&s) {
+        Ok(p) => p,
+        Err(r) => return r.into_response(),
+    };
+    let (from, to) = match period(q.from.as_deref(), q.to.as_deref(), 86_400_000, now) {
+        Ok(p) => p,
+        Err(r) => return r.into_response(),
+    };
+    let min_coverage = s.sinks.min_coverage;
+    let s2 = s.clone();
+    let site2 = site.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let store = Store::open_read(&path)?;
+        if !known_site(&s2, &store, &site2) {
+            return Ok(None);
+        }
+        store.energy(&site2, from, to, min_coverage).map(Some)
+    })
+    .await;
+    let (v, minutes) = match result {
+        Ok(Ok(Some(v))) => v,
+        Ok(Ok(None)) => return super::not_found(&site),
+        Ok(Err(e)) => return unavailable(e.to_string()),
+        Err(e) => return unavailable(format!("energy query failed: {e}")),
+    };
+    Json(json!({
+        "site": site,
+        "from_ms": from,
+        "to_ms": to,
+        "label": v.label,
+        "facility_kwh": v.facility_kwh,
+        "it_kwh": v.it_kwh,
+        "pue": v.value,
+        "dcie": v.dcie,
+        "category": v.category,
+        "coverage_it": v.coverage_it,
+        "coverage_facility": v.coverage_facility,
+        "quality": v.quality,
+        "reason": v.reason,
+        "minutes": minutes,
+    }))
+    .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_and_durations_parse_in_every_documented_form() {
+        let now = 1_800_000_000_000;
+        assert_eq!(parse_time_ms("now", now), Some(now));
+        assert_eq!(parse_time_ms("-24h", now), Some(now - 86_400_000));
+        assert_eq!(parse_time_ms("now-15m", now), Some(now - 900_000));
+        assert_eq!(parse_time_ms("1700000000000", now), Some(1_700_000_000_000));
+        assert_eq!(
+            parse_time_ms("2026-11-01T00:00:00+08:00", now),
+            Some(1_793_462_400_000)
+        );
+        assert_eq!(parse_time_ms("yesterday", now), None);
+        assert_eq!(parse_duration_ms("90"), Some(90_000));
+        assert_eq!(parse_duration_ms("7d"), Some(7 * 86_400_000));
+        assert_eq!(parse_duration_ms("5x"), None);
+    }
+}

@@ -1,0 +1,175 @@
+//! What the engine hands to the history: closed minutes of energy per measurement point,
+//! with the meter-time they cover and the meter-time expected, so that the PUE of any
+//! period (a month, a quarter) can be computed later from sums, exactly as the rolling
+//! windows are. Still pure.
+
+use super::view::{choose, judge, quality_label, round6, LevelStat, WindowView, IT_LEVELS};
+use super::Engine;
+use dcwatt_common::protocol::Point;
+use std::collections::BTreeMap;
+
+const MINUTE_MS: i64 = 60_000;
+/// The 1-minute ring (see `RINGS`).
+const MINUTE_RING: usize = 1;
+
+/// One minute of one measurement point's energy at one site.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MinuteEnergy {
+    /// Start of the minute, ms since the epoch.
+    pub ts_ms: i64,
+    /// Measurement point.
+    pub point: Point,
+    /// Energy, J.
+    pub energy_j: f64,
+    /// Meter-milliseconds covered by data.
+    pub covered_ms: f64,
+    /// Meter-milliseconds expected (every meter of the point known by then).
+    pub expected_ms: f64,
+    /// Part of the energy from estimated readings, J.
+    pub estimated_j: f64,
+}
+
+/// Sums over a period for one measurement point.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PeriodTotals {
+    /// Energy, J.
+    pub energy_j: f64,
+    /// Meter-milliseconds covered.
+    pub covered_ms: f64,
+    /// Meter-milliseconds expected.
+    pub expected_ms: f64,
+    /// Estimated part of the energy, J.
+    pub estimated_j: f64,
+}
+
+impl PeriodTotals {
+    /// Adds one minute.
+    pub fn add(&mut self, m: &MinuteEnergy) {
+        self.energy_j += m.energy_j;
+        self.covered_ms += m.covered_ms;
+        self.expected_ms += m.expected_ms;
+        self.estimated_j += m.estimated_j;
+    }
+
+    fn stat(&self) -> LevelStat {
+        LevelStat {
+            value: self.energy_j,
+            coverage: if self.expected_ms > 0.0 {
+                (self.covered_ms / self.expected_ms).min(1.0)
+            } else {
+                0.0
+            },
+            estimated: self.estimated_j > 0.0,
+            known: self.expected_ms > 0.0,
+        }
+    }
+}
+
+/// The PUE of a period from its per-point sums, by the same rules as the rolling windows:
+/// one IT level (the highest category meeting `min_coverage`), `invalid` below 1.0,
+/// coverage and quality stated.
+pub fn period_view(
+    totals: &BTreeMap<Point, PeriodTotals>,
+    min_coverage: f64,
+    from_ms: i64,
+    to_ms: i64,
+) -> WindowView {
+    let stat = |p: Point| totals.get(&p).copied().unwrap_or_default().stat();
+    let fac = stat(Point::FacilityInput);
+    let its: Vec<(u8, LevelStat)> = IT_LEVELS
+        .iter()
+        .filter_map(|&c| Point::for_category(c).map(|p| (c, stat(p))))
+        .collect();
+    let mut v = WindowView {
+        label: "PUE, period".to_owned(),
+        value: None,
+        category: None,
+        coverage_it: 0.0,
+        coverage_facility: round6(fac.coverage),
+        quality: "no_data",
+        reason: Some("no IT meter data in the period".to_owned()),
+        dcie: None,
+        from_ms: Some(from_ms),
+        to_ms: Some(to_ms),
+        facility_kwh: fac.value / 3.6e6,
+        it_kwh: 0.0,
+    };
+    let Some(i) = choose(&its, min_coverage) else {
+        return v;
+    };
+    let (category, it) = &its[i];
+    let (value, quality, reason) = judge(&fac, it);
+    v.label = quality_label(*category, "period");
+    v.value = value;
+    v.category = Some(*category);
+    v.coverage_it = round6(it.coverage);
+    v.quality = quality;
+    v.reason = reason;
+    v.dcie = value.map(|x| 1.0 / x);
+    v.it_kwh = it.value / 3.6e6;
+    v
+}
+
+impl Engine {
+    /// The closed minutes of a site that changed since the last call: every minute from
+    /// the earliest energy added since then (late data replayed from an agent's spool
+    /// included) up to the last minute before the watermark. Meant to be written with
+    /// "insert or replace": a minute exported twice carries its complete, newer totals.
+    pub fn export_minutes(&mut self, site_id: &str, now_ms: i64) -> Vec<MinuteEnergy> {
+        let (gf, di) = (self.cfg.gap_factor, self.cfg.default_interval_ms);
+        let Some(site) = self.sites.get_mut(site_id) else {
+            return Vec::new();
+        };
+        let Some(wm) = site.watermark(now_ms, gf, di) else {
+            return Vec::new();
+        };
+        let to = wm.div_euclid(MINUTE_MS) * MINUTE_MS;
+        let dirty = site
+            .dirty_from_ms
+            .map(|d| d.div_euclid(MINUTE_MS) * MINUTE_MS);
+        let from = match (dirty, site.exported_to_ms) {
+            (Some(d), Some(e)) => d.min(e),
+            (Some(d), None) => d,
+            (None, Some(e)) => e,
+            (None, None) => return Vec::new(),
+        };
+        // Never older than the minute ring holds.
+        let held = super::RINGS[MINUTE_RING].1 as i64 - 1;
+        let from = from.max(to - held * MINUTE_MS);
+        if from >= to {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for (point, level) in &site.levels {
+            let ring = &level.rings[MINUTE_RING];
+            let firsts: Vec<i64> = site
+                .series
+                .iter()
+                .filter(|(k, _)| k.point == *point)
+                .filter_map(|(_, s)| s.first_ms)
+                .collect();
+            let mut m = from;
+            while m < to {
+                let t = ring.sum(m, m + MINUTE_MS);
+                let expected: f64 = firsts
+                    .iter()
+                    .map(|f| (m + MINUTE_MS - m.max(*f)).clamp(0, MINUTE_MS) as f64)
+                    .sum();
+                if t.covered_ms > 0.0 || expected > 0.0 {
+                    out.push(MinuteEnergy {
+                        ts_ms: m,
+                        point: *point,
+                        energy_j: t.energy_j,
+                        covered_ms: t.covered_ms,
+                        expected_ms: expected,
+                        estimated_j: t.estimated_j,
+                    });
+                }
+                m += MINUTE_MS;
+            }
+        }
+        site.exported_to_ms = Some(to);
+        site.dirty_from_ms = None;
+        out
+    }
+}

@@ -1,0 +1,163 @@
+//! History store tests on a real SQLite file in a temporary directory.
+
+use super::store::*;
+use crate::engine::MinuteEnergy;
+use crate::sink::Batch;
+use dcwatt_common::protocol::{Point, Reading};
+
+const DAY: i64 = 86_400_000;
+const MIN: i64 = 60_000;
+/// 2025-01-01T00:00:00Z.
+const Y0: i64 = 1_735_689_600_000;
+
+struct Dir(std::path::PathBuf);
+
+impl Dir {
+    fn new(name: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("dcwatt-history-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("temp dir");
+        Dir(p)
+    }
+    fn db(&self) -> std::path::PathBuf {
+        self.0.join("h.sqlite")
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn row(series: &'static str, key: &str, ts: i64, value: f64) -> DerivedRow {
+    DerivedRow {
+        site: "dc1".into(),
+        series,
+        key: key.into(),
+        ts_ms: ts,
+        value: Some(value),
+        category: Some(3),
+        coverage: Some(1.0),
+        quality: Some("measured"),
+    }
+}
+
+#[test]
+fn retention_prunes_old_rows_and_keeps_recent_ones() {
+    let d = Dir::new("prune");
+    let mut s = Store::open(&d.db()).expect("open");
+    let now = Y0 + 500 * DAY;
+    s.begin().expect("begin");
+    s.put_derived(&[
+        row("pue", "1h", now - 401 * DAY, 1.4),
+        row("pue", "1h", now - 399 * DAY, 1.3),
+    ])
+    .expect("derived");
+    let minute = |ts| MinuteEnergy {
+        ts_ms: ts,
+        point: Point::FacilityInput,
+        energy_j: 1.0,
+        covered_ms: 60_000.0,
+        expected_ms: 60_000.0,
+        estimated_j: 0.0,
+    };
+    s.put_minutes("dc1", &[minute(now - 401 * DAY), minute(now - DAY)])
+        .expect("minutes");
+    let b = Batch {
+        site: "dc1".into(),
+        node: "h1".into(),
+        rack: None,
+        zone: None,
+        readings: vec![
+            Reading::gauge("power_w", 100.0, now - 8 * DAY),
+            Reading::gauge("power_w", 200.0, now - 6 * DAY),
+        ],
+    };
+    assert_eq!(s.put_raw(&b).expect("raw"), 2);
+    s.commit().expect("commit");
+    let deleted = s.prune(now - 400 * DAY, now - 7 * DAY).expect("prune");
+    assert_eq!(deleted, 3);
+    let pue = s.series("dc1", "pue", "1h", 0, now, DAY).expect("series");
+    assert_eq!(pue.value, vec![Some(1.3)]);
+    assert_eq!(
+        s.raw("dc1", "h1", "power_w", 0, now).expect("raw"),
+        vec![(now - 6 * DAY, 200.0)]
+    );
+    let (_, minutes) = s.energy("dc1", 0, now, 0.95).expect("energy");
+    assert_eq!(minutes, 1);
+}
+
+#[test]
+fn a_year_of_minutes_answers_by_day_and_by_month() {
+    let d = Dir::new("year");
+    let mut s = Store::open(&d.db()).expect("open");
+    let minutes = 365 * 1440;
+    // Facility 1300 W, IT 1000 W; derived facility power rises by 1 W per day.
+    s.begin().expect("begin");
+    let mut batch = Vec::with_capacity(1440);
+    let mut rows = Vec::with_capacity(1440);
+    for i in 0..minutes {
+        let ts = Y0 + i * MIN;
+        for (point, w) in [(Point::FacilityInput, 1300.0), (Point::ItInput, 1000.0)] {
+            batch.push(MinuteEnergy {
+                ts_ms: ts,
+                point,
+                energy_j: w * 60.0,
+                covered_ms: 60_000.0,
+                expected_ms: 60_000.0,
+                estimated_j: 0.0,
+            });
+        }
+        rows.push(row("facility_w", "", ts, 1300.0 + (i / 1440) as f64));
+        if batch.len() >= 2880 {
+            s.put_minutes("dc1", &batch).expect("minutes");
+            s.put_derived(&rows).expect("rows");
+            batch.clear();
+            rows.clear();
+        }
+    }
+    s.commit().expect("commit");
+    drop(s);
+    // Reopened read-only, as the API does: the data survived closing.
+    let r = Store::open_read(&d.db()).expect("open read");
+    let year_end = Y0 + minutes * MIN;
+    let daily = r
+        .series("dc1", "facility_w", "", Y0, year_end, DAY)
+        .expect("daily");
+    assert_eq!(daily.time.len(), 365);
+    assert_eq!(daily.time[10], Y0 + 10 * DAY);
+    assert_eq!(daily.value[10], Some(1310.0));
+    assert_eq!(daily.value[364], Some(1664.0));
+    // January's report: 31 days of energy, PUE 1.3 exactly.
+    let jan_end = Y0 + 31 * DAY;
+    let (v, n) = r.energy("dc1", Y0, jan_end, 0.95).expect("energy");
+    assert_eq!(n, 31 * 1440);
+    assert!((v.facility_kwh - 1.3 * 24.0 * 31.0).abs() < 1e-6, "{v:?}");
+    assert!((v.it_kwh - 24.0 * 31.0).abs() < 1e-6);
+    assert!((v.value.expect("pue") - 1.3).abs() < 1e-12);
+    assert_eq!((v.category, v.quality), (Some(3), "measured"));
+    // Weekly PUE over the year, from energy sums.
+    let weeks = r.energy_steps("dc1", Y0, year_end, 7 * DAY).expect("weeks");
+    assert_eq!(weeks.len(), 53);
+}
+
+#[test]
+fn a_pue_step_takes_the_last_window_value_not_an_average_of_ratios() {
+    let d = Dir::new("ratio");
+    let mut s = Store::open(&d.db()).expect("open");
+    s.begin().expect("begin");
+    s.put_derived(&[
+        row("pue", "24h", Y0, 1.1),
+        row("pue", "24h", Y0 + MIN, 2.0),
+        row("pue", "24h", Y0 + 2 * MIN, 1.4),
+    ])
+    .expect("rows");
+    s.commit().expect("commit");
+    let r = s
+        .series("dc1", "pue", "24h", Y0, Y0 + 3 * MIN, 3 * MIN)
+        .expect("q");
+    assert_eq!(r.value, vec![Some(1.4)]);
+    assert_eq!(r.category, vec![Some(3)]);
+    assert_eq!(r.quality, vec![Some("measured".to_owned())]);
+}

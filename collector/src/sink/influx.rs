@@ -1,0 +1,495 @@
+//! The InfluxDB sink: raw readings and derived values, as line protocol, through the
+//! `influxdb2` client to any server with the v2 write API (InfluxDB 2.x, InfluxDB 3.x,
+//! VictoriaMetrics).
+//!
+//! Two tasks share a bounded buffer of sealed chunks:
+//! - the encoder takes batches from its queue and, every `derived_interval`, a snapshot of
+//!   the derived values; it seals a chunk at `batch_lines` lines or every
+//!   `flush_interval`. When the buffer is over `buffer_bytes`, the oldest chunk is dropped
+//!   and its lines counted.
+//! - the writer writes the oldest chunk until it succeeds: retriable failures (connection
+//!   refused, timeouts, 5xx, 429) are retried with backoff, in order; permanent ones (any
+//!   other 4xx) are logged with the server's answer, counted and dropped.
+
+use super::{schema, snapshot, Batch};
+use crate::alerts::notify::RackBudget;
+use crate::engine::Engine;
+use bytes::Bytes;
+use dcwatt_common::backoff::Backoff;
+use dcwatt_common::secret::Secret;
+use influxdb2::api::write::TimestampPrecision;
+use influxdb2::RequestError;
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+
+/// InfluxDB sink settings.
+#[derive(Debug, Clone)]
+pub struct InfluxConfig {
+    /// Server base URL, e.g. `http://127.0.0.1:8086`.
+    pub url: String,
+    /// Organization (InfluxDB 2; ignored by 3.x and VictoriaMetrics).
+    pub org: String,
+    /// Bucket (InfluxDB 2) or database (InfluxDB 3).
+    pub bucket: String,
+    /// API token.
+    pub token: Option<Secret>,
+    /// CA certificate (PEM) to trust for an `https` URL, besides the built-in roots.
+    pub ca_file: Option<PathBuf>,
+    /// Compress request bodies.
+    pub gzip: bool,
+    /// Lines per write request.
+    pub batch_lines: usize,
+    /// Longest time a line waits before it is written.
+    pub flush_interval: Duration,
+    /// Timeout of one write request.
+    pub timeout: Duration,
+    /// Most bytes of line protocol held while the server is unreachable.
+    pub buffer_bytes: usize,
+    /// How often derived values are written.
+    pub derived_interval: Duration,
+    /// Write raw readings (derived values are always written).
+    pub raw: bool,
+    /// Batches queued between the intake and the encoder.
+    pub queue_batches: usize,
+}
+
+/// Counters shown on `/metrics`.
+#[derive(Debug, Default)]
+pub struct InfluxStats {
+    /// Lines the server accepted.
+    pub lines_written: AtomicU64,
+    /// Write requests that succeeded.
+    pub requests_ok: AtomicU64,
+    /// Failed write attempts that will be retried.
+    pub retries: AtomicU64,
+    /// Lines the server refused for good (4xx other than 429).
+    pub lines_rejected: AtomicU64,
+    /// Lines dropped because the buffer was full (server unreachable for too long).
+    pub lines_dropped: AtomicU64,
+    /// Bytes of line protocol waiting to be written.
+    pub buffered_bytes: AtomicU64,
+    /// Lines waiting to be written.
+    pub buffered_lines: AtomicU64,
+    /// True while the last write attempt succeeded.
+    pub up: AtomicBool,
+}
+
+struct Chunk {
+    id: u64,
+    body: Bytes,
+    lines: usize,
+}
+
+#[derive(Default)]
+struct Buffer {
+    chunks: VecDeque<Chunk>,
+    bytes: usize,
+    next_id: u64,
+}
+
+struct Shared {
+    buf: Mutex<Buffer>,
+    ready: Notify,
+    stats: Arc<InfluxStats>,
+    limit: usize,
+}
+
+impl Shared {
+    fn seal(&self, body: String, lines: usize) {
+        if lines == 0 {
+            return;
+        }
+        let Ok(mut b) = self.buf.lock() else {
+            return;
+        };
+        let id = b.next_id;
+        b.next_id += 1;
+        b.bytes += body.len();
+        b.chunks.push_back(Chunk {
+            id,
+            body: Bytes::from(body),
+            lines,
+        });
+        // Keep the newest: the oldest chunk goes first when over the limit (never the
+        // only one).
+        while b.bytes > self.limit && b.chunks.len() > 1 {
+            if let Some(old) = b.chunks.pop_front() {
+                b.bytes -= old.body.len();
+                self.stats
+                    .lines_dropped
+                    .fetch_add(old.lines as u64, Ordering::Relaxed);
+                tracing::warn!(
+                    lines = old.lines,
+                    "InfluxDB buffer full: dropped the oldest lines (raise influx.buffer_mib or fix the server)"
+                );
+            }
+        }
+        self.publish(&b);
+        drop(b);
+        self.ready.notify_one();
+    }
+
+    fn publish(&self, b: &Buffer) {
+        self.stats
+            .buffered_bytes
+            .store(b.bytes as u64, Ordering::Relaxed);
+        let lines: usize = b.chunks.iter().map(|c| c.lines).sum();
+        self.stats
+            .buffered_lines
+            .store(lines as u64, Ordering::Relaxed);
+    }
+
+    fn front(&self) -> Option<(u64, Bytes, usize)> {
+        let b = self.buf.lock().ok()?;
+        b.chunks.front().map(|c| (c.id, c.body.clone(), c.lines))
+    }
+
+    fn done(&self, id: u64) {
+        if let Ok(mut b) = self.buf.lock() {
+            if b.chunks.front().is_some_and(|c| c.id == id) {
+                if let Some(c) = b.chunks.pop_front() {
+                    b.bytes -= c.body.len();
+                }
+            }
+            self.publish(&b);
+        }
+    }
+}
+
+/// Why the sink could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The CA file could not be read or parsed.
+    #[error("influx.ca_file {path}: {detail}")]
+    Ca {
+        /// File.
+        path: PathBuf,
+        /// What went wrong.
+        detail: String,
+    },
+    /// The HTTP client could not be built.
+    #[error("cannot build the InfluxDB client: {0}")]
+    Client(String),
+}
+
+/// Builds the client (checked at start-up, so a bad CA file stops the collector).
+///
+/// # Errors
+/// The CA file is unreadable or the client cannot be built.
+pub fn client(cfg: &InfluxConfig) -> Result<influxdb2::Client, SetupError> {
+    let mut http = reqwest::ClientBuilder::new()
+        .timeout(cfg.timeout)
+        .connect_timeout(cfg.timeout.min(Duration::from_secs(5)));
+    if let Some(path) = &cfg.ca_file {
+        let pem = std::fs::read(path).map_err(|e| SetupError::Ca {
+            path: path.clone(),
+            detail: e.to_string(),
+        })?;
+        let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| SetupError::Ca {
+            path: path.clone(),
+            detail: e.to_string(),
+        })?;
+        http = http.add_root_certificate(cert);
+    }
+    let token = cfg
+        .token
+        .as_ref()
+        .map(|t| t.expose().to_owned())
+        .unwrap_or_default();
+    // The URL was checked when the configuration was loaded.
+    influxdb2::ClientBuilder::with_builder(http, cfg.url.clone(), cfg.org.clone(), token)
+        .gzip(cfg.gzip)
+        .build()
+        .map_err(|e| SetupError::Client(e.to_string()))
+}
+
+/// What a failed write means.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// Try again later.
+    Retriable,
+    /// The server refused the data; trying again would not help.
+    Permanent,
+}
+
+/// Classifies a write error: connection problems, timeouts, 5xx and 429 are retriable;
+/// every other status is permanent.
+pub fn classify(e: &RequestError) -> Failure {
+    match e {
+        RequestError::Http { status, .. } => {
+            if status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408 {
+                Failure::Retriable
+            } else {
+                Failure::Permanent
+            }
+        }
+        RequestError::ReqwestProcessing { .. } | RequestError::Deserializing { .. } => {
+            Failure::Retriable
+        }
+        RequestError::Serializing { .. } => Failure::Permanent,
+    }
+}
+
+/// A pre-encoded chunk of line protocol, for the client's gzip write path.
+struct Encoded(Bytes);
+
+impl influxdb2::models::WriteDataPoint for Encoded {
+    fn write_data_point_to<W: std::io::Write>(&self, mut w: W) -> std::io::Result<()> {
+        w.write_all(&self.0)
+    }
+}
+
+async fn write(
+    client: &influxdb2::Client,
+    cfg: &InfluxConfig,
+    body: Bytes,
+) -> Result<(), RequestError> {
+    if cfg.gzip {
+        let one = futures_util::stream::iter([Encoded(body)]);
+        client
+            .write_with_precision(&cfg.bucket, one, TimestampPrecision::Milliseconds)
+            .await
+    } else {
+        client
+            .write_line_protocol_with_precision(
+                &cfg.org,
+                &cfg.bucket,
+                body,
+                TimestampPrecision::Milliseconds,
+            )
+            .await
+    }
+}
+
+/// Everything the sink needs to run.
+pub struct Sink {
+    /// Settings.
+    pub cfg: InfluxConfig,
+    /// The client from [`client`].
+    pub client: influxdb2::Client,
+    /// Raw batches from the intake (None when raw readings are not written).
+    pub rx: Option<mpsc::Receiver<Arc<Batch>>>,
+    /// For derived values.
+    pub engine: Arc<Mutex<Engine>>,
+    /// Rack budgets.
+    pub racks: Arc<Vec<RackBudget>>,
+    /// Counters.
+    pub stats: Arc<InfluxStats>,
+}
+
+impl Sink {
+    /// Runs until `cancel`, then writes what is buffered for up to `drain` before giving up
+    /// (what is left is logged and counted as dropped).
+    pub async fn run(self, cancel: CancellationToken, drain: Duration) {
+        let shared = Arc::new(Shared {
+            buf: Mutex::new(Buffer::default()),
+            ready: Notify::new(),
+            stats: self.stats.clone(),
+            limit: self.cfg.buffer_bytes,
+        });
+        let writer_stop = CancellationToken::new();
+        let writer = tokio::spawn(writer(
+            self.client,
+            self.cfg.clone(),
+            shared.clone(),
+            writer_stop.clone(),
+        ));
+        encoder(
+            &self.cfg,
+            self.rx,
+            &self.engine,
+            &self.racks,
+            &shared,
+            &cancel,
+        )
+        .await;
+        // Drain: let the writer empty the buffer, for a while.
+        let deadline = tokio::time::Instant::now() + drain;
+        while tokio::time::Instant::now() < deadline && shared.front().is_some() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        writer_stop.cancel();
+        let _ = writer.await;
+        let left = self.stats.buffered_lines.load(Ordering::Relaxed);
+        if left > 0 {
+            self.stats.lines_dropped.fetch_add(left, Ordering::Relaxed);
+            tracing::error!(
+                lines = left,
+                "InfluxDB unreachable at shutdown: buffered lines not written"
+            );
+        }
+    }
+}
+
+async fn encoder(
+    cfg: &InfluxConfig,
+    mut rx: Option<mpsc::Receiver<Arc<Batch>>>,
+    engine: &Mutex<Engine>,
+    racks: &[RackBudget],
+    shared: &Shared,
+    cancel: &CancellationToken,
+) {
+    let mut body = String::new();
+    let mut lines = 0usize;
+    let mut flush = tokio::time::interval(cfg.flush_interval);
+    let mut derive = tokio::time::interval(cfg.derived_interval);
+    flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    derive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            b = async {
+                match rx.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                let Some(b) = b else { rx = None; continue };
+                lines += schema::readings(&mut body, &b);
+            }
+            _ = derive.tick() => {
+                let snaps = match engine.lock() {
+                    Ok(e) => snapshot(&e, racks, dcwatt_common::now_ms()),
+                    Err(_) => continue,
+                };
+                for s in &snaps {
+                    lines += schema::derived(&mut body, s);
+                }
+            }
+            _ = flush.tick() => {
+                shared.seal(std::mem::take(&mut body), std::mem::take(&mut lines));
+            }
+        }
+        if lines >= cfg.batch_lines {
+            shared.seal(std::mem::take(&mut body), std::mem::take(&mut lines));
+        }
+    }
+    // What is still queued, then the rest.
+    if let Some(rx) = rx.as_mut() {
+        while let Ok(b) = rx.try_recv() {
+            lines += schema::readings(&mut body, &b);
+            if lines >= cfg.batch_lines {
+                shared.seal(std::mem::take(&mut body), std::mem::take(&mut lines));
+            }
+        }
+    }
+    shared.seal(body, lines);
+}
+
+async fn writer(
+    client: influxdb2::Client,
+    cfg: InfluxConfig,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+) {
+    let mut backoff = Backoff::new(
+        Duration::from_millis(200),
+        Duration::from_secs(30),
+        dcwatt_common::now_ms().unsigned_abs(),
+    );
+    let mut limiter = dcwatt_common::logging::RateLimiter::new(Duration::from_secs(30));
+    loop {
+        let Some((id, body, lines)) = shared.front() else {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = shared.ready.notified() => continue,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+            }
+        };
+        let result = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = write(&client, &cfg, body) => r,
+        };
+        match result {
+            Ok(()) => {
+                shared.done(id);
+                let s = &shared.stats;
+                s.lines_written.fetch_add(lines as u64, Ordering::Relaxed);
+                s.requests_ok.fetch_add(1, Ordering::Relaxed);
+                if !s.up.swap(true, Ordering::Relaxed) {
+                    tracing::info!(url = %cfg.url, "InfluxDB writes succeed");
+                }
+                backoff.reset();
+            }
+            Err(e) => match classify(&e) {
+                Failure::Permanent => {
+                    shared.done(id);
+                    shared
+                        .stats
+                        .lines_rejected
+                        .fetch_add(lines as u64, Ordering::Relaxed);
+                    tracing::error!(lines, error = %e, "InfluxDB refused a write; the lines are dropped");
+                }
+                Failure::Retriable => {
+                    shared.stats.retries.fetch_add(1, Ordering::Relaxed);
+                    let was_up = shared.stats.up.swap(false, Ordering::Relaxed);
+                    let delay = backoff.next_delay();
+                    if was_up
+                        || limiter
+                            .allow("influx_retry", std::time::Instant::now())
+                            .is_some()
+                    {
+                        tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "InfluxDB write failed; retrying (lines are buffered)");
+                    }
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn http(code: u16) -> RequestError {
+        RequestError::Http {
+            status: reqwest::StatusCode::from_u16(code).unwrap_or_default(),
+            text: String::new(),
+        }
+    }
+
+    #[test]
+    fn server_errors_and_throttling_are_retried_client_errors_are_not() {
+        for c in [500, 502, 503, 504, 429, 408] {
+            assert_eq!(classify(&http(c)), Failure::Retriable, "{c}");
+        }
+        for c in [400, 401, 403, 404, 413, 422] {
+            assert_eq!(classify(&http(c)), Failure::Permanent, "{c}");
+        }
+    }
+
+    fn shared(limit: usize) -> Shared {
+        Shared {
+            buf: Mutex::new(Buffer::default()),
+            ready: Notify::new(),
+            stats: Arc::default(),
+            limit,
+        }
+    }
+
+    #[test]
+    fn a_full_buffer_drops_the_oldest_chunks_and_counts_their_lines() {
+        let s = shared(25);
+        s.seal("a 1\n".repeat(3), 3); // 12 bytes
+        s.seal("b 1\n".repeat(2), 2); // 8 bytes
+        s.seal("c 1\n".repeat(2), 2); // 8 bytes: 28 > 25, the oldest goes
+        assert_eq!(s.stats.lines_dropped.load(Ordering::Relaxed), 3);
+        assert_eq!(s.stats.buffered_lines.load(Ordering::Relaxed), 4);
+        let (id, body, lines) = s.front().expect("a chunk");
+        assert_eq!((&body[..], lines), (&b"b 1\nb 1\n"[..], 2));
+        s.done(id);
+        assert_eq!(s.stats.buffered_bytes.load(Ordering::Relaxed), 8);
+        // A chunk dropped while being written is not removed twice.
+        s.done(id);
+        assert_eq!(s.stats.buffered_lines.load(Ordering::Relaxed), 2);
+    }
+}

@@ -1,0 +1,135 @@
+//! The InfluxDB schema (docs/influxdb.md): which measurements, tags and fields each kind
+//! of data becomes. Tags are only identifiers with a bounded set of values (sites, nodes,
+//! racks, zones, metric and point names, windows, categories); values are fields.
+
+use super::line::{Field, Line};
+use super::{Batch, SiteSnapshot};
+
+/// Raw readings: `dcwatt_reading`, one line per reading, stamped with the reading's time.
+/// Returns the number of lines written.
+pub fn readings(out: &mut String, b: &Batch) -> usize {
+    let mut n = 0;
+    for r in &b.readings {
+        let point = r.point.map(|p| p.as_str());
+        n += usize::from(
+            Line::new(out, "dcwatt_reading")
+                .tag("component", &r.component)
+                .tag("metric", &r.metric)
+                .tag("node", &b.node)
+                .tag_opt("point", point)
+                .tag_opt("rack", r.rack.as_deref().or(b.rack.as_deref()))
+                .tag("site", &b.site)
+                .tag_opt("source", r.source.as_deref())
+                .tag_opt("zone", r.zone.as_deref().or(b.zone.as_deref()))
+                .field("value", Field::F(r.value))
+                .end(r.ts_ms),
+        );
+    }
+    n
+}
+
+/// Derived values of one site: `dcwatt_pue` per window, `dcwatt_power`, `dcwatt_site`
+/// and `dcwatt_rack` per rack, all stamped with the snapshot's time. Returns the number
+/// of lines written.
+pub fn derived(out: &mut String, s: &SiteSnapshot) -> usize {
+    let v = &s.view;
+    let site = v.site.as_str();
+    let ts = v.ts_ms;
+    let mut n = 0;
+    for (window, w) in &v.pue.0 {
+        let category = w.category.map(|c| c.to_string());
+        n += usize::from(
+            Line::new(out, "dcwatt_pue")
+                .tag_opt("category", category.as_deref())
+                .tag("site", site)
+                .tag("window", window)
+                .field_opt("value", w.value)
+                .field_opt("dcie", w.dcie)
+                .field("coverage_it", Field::F(w.coverage_it))
+                .field("coverage_facility", Field::F(w.coverage_facility))
+                .field("facility_kwh", Field::F(w.facility_kwh))
+                .field("it_kwh", Field::F(w.it_kwh))
+                .field("quality", Field::S(w.quality))
+                .end(ts),
+        );
+    }
+    let p = &v.power;
+    let category = p.category.map(|c| c.to_string());
+    n += usize::from(
+        Line::new(out, "dcwatt_power")
+            .tag_opt("category", category.as_deref())
+            .tag("site", site)
+            .field_opt("facility_w", p.facility_w)
+            .field_opt("it_w", p.it_w)
+            .field_opt("ratio", p.ratio)
+            .field("coverage_it", Field::F(p.coverage_it))
+            .field("coverage_facility", Field::F(p.coverage_facility))
+            .field("quality", Field::S(p.quality))
+            .end(ts),
+    );
+    let c = &v.capacity;
+    let int = |x: usize| Field::I(i64::try_from(x).unwrap_or(i64::MAX));
+    n += usize::from(
+        Line::new(out, "dcwatt_site")
+            .tag("site", site)
+            .field("nodes_total", int(v.nodes.total))
+            .field("nodes_online", int(v.nodes.online))
+            .field("nodes_offline", int(v.nodes.offline))
+            .field("nodes_stale", int(v.nodes.stale))
+            .field(
+                "missing_batches",
+                Field::I(i64::try_from(v.missing_batches).unwrap_or(i64::MAX)),
+            )
+            .field("racks", int(c.racks))
+            .field("racks_in_use", int(c.racks_in_use))
+            .field("standard_racks", Field::F(c.standard_racks))
+            .field("standard_racks_in_use", Field::F(c.standard_racks_in_use))
+            .field("gpus", Field::I(i64::from(c.gpus)))
+            .field("fp16_pflops", Field::F(c.fp16_pflops))
+            .end(ts),
+    );
+    for r in &s.racks {
+        n += usize::from(
+            Line::new(out, "dcwatt_rack")
+                .tag("rack", &r.rack)
+                .tag("site", site)
+                .field("power_w", Field::F(r.power_w))
+                .field_opt("budget_w", r.budget_w)
+                .field_opt("utilization", r.utilization)
+                .field_opt("failover_headroom_w", r.failover_headroom_w)
+                .end(ts),
+        );
+    }
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dcwatt_common::protocol::{Point, Reading};
+
+    #[test]
+    fn a_reading_line_carries_every_tag_it_has() {
+        let mut r = Reading::gauge("power_w", 412.5, 1_700_000_000_000)
+            .at(Point::ItInput)
+            .from_source("ipmi_dcmi");
+        r.zone = Some("hall 2".into());
+        let plain = Reading::gauge("cpu_util", 0.25, 1_700_000_000_001);
+        let b = Batch {
+            site: "dc1".into(),
+            node: "h-01".into(),
+            rack: Some("r12".into()),
+            zone: Some("hall1".into()),
+            readings: vec![r, plain],
+        };
+        let mut out = String::new();
+        assert_eq!(readings(&mut out, &b), 2);
+        assert_eq!(
+            out,
+            "dcwatt_reading,component=system,metric=power_w,node=h-01,point=it_input,rack=r12,\
+             site=dc1,source=ipmi_dcmi,zone=hall\\ 2 value=412.5 1700000000000\n\
+             dcwatt_reading,component=system,metric=cpu_util,node=h-01,rack=r12,site=dc1,\
+             zone=hall1 value=0.25 1700000000001\n"
+        );
+    }
+}
