@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Installs what dcwatt's tests talk to, when missing: Mosquitto, Prometheus Alertmanager
-# ipmitool and net-snmp's snmpd (Debian packages), and the BMC, Modbus and SNMP simulators
-# (PyPI, into .venv).
+# Installs what dcwatt's tests talk to, when missing: Mosquitto, Prometheus Alertmanager,
+# ipmitool, net-snmp's snmpd and VictoriaMetrics (it accepts the InfluxDB v2 write API)
+# (Debian packages), and the BMC, Modbus and SNMP simulators (PyPI, into .venv).
 # Idempotent; needs root and apt-get to install. Without them the Mosquitto tests skip
 # loudly, or fail when DCWATT_REQUIRE_SERVICES=1.
 set -euo pipefail
@@ -11,6 +11,7 @@ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mos
 command -v prometheus-alertmanager >/dev/null 2>&1 || need+=(prometheus-alertmanager)
 command -v ipmitool >/dev/null 2>&1 || need+=(ipmitool)
 command -v snmpd >/dev/null 2>&1 || [ -x /usr/sbin/snmpd ] || need+=(snmpd snmp)
+command -v victoria-metrics >/dev/null 2>&1 || [ -x /usr/bin/victoria-metrics ] || need+=(victoria-metrics)
 
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then

@@ -480,6 +480,70 @@ impl Alertmanager {
     }
 }
 
+/// VictoriaMetrics on a loopback port: a real server for the InfluxDB v2 write API
+/// (`POST /api/v2/write`), read back through its export API.
+pub struct VictoriaMetrics {
+    /// The process.
+    pub proc: Proc,
+    /// Its HTTP port.
+    pub port: u16,
+}
+
+impl VictoriaMetrics {
+    /// Starts VictoriaMetrics on a free port, or `None` when it is not installed.
+    pub fn start(dir: &TempDir) -> Option<VictoriaMetrics> {
+        Self::start_on(dir, free_port())
+    }
+
+    /// Starts it on `port` with its data in the scratch directory (a restart on the same
+    /// port keeps the data).
+    pub fn start_on(dir: &TempDir, port: u16) -> Option<VictoriaMetrics> {
+        let exe = find_program("victoria-metrics")?;
+        let mut cmd = Command::new(exe);
+        cmd.arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+            .arg(format!(
+                "-storageDataPath={}",
+                dir.0.join("vm-data").display()
+            ))
+            .arg("-retentionPeriod=100y")
+            .arg("-search.latencyOffset=1s");
+        let mut proc = Proc::spawn("victoria-metrics", cmd, dir.0.join("victoria-metrics.log"));
+        wait_for(
+            "victoria-metrics to answer",
+            Duration::from_secs(30),
+            || {
+                assert!(proc.running(), "victoria-metrics exited:\n{}", proc.log());
+                http_get(port, "/health")
+                    .filter(|(s, _)| *s == 200)
+                    .map(|_| ())
+            },
+        );
+        Some(VictoriaMetrics { proc, port })
+    }
+
+    /// Every sample of the series matching `selector` (e.g. `{__name__="x"}`), after a
+    /// flush: one JSON object per series with `metric`, `values` and `timestamps`.
+    pub fn export(&self, selector: &str) -> Vec<serde_json::Value> {
+        let _ = http_get(self.port, "/internal/force_flush");
+        let q: String = selector
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        let path = format!("/api/v1/export?match%5B%5D={q}&start=0");
+        let Some((200, body)) = http_get(self.port, &path) else {
+            return Vec::new();
+        };
+        body.lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+}
+
 /// Connects a fresh MQTT client, subscribes to `filter` and returns the retained messages
 /// (and anything else) that arrive within `wait`.
 pub fn mqtt_collect(port: u16, filter: &str, wait: Duration) -> Vec<(String, Vec<u8>, bool)> {

@@ -3,6 +3,8 @@ mod bad_input;
 mod broker_auth;
 mod burst;
 mod cli;
+mod history;
+mod influx;
 mod ipmi;
 mod modbus;
 mod outage;

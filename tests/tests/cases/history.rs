@@ -1,0 +1,192 @@
+//! The embedded history: closed minutes of energy give an exact energy report and PUE for
+//! any period, derived series are served for charts, and both survive a restart.
+
+use dcwatt_common::protocol::{
+    Point, Reading, ReadingsMessage, Role, State, StatusMessage, VERSION,
+};
+use dcwatt_e2e::*;
+use std::time::Duration;
+
+const SITE: &str = "hist";
+const MIN: i64 = 60_000;
+
+fn msg(topic: String, payload: serde_json::Result<Vec<u8>>) -> (String, Vec<u8>) {
+    (topic, payload.expect("json"))
+}
+
+/// Facility 1300 W; two hosts at 500 W each; one batch per node at `ts`.
+fn batches(seq: u64, ts: i64) -> Vec<(String, Vec<u8>)> {
+    [
+        ("meter", 1300.0, Point::FacilityInput),
+        ("h1", 500.0, Point::ItInput),
+        ("h2", 500.0, Point::ItInput),
+    ]
+    .into_iter()
+    .map(|(node, w, point)| {
+        let m = ReadingsMessage {
+            v: VERSION,
+            site: SITE.into(),
+            node: node.into(),
+            seq,
+            sent_ms: ts,
+            readings: vec![Reading::gauge("power_w", w, ts).at(point)],
+        };
+        msg(
+            dcwatt_common::protocol::readings_topic(SITE, node),
+            serde_json::to_vec(&m),
+        )
+    })
+    .collect()
+}
+
+fn births() -> Vec<(String, Vec<u8>)> {
+    [
+        ("meter", Role::Meter),
+        ("h1", Role::Host),
+        ("h2", Role::Host),
+    ]
+    .into_iter()
+    .map(|(node, role)| {
+        let mut s = StatusMessage::offline(SITE, node, dcwatt_common::now_ms());
+        s.state = State::Online;
+        s.role = Some(role);
+        s.interval_ms = Some(1000);
+        msg(
+            dcwatt_common::protocol::status_topic(SITE, node),
+            serde_json::to_vec(&s),
+        )
+    })
+    .collect()
+}
+
+fn env() -> Vec<(&'static str, String)> {
+    vec![
+        ("DCWATT__HISTORY__INTERVAL_SECS", "1".into()),
+        ("DCWATT__ENGINE__DEFAULT_INTERVAL_SECS", "1".into()),
+    ]
+}
+
+#[test]
+fn energy_reports_and_trends_come_from_the_history_and_survive_a_restart() {
+    let dir = TempDir::new("history");
+    let mut c = Collector::start(&dir, BrokerKind::Embedded, &env());
+    let now = dcwatt_common::now_ms();
+    let m0 = now.div_euclid(MIN) * MIN - 5 * MIN;
+    let mut msgs = births();
+    let mut seq = 0u64;
+    let mut ts = m0;
+    while ts <= now {
+        msgs.extend(batches(seq, ts));
+        seq += 1;
+        ts += 1000;
+    }
+    publish_all(c.mqtt, msgs.into_iter(), Duration::from_secs(60));
+    for _ in 0..6 {
+        let live = batches(seq, dcwatt_common::now_ms());
+        seq += 1;
+        publish_all(c.mqtt, live.into_iter(), Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // Four whole minutes: exactly 4 × 60 s of 1300 W and of 1000 W.
+    let report = format!("/api/v1/sites/{SITE}/energy?from={m0}&to={}", m0 + 4 * MIN);
+    let e = wait_for(
+        "four minutes in the history",
+        Duration::from_secs(30),
+        || get_json(c.http, &report).filter(|e| e["minutes"] == 4),
+    );
+    let kwh = |w: f64| w * 240.0 / 3.6e6;
+    let close = |a: &serde_json::Value, b: f64| (a.as_f64().expect("number") - b).abs() < 1e-12;
+    assert!(close(&e["facility_kwh"], kwh(1300.0)), "{e}");
+    assert!(close(&e["it_kwh"], kwh(1000.0)), "{e}");
+    assert!(close(&e["pue"], 1.3), "{e}");
+    assert_eq!(e["category"], 3);
+    assert_eq!(e["quality"], "measured");
+    assert_eq!(e["label"], "PUE₃, period");
+    // PUE per minute from the energy, and the live facility power, for charts.
+    let per_minute = get_json(
+        c.http,
+        &format!(
+            "/api/v1/sites/{SITE}/history?series=pue&window=step&step=1m&from={m0}&to={}",
+            m0 + 4 * MIN
+        ),
+    )
+    .expect("pue per minute");
+    let values: Vec<f64> = per_minute["value"]
+        .as_array()
+        .expect("values")
+        .iter()
+        .filter_map(|v| v.as_f64())
+        .collect();
+    assert_eq!(values.len(), 4, "{per_minute}");
+    assert!(
+        values.iter().all(|v| (v - 1.3).abs() < 1e-12),
+        "{per_minute}"
+    );
+    let facility = wait_for(
+        "facility power in the history",
+        Duration::from_secs(10),
+        || {
+            let h = get_json(
+                c.http,
+                &format!("/api/v1/sites/{SITE}/history?series=facility_w&from=-10m"),
+            )?;
+            (!h["value"].as_array()?.is_empty()).then_some(h)
+        },
+    );
+    assert_eq!(facility["value"][0], 1300.0, "{facility}");
+    assert_eq!(
+        facility["time"].as_array().map(|a| a.len()),
+        facility["value"].as_array().map(|a| a.len())
+    );
+    let pue_1h = get_json(
+        c.http,
+        &format!("/api/v1/sites/{SITE}/history?series=pue&window=1h&from=-10m"),
+    )
+    .expect("pue 1h");
+    assert_eq!(pue_1h["window"], "1h");
+    assert!(
+        !pue_1h["category"]
+            .as_array()
+            .expect("categories")
+            .is_empty(),
+        "{pue_1h}"
+    );
+    // Bad requests say what is wrong.
+    let (status, body) =
+        http_get(c.http, &format!("/api/v1/sites/{SITE}/history?series=nope")).expect("answer");
+    assert_eq!(status, 400);
+    assert!(body.contains("pue"), "{body}");
+    let (status, _) = http_get(
+        c.http,
+        &format!("/api/v1/sites/{SITE}/energy?from=tomorrow"),
+    )
+    .expect("answer");
+    assert_eq!(status, 400);
+    assert_eq!(
+        http_get(c.http, "/api/v1/sites/nowhere/energy").map(|x| x.0),
+        Some(404)
+    );
+    let m = c.metrics();
+    assert!(
+        metric(&m, "dcwatt_history_minutes_written_total").unwrap_or(0.0) >= 8.0,
+        "{m}"
+    );
+    assert!(
+        metric(&m, "dcwatt_history_raw_written_total").unwrap_or(0.0) >= (seq * 3) as f64 * 0.9
+    );
+    assert_eq!(metric(&m, "dcwatt_history_write_errors_total"), Some(0.0));
+
+    // A restart keeps all of it.
+    let _ = c.proc.terminate(Duration::from_secs(10));
+    c = Collector::start(&dir, BrokerKind::Embedded, &env());
+    let after = get_json(c.http, &report).expect("the report after a restart");
+    assert_eq!(after["facility_kwh"], e["facility_kwh"]);
+    assert_eq!(after["it_kwh"], e["it_kwh"]);
+    assert_eq!(after["minutes"], 4);
+    let trend = get_json(
+        c.http,
+        &format!("/api/v1/sites/{SITE}/history?series=facility_w&from=-10m"),
+    )
+    .expect("trend");
+    assert!(!trend["value"].as_array().expect("values").is_empty());
+}
