@@ -117,8 +117,18 @@ fn every_reading_reaches_influxdb_with_its_tags_value_and_time() {
     let Some(vm) = VictoriaMetrics::start(&dir) else {
         return skip_or_fail("influx", "victoria-metrics is not installed");
     };
-    let c = Collector::start(&dir, BrokerKind::Embedded, &influx_env(vm.port));
     const SITE: &str = "influx-exact";
+    let config = dir.write(
+        "collector.toml",
+        &format!("[[racks]]\nsite = \"{SITE}\"\nrack = \"r1\"\nbudget_kw = 2.0\n"),
+    );
+    let c = Collector::start_with_config(
+        &dir,
+        BrokerKind::Embedded,
+        &config,
+        None,
+        &influx_env(vm.port),
+    );
     let mut msgs = vec![
         birth(SITE, "h1", Role::Host, "r1"),
         birth(SITE, "h2", Role::Host, "r2"),
@@ -198,6 +208,43 @@ fn every_reading_reaches_influxdb_with_its_tags_value_and_time() {
         metric(&m, "dcwatt_sink_queue_dropped_total{sink=\"influx\"}"),
         Some(0.0)
     );
+    // Every measurement and field the shipped Grafana dashboard queries is written.
+    let names: Vec<String> = vm
+        .export(&format!("{{__name__=~\"dcwatt_.*\",site=\"{SITE}\"}}"))
+        .iter()
+        .filter_map(|s| s["metric"]["__name__"].as_str().map(str::to_owned))
+        .collect();
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../configs/grafana/dcwatt-influxdb.json"
+        ))
+        .expect("dashboard file"),
+    )
+    .expect("dashboard JSON");
+    let mut checked = 0;
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        let query = panel["targets"][0]["query"].as_str().expect("query");
+        let quoted_after = |marker: &str| -> Vec<String> {
+            query
+                .split(marker)
+                .skip(1)
+                .filter_map(|rest| rest.split('"').next().map(str::to_owned))
+                .collect()
+        };
+        let measurement = quoted_after("r._measurement == \"");
+        assert_eq!(measurement.len(), 1, "{query}");
+        for field in quoted_after("r._field == \"") {
+            let name = format!("{}_{field}", measurement[0]);
+            assert!(
+                names.contains(&name),
+                "{name} (panel {}) not written; have {names:?}",
+                panel["title"]
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 10, "{checked}");
     // The token never shows up in the collector's log.
     assert!(!c.proc.log().contains("s3cret-token"));
 }
