@@ -476,6 +476,116 @@ mod tests {
         }
     }
 
+    /// A stand-in for an InfluxDB server (none can run here): answers each write request
+    /// with the next status from `answers` (the last one repeats) and counts requests.
+    async fn server(answers: Vec<(u16, &'static str)>) -> (u16, Arc<AtomicU64>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let count = Arc::new(AtomicU64::new(0));
+        let seen = count.clone();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let n = seen.fetch_add(1, Ordering::SeqCst) as usize;
+                let (status, body) = answers[n.min(answers.len() - 1)];
+                // Read the request head and its body, then answer and close.
+                let mut req = Vec::new();
+                let mut buf = [0u8; 8192];
+                loop {
+                    let Ok(k) = sock.read(&mut buf).await else {
+                        break;
+                    };
+                    if k == 0 {
+                        break;
+                    }
+                    req.extend_from_slice(&buf[..k]);
+                    let text = String::from_utf8_lossy(&req).to_ascii_lowercase();
+                    if let Some(head_end) = text.find("\r\n\r\n") {
+                        let len = text
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse::<usize>().ok())
+                            .unwrap_or(0);
+                        if req.len() >= head_end + 4 + len {
+                            break;
+                        }
+                    }
+                }
+                let reply = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = sock.write_all(reply.as_bytes()).await;
+            }
+        });
+        (port, count)
+    }
+
+    fn config(port: u16) -> InfluxConfig {
+        InfluxConfig {
+            url: format!("http://127.0.0.1:{port}"),
+            org: "o".into(),
+            bucket: "b".into(),
+            token: Some(Secret::new("t")),
+            ca_file: None,
+            gzip: false,
+            batch_lines: 100,
+            flush_interval: Duration::from_millis(50),
+            timeout: Duration::from_secs(5),
+            buffer_bytes: 1 << 20,
+            derived_interval: Duration::from_secs(60),
+            raw: true,
+            queue_batches: 10,
+        }
+    }
+
+    async fn write_one(answers: Vec<(u16, &'static str)>) -> (Arc<InfluxStats>, u64) {
+        let (port, requests) = server(answers).await;
+        let cfg = config(port);
+        let shared = Arc::new(shared(1 << 20));
+        shared.seal("m v=1 1\nm v=2 2\nm v=3 3\n".to_owned(), 3);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(writer(
+            client(&cfg).expect("client"),
+            cfg,
+            shared.clone(),
+            stop.clone(),
+        ));
+        for _ in 0..200 {
+            if shared.front().is_none() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        stop.cancel();
+        let _ = task.await;
+        (shared.stats.clone(), requests.load(Ordering::SeqCst))
+    }
+
+    #[tokio::test]
+    async fn a_refused_write_is_counted_and_dropped_not_retried() {
+        let (stats, requests) = write_one(vec![(
+            400,
+            r#"{"code":"invalid","message":"bad timestamp"}"#,
+        )])
+        .await;
+        assert_eq!(requests, 1);
+        assert_eq!(stats.lines_rejected.load(Ordering::Relaxed), 3);
+        assert_eq!(stats.lines_written.load(Ordering::Relaxed), 0);
+        assert_eq!(stats.buffered_lines.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn an_unavailable_server_is_retried_until_it_accepts() {
+        let (stats, requests) = write_one(vec![(503, "busy"), (429, "slow down"), (204, "")]).await;
+        assert_eq!(requests, 3);
+        assert_eq!(stats.retries.load(Ordering::Relaxed), 2);
+        assert_eq!(stats.lines_written.load(Ordering::Relaxed), 3);
+        assert_eq!(stats.lines_rejected.load(Ordering::Relaxed), 0);
+    }
+
     #[test]
     fn a_full_buffer_drops_the_oldest_chunks_and_counts_their_lines() {
         let s = shared(25);
