@@ -449,6 +449,8 @@ struct RackRaw {
     #[serde(default = "derating")]
     derating: f64,
     feed_kw: Option<f64>,
+    u_total: Option<u32>,
+    u_used: Option<u32>,
 }
 
 fn derating() -> f64 {
@@ -710,6 +712,14 @@ impl CollectorConfig {
                         "must be a positive number of kW",
                     );
                 }
+                if let (Some(used), Some(total)) = (r.u_used, r.u_total) {
+                    if used > total {
+                        p.push(
+                            format!("racks[{i}].u_used"),
+                            format!("{used} U used is more than the rack's {total} U"),
+                        );
+                    }
+                }
                 for (key, id) in [("site", &r.site), ("rack", &r.rack)] {
                     if let Err(e) = validate_id(id) {
                         p.push(format!("racks[{i}].{key}"), e.to_string());
@@ -721,6 +731,8 @@ impl CollectorConfig {
                     budget_w: r.budget_kw * 1000.0,
                     derating: r.derating,
                     feed_w: r.feed_kw.map(|f| f * 1000.0),
+                    u_total: r.u_total,
+                    u_used: r.u_used,
                 }
             })
             .collect();

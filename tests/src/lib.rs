@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 pub mod sim;
+pub mod webdriver;
 
 /// The directory holding the workspace's binaries (`DCWATT_BIN_DIR` overrides).
 ///

@@ -176,6 +176,12 @@ pub struct RackView {
     pub utilization: Option<f64>,
     /// With A/B feeds: derated capacity of one feed minus power, W.
     pub failover_headroom_w: Option<f64>,
+    /// Rack units in the rack, when configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub u_total: Option<u32>,
+    /// Rack units occupied, when configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub u_used: Option<u32>,
 }
 
 /// Everything rules may look at, for one evaluation.

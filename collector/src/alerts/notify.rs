@@ -79,6 +79,10 @@ pub struct RackBudget {
     pub derating: f64,
     /// Capacity of one feed of an A/B pair, W (None for a single feed).
     pub feed_w: Option<f64>,
+    /// Rack units in the rack.
+    pub u_total: Option<u32>,
+    /// Rack units occupied.
+    pub u_used: Option<u32>,
 }
 
 /// Alerting settings.
@@ -117,6 +121,8 @@ pub fn rack_views(
                     budget_w: None,
                     utilization: None,
                     failover_headroom_w: None,
+                    u_total: None,
+                    u_used: None,
                 },
             )
         })
@@ -128,11 +134,15 @@ pub fn rack_views(
             budget_w: None,
             utilization: None,
             failover_headroom_w: None,
+            u_total: None,
+            u_used: None,
         });
         let derated = b.budget_w * b.derating;
         v.budget_w = Some(derated);
         v.utilization = (derated > 0.0).then(|| v.power_w / derated);
         v.failover_headroom_w = b.feed_w.map(|f| f * b.derating - v.power_w);
+        v.u_total = b.u_total;
+        v.u_used = b.u_used;
     }
     racks.into_values().collect()
 }
@@ -572,6 +582,8 @@ mod tests {
                 budget_w: 10_000.0,
                 derating: 0.8,
                 feed_w: Some(7_000.0),
+                u_total: None,
+                u_used: None,
             },
             RackBudget {
                 site: "dc".into(),
@@ -579,6 +591,8 @@ mod tests {
                 budget_w: 5_000.0,
                 derating: 1.0,
                 feed_w: None,
+                u_total: None,
+                u_used: None,
             },
             RackBudget {
                 site: "other".into(),
@@ -586,6 +600,8 @@ mod tests {
                 budget_w: 1.0,
                 derating: 1.0,
                 feed_w: None,
+                u_total: None,
+                u_used: None,
             },
         ];
         let v = rack_views("dc", &power, &budgets);

@@ -302,6 +302,8 @@ fn every_subject_observes_what_it_should() {
                 budget_w: Some(8000.0),
                 utilization: Some(0.875),
                 failover_headroom_w: Some(-500.0),
+                u_total: None,
+                u_used: None,
             },
             RackView {
                 rack: "r2".into(),
@@ -309,6 +311,8 @@ fn every_subject_observes_what_it_should() {
                 budget_w: None,
                 utilization: None,
                 failover_headroom_w: None,
+                u_total: None,
+                u_used: None,
             },
         ],
     );

@@ -259,6 +259,7 @@ pub async fn history(
 pub struct EnergyQuery {
     from: Option<String>,
     to: Option<String>,
+    format: Option<String>,
 }
 
 /// `GET /api/v1/sites/{site}/energy`.
@@ -275,6 +276,11 @@ pub async fn energy(
     let (from, to) = match period(q.from.as_deref(), q.to.as_deref(), 86_400_000, now) {
         Ok(p) => p,
         Err(r) => return r.into_response(),
+    };
+    let csv = match q.format.as_deref() {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(f) => return bad(format!("format={f:?} is not json or csv")),
     };
     let min_coverage = s.sinks.min_coverage;
     let s2 = s.clone();
@@ -293,6 +299,9 @@ pub async fn energy(
         Ok(Err(e)) => return unavailable(e.to_string()),
         Err(e) => return unavailable(format!("energy query failed: {e}")),
     };
+    if csv {
+        return energy_csv(&site, from, to, &v, minutes);
+    }
     Json(json!({
         "site": site,
         "from_ms": from,
@@ -310,6 +319,49 @@ pub async fn energy(
         "minutes": minutes,
     }))
     .into_response()
+}
+
+/// The energy report as CSV: a header line and one row, times in RFC 3339 UTC.
+fn energy_csv(
+    site: &str,
+    from: i64,
+    to: i64,
+    v: &crate::engine::WindowView,
+    minutes: u64,
+) -> Response {
+    let time = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .unwrap_or_default()
+    };
+    let opt = |x: Option<f64>| x.map(|x| format!("{x:.6}")).unwrap_or_default();
+    // Only the reason is free text: quote it.
+    let reason = v.reason.as_deref().unwrap_or("").replace('"', "\"\"");
+    let body = format!(
+        "site,from,to,facility_kwh,it_kwh,pue,dcie,category,coverage_it,coverage_facility,quality,minutes,reason\n\
+         {site},{},{},{:.6},{:.6},{},{},{},{},{},{},{minutes},\"{reason}\"\n",
+        time(from),
+        time(to),
+        v.facility_kwh,
+        v.it_kwh,
+        opt(v.value),
+        opt(v.dcie),
+        v.category.map(|c| c.to_string()).unwrap_or_default(),
+        v.coverage_it,
+        v.coverage_facility,
+        v.quality,
+    );
+    let disposition = format!("attachment; filename=\"dcwatt-{site}-energy.csv\"");
+    let mut r = body.into_response();
+    r.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("text/csv; charset=utf-8"),
+    );
+    if let Ok(d) = axum::http::HeaderValue::from_str(&disposition) {
+        r.headers_mut()
+            .insert(axum::http::header::CONTENT_DISPOSITION, d);
+    }
+    r
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 
 mod history;
 mod metrics;
+mod web;
 
 use crate::alerts::notify::{rack_views, AlertStats, RackBudget};
 use crate::alerts::store::Book;
@@ -43,6 +44,8 @@ pub struct AppState {
 /// The routes.
 pub fn router(state: AppState) -> Router {
     Router::new()
+        .route("/", get(web::index))
+        .route("/assets/{name}", get(web::asset))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics::render))
         .route("/api/v1/sites", get(sites))

@@ -493,10 +493,7 @@ mod tests {
                 // Read the request head and its body, then answer and close.
                 let mut req = Vec::new();
                 let mut buf = [0u8; 8192];
-                loop {
-                    let Ok(k) = sock.read(&mut buf).await else {
-                        break;
-                    };
+                while let Ok(k) = sock.read(&mut buf).await {
                     if k == 0 {
                         break;
                     }

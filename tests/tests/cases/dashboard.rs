@@ -1,0 +1,272 @@
+//! The web dashboard in a real browser (headless Chromium over WebDriver) against a
+//! collector fed over MQTT: fleet and site pages load without console errors, show the
+//! API's numbers, one cell per rack, switch language, warn about a stale site, and load
+//! nothing from anywhere but the collector. Screenshots are kept as test artifacts.
+
+use dcwatt_common::protocol::{
+    Point, Reading, ReadingsMessage, Role, State, StatusMessage, VERSION,
+};
+use dcwatt_e2e::webdriver::Browser;
+use dcwatt_e2e::*;
+use std::time::Duration;
+
+const LIVE: &str = "dash";
+const STALE: &str = "dash-stale";
+
+fn birth(site: &str, node: &str, role: Role, rack: Option<&str>) -> (String, Vec<u8>) {
+    let mut s = StatusMessage::offline(site, node, dcwatt_common::now_ms());
+    s.state = State::Online;
+    s.role = Some(role);
+    s.rack = rack.map(str::to_owned);
+    s.interval_ms = Some(1000);
+    (
+        dcwatt_common::protocol::status_topic(site, node),
+        serde_json::to_vec(&s).expect("json"),
+    )
+}
+
+/// Meter at 9 kW; six hosts of 1.2 kW in racks r1..r3.
+fn batch(site: &str, seq: u64, ts: i64) -> Vec<(String, Vec<u8>)> {
+    let mut nodes = vec![("meter".to_owned(), 9_000.0, Point::FacilityInput)];
+    nodes.extend((1..=6).map(|i| (format!("h{i}"), 1_200.0, Point::ItInput)));
+    nodes
+        .into_iter()
+        .map(|(node, w, point)| {
+            let m = ReadingsMessage {
+                v: VERSION,
+                site: site.into(),
+                node: node.clone(),
+                seq,
+                sent_ms: ts,
+                readings: vec![Reading::gauge("power_w", w, ts).at(point)],
+            };
+            (
+                dcwatt_common::protocol::readings_topic(site, &node),
+                serde_json::to_vec(&m).expect("json"),
+            )
+        })
+        .collect()
+}
+
+/// Births and one batch a second over `[from, to]`; returns them and the next `seq`.
+fn feed(site: &str, from: i64, to: i64) -> (Vec<(String, Vec<u8>)>, u64) {
+    let mut msgs = vec![birth(site, "meter", Role::Meter, None)];
+    for i in 1..=6 {
+        let rack = format!("r{}", (i + 1) / 2);
+        msgs.push(birth(site, &format!("h{i}"), Role::Host, Some(&rack)));
+    }
+    let mut seq = 0;
+    let mut ts = from;
+    while ts <= to {
+        msgs.extend(batch(site, seq, ts));
+        seq += 1;
+        ts += 1000;
+    }
+    (msgs, seq)
+}
+
+fn shots_dir() -> std::path::PathBuf {
+    std::env::var_os("DCWATT_SCREENSHOT_DIR")
+        .map(Into::into)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../target/dashboard-screenshots"
+            ))
+        })
+}
+
+fn severe(b: &Browser) -> Vec<String> {
+    b.console()
+        .into_iter()
+        .filter(|(level, _)| level == "SEVERE")
+        .map(|(_, m)| m)
+        .collect()
+}
+
+#[test]
+fn the_dashboard_shows_the_api_numbers_in_a_real_browser() {
+    let dir = TempDir::new("dashboard");
+    let Some(browser) = Browser::start(&dir) else {
+        return skip_or_fail(
+            "dashboard",
+            "chromium and chromium-driver are not installed",
+        );
+    };
+    let config = dir.write(
+        "collector.toml",
+        &format!(
+            "[[racks]]\nsite = \"{LIVE}\"\nrack = \"r1\"\nbudget_kw = 3.0\nderating = 1.0\nfeed_kw = 2.0\nu_total = 42\nu_used = 20\n\
+             [[racks]]\nsite = \"{LIVE}\"\nrack = \"r2\"\nbudget_kw = 6.0\n\
+             [[racks]]\nsite = \"{LIVE}\"\nrack = \"r9\"\nbudget_kw = 10.0\n"
+        ),
+    );
+    let c = Collector::start_with_config(
+        &dir,
+        BrokerKind::Embedded,
+        &config,
+        None,
+        &[
+            // Meters count as reporting for 300 intervals: the numbers stay put while the
+            // browser looks at them.
+            ("DCWATT__ENGINE__GAP_FACTOR", "300".into()),
+            ("DCWATT__HISTORY__INTERVAL_SECS", "1".into()),
+        ],
+    );
+    let now = dcwatt_common::now_ms();
+    let (mut msgs, next) = feed(LIVE, now - 300_000, now);
+    msgs.extend(feed(STALE, now - 1_200_000, now - 900_000).0);
+    publish_all(c.mqtt, msgs.into_iter(), Duration::from_secs(60));
+    // A few live batches so the windows settle.
+    for k in 0..4u64 {
+        let live = batch(LIVE, next + k, dcwatt_common::now_ms());
+        publish_all(c.mqtt, live.into_iter(), Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(800));
+    }
+    let api = wait_for("the live site's PUE", Duration::from_secs(30), || {
+        let s = c.site(LIVE)?;
+        // Every batch arrived, in sequence.
+        assert_eq!(s["missing_batches"], 0, "{s}");
+        s["pue"]["1h"]["value"].as_f64().map(|_| s)
+    });
+    wait_for("history for the charts", Duration::from_secs(30), || {
+        let h = get_json(
+            c.http,
+            &format!("/api/v1/sites/{LIVE}/history?series=pue&window=step&from=-24h&step=15m"),
+        )?;
+        (!h["value"].as_array()?.is_empty()).then_some(())
+    });
+    let base = format!("http://127.0.0.1:{}", c.http);
+    let shots = shots_dir();
+
+    // Fleet page: one line per site, the API's PUE, the stale site flagged.
+    browser.goto(&format!("{base}/"));
+    browser.wait_js(
+        "two site rows",
+        "return document.querySelectorAll('#fleet tr.site-row').length === 2",
+    );
+    let api = c.site(LIVE).unwrap_or(api);
+    let pue_1h = api["pue"]["1h"]["value"].as_f64().expect("pue 1h");
+    let shown = browser.js(&format!(
+        "return document.querySelector('#site-{LIVE} [data-field=\"pue-1h\"] .pv').textContent"
+    ));
+    assert_eq!(
+        shown,
+        format!("{pue_1h:.3}"),
+        "fleet page PUE 1h vs API {api}"
+    );
+    assert_eq!(
+        browser.js(&format!(
+            "return !!document.querySelector('#site-{STALE} .stale-warning')"
+        )),
+        true,
+        "the stale site is flagged"
+    );
+    assert_eq!(
+        browser.js(&format!(
+            "return !!document.querySelector('#site-{LIVE} .stale-warning')"
+        )),
+        false
+    );
+    browser.screenshot(&shots.join("fleet.png"));
+    assert_eq!(
+        severe(&browser),
+        Vec::<String>::new(),
+        "console errors on the fleet page"
+    );
+
+    // Site page: windows, one cell per rack, rack details, charts, report.
+    browser.goto(&format!("{base}/#/site/{LIVE}"));
+    let racks = get_json(c.http, &format!("/api/v1/sites/{LIVE}/racks")).expect("racks");
+    let n_racks = racks["racks"].as_array().expect("racks").len();
+    assert_eq!(
+        n_racks, 4,
+        "r1, r2, r3 from births and r9 from its budget: {racks}"
+    );
+    browser.wait_js(
+        "the rack grid",
+        &format!("return document.querySelectorAll('#racks .rack').length === {n_racks}"),
+    );
+    let window_1h =
+        browser.js("return document.querySelector('[data-window=\"1h\"] .v').textContent");
+    assert_eq!(window_1h, format!("{pue_1h:.3}"));
+    let label = browser.js("return document.querySelector('[data-window=\"1h\"] .l').textContent");
+    assert_eq!(label, api["pue"]["1h"]["label"]);
+    browser.click("#racks .rack[data-rack=\"r1\"]");
+    let detail = browser.js("return document.querySelector('#rack-detail').textContent");
+    let detail = detail.as_str().expect("detail text");
+    assert!(
+        detail.contains("r1") && detail.contains("20 / 42 U"),
+        "{detail}"
+    );
+    browser.wait_js(
+        "the PUE trend chart",
+        "return document.querySelectorAll('#chart-pue .u-over').length === 1 && document.querySelectorAll('#chart-power .u-over').length === 1",
+    );
+    browser.click("#report button[type=submit]");
+    let report_pue = browser.wait_js(
+        "the energy report",
+        "var e = document.querySelector('#report-pue'); return e && e.textContent",
+    );
+    let csv_href = browser.js("return document.querySelector('#report-csv').getAttribute('href')");
+    let csv_href = csv_href.as_str().expect("csv link");
+    let (status, csv) = http_get(c.http, csv_href).expect("csv answer");
+    assert_eq!(status, 200, "{csv}");
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().expect("header").split(',').collect();
+    let row: Vec<&str> = lines.next().expect("row").split(',').collect();
+    let col = header.iter().position(|h| *h == "pue").expect("pue column");
+    let csv_pue: f64 = row[col].parse().expect("a PUE in the CSV");
+    assert_eq!(
+        report_pue,
+        format!("{csv_pue:.3}"),
+        "report on the page vs CSV"
+    );
+    browser.js("window.scrollTo(0, 0); return true");
+    browser.screenshot(&shots.join("site.png"));
+    assert_eq!(
+        severe(&browser),
+        Vec::<String>::new(),
+        "console errors on the site page"
+    );
+
+    // Language switch.
+    browser.click("#lang");
+    browser.wait_js(
+        "Chinese labels",
+        "return document.documentElement.lang === 'zh-CN' && document.body.textContent.indexOf('电能利用效率') >= 0 && document.body.textContent.indexOf('标准机架') >= 0",
+    );
+    browser.js("window.scrollTo(0, 0); return true");
+    browser.screenshot(&shots.join("site-zh.png"));
+    browser.click("#lang");
+    browser.wait_js(
+        "English labels",
+        "return document.documentElement.lang === 'en' && document.body.textContent.indexOf('Standard racks') >= 0",
+    );
+
+    // A stale site says so.
+    browser.goto(&format!("{base}/#/site/{STALE}"));
+    browser.wait_js(
+        "the stale banner",
+        "return !!document.querySelector('#stale-banner')",
+    );
+    browser.screenshot(&shots.join("stale.png"));
+
+    // Nothing but the collector was asked for anything.
+    let foreign = browser.js(
+        "return performance.getEntriesByType('resource').map(function (e) { return e.name; })\
+         .concat([location.href]).filter(function (n) { return n.indexOf(location.origin + '/') !== 0; })",
+    );
+    assert_eq!(foreign, serde_json::json!([]), "requests to other origins");
+    let loaded = browser.js("return performance.getEntriesByType('resource').length");
+    assert!(
+        loaded.as_u64().unwrap_or(0) >= 4,
+        "assets were loaded: {loaded}"
+    );
+    assert_eq!(severe(&browser), Vec::<String>::new(), "console errors");
+    let (_, index) = http_get(c.http, "/").expect("index");
+    assert!(
+        !index.contains("http://") && !index.contains("https://"),
+        "absolute URLs in the page"
+    );
+}
