@@ -15,8 +15,27 @@ use std::path::Path;
 pub const DEFAULT_CONFIG: &str = include_str!("../../configs/collector.toml");
 
 const KNOWN_KEYS: &[&str] = &[
-    "http", "broker", "mqtt", "intake", "engine", "alerts", "racks", "summary", "influx", "history",
+    "http", "broker", "mqtt", "intake", "engine", "alerts", "racks", "summary", "influx",
+    "history", "state",
 ];
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct StateRaw {
+    enabled: bool,
+    path: std::path::PathBuf,
+    interval_secs: u64,
+}
+
+impl Default for StateRaw {
+    fn default() -> Self {
+        StateRaw {
+            enabled: true,
+            path: "dcwatt-state.sqlite".into(),
+            interval_secs: 5,
+        }
+    }
+}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -601,6 +620,8 @@ pub struct CollectorConfig {
     pub influx: Option<crate::sink::influx::InfluxConfig>,
     /// The embedded history, when enabled.
     pub history: Option<crate::history::HistoryConfig>,
+    /// Where the engine is saved, when it is.
+    pub state: Option<crate::state::StateConfig>,
 }
 
 fn parse_addr(s: &str, path: &str, p: &mut Problems) -> SocketAddr {
@@ -638,6 +659,17 @@ impl CollectorConfig {
         let influx = influx_config(influx, &mut p);
         let history: HistoryRaw = l.get_or_default("history", &mut p);
         let history = history_config(history, &mut p);
+        let state: StateRaw = l.get_or_default("state", &mut p);
+        if !(1..=3600).contains(&state.interval_secs) {
+            p.push("state.interval_secs", "must be 1..=3600");
+        }
+        if state.enabled && state.path.as_os_str().is_empty() {
+            p.push("state.path", "must not be empty");
+        }
+        let state = state.enabled.then(|| crate::state::StateConfig {
+            path: state.path,
+            interval: std::time::Duration::from_secs(state.interval_secs.max(1)),
+        });
         if !(1..=3600).contains(&summary.interval_secs) {
             p.push("summary.interval_secs", "must be 1..=3600");
         }
@@ -762,6 +794,7 @@ impl CollectorConfig {
                 .then(|| std::time::Duration::from_secs(summary.interval_secs.max(1))),
             influx,
             history,
+            state,
         })
     }
 }

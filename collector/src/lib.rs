@@ -11,6 +11,7 @@
 //! - [`summary`]: retained site summaries on `dcwatt/v1/{site}/summary`.
 //! - [`sink`]: the InfluxDB sink (line protocol over the v2 write API).
 //! - [`history`]: the embedded history (SQLite): trends and energy reports.
+//! - [`state`]: the engine saved to disk, restored at start-up.
 //! - [`run`]: wiring and shutdown order.
 #![forbid(unsafe_code)]
 
@@ -24,4 +25,5 @@ pub mod intake;
 pub mod publish;
 pub mod run;
 pub mod sink;
+pub mod state;
 pub mod summary;

@@ -60,7 +60,26 @@ pub fn filters(sites: &[String]) -> Vec<String> {
 /// # Errors
 /// An address could not be bound or the broker did not start.
 pub async fn run(cfg: CollectorConfig, cancel: CancellationToken) -> Result<(), RunError> {
-    let engine = Arc::new(Mutex::new(Engine::new(cfg.engine.clone())));
+    let mut restored = Engine::new(cfg.engine.clone());
+    if let Some(sc) = &cfg.state {
+        match crate::state::load(&sc.path) {
+            Ok(Some((mut saved, saved_ms))) => {
+                saved.set_config(cfg.engine.clone());
+                tracing::info!(
+                    path = %sc.path.display(),
+                    age_secs = (dcwatt_common::now_ms() - saved_ms) / 1000,
+                    sites = saved.site_ids().len(),
+                    "engine state restored"
+                );
+                restored = saved;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "cannot restore the engine state; starting afresh");
+            }
+        }
+    }
+    let engine = Arc::new(Mutex::new(restored));
     let stats = Arc::new(IntakeStats::default());
     let (tx, rx) = mpsc::channel(cfg.intake.queue_messages);
     let http = tokio::net::TcpListener::bind(cfg.http_listen)
@@ -141,6 +160,18 @@ pub async fn run(cfg: CollectorConfig, cancel: CancellationToken) -> Result<(), 
         tracing::info!(path = %path.display(), "history database open");
         sinks.history = Some((path, history_stats));
     }
+    let state_stats = Arc::new(crate::state::StateStats::default());
+    let state_last = CancellationToken::new();
+    let state_task = cfg.state.clone().map(|sc| {
+        tokio::spawn(crate::state::run(
+            sc,
+            engine.clone(),
+            state_stats.clone(),
+            inputs.clone(),
+            state_last.clone(),
+        ))
+    });
+    sinks.state = cfg.state.is_some().then(|| state_stats.clone());
     sinks.taps = taps.clone();
     sinks.min_coverage = cfg.engine.min_coverage;
     let intake = Intake::new(engine.clone(), stats.clone(), cfg.intake.clone()).with_taps(taps);
@@ -222,6 +253,11 @@ pub async fn run(cfg: CollectorConfig, cancel: CancellationToken) -> Result<(), 
     // The intake takes what is already queued, then stops.
     intake_stop.cancel();
     let _ = intake_done.await;
+    // Everything taken in is in the engine: save it once more.
+    state_last.cancel();
+    if let Some(t) = state_task {
+        let _ = t.await;
+    }
     // The intake is gone, so the sinks' queues close: they write what they hold and stop.
     sinks_stop.cancel();
     if let Some(t) = influx_task {

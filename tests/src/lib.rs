@@ -125,6 +125,12 @@ impl Proc {
         None
     }
 
+    /// Sends SIGKILL (no chance to clean up) and waits for the exit.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// True while the process runs.
     pub fn running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

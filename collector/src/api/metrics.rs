@@ -440,6 +440,42 @@ fn sinks(o: &mut String, k: &crate::sink::Sinks) {
             u8::from(i.up.load(Ordering::Relaxed))
         );
     }
+    if let Some(st) = &k.state {
+        counter(
+            o,
+            "dcwatt_state_saves_total",
+            "Engine state saves written (for restarts).",
+            &st.saves,
+        );
+        counter(
+            o,
+            "dcwatt_state_save_errors_total",
+            "Engine state saves that failed.",
+            &st.save_errors,
+        );
+        family(
+            o,
+            "dcwatt_state_last_save_bytes",
+            "gauge",
+            "Size of the last engine state save.",
+        );
+        let _ = writeln!(
+            o,
+            "dcwatt_state_last_save_bytes {}",
+            st.last_bytes.load(Ordering::Relaxed)
+        );
+        family(
+            o,
+            "dcwatt_state_last_save_timestamp_ms",
+            "gauge",
+            "When the last engine state save was taken.",
+        );
+        let _ = writeln!(
+            o,
+            "dcwatt_state_last_save_timestamp_ms {}",
+            st.last_ms.load(Ordering::Relaxed)
+        );
+    }
     if let Some((_, h)) = &k.history {
         counter(
             o,

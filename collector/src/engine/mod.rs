@@ -25,6 +25,7 @@ pub use view::{MetricSample, NodeView, PowerView, SiteView, WindowView, Windows,
 
 use dcwatt_common::protocol::{Kind, Point, Quality, Reading, Role, State, StatusMessage};
 use ring::Ring;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 
 /// Engine settings.
@@ -92,14 +93,14 @@ pub struct ApplyStats {
     pub frozen_counters: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 struct SeriesKey {
     point: Point,
     node: usize,
     component: usize,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Series {
     /// First sample of the stream energy comes from: the meter is expected from then on.
     first_ms: Option<i64>,
@@ -120,7 +121,7 @@ struct Series {
 }
 
 /// What the engine knows about a node.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Node {
     role: Option<Role>,
     rack: Option<String>,
@@ -146,7 +147,7 @@ struct Node {
     latest: BTreeMap<(String, String), (i64, f64)>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Level {
     rings: [Ring; 3],
 }
@@ -177,7 +178,7 @@ impl Level {
     }
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Site {
     node_ids: Vec<String>,
     node_index: HashMap<String, usize>,
@@ -195,8 +196,10 @@ struct Site {
 }
 
 /// All sites.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Engine {
+    /// Comes from the configuration at every start, never from a saved state.
+    #[serde(skip)]
     cfg: EngineConfig,
     sites: BTreeMap<String, Site>,
 }
@@ -208,6 +211,11 @@ impl Engine {
             cfg,
             sites: BTreeMap::new(),
         }
+    }
+
+    /// Replaces the settings (after restoring a saved state: the configuration wins).
+    pub fn set_config(&mut self, cfg: EngineConfig) {
+        self.cfg = cfg;
     }
 
     /// The settings.

@@ -5,7 +5,7 @@
 //! proportion to the overlap, i.e. assuming constant power within a segment.
 
 /// One bucket's totals.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Bucket {
     /// Absolute bucket index (start time / width); `i64::MIN` when unused.
     idx: i64,
@@ -28,8 +28,9 @@ pub struct Totals {
     pub estimated_j: f64,
 }
 
-/// The ring.
-#[derive(Debug, Clone)]
+/// The ring. Saved sparsely: only the buckets in use.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(into = "SavedRing", try_from = "SavedRing")]
 pub struct Ring {
     width_ms: i64,
     slots: Vec<Bucket>,
@@ -114,6 +115,39 @@ impl Ring {
             idx += 1;
         }
         t
+    }
+}
+
+/// How a ring is saved: its shape and the buckets in use.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SavedRing {
+    width_ms: i64,
+    len: usize,
+    used: Vec<Bucket>,
+}
+
+impl From<Ring> for SavedRing {
+    fn from(r: Ring) -> Self {
+        SavedRing {
+            width_ms: r.width_ms,
+            len: r.slots.len(),
+            used: r.slots.into_iter().filter(|b| b.idx != i64::MIN).collect(),
+        }
+    }
+}
+
+impl TryFrom<SavedRing> for Ring {
+    type Error = String;
+    fn try_from(s: SavedRing) -> Result<Self, String> {
+        if s.width_ms <= 0 || s.len == 0 || s.len > 1 << 20 {
+            return Err(format!("bad ring shape {} × {}", s.len, s.width_ms));
+        }
+        let mut r = Ring::new(s.width_ms, s.len);
+        let len = s.len as i64;
+        for b in s.used {
+            r.slots[b.idx.rem_euclid(len) as usize] = b;
+        }
+        Ok(r)
     }
 }
 

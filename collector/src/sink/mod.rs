@@ -128,4 +128,6 @@ pub struct Sinks {
     pub history: Option<(std::path::PathBuf, Arc<crate::history::HistoryStats>)>,
     /// The engine's minimum IT coverage (for periods computed from the history).
     pub min_coverage: f64,
+    /// Engine state saves, when enabled.
+    pub state: Option<Arc<crate::state::StateStats>>,
 }

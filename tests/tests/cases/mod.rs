@@ -10,4 +10,5 @@ mod ipmi;
 mod modbus;
 mod outage;
 mod pue;
+mod restart;
 mod snmp;
