@@ -55,6 +55,7 @@ struct InfluxRaw {
     buffer_mib: usize,
     derived_interval_secs: u64,
     queue_batches: usize,
+    spool_dir: std::path::PathBuf,
 }
 
 impl Default for InfluxRaw {
@@ -72,9 +73,10 @@ impl Default for InfluxRaw {
             batch_lines: 5_000,
             flush_interval_ms: 1_000,
             timeout_secs: 10,
-            buffer_mib: 256,
+            buffer_mib: 1024,
             derived_interval_secs: 10,
             queue_batches: 16_384,
+            spool_dir: "dcwatt-influx-spool".into(),
         }
     }
 }
@@ -155,6 +157,7 @@ fn influx_config(r: InfluxRaw, p: &mut Problems) -> Option<crate::sink::influx::
         derived_interval: std::time::Duration::from_secs(r.derived_interval_secs),
         raw: r.raw,
         queue_batches: r.queue_batches,
+        spool_dir: (!r.spool_dir.as_os_str().is_empty()).then_some(r.spool_dir),
     })
 }
 

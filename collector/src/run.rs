@@ -130,8 +130,10 @@ pub async fn run(cfg: CollectorConfig, cancel: CancellationToken) -> Result<(), 
             racks: racks.clone(),
             stats: influx_stats,
         };
+        // Lines spooled to disk wait for the next start; lines in memory get longer.
+        let drain = if sink.cfg.spool_dir.is_some() { 2 } else { 10 };
         influx_task = Some(tokio::spawn(
-            sink.run(sinks_stop.clone(), std::time::Duration::from_secs(10)),
+            sink.run(sinks_stop.clone(), std::time::Duration::from_secs(drain)),
         ));
     }
     let mut history_thread = None;

@@ -89,8 +89,22 @@ pub fn start(
     // writer thread needs one blocking receive only.
     if let Some(mut raw) = raw {
         let tx = jobs_tx.clone();
+        let stop = cancel.clone();
         tokio::spawn(async move {
-            while let Some(b) = raw.recv().await {
+            loop {
+                let b = tokio::select! {
+                    b = raw.recv() => b,
+                    // The intake has stopped: take what it queued, then end.
+                    _ = stop.cancelled() => {
+                        while let Ok(b) = raw.try_recv() {
+                            if tx.send(Job::Raw(b)).await.is_err() {
+                                break;
+                            }
+                        }
+                        break;
+                    }
+                };
+                let Some(b) = b else { break };
                 if tx.send(Job::Raw(b)).await.is_err() {
                     break;
                 }

@@ -56,6 +56,8 @@ pub struct InfluxConfig {
     pub raw: bool,
     /// Batches queued between the intake and the encoder.
     pub queue_batches: usize,
+    /// Where lines wait until written (survives restarts); `None` keeps them in memory.
+    pub spool_dir: Option<PathBuf>,
 }
 
 /// Counters shown on `/metrics`.
@@ -81,8 +83,10 @@ pub struct InfluxStats {
 
 struct Chunk {
     id: u64,
-    body: Bytes,
     lines: usize,
+    size: usize,
+    /// In memory; `None` when it lives in the spool directory only.
+    body: Option<Bytes>,
 }
 
 #[derive(Default)]
@@ -97,9 +101,88 @@ struct Shared {
     ready: Notify,
     stats: Arc<InfluxStats>,
     limit: usize,
+    /// Where chunks are kept until written, when spooling to disk.
+    dir: Option<PathBuf>,
+}
+
+fn chunk_path(dir: &std::path::Path, id: u64, lines: usize) -> PathBuf {
+    dir.join(format!("{id:020}-{lines}.lp"))
+}
+
+/// Writes a chunk file atomically (temporary file, sync, rename).
+fn write_chunk(path: &std::path::Path, body: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(body)?;
+    f.sync_data()?;
+    std::fs::rename(&tmp, path)
 }
 
 impl Shared {
+    fn new(stats: Arc<InfluxStats>, limit: usize, dir: Option<PathBuf>) -> Self {
+        Shared {
+            buf: Mutex::new(Buffer::default()),
+            ready: Notify::new(),
+            stats,
+            limit,
+            dir,
+        }
+    }
+
+    /// Takes up the chunks a previous run left in the spool directory, oldest first;
+    /// removes torn temporary files.
+    fn recover(&self) -> std::io::Result<usize> {
+        let Some(dir) = &self.dir else {
+            return Ok(0);
+        };
+        std::fs::create_dir_all(dir)?;
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            if name.ends_with(".tmp") {
+                let _ = std::fs::remove_file(&path);
+                continue;
+            }
+            let parsed = name.strip_suffix(".lp").and_then(|stem| {
+                let (id, lines) = stem.split_once('-')?;
+                Some((id.parse::<u64>().ok()?, lines.parse::<usize>().ok()?))
+            });
+            match parsed {
+                Some((id, lines)) => {
+                    let size = std::fs::metadata(&path)
+                        .map(|m| m.len() as usize)
+                        .unwrap_or(0);
+                    found.push((id, lines, size));
+                }
+                None => {
+                    tracing::warn!(file = %path.display(), "not a dcwatt spool file; left alone")
+                }
+            }
+        }
+        found.sort_unstable();
+        let Ok(mut b) = self.buf.lock() else {
+            return Ok(0);
+        };
+        let lines = found.iter().map(|f| f.1).sum();
+        for (id, lines, size) in found {
+            b.next_id = b.next_id.max(id + 1);
+            b.bytes += size;
+            b.chunks.push_back(Chunk {
+                id,
+                lines,
+                size,
+                body: None,
+            });
+        }
+        self.publish(&b);
+        Ok(lines)
+    }
+
     fn seal(&self, body: String, lines: usize) {
         if lines == 0 {
             return;
@@ -109,17 +192,29 @@ impl Shared {
         };
         let id = b.next_id;
         b.next_id += 1;
-        b.bytes += body.len();
+        let size = body.len();
+        let body = Bytes::from(body);
+        let on_disk = self.dir.as_ref().is_some_and(|dir| {
+            match write_chunk(&chunk_path(dir, id, lines), &body) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::error!(error = %e, dir = %dir.display(), "cannot spool InfluxDB lines to disk; keeping them in memory");
+                    false
+                }
+            }
+        });
+        b.bytes += size;
         b.chunks.push_back(Chunk {
             id,
-            body: Bytes::from(body),
             lines,
+            size,
+            body: (!on_disk).then_some(body),
         });
         // Keep the newest: the oldest chunk goes first when over the limit (never the
         // only one).
         while b.bytes > self.limit && b.chunks.len() > 1 {
             if let Some(old) = b.chunks.pop_front() {
-                b.bytes -= old.body.len();
+                self.forget(&mut b, &old);
                 self.stats
                     .lines_dropped
                     .fetch_add(old.lines as u64, Ordering::Relaxed);
@@ -134,6 +229,16 @@ impl Shared {
         self.ready.notify_one();
     }
 
+    /// Accounts for a chunk leaving the buffer, and removes its file.
+    fn forget(&self, b: &mut Buffer, c: &Chunk) {
+        b.bytes -= c.size.min(b.bytes);
+        if c.body.is_none() {
+            if let Some(dir) = &self.dir {
+                let _ = std::fs::remove_file(chunk_path(dir, c.id, c.lines));
+            }
+        }
+    }
+
     fn publish(&self, b: &Buffer) {
         self.stats
             .buffered_bytes
@@ -144,16 +249,38 @@ impl Shared {
             .store(lines as u64, Ordering::Relaxed);
     }
 
+    /// The oldest chunk, read from the spool when it is not in memory. A spool file
+    /// that cannot be read is dropped and counted.
     fn front(&self) -> Option<(u64, Bytes, usize)> {
-        let b = self.buf.lock().ok()?;
-        b.chunks.front().map(|c| (c.id, c.body.clone(), c.lines))
+        loop {
+            let mut b = self.buf.lock().ok()?;
+            let c = b.chunks.front()?;
+            let (id, lines) = (c.id, c.lines);
+            if let Some(body) = &c.body {
+                return Some((id, body.clone(), lines));
+            }
+            let path = self.dir.as_ref().map(|d| chunk_path(d, id, lines))?;
+            match std::fs::read(&path) {
+                Ok(body) => return Some((id, Bytes::from(body), lines)),
+                Err(e) => {
+                    tracing::error!(error = %e, file = %path.display(), lines, "InfluxDB spool file unreadable; its lines are dropped");
+                    self.stats
+                        .lines_dropped
+                        .fetch_add(lines as u64, Ordering::Relaxed);
+                    if let Some(c) = b.chunks.pop_front() {
+                        self.forget(&mut b, &c);
+                    }
+                    self.publish(&b);
+                }
+            }
+        }
     }
 
     fn done(&self, id: u64) {
         if let Ok(mut b) = self.buf.lock() {
             if b.chunks.front().is_some_and(|c| c.id == id) {
                 if let Some(c) = b.chunks.pop_front() {
-                    b.bytes -= c.body.len();
+                    self.forget(&mut b, &c);
                 }
             }
             self.publish(&b);
@@ -286,12 +413,19 @@ impl Sink {
     /// Runs until `cancel`, then writes what is buffered for up to `drain` before giving up
     /// (what is left is logged and counted as dropped).
     pub async fn run(self, cancel: CancellationToken, drain: Duration) {
-        let shared = Arc::new(Shared {
-            buf: Mutex::new(Buffer::default()),
-            ready: Notify::new(),
-            stats: self.stats.clone(),
-            limit: self.cfg.buffer_bytes,
-        });
+        let shared = Arc::new(Shared::new(
+            self.stats.clone(),
+            self.cfg.buffer_bytes,
+            self.cfg.spool_dir.clone(),
+        ));
+        match shared.recover() {
+            Ok(0) => {}
+            Ok(lines) => tracing::info!(
+                lines,
+                "InfluxDB lines spooled by a previous run will be written first"
+            ),
+            Err(e) => tracing::error!(error = %e, "cannot read the InfluxDB spool directory"),
+        }
         let writer_stop = CancellationToken::new();
         let writer = tokio::spawn(writer(
             self.client,
@@ -316,11 +450,30 @@ impl Sink {
         writer_stop.cancel();
         let _ = writer.await;
         let left = self.stats.buffered_lines.load(Ordering::Relaxed);
-        if left > 0 {
-            self.stats.lines_dropped.fetch_add(left, Ordering::Relaxed);
+        let in_memory: usize = shared
+            .buf
+            .lock()
+            .map(|b| {
+                b.chunks
+                    .iter()
+                    .filter(|c| c.body.is_some())
+                    .map(|c| c.lines)
+                    .sum()
+            })
+            .unwrap_or(0);
+        if in_memory > 0 {
+            self.stats
+                .lines_dropped
+                .fetch_add(in_memory as u64, Ordering::Relaxed);
             tracing::error!(
-                lines = left,
-                "InfluxDB unreachable at shutdown: buffered lines not written"
+                lines = in_memory,
+                "InfluxDB unreachable at shutdown: lines held in memory were not written"
+            );
+        }
+        if left > in_memory as u64 {
+            tracing::warn!(
+                lines = left - in_memory as u64,
+                "InfluxDB unreachable at shutdown: lines kept in the spool for the next start"
             );
         }
     }
@@ -468,12 +621,37 @@ mod tests {
     }
 
     fn shared(limit: usize) -> Shared {
-        Shared {
-            buf: Mutex::new(Buffer::default()),
-            ready: Notify::new(),
-            stats: Arc::default(),
-            limit,
-        }
+        Shared::new(Arc::default(), limit, None)
+    }
+
+    #[test]
+    fn spooled_chunks_survive_a_restart_in_order_and_the_limit_removes_files() {
+        let dir = std::env::temp_dir().join(format!("dcwatt-influx-spool-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let first = Shared::new(Arc::default(), 1 << 20, Some(dir.clone()));
+        assert_eq!(first.recover().expect("empty spool"), 0);
+        first.seal("a v=1 1\n".to_owned(), 1);
+        first.seal("b v=2 2\nb v=3 3\n".to_owned(), 2);
+        std::fs::write(dir.join("00000000000000000009-1.tmp"), "torn").expect("tmp");
+        drop(first);
+        // The next run takes them up, oldest first, and writes them.
+        let second = Shared::new(Arc::default(), 20, Some(dir.clone()));
+        assert_eq!(second.recover().expect("recover"), 3);
+        assert!(
+            !dir.join("00000000000000000009-1.tmp").exists(),
+            "torn file removed"
+        );
+        let (id, body, lines) = second.front().expect("oldest");
+        assert_eq!((&body[..], lines), (&b"a v=1 1\n"[..], 1));
+        second.done(id);
+        // A new chunk over the 20-byte limit pushes the oldest out, file and all.
+        second.seal("c v=4 4\n".to_owned(), 1);
+        assert_eq!(second.stats.lines_dropped.load(Ordering::Relaxed), 2);
+        let files: Vec<_> = std::fs::read_dir(&dir).expect("dir").flatten().collect();
+        assert_eq!(files.len(), 1, "{files:?}");
+        let (_, body, _) = second.front().expect("newest");
+        assert_eq!(&body[..], b"c v=4 4\n");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// A stand-in for an InfluxDB server (none can run here): answers each write request
@@ -535,6 +713,7 @@ mod tests {
             derived_interval: Duration::from_secs(60),
             raw: true,
             queue_batches: 10,
+            spool_dir: None,
         }
     }
 
