@@ -246,12 +246,16 @@ pub const DEFAULT_RULES: &str = include_str!("../../configs/alert-rules.toml");
 #[serde(deny_unknown_fields, default)]
 struct HttpRaw {
     listen: String,
+    token_file: Option<std::path::PathBuf>,
+    token: Option<String>,
 }
 
 impl Default for HttpRaw {
     fn default() -> Self {
         HttpRaw {
             listen: "127.0.0.1:8080".to_owned(),
+            token_file: None,
+            token: None,
         }
     }
 }
@@ -331,6 +335,7 @@ struct IntakeRaw {
     max_host_power_w: f64,
     max_future_skew_secs: u64,
     queue_messages: usize,
+    max_readings_per_batch: usize,
 }
 
 impl Default for IntakeRaw {
@@ -340,6 +345,7 @@ impl Default for IntakeRaw {
             max_host_power_w: 20_000.0,
             max_future_skew_secs: 300,
             queue_messages: 8_192,
+            max_readings_per_batch: 10_000,
         }
     }
 }
@@ -598,6 +604,8 @@ pub struct IntakeConfig {
     pub max_future_skew_ms: i64,
     /// Messages buffered between the broker and the intake.
     pub queue_messages: usize,
+    /// Largest number of readings one batch may carry.
+    pub max_readings_per_batch: usize,
 }
 
 /// A validated collector configuration.
@@ -605,6 +613,8 @@ pub struct IntakeConfig {
 pub struct CollectorConfig {
     /// HTTP API address.
     pub http_listen: SocketAddr,
+    /// Bearer token the API and `/metrics` require, when set.
+    pub http_token: Option<dcwatt_common::secret::Secret>,
     /// The embedded broker, when `broker.embedded` is true.
     pub broker: Option<BrokerConfig>,
     /// The external broker, when `broker.embedded` is false.
@@ -678,6 +688,30 @@ impl CollectorConfig {
         }
 
         let http_listen = parse_addr(&http.listen, "http.listen", &mut p);
+        let http_token = match (http.token, &http.token_file) {
+            (Some(_), Some(_)) => {
+                p.push(
+                    "http.token_file",
+                    "set either token or token_file, not both",
+                );
+                None
+            }
+            (Some(t), None) => Some(dcwatt_common::secret::Secret::new(t)),
+            (None, Some(f)) => match dcwatt_common::secret::Secret::from_file(f) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    p.push(
+                        "http.token_file",
+                        format!("cannot read {}: {e}", f.display()),
+                    );
+                    None
+                }
+            },
+            (None, None) => None,
+        };
+        if http_token.as_ref().is_some_and(|t| t.expose().len() < 16) {
+            p.push("http.token", "must be at least 16 characters");
+        }
         let broker_cfg = if broker.embedded {
             let listen = parse_addr(&broker.listen, "broker.listen", &mut p);
             if broker.max_connections == 0 {
@@ -714,6 +748,9 @@ impl CollectorConfig {
                 "intake.max_host_power_w",
                 "must be a positive number of watts",
             );
+        }
+        if intake.max_readings_per_batch == 0 {
+            p.push("intake.max_readings_per_batch", "must be at least 1");
         }
         if intake.queue_messages == 0 {
             p.push("intake.queue_messages", "must be at least 1");
@@ -773,6 +810,7 @@ impl CollectorConfig {
             .collect();
         p.into_result(CollectorConfig {
             http_listen,
+            http_token,
             broker: broker_cfg,
             mqtt: mqtt_cfg,
             intake: IntakeConfig {
@@ -780,6 +818,7 @@ impl CollectorConfig {
                 max_host_power_w: intake.max_host_power_w,
                 max_future_skew_ms: (intake.max_future_skew_secs.min(86_400 * 365) * 1000) as i64,
                 queue_messages: intake.queue_messages,
+                max_readings_per_batch: intake.max_readings_per_batch,
             },
             engine: EngineConfig {
                 min_coverage: engine.min_coverage,

@@ -238,6 +238,7 @@ pub async fn run(cfg: CollectorConfig, cancel: CancellationToken) -> Result<(), 
         rules: Arc::new(rules),
         racks,
         sinks: Arc::new(sinks),
+        token: cfg.http_token.clone().map(Arc::new),
     };
     let api_stop = CancellationToken::new();
     let api_cancel = api_stop.clone();

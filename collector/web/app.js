@@ -27,7 +27,7 @@
       q_measured: 'measured', q_estimated: 'estimated', q_partial: 'partial', q_invalid: 'invalid', q_no_data: 'no data',
       category: 'category', facility: 'Facility', it: 'IT', dcie: 'DCiE',
       footer: 'PUE per ISO/IEC 30134-2: facility energy ÷ IT energy over a window, at one measurement category (PUE₁ UPS output, PUE₂ PDU output, PUE₃ IT input). The live power ratio is an indication, not PUE.',
-      ago: '{0} ago', never: 'never'
+      ago: '{0} ago', never: 'never', token_prompt: 'This collector requires its API token (http.token):'
     },
     zh: {
       loading: '加载中…', fleet: '站点', site: '站点', sites_none: '尚无站点上报数据。',
@@ -52,7 +52,7 @@
       q_measured: '实测', q_estimated: '估算', q_partial: '部分覆盖', q_invalid: '无效', q_no_data: '无数据',
       category: '类别', facility: '总用电', it: 'IT', dcie: 'DCiE',
       footer: 'PUE 按 ISO/IEC 30134-2 与 GB/T 32910.3 计算：一个时间窗口内数据中心总耗电量 ÷ IT 设备耗电量，IT 能耗取同一计量类别（PUE₁ UPS 输出、PUE₂ PDU 输出、PUE₃ IT 设备输入）。实时功率比仅供参考，不是 PUE。',
-      ago: '{0}前', never: '从未'
+      ago: '{0}前', never: '从未', token_prompt: '此采集器需要 API 令牌 (http.token)：'
     }
   };
 
@@ -87,8 +87,19 @@
     var txt = s < 90 ? s + ' s' : s < 5400 ? Math.round(s / 60) + ' min' : Math.round(s / 3600) + ' h';
     return t('ago', txt);
   }
-  function api(path) {
-    return fetch(path, { headers: { Accept: 'application/json' } }).then(function (r) {
+  // With http.token set, the API wants a bearer token: asked once, kept for the tab.
+  function api(path, retried) {
+    var headers = { Accept: 'application/json' };
+    var token = sessionStorage.getItem('dcwatt.token');
+    if (token) headers.Authorization = 'Bearer ' + token;
+    return fetch(path, { headers: headers }).then(function (r) {
+      if (r.status === 401 && !retried) {
+        var given = window.prompt(t('token_prompt'));
+        if (given) {
+          sessionStorage.setItem('dcwatt.token', given.trim());
+          return api(path, true);
+        }
+      }
       if (!r.ok) throw new Error(path + ': HTTP ' + r.status);
       return r.json();
     });
@@ -207,6 +218,23 @@
       for (var i = 0; i < prev.length; i++) prev[i].classList.remove('sel');
       el.classList.add('sel');
       $('rack-detail').innerHTML = el.getAttribute('data-detail');
+    });
+    $('report-csv').addEventListener('click', function (e) {
+      // A plain link cannot carry the bearer token: fetch the file and hand it over.
+      var token = sessionStorage.getItem('dcwatt.token');
+      if (!token) return;
+      e.preventDefault();
+      var link = $('report-csv');
+      fetch(link.getAttribute('href'), { headers: { Authorization: 'Bearer ' + token } })
+        .then(function (r) { if (!r.ok) throw new Error('HTTP ' + r.status); return r.blob(); })
+        .then(function (blob) {
+          var a = document.createElement('a');
+          a.href = URL.createObjectURL(blob);
+          a.download = link.getAttribute('download');
+          a.click();
+          setTimeout(function () { URL.revokeObjectURL(a.href); }, 1000);
+        })
+        .catch(function (err) { $('report-out').textContent = String(err.message || err); });
     });
     reportLink(id);
   }

@@ -39,14 +39,14 @@ pub struct AppState {
     pub racks: Arc<Vec<RackBudget>>,
     /// Sinks and the history database.
     pub sinks: Arc<crate::sink::Sinks>,
+    /// Bearer token the API and `/metrics` require, when set.
+    pub token: Option<Arc<dcwatt_common::secret::Secret>>,
 }
 
-/// The routes.
+/// The routes. The dashboard's page and assets and `/healthz` are public; the API and
+/// `/metrics` require the bearer token when one is configured.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/", get(web::index))
-        .route("/assets/{name}", get(web::asset))
-        .route("/healthz", get(healthz))
+    let protected = Router::new()
         .route("/metrics", get(metrics::render))
         .route("/api/v1/sites", get(sites))
         .route("/api/v1/sites/{site}", get(site))
@@ -56,7 +56,55 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/sites/{site}/energy", get(history::energy))
         .route("/api/v1/alerts", get(alerts))
         .route("/api/v1/alerts/history", get(alert_history))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_token,
+        ));
+    Router::new()
+        .route("/", get(web::index))
+        .route("/assets/{name}", get(web::asset))
+        .route("/healthz", get(healthz))
+        .merge(protected)
         .with_state(state)
+}
+
+/// Compares two secrets without leaking where they differ: both are hashed, and the
+/// digests compared in full.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    use ring::digest::{digest, SHA256};
+    let (x, y) = (digest(&SHA256, a), digest(&SHA256, b));
+    x.as_ref()
+        .iter()
+        .zip(y.as_ref())
+        .fold(0u8, |acc, (p, q)| acc | (p ^ q))
+        == 0
+}
+
+/// Lets a request through when no token is configured or it carries
+/// `Authorization: Bearer <token>` (compared in constant time).
+async fn require_token(
+    State(s): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(token) = &s.token else {
+        return next.run(req).await;
+    };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if same_secret(given.as_bytes(), token.expose().as_bytes()) {
+        return next.run(req).await;
+    }
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer realm=\"dcwatt\"")],
+        Json(json!({"error": "this API needs Authorization: Bearer <http.token>"})),
+    )
+        .into_response()
 }
 
 fn engine_error() -> Response {

@@ -30,7 +30,7 @@ pub struct RawMessage {
 }
 
 /// Every reason a whole message can be refused, for metrics that list zeros too.
-pub const MESSAGE_REASONS: [&str; 9] = [
+pub const MESSAGE_REASONS: [&str; 10] = [
     "malformed_json",
     "invalid_schema",
     "unsupported_version",
@@ -40,6 +40,7 @@ pub const MESSAGE_REASONS: [&str; 9] = [
     "invalid_id",
     "site_not_served",
     "duplicate_seq",
+    "too_many_readings",
 ];
 
 /// Pipeline counters, shown on `/metrics`.
@@ -223,6 +224,14 @@ impl Intake {
                 let Some(msg) = self.decode::<ReadingsMessage>(&t, topic, payload) else {
                     return;
                 };
+                if msg.readings.len() > self.cfg.max_readings_per_batch {
+                    let detail = format!(
+                        "{} readings in one batch; at most {} are accepted",
+                        msg.readings.len(),
+                        self.cfg.max_readings_per_batch
+                    );
+                    return self.refuse("too_many_readings", topic, &detail);
+                }
                 match engine.check_seq(&msg.site, &msg.node, msg.seq) {
                     SeqCheck::Duplicate => {
                         return self.refuse(

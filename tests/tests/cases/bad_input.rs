@@ -78,6 +78,17 @@ fn bad_input_is_refused_counted_and_harmless() {
         (topic(SITE, "r3"), readings(SITE, "r3", 1, "-250", "")),
         (topic(SITE, "r4"), readings(SITE, "r4", 1, "25000", "")),
         (topic(SITE, "r5"), format!(r#"{{"v":1,"site":"{SITE}","node":"r5","seq":1,"sent_ms":{now},"readings":[{{"metric":"power_w","value":300,"ts_ms":{},"point":"it_input"}}]}}"#, now + day).into_bytes()),
+        // Limits: more readings than a batch may carry; a payload over 1 MiB.
+        (topic(SITE, "x7"), {
+            let one = format!(r#"{{"metric":"temp_c","value":21.5,"ts_ms":{now}}}"#);
+            let many = vec![one; 10_001].join(",");
+            format!(r#"{{"v":1,"site":"{SITE}","node":"x7","seq":1,"sent_ms":{now},"readings":[{many}]}}"#).into_bytes()
+        }),
+        (topic(SITE, "x8"), {
+            let mut p = readings(SITE, "x8", 1, "100", "");
+            p.extend(std::iter::repeat_n(b' ', dcwatt_common::protocol::MAX_PAYLOAD_BYTES));
+            p
+        }),
         // Redelivery and loss.
         (topic(SITE, "probe"), temp(5)),
         (topic(SITE, "probe"), temp(5)),
@@ -96,6 +107,8 @@ fn bad_input_is_refused_counted_and_harmless() {
         ("topic_mismatch", 2.0),
         ("invalid_topic", 1.0),
         ("duplicate_seq", 1.0),
+        ("too_many_readings", 1.0),
+        ("payload_too_large", 1.0),
     ];
     let expect_readings = [
         ("non_finite", 2.0),

@@ -11,4 +11,5 @@ mod modbus;
 mod outage;
 mod pue;
 mod restart;
+mod security;
 mod snmp;
