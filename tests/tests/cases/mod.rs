@@ -5,6 +5,7 @@ mod burst;
 mod cli;
 mod dashboard;
 mod history;
+mod hostile;
 mod influx;
 mod ipmi;
 mod modbus;

@@ -1,0 +1,134 @@
+//! Property-driven fuzzing of the intake as a whole: any topic with any payload, or a
+//! mutated valid batch, is counted exactly once and either applied or refused with a
+//! reason; nothing panics; and hostile messages in between do not change a site's PUE.
+
+use dcwatt_collector::config::IntakeConfig;
+use dcwatt_collector::engine::{Engine, EngineConfig};
+use dcwatt_collector::intake::{Intake, IntakeStats};
+use dcwatt_common::protocol::{Point, Reading, ReadingsMessage};
+use proptest::prelude::*;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+const T0: i64 = 1_800_000_000_000;
+
+fn intake() -> (Intake, Arc<IntakeStats>, Arc<Mutex<Engine>>) {
+    let engine = Arc::new(Mutex::new(Engine::new(EngineConfig {
+        default_interval_ms: 1000,
+        ..EngineConfig::default()
+    })));
+    let stats = Arc::new(IntakeStats::default());
+    let cfg = IntakeConfig {
+        sites: Vec::new(),
+        max_host_power_w: 20_000.0,
+        max_future_skew_ms: 300_000,
+        queue_messages: 16,
+        max_readings_per_batch: 10_000,
+    };
+    (
+        Intake::new(engine.clone(), stats.clone(), cfg),
+        stats,
+        engine,
+    )
+}
+
+fn batch(node: &str, seq: u64, t: i64, w: f64, point: Point) -> Vec<u8> {
+    serde_json::to_vec(&ReadingsMessage {
+        v: 1,
+        site: "good".into(),
+        node: node.into(),
+        seq,
+        sent_ms: t,
+        readings: vec![Reading::gauge("power_w", w, t).at(point)],
+    })
+    .expect("json")
+}
+
+fn counted(s: &IntakeStats) -> u64 {
+    s.readings_messages.load(Ordering::Relaxed) + s.status_messages.load(Ordering::Relaxed)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 5_000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn any_message_is_counted_once_and_never_panics(
+        topic in prop_oneof![
+            "dcwatt/v1/[a-z]{1,3}/[a-z]{1,3}/(readings|status)",
+            ".{0,80}",
+        ],
+        payload in prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..512),
+            (any::<u64>(), -1e7f64..1e7, any::<bool>()).prop_map(|(seq, w, fac)| {
+                batch("a", seq, T0, w, if fac { Point::FacilityInput } else { Point::ItInput })
+            }),
+        ],
+    ) {
+        let (mut intake, stats, engine) = intake();
+        let mut e = engine.lock().expect("engine");
+        intake.handle(&mut e, &topic, &payload, T0 + 1000);
+        prop_assert_eq!(counted(&stats), 1);
+    }
+}
+
+#[test]
+fn hostile_messages_in_between_leave_the_pue_exact() {
+    let (mut intake, stats, engine) = intake();
+    let mut state = 7u64;
+    let mut rnd = move || dcwatt_common::backoff::splitmix64(&mut state);
+    let mut hostile = 0u64;
+    for s in 0..=120i64 {
+        let t = T0 + s * 1000;
+        let mut e = engine.lock().expect("engine");
+        intake.handle(
+            &mut e,
+            "dcwatt/v1/good/meter/readings",
+            &batch("meter", s as u64, t, 1300.0, Point::FacilityInput),
+            t + 10,
+        );
+        intake.handle(
+            &mut e,
+            "dcwatt/v1/good/h1/readings",
+            &batch("h1", s as u64, t, 1000.0, Point::ItInput),
+            t + 10,
+        );
+        for _ in 0..50 {
+            let mut p = batch(
+                "h1",
+                rnd() % 1000,
+                t,
+                (rnd() % 20_000) as f64,
+                Point::ItInput,
+            );
+            // Mutate, then aim it at a node it does not name, or at nothing valid.
+            for _ in 0..(1 + rnd() % 4) {
+                let i = (rnd() as usize) % p.len();
+                p[i] = (rnd() & 0xff) as u8;
+            }
+            let topic = match rnd() % 3 {
+                0 => "dcwatt/v1/good/someone-else/readings".to_owned(),
+                1 => format!("dcwatt/v1/good/h1/{}", rnd() % 7),
+                _ => format!("dcwatt/v{}/good/meter/readings", rnd() % 3 + 2),
+            };
+            intake.handle(&mut e, &topic, &p, t + 20);
+            hostile += 1;
+        }
+    }
+    assert_eq!(counted(&stats), 2 * 121 + hostile);
+    let e = engine.lock().expect("engine");
+    let v = e.site_view("good", T0 + 120_100).expect("site");
+    let w = v.pue.get("1m").expect("1m");
+    assert_eq!(w.value, Some(1.3), "{w:?}");
+    assert_eq!(w.quality, "measured");
+    let nodes: Vec<String> = e
+        .nodes("good", T0 + 120_100)
+        .expect("nodes")
+        .into_iter()
+        .map(|n| n.node)
+        .collect();
+    assert_eq!(
+        nodes,
+        vec!["meter".to_owned(), "h1".to_owned()],
+        "no node created by hostile input"
+    );
+}
