@@ -4,6 +4,7 @@
 
 use dcwatt_e2e::webdriver::http_request_with;
 use dcwatt_e2e::*;
+use std::time::Duration;
 
 const TOKEN: &str = "an-api-token-of-some-length-42";
 
@@ -40,4 +41,213 @@ fn the_api_needs_the_bearer_token_when_one_is_set() {
         assert_eq!(http_get(c.http, open).map(|r| r.0), Some(200), "{open}");
     }
     assert!(!c.proc.log().contains(TOKEN), "the token is in the log");
+}
+
+fn sh(dir: &TempDir, script: &str) {
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .current_dir(&dir.0)
+        .output()
+        .expect("sh");
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA, a server certificate for 127.0.0.1 signed by it, and an unrelated CA.
+fn certificates(dir: &TempDir) {
+    sh(
+        dir,
+        "set -e
+         openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj /CN=dcwatt-test-ca -keyout ca.key -out ca.crt 2>/dev/null
+         openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj /CN=other-ca -keyout other.key -out other-ca.crt 2>/dev/null
+         openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout server.key -out server.csr 2>/dev/null
+         printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\nbasicConstraints=critical,CA:FALSE\\nkeyUsage=digitalSignature,keyEncipherment\\nextendedKeyUsage=serverAuth\\n' > server.ext
+         openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 30 -extfile server.ext -out server.crt 2>/dev/null",
+    );
+}
+
+fn agent_with(
+    site: &str,
+    node: &str,
+    port: u16,
+    user: &str,
+    password: &str,
+    ca: &std::path::Path,
+) -> String {
+    let p = dcwatt_e2e::sim::Profile {
+        base_w: 500.0,
+        amplitude_w: 0.0,
+        period_secs: 60.0,
+    };
+    dcwatt_e2e::sim::agent_toml(site, node, "host", port, &p, "it_input").replace(
+        &format!("port = {port}\n"),
+        &format!(
+            "port = {port}\nusername = \"{user}\"\npassword = \"{password}\"\n[mqtt.tls]\nca_file = \"{}\"\n",
+            ca.display()
+        ),
+    )
+}
+
+/// Mosquitto with TLS, a password per agent and the ACL shipped in configs/mosquitto: an
+/// agent with the wrong CA, one with a bad password, and one publishing on another node's
+/// topic are all refused — by the broker, and by the collector's own topic check.
+#[test]
+fn mosquitto_with_tls_passwords_and_the_shipped_acl_refuses_intruders() {
+    let dir = TempDir::new("mosquitto-acl");
+    let (Some(mosquitto), Some(passwd), Some(publish)) = (
+        find_program("mosquitto"),
+        find_program("mosquitto_passwd"),
+        find_program("mosquitto_pub"),
+    ) else {
+        return skip_or_fail(
+            "mosquitto ACL",
+            "mosquitto and mosquitto-clients are not installed",
+        );
+    };
+    certificates(&dir);
+    let pw = |user: &str, pass: &str, create: bool| {
+        let st = std::process::Command::new(&passwd)
+            .args(if create { vec!["-c", "-b"] } else { vec!["-b"] })
+            .arg(dir.0.join("passwd"))
+            .args([user, pass])
+            .status()
+            .expect("mosquitto_passwd");
+        assert!(st.success());
+    };
+    pw("dcwatt-collector", "collector-pw", true);
+    for n in ["h1", "h2", "h3"] {
+        pw(n, &format!("{n}-pw"), false);
+    }
+    let acl = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../configs/mosquitto/dcwatt.acl"
+    ))
+    .expect("acl");
+    let acl_path = dir.write("dcwatt.acl", &acl);
+    let port = free_port();
+    let d = dir.0.display().to_string();
+    let conf = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../configs/mosquitto/dcwatt.conf"
+    ))
+    .expect("conf")
+    .replace("listener 8883", &format!("listener {port} 127.0.0.1"))
+    .replace("/etc/mosquitto/certs/", &format!("{d}/"))
+    .replace("/etc/mosquitto/dcwatt.passwd", &format!("{d}/passwd"))
+    .replace("/etc/mosquitto/dcwatt.acl", &acl_path.display().to_string())
+    .replace("/var/lib/mosquitto/", &format!("{d}/"))
+        + "user root\nlog_dest stderr\nlog_type all\n";
+    let conf_path = dir.write("mosquitto.conf", &conf);
+    let mut cmd = std::process::Command::new(mosquitto);
+    cmd.arg("-c").arg(&conf_path);
+    let mut broker = Proc::spawn("mosquitto", cmd, dir.0.join("mosquitto.log"));
+    wait_for("mosquitto to listen", Duration::from_secs(10), || {
+        assert!(broker.running(), "mosquitto exited:\n{}", broker.log());
+        std::net::TcpStream::connect(("127.0.0.1", port))
+            .ok()
+            .map(|_| ())
+    });
+    let ca = dir.0.join("ca.crt");
+    let c = Collector::start(
+        &dir,
+        BrokerKind::External(port),
+        &[
+            ("DCWATT__MQTT__USERNAME", "dcwatt-collector".to_owned()),
+            ("DCWATT__MQTT__PASSWORD", "collector-pw".to_owned()),
+            ("DCWATT__MQTT__TLS__CA_FILE", ca.display().to_string()),
+            ("DCWATT__ENGINE__DEFAULT_INTERVAL_SECS", "1".to_owned()),
+        ],
+    );
+    const SITE: &str = "sec";
+    let good = start_agent(
+        &dir,
+        "h1",
+        &agent_with(SITE, "h1", port, "h1", "h1-pw", &ca),
+    );
+    let wrong_ca = start_agent(
+        &dir,
+        "h2",
+        &agent_with(SITE, "h2", port, "h2", "h2-pw", &dir.0.join("other-ca.crt")),
+    );
+    let bad_pw = start_agent(
+        &dir,
+        "h3",
+        &agent_with(SITE, "h3", port, "h3", "not-h3-pw", &ca),
+    );
+    wait_for("h1's readings through TLS", Duration::from_secs(30), || {
+        let n = get_json(c.http, &format!("/api/v1/sites/{SITE}/nodes"))?;
+        n["nodes"]
+            .as_array()?
+            .iter()
+            .any(|x| x["node"] == "h1" && x["seq"].as_u64().unwrap_or(0) > 2)
+            .then_some(())
+    });
+    // h1's password used to publish as h4 (denied by the ACL), and as itself with a payload
+    // naming h4 (refused by the collector).
+    let now = dcwatt_common::now_ms();
+    let payload = |node: &str| {
+        format!(
+            r#"{{"v":1,"site":"{SITE}","node":"{node}","seq":1,"sent_ms":{now},"readings":[{{"metric":"power_w","value":9999,"ts_ms":{now},"point":"it_input"}}]}}"#
+        )
+    };
+    for (topic, body) in [
+        (format!("dcwatt/v1/{SITE}/h4/readings"), payload("h4")),
+        (format!("dcwatt/v1/{SITE}/h1/readings"), payload("h4")),
+    ] {
+        let st = std::process::Command::new(&publish)
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "--cafile"])
+            .arg(&ca)
+            .args([
+                "-u", "h1", "-P", "h1-pw", "-q", "1", "-t", &topic, "-m", &body,
+            ])
+            .status()
+            .expect("mosquitto_pub");
+        assert!(st.success());
+    }
+    let m = wait_for(
+        "the collector's topic check",
+        Duration::from_secs(20),
+        || {
+            let m = c.metrics();
+            (metric(
+                &m,
+                "dcwatt_messages_rejected_total{reason=\"topic_mismatch\"}",
+            ) == Some(1.0))
+            .then_some(m)
+        },
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let nodes = get_json(c.http, &format!("/api/v1/sites/{SITE}/nodes")).expect("nodes");
+    let names: Vec<&str> = nodes["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .filter_map(|x| x["node"].as_str())
+        .collect();
+    assert_eq!(names, vec!["h1"], "only the honest agent got in\n{m}");
+    let log = broker.log();
+    assert!(
+        log.contains("Denied PUBLISH") && log.contains(&format!("'dcwatt/v1/{SITE}/h4/readings'")),
+        "the ACL denied h1 writing as h4:\n{log}"
+    );
+    assert!(
+        log.contains("not authorised"),
+        "the bad password was refused:\n{log}"
+    );
+    let h3 = bad_pw.log();
+    assert!(h3.contains("NotAuthorized"), "h3 was told so:\n{h3}");
+    assert!(
+        !h3.contains("not-h3-pw"),
+        "the password is in the agent's log"
+    );
+    let h2 = wrong_ca.log();
+    assert!(
+        h2.to_lowercase().contains("certificate") || h2.contains("UnknownIssuer"),
+        "h2 refused the broker's certificate:\n{h2}"
+    );
+    drop((good, wrong_ca, bad_pw));
 }
