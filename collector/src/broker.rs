@@ -47,34 +47,52 @@ pub enum BrokerError {
 /// requires authentication; its password is made afresh at every start.
 pub const INTERNAL_USER: &str = "dcwatt-collector-internal";
 
-fn rumqttd_config(cfg: &BrokerConfig, internal: Option<&Secret>) -> Config {
-    let auth = cfg.users.as_ref().map(|users| {
-        let mut m: HashMap<String, String> = users
-            .iter()
-            .map(|(u, p)| (u.clone(), p.expose().to_owned()))
-            .collect();
-        if let Some(pw) = internal {
-            m.insert(INTERNAL_USER.to_owned(), pw.expose().to_owned());
-        }
-        m
-    });
-    let connections = ConnectionSettings {
+fn connection_settings(auth: Option<HashMap<String, String>>) -> ConnectionSettings {
+    ConnectionSettings {
         connection_timeout_ms: 10_000,
         max_payload_size: dcwatt_common::protocol::MAX_PAYLOAD_BYTES + 4096,
         max_inflight_count: 1000,
         auth,
         external_auth: None,
         dynamic_filters: true,
-    };
-    let server = ServerSettings {
+    }
+}
+
+/// Two listeners: the agents' (TLS when configured, passwords when configured) and a
+/// plain one on an ephemeral loopback port for the collector's own publishers, which
+/// admits only the internal user.
+fn rumqttd_config(cfg: &BrokerConfig, internal: &Secret, internal_listen: SocketAddr) -> Config {
+    let auth = cfg.users.as_ref().map(|users| {
+        users
+            .iter()
+            .map(|(u, p)| (u.clone(), p.expose().to_owned()))
+            .collect::<HashMap<String, String>>()
+    });
+    let tls = cfg.tls.as_ref().map(|t| rumqttd::TlsConfig::Rustls {
+        capath: None,
+        certpath: t.cert_file.display().to_string(),
+        keypath: t.key_file.display().to_string(),
+    });
+    let agents = ServerSettings {
         name: "dcwatt-v4".to_owned(),
         listen: cfg.listen,
+        tls,
+        next_connection_delay_ms: 0,
+        connections: connection_settings(auth),
+    };
+    let own = ServerSettings {
+        name: "dcwatt-internal".to_owned(),
+        listen: internal_listen,
         tls: None,
         next_connection_delay_ms: 0,
-        connections,
+        connections: connection_settings(Some(HashMap::from([(
+            INTERNAL_USER.to_owned(),
+            internal.expose().to_owned(),
+        )]))),
     };
     let mut v4 = HashMap::new();
-    v4.insert("1".to_owned(), server);
+    v4.insert("1".to_owned(), agents);
+    v4.insert("2".to_owned(), own);
     Config {
         id: 0,
         router: RouterConfig {
@@ -101,8 +119,8 @@ pub async fn start(
     cfg: &BrokerConfig,
     filters: &[String],
     tx: mpsc::Sender<RawMessage>,
-    internal: Option<&Secret>,
-) -> Result<(), BrokerError> {
+    internal: &Secret,
+) -> Result<SocketAddr, BrokerError> {
     // rumqttd only logs a bind failure from its server thread: check first, to fail clearly.
     drop(
         TcpListener::bind(cfg.listen).map_err(|source| BrokerError::Bind {
@@ -110,7 +128,24 @@ pub async fn start(
             source,
         })?,
     );
-    let mut broker = Broker::new(rumqttd_config(cfg, internal));
+    // The internal listener's port: free now, taken by the broker right after.
+    let internal_listen = TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|l| l.local_addr())
+        .map_err(|source| BrokerError::Bind {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            source,
+        })?;
+    if let Some(t) = &cfg.tls {
+        for f in [&t.cert_file, &t.key_file] {
+            if !f.is_file() {
+                return Err(BrokerError::Start(format!(
+                    "broker.tls: {} is not a readable file",
+                    f.display()
+                )));
+            }
+        }
+    }
+    let mut broker = Broker::new(rumqttd_config(cfg, internal, internal_listen));
     let (mut link_tx, link_rx) = tokio::task::block_in_place(|| {
         broker
             .link("dcwatt-collector-intake")
@@ -130,17 +165,19 @@ pub async fn start(
         .spawn(move || forward(link_tx, link_rx, tx))
         .map_err(|e| BrokerError::Start(e.to_string()))?;
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !answers_mqtt(cfg.listen, internal.filter(|_| cfg.users.is_some())) {
+    while !(answers_mqtt(internal_listen, Some(internal))
+        && TcpStream::connect_timeout(&cfg.listen, Duration::from_millis(200)).is_ok())
+    {
         if Instant::now() > deadline {
             return Err(BrokerError::Start(format!(
-                "nothing listening on {} after 5 s",
+                "nothing listening on {} after 5 s (a bad broker.tls certificate or key is logged above)",
                 cfg.listen
             )));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    tracing::info!(listen = %cfg.listen, log_mib = (cfg.segment_bytes >> 20) * cfg.segments, "embedded broker listening");
-    Ok(())
+    tracing::info!(listen = %cfg.listen, tls = cfg.tls.is_some(), log_mib = (cfg.segment_bytes >> 20) * cfg.segments, "embedded broker listening");
+    Ok(internal_listen)
 }
 
 /// An MQTT 3.1.1 CONNECT packet (clean session, keep-alive 10 s), with the internal

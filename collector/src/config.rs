@@ -269,6 +269,14 @@ struct BrokerRaw {
     log_segment_mib: usize,
     log_segments: usize,
     users_file: Option<std::path::PathBuf>,
+    tls: Option<BrokerTlsRaw>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BrokerTlsRaw {
+    cert_file: std::path::PathBuf,
+    key_file: std::path::PathBuf,
 }
 
 impl Default for BrokerRaw {
@@ -280,6 +288,7 @@ impl Default for BrokerRaw {
             log_segment_mib: 16,
             log_segments: 8,
             users_file: None,
+            tls: None,
         }
     }
 }
@@ -591,6 +600,17 @@ pub struct BrokerConfig {
     pub segments: usize,
     /// Username → password, when the broker requires authentication.
     pub users: Option<std::collections::BTreeMap<String, dcwatt_common::secret::Secret>>,
+    /// TLS for the agents' listener.
+    pub tls: Option<BrokerTls>,
+}
+
+/// The embedded broker's server certificate.
+#[derive(Debug, Clone)]
+pub struct BrokerTls {
+    /// PEM certificate chain (a leaf signed by the CA the agents trust).
+    pub cert_file: std::path::PathBuf,
+    /// PEM private key.
+    pub key_file: std::path::PathBuf,
 }
 
 /// Intake validation settings.
@@ -732,6 +752,20 @@ impl CollectorConfig {
                 segment_bytes: broker.log_segment_mib << 20,
                 segments: broker.log_segments,
                 users: broker.users_file.as_deref().map(|f| read_users(f, &mut p)),
+                tls: broker.tls.map(|t| {
+                    for (key, f) in [("cert_file", &t.cert_file), ("key_file", &t.key_file)] {
+                        if !f.is_file() {
+                            p.push(
+                                format!("broker.tls.{key}"),
+                                format!("{} is not a readable file", f.display()),
+                            );
+                        }
+                    }
+                    BrokerTls {
+                        cert_file: t.cert_file,
+                        key_file: t.key_file,
+                    }
+                }),
             })
         } else {
             None

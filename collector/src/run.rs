@@ -94,8 +94,9 @@ pub async fn run(cfg: CollectorConfig, cancel: CancellationToken) -> Result<(), 
     // The collector's own publishers log in to its embedded broker with a password made
     // afresh at every start.
     let internal = random_password();
+    let mut internal_listen = None;
     if let Some(b) = &cfg.broker {
-        broker::start(b, &filters, tx.clone(), Some(&internal)).await?;
+        internal_listen = Some(broker::start(b, &filters, tx.clone(), &internal).await?);
         stats.broker_connected.store(true, Ordering::Relaxed);
     }
     if let Some(m) = cfg.mqtt.clone() {
@@ -188,15 +189,12 @@ pub async fn run(cfg: CollectorConfig, cancel: CancellationToken) -> Result<(), 
         .collect();
     // Where the collector itself publishes (summaries, alerts): its own broker or the
     // external one, each publisher with its own client id.
-    let publish_to = |suffix: &str| match (&cfg.broker, &cfg.mqtt) {
-        (Some(b), _) => Some(MqttSettings {
-            host: b.listen.ip().to_string(),
-            port: b.listen.port(),
+    let publish_to = |suffix: &str| match (internal_listen, &cfg.mqtt) {
+        (Some(own), _) => Some(MqttSettings {
+            host: own.ip().to_string(),
+            port: own.port(),
             client_id: format!("dcwatt-collector-{suffix}"),
-            credentials: b
-                .users
-                .as_ref()
-                .map(|_| (broker::INTERNAL_USER.to_owned(), internal.clone())),
+            credentials: Some((broker::INTERNAL_USER.to_owned(), internal.clone())),
             keep_alive: std::time::Duration::from_secs(30),
             tls: None,
         }),

@@ -251,3 +251,91 @@ fn mosquitto_with_tls_passwords_and_the_shipped_acl_refuses_intruders() {
     );
     drop((good, wrong_ca, bad_pw));
 }
+
+/// The embedded broker with TLS and passwords: the right CA and password get in; the
+/// wrong CA and a bad password do not; a plaintext client is not served.
+#[test]
+fn the_embedded_broker_speaks_tls_and_checks_passwords() {
+    let dir = TempDir::new("embedded-tls");
+    if find_program("openssl").is_none() {
+        return skip_or_fail("embedded TLS", "openssl is not installed");
+    }
+    certificates(&dir);
+    let users = dir.write("users", "h1:h1-pw\nh2:h2-pw\nh3:h3-pw\n");
+    let config = dir.write(
+        "collector.toml",
+        &format!(
+            "[broker]\nusers_file = \"{}\"\n[broker.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+            users.display(),
+            dir.0.join("server.crt").display(),
+            dir.0.join("server.key").display()
+        ),
+    );
+    let c = Collector::start_with_config(
+        &dir,
+        BrokerKind::Embedded,
+        &config,
+        None,
+        &[("DCWATT__ENGINE__DEFAULT_INTERVAL_SECS", "1".to_owned())],
+    );
+    const SITE: &str = "tls";
+    let ca = dir.0.join("ca.crt");
+    let port = c.mqtt;
+    let _good = start_agent(
+        &dir,
+        "h1",
+        &agent_with(SITE, "h1", port, "h1", "h1-pw", &ca),
+    );
+    let wrong_ca = start_agent(
+        &dir,
+        "h2",
+        &agent_with(SITE, "h2", port, "h2", "h2-pw", &dir.0.join("other-ca.crt")),
+    );
+    let bad_pw = start_agent(&dir, "h3", &agent_with(SITE, "h3", port, "h3", "nope", &ca));
+    wait_for("h1's readings over TLS", Duration::from_secs(30), || {
+        let n = get_json(c.http, &format!("/api/v1/sites/{SITE}/nodes"))?;
+        n["nodes"]
+            .as_array()?
+            .iter()
+            .any(|x| x["node"] == "h1" && x["seq"].as_u64().unwrap_or(0) > 2)
+            .then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let nodes = get_json(c.http, &format!("/api/v1/sites/{SITE}/nodes")).expect("nodes");
+    let names: Vec<&str> = nodes["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .filter_map(|x| x["node"].as_str())
+        .collect();
+    assert_eq!(names, vec!["h1"]);
+    let h2 = wrong_ca.log();
+    assert!(
+        h2.to_lowercase().contains("certificate") || h2.contains("UnknownIssuer"),
+        "{h2}"
+    );
+    let h3 = bad_pw.log();
+    assert!(
+        h3.contains("NotAuthorized") || h3.contains("connection failed"),
+        "{h3}"
+    );
+    // A plaintext client is not served on the TLS port.
+    let plain = std::panic::catch_unwind(|| {
+        publish_all(
+            port,
+            std::iter::once(("dcwatt/v1/tls/x/readings".to_owned(), b"{}".to_vec())),
+            Duration::from_secs(3),
+        )
+    });
+    assert!(
+        plain.is_err(),
+        "a plaintext client got through the TLS listener"
+    );
+    // Readings arrived through the TLS listener and were counted.
+    let m = c.metrics();
+    assert_eq!(
+        metric(&m, "dcwatt_messages_received_total{kind=\"readings\"}").map(|v| v > 2.0),
+        Some(true),
+        "{m}"
+    );
+}
