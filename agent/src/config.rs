@@ -29,7 +29,7 @@ const KNOWN_KEYS: &[&str] = &[
 struct SpoolRaw {
     enabled: bool,
     dir: std::path::PathBuf,
-    max_mib: u64,
+    max_mib: f64,
     replay_per_sec: u32,
 }
 
@@ -38,7 +38,7 @@ impl Default for SpoolRaw {
         SpoolRaw {
             enabled: true,
             dir: "dcwatt-spool".into(),
-            max_mib: 64,
+            max_mib: 64.0,
             replay_per_sec: 50,
         }
     }
@@ -151,15 +151,18 @@ impl AgentConfig {
             }
         }
         let spool: SpoolRaw = l.get_or_default("spool", &mut p);
-        if !(1..=1_048_576).contains(&spool.max_mib) {
-            p.push("spool.max_mib", "must be 1..=1048576");
+        if !spool.max_mib.is_finite() || !(0.001..=1_048_576.0).contains(&spool.max_mib) {
+            p.push(
+                "spool.max_mib",
+                "must be 0.001..=1048576 (fractions allowed)",
+            );
         }
         if !(1..=100_000).contains(&spool.replay_per_sec) {
             p.push("spool.replay_per_sec", "must be 1..=100000");
         }
         let spool = spool.enabled.then(|| SpoolConfig {
             dir: spool.dir.join(&site).join(&node),
-            max_bytes: spool.max_mib << 20,
+            max_bytes: (spool.max_mib.clamp(0.001, 1_048_576.0) * 1_048_576.0) as u64,
             replay_per_sec: spool.replay_per_sec,
         });
         p.into_result(AgentConfig {

@@ -150,8 +150,14 @@ impl Spool {
     pub fn push(&mut self, payload: &[u8]) -> Result<(), SpoolError> {
         let need = HEADER + payload.len() as u64;
         while self.records > 0 && self.bytes() + need > self.max_bytes {
+            // A record already handed to the broker (waiting out its confirmation grace)
+            // was most likely delivered: making room by it is not a drop. Only records
+            // never sent count; the collector sees any other loss as a sequence gap.
+            let sent = self.head < self.cursor;
             self.pop()?;
-            self.dropped += 1;
+            if !sent {
+                self.dropped += 1;
+            }
         }
         let path = self.dir.join("spool.dat");
         let mut rec = Vec::with_capacity(need as usize);
@@ -359,6 +365,23 @@ mod tests {
         assert_eq!(r.records, 0);
         assert!(r.torn_bytes > 0);
         assert_eq!(s.peek(), None);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn making_room_by_a_sent_record_is_not_a_drop() {
+        let d = dir("sent");
+        // Room for three 300-byte records (309 with the header) in the 1024-byte minimum.
+        let (mut s, _) = Spool::open(&d, 1024).unwrap();
+        for i in 0..3u8 {
+            s.push(&[i; 300]).unwrap();
+        }
+        assert_eq!(s.next_unsent(), Some(vec![0; 300]), "handed to the broker");
+        s.push(&[3; 300]).unwrap();
+        assert_eq!(s.dropped, 0, "record 0 was sent, not dropped");
+        s.push(&[4; 300]).unwrap();
+        assert_eq!(s.dropped, 1, "record 1 was never sent");
+        assert_eq!(s.peek(), Some(vec![2; 300]));
         let _ = std::fs::remove_dir_all(&d);
     }
 

@@ -1,5 +1,5 @@
-//! Nothing lost across a broker outage: Mosquitto is stopped while agents publish, one
-//! agent is killed with SIGKILL during the outage and restarted; once the broker is back,
+//! Nothing lost across a broker outage: Mosquitto is stopped for 30 s while 20 agents
+//! publish, one agent is killed with SIGKILL during the outage and restarted; once the broker is back,
 //! every batch arrives (from the agents' on-disk spools, in order, with their original
 //! timestamps), sequence numbers continue across the restart, and the PUE window is whole.
 
@@ -22,7 +22,7 @@ fn a_broker_outage_and_an_agent_crash_lose_nothing() {
         &[("DCWATT__ENGINE__DEFAULT_INTERVAL_SECS", "1".into())],
     );
     let fac = Profile {
-        base_w: 1_800.0,
+        base_w: 11_400.0,
         amplitude_w: 0.0,
         period_secs: 60.0,
     };
@@ -39,18 +39,26 @@ fn a_broker_outage_and_an_agent_crash_lose_nothing() {
         "meter",
         &toml("meter", "meter", &fac, "facility_input"),
     );
-    let _h1 = start_agent(&dir, "h1", &toml("h1", "host", &host, "it_input"));
+    // Twenty agents: the meter and 19 hosts.
+    let _others: Vec<Proc> = (1..=19)
+        .filter(|i| *i != 2)
+        .map(|i| {
+            let node = format!("h{i}");
+            start_agent(&dir, &node, &toml(&node, "host", &host, "it_input"))
+        })
+        .collect();
     let h2 = start_agent(&dir, "h2", &toml("h2", "host", &host, "it_input"));
     wait_for("a PUE value", Duration::from_secs(60), || {
         c.site(SITE)?["pue"]["1m"]["value"].as_f64()
     });
 
-    // The broker goes away; h2 crashes in the middle of the outage and comes back.
+    // The broker goes away for 30 s; h2 is killed (SIGKILL) in the middle of the outage
+    // and comes back.
     let _ = broker.proc.terminate(Duration::from_secs(5));
-    std::thread::sleep(Duration::from_secs(3));
+    std::thread::sleep(Duration::from_secs(15));
     drop(h2);
     let _h2 = start_agent(&dir, "h2", &toml("h2", "host", &host, "it_input"));
-    std::thread::sleep(Duration::from_secs(3));
+    std::thread::sleep(Duration::from_secs(15));
     broker = Mosquitto::start_on(&dir, port).expect("mosquitto restarts");
 
     // Everything spooled arrives; nothing is missing, nothing went back.
@@ -86,8 +94,82 @@ fn a_broker_outage_and_an_agent_crash_lose_nothing() {
         (w["coverage_it"] == 1.0 && w["coverage_facility"] == 1.0).then_some(w)
     });
     let value = w["value"].as_f64().unwrap();
-    assert!((value - 1_800.0 / 800.0).abs() < 1e-6, "{w:#}");
+    assert!((value - 11_400.0 / (19.0 * 400.0)).abs() < 1e-6, "{w:#}");
     let log = std::fs::read_to_string(dir.0.join("h2.log")).unwrap_or_default();
     assert!(log.contains("replayed") || log.contains("spool"), "{log}");
+    drop(broker);
+}
+
+/// An agent whose spool is far too small for the outage: the oldest batches are dropped
+/// and counted, the agent keeps running, and the collector counts exactly the dropped
+/// batches as missing.
+#[test]
+fn a_full_spool_drops_the_oldest_counts_them_and_keeps_going() {
+    let dir = TempDir::new("spool-full");
+    let Some(mut broker) = Mosquitto::start(&dir) else {
+        return skip_or_fail("spool full", "mosquitto is not installed");
+    };
+    let port = broker.port;
+    let c = Collector::start(
+        &dir,
+        BrokerKind::External(port),
+        &[("DCWATT__ENGINE__DEFAULT_INTERVAL_SECS", "1".into())],
+    );
+    let p = Profile {
+        base_w: 500.0,
+        amplitude_w: 0.0,
+        period_secs: 60.0,
+    };
+    // About 4 KB of spool: a handful of one-second batches.
+    let toml =
+        agent_toml("full", "h1", "host", port, &p, "it_input") + "[spool]\nmax_mib = 0.004\n";
+    let mut agent = start_agent(&dir, "h1", &toml);
+    wait_for("h1 reporting", Duration::from_secs(30), || {
+        let n = get_json(c.http, "/api/v1/sites/full/nodes")?;
+        (n["nodes"][0]["seq"].as_u64()? >= 2).then_some(())
+    });
+    let _ = broker.proc.terminate(Duration::from_secs(5));
+    std::thread::sleep(Duration::from_secs(15));
+    assert!(agent.running(), "the agent keeps running with a full spool");
+    assert!(agent.log().contains("spool full"), "{}", agent.log());
+    broker = Mosquitto::start_on(&dir, port).expect("mosquitto restarts");
+    let node = wait_for("h1 current again", Duration::from_secs(60), || {
+        let n = get_json(c.http, "/api/v1/sites/full/nodes")?;
+        let x = n["nodes"][0].clone();
+        (dcwatt_common::now_ms() - x["last_reading_ms"].as_i64()? < 2_000).then_some(x)
+    });
+    let exit = agent.terminate(Duration::from_secs(20));
+    // Without the terminal colours tracing may add.
+    let mut log = String::new();
+    let mut escape = false;
+    for ch in agent.log().chars() {
+        match (escape, ch) {
+            (false, '\u{1b}') => escape = true,
+            (true, 'm') => escape = false,
+            (true, _) => {}
+            (false, c) => log.push(c),
+        }
+    }
+    assert!(
+        exit.is_some_and(|e| e.success()),
+        "a clean stop: {exit:?}\n{log}"
+    );
+    let dropped: u64 = log
+        .lines()
+        .find(|l| l.contains("agent stopped"))
+        .and_then(|l| l.split("dropped=").nth(1))
+        .and_then(|v| {
+            v.trim_start_matches(|c: char| !c.is_ascii_digit())
+                .split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no dropped total in the log:\n{log}"));
+    assert!(
+        dropped >= 5,
+        "a 15 s outage overflows a 4 KB spool: {dropped}"
+    );
+    assert_eq!(node["missing_batches"], dropped, "{node}");
     drop(broker);
 }
