@@ -27,7 +27,8 @@
       q_measured: 'measured', q_estimated: 'estimated', q_partial: 'partial', q_invalid: 'invalid', q_no_data: 'no data',
       category: 'category', facility: 'Facility', it: 'IT', dcie: 'DCiE',
       footer: 'PUE per ISO/IEC 30134-2: facility energy ÷ IT energy over a window, at one measurement category (PUE₁ UPS output, PUE₂ PDU output, PUE₃ IT input). The live power ratio is an indication, not PUE.',
-      ago: '{0} ago', never: 'never', token_prompt: 'This collector requires its API token (http.token):'
+      ago: '{0} ago', never: 'never', token_prompt: 'This collector requires its API token (http.token):',
+      stranded_power: 'Stranded power', stranded_u: 'Stranded space', hosts: 'Hosts'
     },
     zh: {
       loading: '加载中…', fleet: '站点', site: '站点', sites_none: '尚无站点上报数据。',
@@ -52,7 +53,8 @@
       q_measured: '实测', q_estimated: '估算', q_partial: '部分覆盖', q_invalid: '无效', q_no_data: '无数据',
       category: '类别', facility: '总用电', it: 'IT', dcie: 'DCiE',
       footer: 'PUE 按 ISO/IEC 30134-2 与 GB/T 32910.3 计算：一个时间窗口内数据中心总耗电量 ÷ IT 设备耗电量，IT 能耗取同一计量类别（PUE₁ UPS 输出、PUE₂ PDU 输出、PUE₃ IT 设备输入）。实时功率比仅供参考，不是 PUE。',
-      ago: '{0}前', never: '从未', token_prompt: '此采集器需要 API 令牌 (http.token)：'
+      ago: '{0}前', never: '从未', token_prompt: '此采集器需要 API 令牌 (http.token)：',
+      stranded_power: '搁浅电力', stranded_u: '搁浅空间', hosts: '服务器'
     }
   };
 
@@ -178,7 +180,12 @@
       esc(t('budget')) + ' ' + (r.budget_w == null ? t('not_configured') : kw(r.budget_w) + ' kW') + ' · ' +
       esc(t('utilization')) + ' ' + pct(r.utilization) + ' · ' + esc(t('headroom')) + ' ' +
       (r.failover_headroom_w == null ? t('not_configured') : kw(r.failover_headroom_w) + ' kW') + ' · ' +
-      esc(t('u_space')) + ' ' + esc(u);
+      esc(t('u_space')) + ' ' + esc(u) +
+      (r.stranded_power_w ? ' · ' + esc(t('stranded_power')) + ' ' + kw(r.stranded_power_w) + ' kW' : '') +
+      (r.stranded_u ? ' · ' + esc(t('stranded_u')) + ' ' + r.stranded_u + ' U' : '') +
+      (r.hosts != null ? ' · ' + esc(t('hosts')) + ' ' + r.hosts : '') +
+      (r.cpu_util != null ? ' · CPU ' + pct(r.cpu_util) : '') +
+      (r.gpu_util != null ? ' · GPU ' + pct(r.gpu_util) : '');
   }
 
   function siteScaffold(id) {

@@ -182,6 +182,24 @@ pub struct RackView {
     /// Rack units occupied, when configured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub u_used: Option<u32>,
+    /// u_used / u_total.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub space_utilization: Option<f64>,
+    /// Power budget left that cannot be used because the rack's space is (≥ 95 %) full, W.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stranded_power_w: Option<f64>,
+    /// Rack units left that cannot be used because the rack's power is (≥ 95 %) used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stranded_u: Option<u32>,
+    /// Hosts whose birth names this rack.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hosts: Option<u32>,
+    /// Mean CPU utilization of those hosts (0..1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_util: Option<f64>,
+    /// Mean utilization of their GPUs (0..1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gpu_util: Option<f64>,
 }
 
 /// Everything rules may look at, for one evaluation.

@@ -123,6 +123,12 @@ pub fn rack_views(
                     failover_headroom_w: None,
                     u_total: None,
                     u_used: None,
+                    space_utilization: None,
+                    stranded_power_w: None,
+                    stranded_u: None,
+                    hosts: None,
+                    cpu_util: None,
+                    gpu_util: None,
                 },
             )
         })
@@ -136,6 +142,12 @@ pub fn rack_views(
             failover_headroom_w: None,
             u_total: None,
             u_used: None,
+            space_utilization: None,
+            stranded_power_w: None,
+            stranded_u: None,
+            hosts: None,
+            cpu_util: None,
+            gpu_util: None,
         });
         let derated = b.budget_w * b.derating;
         v.budget_w = Some(derated);
@@ -145,6 +157,68 @@ pub fn rack_views(
         v.u_used = b.u_used;
     }
     racks.into_values().collect()
+}
+
+/// Share of a resource at which the other one counts as stranded.
+const FULL_SHARE: f64 = 0.95;
+
+/// Rack views with their hosts' CPU and GPU load, space use and stranded capacity:
+/// power left where the space is full, space left where the power is used up.
+pub fn rack_views_with_load(
+    site: &str,
+    power: &BTreeMap<String, f64>,
+    loads: &BTreeMap<String, crate::engine::RackLoad>,
+    budgets: &[RackBudget],
+) -> Vec<RackView> {
+    let mut views = rack_views(site, power, budgets);
+    let known: std::collections::BTreeSet<&String> = views.iter().map(|v| &v.rack).collect();
+    let extra: Vec<RackView> = loads
+        .keys()
+        .filter(|r| !known.contains(r))
+        .map(|r| RackView {
+            rack: r.clone(),
+            power_w: 0.0,
+            budget_w: None,
+            utilization: None,
+            failover_headroom_w: None,
+            u_total: None,
+            u_used: None,
+            space_utilization: None,
+            stranded_power_w: None,
+            stranded_u: None,
+            hosts: None,
+            cpu_util: None,
+            gpu_util: None,
+        })
+        .collect();
+    views.extend(extra);
+    views.sort_by(|a, b| a.rack.cmp(&b.rack));
+    for v in &mut views {
+        if let Some(l) = loads.get(&v.rack) {
+            v.hosts = Some(l.hosts);
+            v.cpu_util = l.cpu_util();
+            v.gpu_util = l.gpu_util();
+        }
+        if let (Some(used), Some(total)) = (v.u_used, v.u_total) {
+            let space = f64::from(used) / f64::from(total.max(1));
+            v.space_utilization = Some(space);
+            if let Some(budget) = v.budget_w {
+                v.stranded_power_w = Some(if space >= FULL_SHARE {
+                    (budget - v.power_w).max(0.0)
+                } else {
+                    0.0
+                });
+            }
+            if let Some(u) = v.utilization {
+                v.stranded_u = Some(if u >= FULL_SHARE {
+                    total.saturating_sub(used)
+                } else {
+                    0
+                });
+            }
+        }
+    }
+    views
 }
 
 /// Gathers what the rules look at, holding the engine lock once.
@@ -620,5 +694,63 @@ mod tests {
             ("r2", Some(0.0), None)
         );
         assert_eq!((v[2].rack.as_str(), v[2].budget_w), ("r9", None));
+    }
+
+    #[test]
+    fn stranded_capacity_and_load_per_rack() {
+        let budget = |rack: &str, kw: f64, used: u32| RackBudget {
+            site: "dc".into(),
+            rack: rack.into(),
+            budget_w: kw * 1000.0,
+            derating: 1.0,
+            feed_w: None,
+            u_total: Some(42),
+            u_used: Some(used),
+        };
+        // Full of servers but drawing little; drawing its whole budget with space left;
+        // neither.
+        let budgets = vec![
+            budget("full", 10.0, 41),
+            budget("hot", 5.0, 20),
+            budget("ok", 10.0, 20),
+        ];
+        let power: BTreeMap<String, f64> = [("full", 4_000.0), ("hot", 4_900.0), ("ok", 5_000.0)]
+            .into_iter()
+            .map(|(r, w)| (r.to_owned(), w))
+            .collect();
+        let mut loads = BTreeMap::new();
+        loads.insert(
+            "hot".to_owned(),
+            crate::engine::RackLoad {
+                hosts: 2,
+                cpu_sum: 1.5,
+                cpu_hosts: 2,
+                gpu_sum: 3.0,
+                gpus: 4,
+            },
+        );
+        let v = rack_views_with_load("dc", &power, &loads, &budgets);
+        let get = |r: &str| v.iter().find(|x| x.rack == r).expect("rack");
+        assert_eq!(
+            get("full").stranded_power_w,
+            Some(6_000.0),
+            "41/42 U used: 6 kW stranded"
+        );
+        assert_eq!(get("full").stranded_u, Some(0));
+        assert_eq!(
+            get("hot").stranded_u,
+            Some(22),
+            "98% of its power: 22 U stranded"
+        );
+        assert_eq!(get("hot").stranded_power_w, Some(0.0));
+        assert_eq!(
+            (get("hot").cpu_util, get("hot").gpu_util, get("hot").hosts),
+            (Some(0.75), Some(0.75), Some(2))
+        );
+        assert_eq!(
+            (get("ok").stranded_power_w, get("ok").stranded_u),
+            (Some(0.0), Some(0))
+        );
+        assert!((get("ok").space_utilization.expect("space") - 20.0 / 42.0).abs() < 1e-12);
     }
 }

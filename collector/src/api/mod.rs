@@ -4,7 +4,7 @@ mod history;
 mod metrics;
 mod web;
 
-use crate::alerts::notify::{rack_views, AlertStats, RackBudget};
+use crate::alerts::notify::{rack_views_with_load, AlertStats, RackBudget};
 use crate::alerts::store::Book;
 use crate::alerts::Phase;
 use crate::engine::Engine;
@@ -173,7 +173,9 @@ async fn racks(State(s): State<AppState>, Path(site): Path<String>) -> Response 
         return not_found(&site);
     }
     let power = engine.rack_power(&site, now);
-    Json(json!({ "site": site, "racks": rack_views(&site, &power, &s.racks) })).into_response()
+    let loads = engine.rack_loads(&site, now);
+    let views = rack_views_with_load(&site, &power, &loads, &s.racks);
+    Json(json!({ "site": site, "racks": views })).into_response()
 }
 
 async fn alerts(State(s): State<AppState>) -> Response {

@@ -21,7 +21,9 @@ mod view;
 mod tests;
 
 pub use export::{period_view, MinuteEnergy, PeriodTotals};
-pub use view::{MetricSample, NodeView, PowerView, SiteView, WindowView, Windows, WINDOWS};
+pub use view::{
+    MetricSample, NodeView, PowerView, RackLoad, SiteView, WindowView, Windows, WINDOWS,
+};
 
 use dcwatt_common::protocol::{Kind, Point, Quality, Reading, Role, State, StatusMessage};
 use ring::Ring;

@@ -579,3 +579,36 @@ fn late_energy_reexports_the_minutes_it_lands_in() {
     assert_eq!(minute1.len(), 1, "{again:?}");
     assert!((minute1[0].energy_j - (1000.0 + 100.0) * 60.0).abs() < 1e-6);
 }
+
+#[test]
+fn rack_load_is_the_mean_of_its_hosts_cpu_and_gpus() {
+    let mut e = engine();
+    for (node, rack) in [("a", "r1"), ("b", "r1"), ("c", "r2"), ("m", "r1")] {
+        let role = if node == "m" { "meter" } else { "host" };
+        let birth: StatusMessage = serde_json::from_str(&format!(
+            r#"{{"v":1,"site":"dc","node":"{node}","state":"online","ts_ms":1,"role":"{role}","rack":"{rack}","interval_ms":1000}}"#
+        ))
+        .unwrap();
+        e.apply_status(&birth, T0);
+    }
+    let gpu = |c: &str, v: f64| {
+        let mut r = Reading::gauge("gpu_util", v, T0);
+        r.component = c.into();
+        r
+    };
+    let a = vec![
+        Reading::gauge("cpu_util", 0.2, T0),
+        gpu("gpu0", 0.5),
+        gpu("gpu1", 1.0),
+    ];
+    e.apply_readings("dc", "a", &a, T0);
+    e.apply_readings("dc", "b", &[Reading::gauge("cpu_util", 0.6, T0)], T0);
+    let loads = e.rack_loads("dc", T0 + 500);
+    let r1 = loads["r1"];
+    assert_eq!(r1.hosts, 2, "the meter is not a host");
+    assert!((r1.cpu_util().unwrap() - 0.4).abs() < 1e-12);
+    assert!((r1.gpu_util().unwrap() - 0.75).abs() < 1e-12);
+    assert_eq!((loads["r2"].hosts, loads["r2"].cpu_util()), (1, None));
+    // Old readings do not count.
+    assert_eq!(e.rack_loads("dc", T0 + 60_000)["r1"].cpu_util(), None);
+}

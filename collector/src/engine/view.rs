@@ -147,6 +147,33 @@ pub struct CapacityView {
     pub gpus_without_fp16_figure: u32,
 }
 
+/// CPU and GPU load of one rack's hosts.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RackLoad {
+    /// Hosts whose birth names the rack.
+    pub hosts: u32,
+    /// Sum of the hosts' CPU utilization.
+    pub cpu_sum: f64,
+    /// Hosts reporting CPU utilization.
+    pub cpu_hosts: u32,
+    /// Sum of the GPUs' utilization.
+    pub gpu_sum: f64,
+    /// GPUs reporting utilization.
+    pub gpus: u32,
+}
+
+impl RackLoad {
+    /// Mean CPU utilization of the hosts reporting it.
+    pub fn cpu_util(&self) -> Option<f64> {
+        (self.cpu_hosts > 0).then(|| self.cpu_sum / f64::from(self.cpu_hosts))
+    }
+
+    /// Mean GPU utilization of the GPUs reporting it.
+    pub fn gpu_util(&self) -> Option<f64> {
+        (self.gpus > 0).then(|| self.gpu_sum / f64::from(self.gpus))
+    }
+}
+
 /// Power of one standard rack (标准机架), W.
 pub const STANDARD_RACK_W: f64 = 2_500.0;
 
@@ -653,6 +680,51 @@ impl Engine {
             hosts.insert(rack, w);
         }
         hosts
+    }
+
+    /// Mean CPU and GPU utilization (0..1) of each rack's hosts, from their latest
+    /// `cpu_util` (system) and `gpu_util` (per GPU) readings, and how many hosts each rack
+    /// has. Readings older than the node's gap bound are left out.
+    pub fn rack_loads(
+        &self,
+        site_id: &str,
+        now_ms: i64,
+    ) -> std::collections::BTreeMap<String, RackLoad> {
+        let mut out: std::collections::BTreeMap<String, RackLoad> = Default::default();
+        let Some(site) = self.sites.get(site_id) else {
+            return out;
+        };
+        let (gf, di) = (self.cfg.gap_factor, self.cfg.default_interval_ms);
+        for (i, n) in site.nodes.iter().enumerate() {
+            let Some(rack) = &n.rack else { continue };
+            if n.role == Some(dcwatt_common::protocol::Role::Meter) {
+                continue;
+            }
+            let load = out.entry(rack.clone()).or_default();
+            load.hosts += 1;
+            let mut cpu = None;
+            let (mut gpu_sum, mut gpus) = (0.0, 0u32);
+            for ((metric, _component), (ts, v)) in &n.latest {
+                if !site.is_active(*ts, i, now_ms, gf, di) {
+                    continue;
+                }
+                match metric.as_str() {
+                    "cpu_util" => cpu = Some(*v),
+                    "gpu_util" => {
+                        gpu_sum += v;
+                        gpus += 1;
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(c) = cpu {
+                load.cpu_sum += c;
+                load.cpu_hosts += 1;
+            }
+            load.gpu_sum += gpu_sum;
+            load.gpus += gpus;
+        }
+        out
     }
 
     /// The nodes of a site, or `None` for an unknown site.

@@ -9,7 +9,7 @@ pub mod influx;
 pub mod line;
 pub mod schema;
 
-use crate::alerts::notify::{rack_views, RackBudget};
+use crate::alerts::notify::{rack_views_with_load, RackBudget};
 use crate::alerts::RackView;
 use crate::engine::{Engine, SiteView};
 use dcwatt_common::protocol::Reading;
@@ -48,7 +48,12 @@ pub fn snapshot(engine: &Engine, budgets: &[RackBudget], now_ms: i64) -> Vec<Sit
         .iter()
         .filter_map(|id| {
             let view = engine.site_view(id, now_ms)?;
-            let racks = rack_views(id, &engine.rack_power(id, now_ms), budgets);
+            let racks = rack_views_with_load(
+                id,
+                &engine.rack_power(id, now_ms),
+                &engine.rack_loads(id, now_ms),
+                budgets,
+            );
             Some(SiteSnapshot { view, racks })
         })
         .collect()
