@@ -16,8 +16,24 @@ pub const DEFAULT_CONFIG: &str = include_str!("../../configs/collector.toml");
 
 const KNOWN_KEYS: &[&str] = &[
     "http", "broker", "mqtt", "intake", "engine", "alerts", "racks", "summary", "influx",
-    "history", "state",
+    "history", "state", "fleet",
 ];
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FleetRaw {
+    enabled: bool,
+    stale_after_secs: u64,
+}
+
+impl Default for FleetRaw {
+    fn default() -> Self {
+        FleetRaw {
+            enabled: false,
+            stale_after_secs: 60,
+        }
+    }
+}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -655,6 +671,8 @@ pub struct CollectorConfig {
     pub history: Option<crate::history::HistoryConfig>,
     /// Where the engine is saved, when it is.
     pub state: Option<crate::state::StateConfig>,
+    /// Fleet mode: site summaries in, the region out.
+    pub fleet: Option<crate::fleet::FleetConfig>,
 }
 
 fn parse_addr(s: &str, path: &str, p: &mut Problems) -> SocketAddr {
@@ -692,6 +710,13 @@ impl CollectorConfig {
         let influx = influx_config(influx, &mut p);
         let history: HistoryRaw = l.get_or_default("history", &mut p);
         let history = history_config(history, &mut p);
+        let fleet: FleetRaw = l.get_or_default("fleet", &mut p);
+        if !(1..=86_400).contains(&fleet.stale_after_secs) {
+            p.push("fleet.stale_after_secs", "must be 1..=86400");
+        }
+        let fleet = fleet.enabled.then(|| crate::fleet::FleetConfig {
+            stale_after_ms: (fleet.stale_after_secs * 1000) as i64,
+        });
         let state: StateRaw = l.get_or_default("state", &mut p);
         if !(1..=3600).contains(&state.interval_secs) {
             p.push("state.interval_secs", "must be 1..=3600");
@@ -871,6 +896,7 @@ impl CollectorConfig {
             influx,
             history,
             state,
+            fleet,
         })
     }
 }

@@ -9,6 +9,7 @@
 //! - [`config`]: configuration, validated whole before anything binds.
 //! - [`publish`]: the MQTT client for what the collector publishes itself.
 //! - [`summary`]: retained site summaries on `dcwatt/v1/{site}/summary`.
+//! - [`fleet`]: the region view from site summaries (fleet collectors).
 //! - [`sink`]: the InfluxDB sink (line protocol over the v2 write API).
 //! - [`history`]: the embedded history (SQLite): trends and energy reports.
 //! - [`state`]: the engine saved to disk, restored at start-up.
@@ -20,6 +21,7 @@ pub mod api;
 pub mod broker;
 pub mod config;
 pub mod engine;
+pub mod fleet;
 pub mod history;
 pub mod intake;
 pub mod publish;

@@ -43,16 +43,21 @@ pub enum RunError {
     },
 }
 
-/// The subscription filters for the configured sites (all sites when none).
-pub fn filters(sites: &[String]) -> Vec<String> {
-    if sites.is_empty() {
+/// The subscription filters for the configured sites (all sites when none), and the
+/// site summaries for a fleet collector.
+pub fn filters(sites: &[String], fleet: bool) -> Vec<String> {
+    let mut f: Vec<String> = if sites.is_empty() {
         vec![readings_filter("+"), status_filter("+")]
     } else {
         sites
             .iter()
             .flat_map(|s| [readings_filter(s), status_filter(s)])
             .collect()
+    };
+    if fleet {
+        f.push(crate::summary::topic("+"));
     }
+    f
 }
 
 /// Runs until `cancel`.
@@ -88,7 +93,7 @@ pub async fn run(cfg: CollectorConfig, cancel: CancellationToken) -> Result<(), 
             addr: cfg.http_listen,
             source,
         })?;
-    let filters = filters(&cfg.intake.sites);
+    let filters = filters(&cfg.intake.sites, cfg.fleet.is_some());
     let tracker = TaskTracker::new();
     let inputs = CancellationToken::new();
     // The collector's own publishers log in to its embedded broker with a password made
@@ -177,7 +182,11 @@ pub async fn run(cfg: CollectorConfig, cancel: CancellationToken) -> Result<(), 
     sinks.state = cfg.state.is_some().then(|| state_stats.clone());
     sinks.taps = taps.clone();
     sinks.min_coverage = cfg.engine.min_coverage;
-    let intake = Intake::new(engine.clone(), stats.clone(), cfg.intake.clone()).with_taps(taps);
+    let fleet = Arc::new(Mutex::new(crate::fleet::Fleet::default()));
+    let mut intake = Intake::new(engine.clone(), stats.clone(), cfg.intake.clone()).with_taps(taps);
+    if cfg.fleet.is_some() {
+        intake = intake.with_fleet(fleet.clone());
+    }
     let intake_stop = CancellationToken::new();
     let intake_done = tokio::spawn(intake.run(rx, intake_stop.clone()));
     let book = Arc::new(Mutex::new(crate::alerts::store::Book::default()));
@@ -237,6 +246,7 @@ pub async fn run(cfg: CollectorConfig, cancel: CancellationToken) -> Result<(), 
         racks,
         sinks: Arc::new(sinks),
         token: cfg.http_token.clone().map(Arc::new),
+        fleet: cfg.fleet.clone().map(|c| (fleet.clone(), c)),
     };
     let api_stop = CancellationToken::new();
     let api_cancel = api_stop.clone();

@@ -372,19 +372,25 @@ impl Mosquitto {
     /// Starts Mosquitto on `port`, persisting sessions and queued messages in the scratch
     /// directory, so a restart on the same port keeps the collector's session.
     pub fn start_on(dir: &TempDir, port: u16) -> Option<Mosquitto> {
+        Self::start_named(dir, "mosquitto", port, "")
+    }
+
+    /// Starts a Mosquitto named `name` (its files in the scratch directory carry the
+    /// name, so several can share one) with `extra` configuration lines (e.g. a bridge).
+    pub fn start_named(dir: &TempDir, name: &str, port: u16, extra: &str) -> Option<Mosquitto> {
         let exe = find_program("mosquitto")?;
-        let store = dir.0.join("mosquitto-data");
+        let store = dir.0.join(format!("{name}-data"));
         std::fs::create_dir_all(&store).ok()?;
         let conf = dir.write(
-            "mosquitto.conf",
+            &format!("{name}.conf"),
             &format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nmax_queued_messages 0\nlog_dest stderr\nuser root\n",
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nmax_queued_messages 0\nlog_dest stderr\nuser root\n{extra}",
                 store.display()
             ),
         );
         let mut cmd = Command::new(exe);
         cmd.arg("-c").arg(conf);
-        let mut proc = Proc::spawn("mosquitto", cmd, dir.0.join("mosquitto.log"));
+        let mut proc = Proc::spawn(name, cmd, dir.0.join(format!("{name}.log")));
         wait_for("mosquitto to listen", Duration::from_secs(10), || {
             assert!(proc.running(), "mosquitto exited:\n{}", proc.log());
             TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ())

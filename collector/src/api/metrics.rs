@@ -37,6 +37,11 @@ pub async fn render(State(s): State<AppState>) -> impl IntoResponse {
         "dcwatt_messages_received_total{{kind=\"status\"}} {}",
         st.status_messages.load(Ordering::Relaxed)
     );
+    let _ = writeln!(
+        o,
+        "dcwatt_messages_received_total{{kind=\"summary\"}} {}",
+        st.summary_messages.load(Ordering::Relaxed)
+    );
     counter(
         &mut o,
         "dcwatt_readings_accepted_total",

@@ -41,6 +41,8 @@ pub struct AppState {
     pub sinks: Arc<crate::sink::Sinks>,
     /// Bearer token the API and `/metrics` require, when set.
     pub token: Option<Arc<dcwatt_common::secret::Secret>>,
+    /// The fleet view, on a fleet collector.
+    pub fleet: Option<(Arc<Mutex<crate::fleet::Fleet>>, crate::fleet::FleetConfig)>,
 }
 
 /// The routes. The dashboard's page and assets and `/healthz` are public; the API and
@@ -54,6 +56,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/sites/{site}/racks", get(racks))
         .route("/api/v1/sites/{site}/history", get(history::history))
         .route("/api/v1/sites/{site}/energy", get(history::energy))
+        .route("/api/v1/fleet", get(fleet))
         .route("/api/v1/alerts", get(alerts))
         .route("/api/v1/alerts/history", get(alert_history))
         .route_layer(axum::middleware::from_fn_with_state(
@@ -176,6 +179,20 @@ async fn racks(State(s): State<AppState>, Path(site): Path<String>) -> Response 
     let loads = engine.rack_loads(&site, now);
     let views = rack_views_with_load(&site, &power, &loads, &s.racks);
     Json(json!({ "site": site, "racks": views })).into_response()
+}
+
+async fn fleet(State(s): State<AppState>) -> Response {
+    let Some((fleet, cfg)) = &s.fleet else {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": "not a fleet collector (set fleet.enabled = true)"})),
+        )
+            .into_response();
+    };
+    let Ok(f) = fleet.lock() else {
+        return engine_error();
+    };
+    Json(f.view(cfg, dcwatt_common::now_ms())).into_response()
 }
 
 async fn alerts(State(s): State<AppState>) -> Response {

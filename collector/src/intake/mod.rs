@@ -30,7 +30,7 @@ pub struct RawMessage {
 }
 
 /// Every reason a whole message can be refused, for metrics that list zeros too.
-pub const MESSAGE_REASONS: [&str; 10] = [
+pub const MESSAGE_REASONS: [&str; 11] = [
     "malformed_json",
     "invalid_schema",
     "unsupported_version",
@@ -41,6 +41,7 @@ pub const MESSAGE_REASONS: [&str; 10] = [
     "site_not_served",
     "duplicate_seq",
     "too_many_readings",
+    "invalid_summary",
 ];
 
 /// Pipeline counters, shown on `/metrics`.
@@ -50,6 +51,8 @@ pub struct IntakeStats {
     pub readings_messages: AtomicU64,
     /// Status messages received.
     pub status_messages: AtomicU64,
+    /// Site summaries received (fleet collectors).
+    pub summary_messages: AtomicU64,
     /// Readings accepted into the engine.
     pub readings_accepted: AtomicU64,
     /// Whole messages refused, by reason.
@@ -122,6 +125,7 @@ pub struct Intake {
     cfg: IntakeConfig,
     limiter: RateLimiter,
     taps: crate::sink::Taps,
+    fleet: Option<Arc<Mutex<crate::fleet::Fleet>>>,
 }
 
 impl Intake {
@@ -133,7 +137,47 @@ impl Intake {
             cfg,
             limiter: RateLimiter::new(Duration::from_secs(10)),
             taps: crate::sink::Taps::default(),
+            fleet: None,
         }
+    }
+
+    /// Also takes site summaries into this fleet view.
+    pub fn with_fleet(mut self, fleet: Arc<Mutex<crate::fleet::Fleet>>) -> Self {
+        self.fleet = Some(fleet);
+        self
+    }
+
+    /// A site summary (`dcwatt/v1/{site}/summary`) for the fleet view; false when the
+    /// topic is not one.
+    fn summary(&mut self, topic: &str, payload: &[u8], now_ms: i64) -> bool {
+        let Some(fleet) = self.fleet.clone() else {
+            return false;
+        };
+        let Some(site) = topic
+            .strip_prefix(dcwatt_common::protocol::TOPIC_ROOT)
+            .and_then(|r| r.strip_prefix('/'))
+            .and_then(|r| r.strip_suffix("/summary"))
+            .filter(|s| !s.contains('/'))
+        else {
+            return false;
+        };
+        self.stats.summary_messages.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = validate_id(site) {
+            self.refuse("invalid_summary", topic, &format!("site {e}"));
+            return true;
+        }
+        if payload.len() > dcwatt_common::protocol::MAX_PAYLOAD_BYTES {
+            self.refuse("payload_too_large", topic, &"summary over 1 MiB");
+            return true;
+        }
+        let result = match fleet.lock() {
+            Ok(mut f) => f.apply(site, payload, now_ms),
+            Err(_) => return true,
+        };
+        if let Err(e) = result {
+            self.refuse("invalid_summary", topic, &e);
+        }
+        true
     }
 
     /// Also hands every accepted batch to these sinks (without waiting for them).
@@ -190,6 +234,9 @@ impl Intake {
 
     /// Handles one message.
     pub fn handle(&mut self, engine: &mut Engine, topic: &str, payload: &[u8], now_ms: i64) {
+        if self.summary(topic, payload, now_ms) {
+            return;
+        }
         let t = match parse_node_topic(topic) {
             Ok(t) => t,
             Err(e) => {

@@ -4,6 +4,7 @@ mod broker_auth;
 mod burst;
 mod cli;
 mod dashboard;
+mod fleet;
 mod history;
 mod hostile;
 mod influx;

@@ -1,0 +1,269 @@
+//! fleet: a collector configured as a fleet collector subscribes to the retained site
+//! summaries (`dcwatt/v1/{site}/summary`, carried across Mosquitto bridges from the site
+//! brokers) and reports the region: energy-weighted PUE per window (Σ facility energy /
+//! Σ IT energy, never an average of ratios), total racks, standard racks, FP16 compute,
+//! and which sites' data is stale. Pure: `now` is an argument.
+
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// Fleet settings.
+#[derive(Debug, Clone)]
+pub struct FleetConfig {
+    /// A site whose summary is older than this is stale, ms.
+    pub stale_after_ms: i64,
+}
+
+/// The latest summary of one site.
+#[derive(Debug, Clone)]
+struct SiteSummary {
+    view: Value,
+    received_ms: i64,
+}
+
+/// Why a summary was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SummaryError {
+    /// Not JSON.
+    #[error("summary is not JSON: {0}")]
+    Json(String),
+    /// The payload names another site than its topic.
+    #[error("summary names site {0:?}, its topic another")]
+    Mismatch(String),
+}
+
+/// The region's sites by their latest summaries.
+#[derive(Debug, Clone, Default)]
+pub struct Fleet {
+    sites: BTreeMap<String, SiteSummary>,
+}
+
+/// One window over the fleet.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct FleetWindow {
+    /// Σ facility kWh / Σ IT kWh over the sites with a value; null without any.
+    pub value: Option<f64>,
+    /// Σ facility energy of those sites, kWh.
+    pub facility_kwh: f64,
+    /// Σ IT energy of those sites, kWh.
+    pub it_kwh: f64,
+    /// Sites included (a value, not stale).
+    pub sites: usize,
+    /// The PUE categories of the sites included: one category means a PUE of that
+    /// category; several means a mixed fleet figure.
+    pub categories: Vec<u64>,
+}
+
+/// Per-site lines of the fleet report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FleetSite {
+    /// Site id.
+    pub site: String,
+    /// True when the summary is older than the stale bound or the site says it is stale.
+    pub stale: bool,
+    /// When its summary arrived, ms.
+    pub received_ms: i64,
+    /// Its own PUE by window (value, category, facility_kwh, it_kwh), as summarised.
+    pub pue: Value,
+}
+
+/// The region report, as `GET /api/v1/fleet` returns it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FleetView {
+    /// When computed.
+    pub ts_ms: i64,
+    /// Sites known.
+    pub sites: usize,
+    /// Sites whose data is stale.
+    pub stale_sites: Vec<String>,
+    /// Energy-weighted PUE per window.
+    pub pue: BTreeMap<String, FleetWindow>,
+    /// Σ live facility power of the fresh sites, W.
+    pub facility_w: f64,
+    /// Σ live IT power of the fresh sites, W.
+    pub it_w: f64,
+    /// Racks known.
+    pub racks: u64,
+    /// Racks drawing power.
+    pub racks_in_use: u64,
+    /// Configured budgets in standard racks (2.5 kW).
+    pub standard_racks: f64,
+    /// Budgets of the racks in use, in standard racks.
+    pub standard_racks_in_use: f64,
+    /// GPUs reported.
+    pub gpus: u64,
+    /// Peak dense FP16 compute, EFLOPS.
+    pub fp16_eflops: f64,
+    /// Storage capacity: null, as no dcwatt source reports it yet.
+    pub storage_bytes: Option<u64>,
+    /// Each site's line.
+    pub by_site: Vec<FleetSite>,
+}
+
+fn f(v: &Value) -> f64 {
+    v.as_f64().unwrap_or(0.0)
+}
+
+fn u(v: &Value) -> u64 {
+    v.as_u64().unwrap_or(0)
+}
+
+impl Fleet {
+    /// Records a site's summary (an empty payload clears it, as a cleared retained
+    /// message does).
+    ///
+    /// # Errors
+    /// The payload is not JSON or names another site.
+    pub fn apply(&mut self, site: &str, payload: &[u8], now_ms: i64) -> Result<(), SummaryError> {
+        if payload.is_empty() {
+            self.sites.remove(site);
+            return Ok(());
+        }
+        let view: Value =
+            serde_json::from_slice(payload).map_err(|e| SummaryError::Json(e.to_string()))?;
+        let named = view["site"].as_str().unwrap_or_default();
+        if named != site {
+            return Err(SummaryError::Mismatch(named.to_owned()));
+        }
+        self.sites.insert(
+            site.to_owned(),
+            SiteSummary {
+                view,
+                received_ms: now_ms,
+            },
+        );
+        Ok(())
+    }
+
+    /// The region at `now_ms`.
+    pub fn view(&self, cfg: &FleetConfig, now_ms: i64) -> FleetView {
+        let mut v = FleetView {
+            ts_ms: now_ms,
+            sites: self.sites.len(),
+            stale_sites: Vec::new(),
+            pue: BTreeMap::new(),
+            facility_w: 0.0,
+            it_w: 0.0,
+            racks: 0,
+            racks_in_use: 0,
+            standard_racks: 0.0,
+            standard_racks_in_use: 0.0,
+            gpus: 0,
+            fp16_eflops: 0.0,
+            storage_bytes: None,
+            by_site: Vec::new(),
+        };
+        for (site, s) in &self.sites {
+            let sv = &s.view;
+            let stale = sv["stale"].as_bool().unwrap_or(true)
+                || now_ms - s.received_ms > cfg.stale_after_ms;
+            // Capacity counts whether or not the data is fresh: the racks are there.
+            let c = &sv["capacity"];
+            v.racks += u(&c["racks"]);
+            v.racks_in_use += u(&c["racks_in_use"]);
+            v.standard_racks += f(&c["standard_racks"]);
+            v.standard_racks_in_use += f(&c["standard_racks_in_use"]);
+            v.gpus += u(&c["gpus"]);
+            v.fp16_eflops += f(&c["fp16_pflops"]) / 1000.0;
+            v.by_site.push(FleetSite {
+                site: site.clone(),
+                stale,
+                received_ms: s.received_ms,
+                pue: sv["pue"].clone(),
+            });
+            if stale {
+                v.stale_sites.push(site.clone());
+                continue;
+            }
+            v.facility_w += f(&sv["power"]["facility_w"]);
+            v.it_w += f(&sv["power"]["it_w"]);
+            if let Some(windows) = sv["pue"].as_object() {
+                for (name, w) in windows {
+                    let fw = v.pue.entry(name.clone()).or_default();
+                    // Only sites with a value count: an invalid or empty window would
+                    // add facility energy without IT energy (or the reverse).
+                    if w["value"].as_f64().is_none() {
+                        continue;
+                    }
+                    fw.facility_kwh += f(&w["facility_kwh"]);
+                    fw.it_kwh += f(&w["it_kwh"]);
+                    fw.sites += 1;
+                    if let Some(c) = w["category"].as_u64() {
+                        if !fw.categories.contains(&c) {
+                            fw.categories.push(c);
+                            fw.categories.sort_unstable();
+                        }
+                    }
+                }
+            }
+        }
+        for w in v.pue.values_mut() {
+            w.value = (w.it_kwh > 0.0).then(|| w.facility_kwh / w.it_kwh);
+        }
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn summary(site: &str, pue: f64, it_kwh: f64, stale: bool) -> Vec<u8> {
+        serde_json::to_vec(&json!({
+            "site": site, "stale": stale,
+            "power": {"facility_w": pue * 1000.0, "it_w": 1000.0},
+            "pue": {"1h": {"value": pue, "category": 3, "facility_kwh": pue * it_kwh, "it_kwh": it_kwh}},
+            "capacity": {"racks": 10, "racks_in_use": 8, "standard_racks": 40.0,
+                         "standard_racks_in_use": 32.0, "gpus": 64, "fp16_pflops": 63.3},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_fleet_pue_is_energy_weighted_not_an_average_of_ratios() {
+        let cfg = FleetConfig {
+            stale_after_ms: 60_000,
+        };
+        let mut fleet = Fleet::default();
+        fleet
+            .apply("big", &summary("big", 1.2, 10.0, false), 0)
+            .unwrap();
+        fleet
+            .apply("small", &summary("small", 2.0, 1.0, false), 0)
+            .unwrap();
+        let v = fleet.view(&cfg, 1_000);
+        let w = &v.pue["1h"];
+        // (12 + 2) / (10 + 1), not (1.2 + 2.0) / 2.
+        assert!((w.value.unwrap() - 14.0 / 11.0).abs() < 1e-12, "{w:?}");
+        assert_eq!((w.sites, w.categories.clone()), (2, vec![3]));
+        assert_eq!((v.racks, v.standard_racks, v.gpus), (20, 80.0, 128));
+        assert!((v.fp16_eflops - 0.1266).abs() < 1e-12);
+        assert!(v.stale_sites.is_empty());
+    }
+
+    #[test]
+    fn stale_and_silent_sites_are_named_and_left_out_of_the_pue() {
+        let cfg = FleetConfig {
+            stale_after_ms: 60_000,
+        };
+        let mut fleet = Fleet::default();
+        fleet.apply("a", &summary("a", 1.3, 5.0, false), 0).unwrap();
+        fleet.apply("b", &summary("b", 1.6, 5.0, true), 0).unwrap();
+        fleet
+            .apply("c", &summary("c", 1.9, 5.0, false), -120_000)
+            .unwrap();
+        let v = fleet.view(&cfg, 1_000);
+        assert_eq!(v.stale_sites, vec!["b".to_owned(), "c".to_owned()]);
+        assert_eq!(v.pue["1h"].value, Some(1.3));
+        assert_eq!(v.racks, 30, "capacity still counts stale sites");
+        assert_eq!(
+            fleet.apply("a", b"{\"site\":\"x\"}", 0),
+            Err(SummaryError::Mismatch("x".into()))
+        );
+        assert!(fleet.apply("a", b"nope", 0).is_err());
+        fleet.apply("a", b"", 0).unwrap();
+        assert_eq!(fleet.view(&cfg, 1_000).sites, 2);
+    }
+}

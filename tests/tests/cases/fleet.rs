@@ -1,0 +1,149 @@
+//! Fleet mode: two sites, each with its own collector and Mosquitto, bridged to a region
+//! broker; a fleet collector there reports the region's energy-weighted PUE and totals.
+
+use dcwatt_e2e::sim::{agent_toml, Profile};
+use dcwatt_e2e::*;
+use std::time::Duration;
+
+fn constant(w: f64) -> Profile {
+    Profile {
+        base_w: w,
+        amplitude_w: 0.0,
+        period_secs: 60.0,
+    }
+}
+
+#[test]
+fn a_fleet_collector_reports_the_energy_weighted_region() {
+    let dir = TempDir::new("fleet");
+    let region_port = free_port();
+    let Some(_region) = Mosquitto::start_named(&dir, "region", region_port, "") else {
+        return skip_or_fail("fleet", "mosquitto is not installed");
+    };
+    // Each site broker forwards its summaries to the region.
+    let bridge = |name: &str| {
+        format!(
+            "connection {name}-to-region\naddress 127.0.0.1:{region_port}\ntopic dcwatt/v1/+/summary out 1\ncleansession false\n"
+        )
+    };
+    let (pa, pb) = (free_port(), free_port());
+    let _a = Mosquitto::start_named(&dir, "site-a", pa, &bridge("a")).expect("broker a");
+    let _b = Mosquitto::start_named(&dir, "site-b", pb, &bridge("b")).expect("broker b");
+    let env = [
+        ("DCWATT__ENGINE__DEFAULT_INTERVAL_SECS", "1".to_owned()),
+        ("DCWATT__SUMMARY__INTERVAL_SECS", "1".to_owned()),
+    ];
+    let ca = Collector::start(
+        &dir,
+        BrokerKind::External(pa),
+        &[
+            env[0].clone(),
+            env[1].clone(),
+            ("DCWATT__MQTT__CLIENT_ID", "site-a".into()),
+            ("DCWATT__STATE__PATH", "a.sqlite".into()),
+            ("DCWATT__HISTORY__PATH", "ha.sqlite".into()),
+        ],
+    );
+    let cb = Collector::start(
+        &dir,
+        BrokerKind::External(pb),
+        &[
+            env[0].clone(),
+            env[1].clone(),
+            ("DCWATT__MQTT__CLIENT_ID", "site-b".into()),
+            ("DCWATT__STATE__PATH", "b.sqlite".into()),
+            ("DCWATT__HISTORY__PATH", "hb.sqlite".into()),
+        ],
+    );
+    let fleet = Collector::start(
+        &dir,
+        BrokerKind::External(region_port),
+        &[
+            ("DCWATT__FLEET__ENABLED", "true".into()),
+            ("DCWATT__FLEET__STALE_AFTER_SECS", "5".into()),
+            ("DCWATT__MQTT__CLIENT_ID", "fleet".into()),
+            ("DCWATT__STATE__PATH", "f.sqlite".into()),
+            ("DCWATT__HISTORY__PATH", "hf.sqlite".into()),
+        ],
+    );
+    // Site A: big and efficient (PUE 1.2 on 10 kW IT); site B: small and poor (PUE 2.0 on
+    // 1 kW). Energy-weighted: 14/11 = 1.2727; an average of ratios would say 1.6.
+    let mut agents = Vec::new();
+    for (site, port, fac, hosts) in [
+        ("a", pa, 12_000.0, [5_000.0, 5_000.0]),
+        ("b", pb, 2_000.0, [500.0, 500.0]),
+    ] {
+        agents.push(start_agent(
+            &dir,
+            &format!("{site}-meter"),
+            &agent_toml(
+                site,
+                "meter",
+                "meter",
+                port,
+                &constant(fac),
+                "facility_input",
+            ),
+        ));
+        for (i, w) in hosts.iter().enumerate() {
+            let node = format!("h{i}");
+            agents.push(start_agent(
+                &dir,
+                &format!("{site}-{node}"),
+                &agent_toml(site, &node, "host", port, &constant(*w), "it_input"),
+            ));
+        }
+    }
+    let view = wait_for(
+        "both sites in the fleet view",
+        Duration::from_secs(90),
+        || {
+            let v = get_json(fleet.http, "/api/v1/fleet")?;
+            (v["pue"]["1m"]["sites"] == 2).then_some(v)
+        },
+    );
+    let w = &view["pue"]["1m"];
+    let value = w["value"].as_f64().expect("fleet PUE");
+    assert!((value - 14.0 / 11.0).abs() < 1e-3, "energy-weighted: {w}");
+    // Exactly Σ facility / Σ IT of the summaries it holds.
+    let sum = |key: &str| -> f64 {
+        view["by_site"]
+            .as_array()
+            .expect("sites")
+            .iter()
+            .map(|s| s["pue"]["1m"][key].as_f64().unwrap_or(0.0))
+            .sum()
+    };
+    assert!((value - sum("facility_kwh") / sum("it_kwh")).abs() < 1e-12);
+    assert_eq!(w["categories"], serde_json::json!([3]));
+    assert_eq!(view["sites"], 2);
+    assert_eq!(view["stale_sites"], serde_json::json!([]));
+    assert!(
+        (view["facility_w"].as_f64().unwrap_or(0.0) - 14_000.0).abs() < 1.0,
+        "{view}"
+    );
+    // Each site's own collector agrees with what the fleet shows for it.
+    for (c, site, pue) in [(&ca, "a", 1.2), (&cb, "b", 2.0)] {
+        let own = c.site(site).expect("site view")["pue"]["1m"]["value"]
+            .as_f64()
+            .expect("value");
+        assert!((own - pue).abs() < 1e-6, "{site}: {own}");
+    }
+    // A site collector that stops: its summary ages, the site goes stale and leaves the
+    // fleet PUE.
+    drop(cb);
+    let stale = wait_for("site b stale", Duration::from_secs(30), || {
+        let v = get_json(fleet.http, "/api/v1/fleet")?;
+        (v["stale_sites"] == serde_json::json!(["b"])).then_some(v)
+    });
+    assert!(
+        (stale["pue"]["1m"]["value"].as_f64().expect("value") - 1.2).abs() < 1e-6,
+        "{stale}"
+    );
+    assert_eq!(
+        http_get(ca.http, "/api/v1/fleet").map(|r| r.0),
+        Some(404),
+        "a site collector is not a fleet collector"
+    );
+    drop(agents);
+}
