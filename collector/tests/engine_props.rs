@@ -7,7 +7,7 @@ use dcwatt_common::protocol::{Point, Reading};
 use proptest::prelude::*;
 
 /// A whole minute, so that minutes are closed at known instants.
-const T0: i64 = 1_800_000_000_000 - 1_800_000_000_000 % 60_000;
+const T0: i64 = 1_800_000_000_000; // a whole minute
 
 fn engine() -> Engine {
     Engine::new(EngineConfig {
