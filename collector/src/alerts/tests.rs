@@ -235,6 +235,7 @@ fn site_view(value: Option<f64>, quality: &'static str, coverage: f64) -> SiteVi
         nodes: Default::default(),
         missing_batches: 0,
         capacity: Default::default(),
+        zones: Vec::new(),
     }
 }
 

@@ -116,6 +116,9 @@ struct Series {
     live: Option<(i64, f64)>,
     /// The rack the meter's readings name (a facility agent reading rack PDUs), if any.
     rack: Option<String>,
+    /// The zone the meter belongs to: its readings' own, else its node's.
+    #[serde(default)]
+    zone: Option<String>,
     /// Consecutive counter samples that did not move while the gauge showed power.
     frozen_run: u32,
     /// The counter is stuck (a stale register or cache): energy comes from the gauge.
@@ -191,6 +194,9 @@ struct Site {
     first_ingest_ms: Option<i64>,
     /// Start of the site's data: windows never reach before it (see `settle`).
     data_start_ms: Option<i64>,
+    /// Per zone, the IT and overhead points' buckets, for partial PUE.
+    #[serde(default)]
+    zone_levels: BTreeMap<String, BTreeMap<Point, Level>>,
     /// Earliest time energy was added since the last export to the history.
     dirty_from_ms: Option<i64>,
     /// End of the minutes exported to the history so far.
@@ -384,6 +390,20 @@ impl Engine {
             if r.rack.is_some() {
                 series.rack.clone_from(&r.rack);
             }
+            let zone = r.zone.as_ref().or(site.nodes[ni].zone.as_ref());
+            if zone.is_some() && series.zone.as_ref() != zone {
+                series.zone = zone.cloned();
+            }
+            let zone_level = match (&series.zone, zone_point(point)) {
+                (Some(z), true) => Some(
+                    site.zone_levels
+                        .entry(z.clone())
+                        .or_default()
+                        .entry(point)
+                        .or_insert_with(Level::new),
+                ),
+                _ => None,
+            };
             let level = site.levels.entry(point).or_insert_with(Level::new);
             let estimated = r.quality == Quality::Estimated;
             // The stream energy comes from: the counter, or the gauge while no counter is
@@ -418,6 +438,11 @@ impl Engine {
                 if !kept {
                     stats.too_old += 1;
                 }
+                if let Some(zl) = zone_level {
+                    for ring in &mut zl.rings {
+                        ring.add(t0, t1, e, estimated);
+                    }
+                }
                 site.dirty_from_ms = Some(site.dirty_from_ms.map_or(t0, |d| d.min(t0)));
             }
             if from_stream {
@@ -428,6 +453,12 @@ impl Engine {
         settle(site, now_ms, gap_factor, default_interval);
         stats
     }
+}
+
+/// Points kept per zone: the IT levels and the zone's own overhead (cooling, lighting,
+/// other), which is what a partial PUE needs.
+fn zone_point(p: Point) -> bool {
+    p.it_category().is_some() || matches!(p, Point::Cooling | Point::Lighting | Point::Other)
 }
 
 fn node_interval(n: &Node, default_ms: i64) -> i64 {

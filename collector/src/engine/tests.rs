@@ -612,3 +612,51 @@ fn rack_load_is_the_mean_of_its_hosts_cpu_and_gpus() {
     // Old readings do not count.
     assert_eq!(e.rack_loads("dc", T0 + 60_000)["r1"].cpu_util(), None);
 }
+
+#[test]
+fn a_zone_with_its_own_cooling_meter_has_a_partial_pue() {
+    let mut e = engine();
+    for (node, zone) in [("h1", "hall1"), ("h2", "hall1"), ("h3", "hall2")] {
+        let birth: StatusMessage = serde_json::from_str(&format!(
+            r#"{{"v":1,"site":"dc","node":"{node}","state":"online","ts_ms":1,"role":"host","zone":"{zone}","interval_ms":1000}}"#
+        ))
+        .unwrap();
+        e.apply_status(&birth, T0);
+    }
+    let mut crah = Meter::new("fac", Point::Cooling, 500.0);
+    let mut meters = site(0, 0.0, 5_000.0);
+    let mut hosts: Vec<Meter> = ["h1", "h2", "h3"]
+        .iter()
+        .map(|n| Meter::new(n, Point::ItInput, 1_000.0))
+        .collect();
+    for s in 0..=130 {
+        let t = T0 + s * 1000;
+        for m in meters.iter_mut().chain(hosts.iter_mut()) {
+            let r = m.readings(t);
+            e.apply_readings("dc", m.node, &r, t + 50);
+        }
+        // The facility agent reads hall 1's CRAH: its readings name the zone.
+        let mut r = crah.readings(t);
+        for x in &mut r {
+            x.zone = Some("hall1".into());
+        }
+        e.apply_readings("dc", "fac", &r, t + 50);
+    }
+    let v = e.site_view("dc", T0 + 130_100).unwrap();
+    assert_eq!(
+        v.zones.len(),
+        1,
+        "hall2 has no overhead meter of its own: {:?}",
+        v.zones
+    );
+    let z = &v.zones[0];
+    assert_eq!(z.zone, "hall1");
+    let w = &z.ppue["1m"];
+    assert_eq!(w.value, Some(1.25), "{w:?}");
+    assert_eq!(
+        (w.label.as_str(), w.quality, w.category),
+        ("pPUE₃, 1m", "measured", Some(3))
+    );
+    // The site's PUE is unchanged by the zone bookkeeping: 5 kW over 3 kW of IT.
+    assert!((v.pue.get("1m").unwrap().value.unwrap() - 5.0 / 3.0).abs() < 1e-12);
+}

@@ -126,6 +126,39 @@ pub struct SiteView {
     pub missing_batches: u64,
     /// Racks, standard racks and compute capacity.
     pub capacity: CapacityView,
+    /// Partial PUE per zone, for zones with their own overhead meters.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub zones: Vec<ZoneView>,
+}
+
+/// Partial PUE of one zone over one window: (zone IT + zone overhead) / zone IT.
+#[derive(Debug, Clone, Serialize)]
+pub struct ZoneWindow {
+    /// e.g. "pPUE₃, 1h".
+    pub label: String,
+    /// The partial PUE; null while unknown.
+    pub value: Option<f64>,
+    /// The category the zone's IT energy is measured at.
+    pub category: Option<u8>,
+    /// Covered / expected IT meter-time of the zone.
+    pub coverage_it: f64,
+    /// Covered / expected overhead meter-time of the zone.
+    pub coverage_overhead: f64,
+    /// measured, estimated, partial or no_data.
+    pub quality: &'static str,
+    /// The zone's IT energy, kWh.
+    pub it_kwh: f64,
+    /// The zone's own overhead energy (cooling, lighting, other), kWh.
+    pub overhead_kwh: f64,
+}
+
+/// One zone's partial PUE by window.
+#[derive(Debug, Clone, Serialize)]
+pub struct ZoneView {
+    /// Zone id.
+    pub zone: String,
+    /// Partial PUE by window name.
+    pub ppue: std::collections::BTreeMap<&'static str, ZoneWindow>,
 }
 
 /// What a site has and uses, the way national statistics count it.
@@ -389,6 +422,7 @@ impl Engine {
             nodes: counts,
             missing_batches: site.nodes.iter().map(|n| n.missing).sum(),
             capacity: self.capacity(site_id, site, now_ms),
+            zones: self.zone_views(site, wm),
         })
     }
 
@@ -547,6 +581,108 @@ impl Engine {
             facility_kwh: fac.value / 3.6e6,
             it_kwh: it.value / 3.6e6,
         }
+    }
+
+    /// Partial PUE per zone with both IT and its own overhead meters. A zone's pPUE does
+    /// not add up or multiply into the site's PUE.
+    fn zone_views(&self, site: &Site, watermark: Option<i64>) -> Vec<ZoneView> {
+        let (Some(wm), Some(start)) = (watermark, site.data_start_ms) else {
+            return Vec::new();
+        };
+        let overhead = [Point::Cooling, Point::Lighting, Point::Other];
+        let mut out = Vec::new();
+        for (zone, levels) in &site.zone_levels {
+            if !overhead.iter().any(|p| levels.contains_key(p)) {
+                continue;
+            }
+            let mut ppue = std::collections::BTreeMap::new();
+            for &(name, len) in &WINDOWS {
+                let width = super::Level::width_for(len);
+                let to = wm.div_euclid(width) * width;
+                let from = (to - len).max((start + width - 1).div_euclid(width) * width);
+                if from >= to {
+                    continue;
+                }
+                let stat = |point: Point| -> (f64, f64, f64, bool) {
+                    let t = levels
+                        .get(&point)
+                        .map(|l| l.ring_for(len).sum(from, to))
+                        .unwrap_or_default();
+                    let expected: f64 = site
+                        .series
+                        .iter()
+                        .filter(|(k, s)| k.point == point && s.zone.as_deref() == Some(zone))
+                        .filter_map(|(_, s)| s.first_ms)
+                        .map(|f| (to - from.max(f)).max(0) as f64)
+                        .sum();
+                    (t.energy_j, t.covered_ms, expected, t.estimated_j > 0.0)
+                };
+                let its: Vec<(u8, LevelStat)> = IT_LEVELS
+                    .iter()
+                    .filter_map(|&c| Point::for_category(c).map(|p| (c, stat(p))))
+                    .map(|(c, (e, cov, exp, est))| {
+                        (
+                            c,
+                            LevelStat {
+                                value: e,
+                                coverage: if exp > 0.0 { (cov / exp).min(1.0) } else { 0.0 },
+                                estimated: est,
+                                known: exp > 0.0,
+                            },
+                        )
+                    })
+                    .collect();
+                let Some(i) = choose(&its, self.cfg.min_coverage) else {
+                    continue;
+                };
+                let (category, it) = &its[i];
+                let (mut oh, mut oh_cov, mut oh_exp, mut oh_est) = (0.0, 0.0, 0.0, false);
+                for p in overhead {
+                    let (e, cov, exp, est) = stat(p);
+                    oh += e;
+                    oh_cov += cov;
+                    oh_exp += exp;
+                    oh_est |= est;
+                }
+                let coverage_overhead = if oh_exp > 0.0 {
+                    (oh_cov / oh_exp).min(1.0)
+                } else {
+                    0.0
+                };
+                let (value, quality) = if it.value <= 0.0 || oh_exp <= 0.0 {
+                    (None, "no_data")
+                } else if it.coverage < FULL || coverage_overhead < FULL {
+                    (Some((it.value + oh) / it.value), "partial")
+                } else if it.estimated || oh_est {
+                    (Some((it.value + oh) / it.value), "estimated")
+                } else {
+                    (Some((it.value + oh) / it.value), "measured")
+                };
+                let sub = match category {
+                    1 => '₁',
+                    2 => '₂',
+                    _ => '₃',
+                };
+                ppue.insert(
+                    name,
+                    ZoneWindow {
+                        label: format!("pPUE{sub}, {name}"),
+                        value,
+                        category: Some(*category),
+                        coverage_it: round6(it.coverage),
+                        coverage_overhead: round6(coverage_overhead),
+                        quality,
+                        it_kwh: it.value / 3.6e6,
+                        overhead_kwh: oh / 3.6e6,
+                    },
+                );
+            }
+            out.push(ZoneView {
+                zone: zone.clone(),
+                ppue,
+            });
+        }
+        out
     }
 
     fn node_views(&self, site: &Site, now_ms: i64) -> Vec<NodeView> {
