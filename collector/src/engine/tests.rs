@@ -504,6 +504,21 @@ fn capacity_in_standard_racks_and_fp16() {
     assert_eq!(c.standard_racks_in_use, 4.0, "r1 only");
     assert_eq!((c.gpus, c.gpus_without_fp16_figure), (10, 2));
     assert!((c.fp16_pflops - 8.0 * 0.9894).abs() < 1e-9);
+    assert_eq!(c.fp16_pflops_in_use, None, "no GPU utilization yet");
+    // Half the GPUs at 100 %, half idle: half the capacity in use.
+    let utils: Vec<Reading> = (0..8)
+        .map(|i| {
+            let mut r = Reading::gauge("gpu_util", if i < 4 { 1.0 } else { 0.0 }, T0 + 500);
+            r.component = format!("gpu{i}");
+            r
+        })
+        .collect();
+    e.apply_readings("dc", "g1", &utils, T0 + 500);
+    let c = e.site_view("dc", T0 + 600).unwrap().capacity;
+    assert!(
+        (c.fp16_pflops_in_use.unwrap() - 4.0 * 0.9894).abs() < 1e-9,
+        "{c:?}"
+    );
 }
 
 #[test]

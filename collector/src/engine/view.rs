@@ -178,6 +178,9 @@ pub struct CapacityView {
     pub fp16_pflops: f64,
     /// GPUs whose model has no FP16 figure (not counted in fp16_pflops).
     pub gpus_without_fp16_figure: u32,
+    /// Compute in use: each node's FP16 capacity × the mean utilization of its GPUs,
+    /// summed; null while no GPU reports utilization.
+    pub fp16_pflops_in_use: Option<f64>,
 }
 
 /// CPU and GPU load of one rack's hosts.
@@ -752,13 +755,34 @@ impl Engine {
                 / STANDARD_RACK_W,
             ..CapacityView::default()
         };
-        for g in site.nodes.iter().flat_map(|n| n.gpus.iter()) {
-            c.gpus += g.count;
-            match g.fp16_tflops {
-                Some(t) => c.fp16_pflops += f64::from(g.count) * t / 1000.0,
-                None => c.gpus_without_fp16_figure += g.count,
+        let (gf, di) = (self.cfg.gap_factor, self.cfg.default_interval_ms);
+        let mut in_use_pflops = 0.0;
+        let mut measured = false;
+        for (i, n) in site.nodes.iter().enumerate() {
+            let mut node_pflops = 0.0;
+            for g in &n.gpus {
+                c.gpus += g.count;
+                match g.fp16_tflops {
+                    Some(t) => node_pflops += f64::from(g.count) * t / 1000.0,
+                    None => c.gpus_without_fp16_figure += g.count,
+                }
+            }
+            c.fp16_pflops += node_pflops;
+            // Compute in use: the node's capacity × the mean utilization of its GPUs.
+            let utils: Vec<f64> = n
+                .latest
+                .iter()
+                .filter(|((m, _), (ts, _))| {
+                    m == "gpu_util" && site.is_active(*ts, i, now_ms, gf, di)
+                })
+                .map(|(_, (_, v))| *v)
+                .collect();
+            if node_pflops > 0.0 && !utils.is_empty() {
+                measured = true;
+                in_use_pflops += node_pflops * utils.iter().sum::<f64>() / utils.len() as f64;
             }
         }
+        c.fp16_pflops_in_use = measured.then_some(in_use_pflops);
         c
     }
 

@@ -86,6 +86,7 @@ pub fn derived(out: &mut String, s: &SiteSnapshot) -> usize {
             .field("standard_racks_in_use", Field::F(c.standard_racks_in_use))
             .field("gpus", Field::I(i64::from(c.gpus)))
             .field("fp16_pflops", Field::F(c.fp16_pflops))
+            .field_opt("fp16_pflops_in_use", c.fp16_pflops_in_use)
             .end(ts),
     );
     for r in &s.racks {
