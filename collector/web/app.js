@@ -28,7 +28,8 @@
       category: 'category', facility: 'Facility', it: 'IT', dcie: 'DCiE',
       footer: 'PUE per ISO/IEC 30134-2: facility energy ÷ IT energy over a window, at one measurement category (PUE₁ UPS output, PUE₂ PDU output, PUE₃ IT input). The live power ratio is an indication, not PUE.',
       ago: '{0} ago', never: 'never', token_prompt: 'This collector requires its API token (http.token):',
-      stranded_power: 'Stranded power', stranded_u: 'Stranded space', hosts: 'Hosts'
+      stranded_power: 'Stranded power', stranded_u: 'Stranded space', hosts: 'Hosts',
+      region: 'Region', energy_weighted: 'energy-weighted', zones: 'Partial PUE by zone', zone: 'Zone'
     },
     zh: {
       loading: '加载中…', fleet: '站点', site: '站点', sites_none: '尚无站点上报数据。',
@@ -54,7 +55,8 @@
       category: '类别', facility: '总用电', it: 'IT', dcie: 'DCiE',
       footer: 'PUE 按 ISO/IEC 30134-2 与 GB/T 32910.3 计算：一个时间窗口内数据中心总耗电量 ÷ IT 设备耗电量，IT 能耗取同一计量类别（PUE₁ UPS 输出、PUE₂ PDU 输出、PUE₃ IT 设备输入）。实时功率比仅供参考，不是 PUE。',
       ago: '{0}前', never: '从未', token_prompt: '此采集器需要 API 令牌 (http.token)：',
-      stranded_power: '搁浅电力', stranded_u: '搁浅空间', hosts: '服务器'
+      stranded_power: '搁浅电力', stranded_u: '搁浅空间', hosts: '服务器',
+      region: '区域', energy_weighted: '按能耗加权', zones: '分区局部 PUE', zone: '分区'
     }
   };
 
@@ -135,13 +137,28 @@
   // ---- fleet page ----
   function fleet() {
     $('crumbs').innerHTML = '<span>' + esc(t('fleet')) + '</span>';
-    return Promise.all([api('/healthz'), api('/api/v1/sites'), api('/api/v1/alerts')]).then(function (r) {
-      var health = r[0], sites = r[1].sites, alerts = r[2].alerts;
+    return api('/healthz').then(function (health) {
+      return Promise.all([health, api('/api/v1/sites'), api('/api/v1/alerts'),
+        health.fleet ? api('/api/v1/fleet') : null]);
+    }).then(function (r) {
+      var health = r[0], sites = r[1].sites, alerts = r[2].alerts, region = r[3];
       var b = [];
       if (!health.broker_connected) b.push(['bad', 'broker-banner', t('broker_lost')]);
       banners(b);
+      var regionHtml = '';
+      if (region) {
+        var rw = function (k) { var w = region.pue[k]; return w ? num(w.value, 3) + ' <span class="muted">(' + w.sites + ' ' + esc(t('fleet')) + (w.categories.length === 1 ? ', PUE' + sub(w.categories[0]) : '') + ')</span>' : '—'; };
+        regionHtml = '<div class="card" id="region"><h2>' + esc(t('region')) + '</h2><div class="kpis">' +
+          '<div class="kpi"><div class="v">' + rw('1h') + '</div><div class="l">' + esc(t('pue')) + ' 1h (' + esc(t('energy_weighted')) + ')</div></div>' +
+          '<div class="kpi"><div class="v">' + rw('24h') + '</div><div class="l">' + esc(t('pue')) + ' 24h</div></div>' +
+          '<div class="kpi"><div class="v">' + kw(region.facility_w) + '</div><div class="l">' + esc(t('facility_kw')) + '</div></div>' +
+          '<div class="kpi"><div class="v">' + num(region.standard_racks_in_use, 1) + ' / ' + num(region.standard_racks, 1) + '</div><div class="l">' + esc(t('standard_racks')) + '</div></div>' +
+          '<div class="kpi"><div class="v">' + num(region.fp16_eflops, 3) + '</div><div class="l">FP16 EFLOPS</div></div>' +
+          '<div class="kpi"><div class="v">' + region.stale_sites.length + ' / ' + region.sites + '</div><div class="l">' + esc(t('stale')) + '</div></div>' +
+          '</div></div>';
+      }
       if (!sites.length) {
-        $('view').innerHTML = '<h1>' + esc(t('fleet')) + '</h1><p class="muted">' + esc(t('sites_none')) + '</p>';
+        $('view').innerHTML = '<h1>' + esc(t('fleet')) + '</h1>' + regionHtml + (region ? '' : '<p class="muted">' + esc(t('sites_none')) + '</p>');
         return;
       }
       var rows = sites.map(function (s) {
@@ -159,7 +176,7 @@
           '<td class="num">' + (n ? '<span class="badge sev-warning">' + n + '</span>' : '0') + '</td>' +
           '<td>' + (s.stale ? '<span class="badge invalid stale-warning">' + esc(t('stale')) + '</span>' : '<span class="badge measured">' + esc(t('ok')) + '</span>') + '</td></tr>';
       }).join('');
-      $('view').innerHTML = '<h1>' + esc(t('fleet')) + '</h1><div class="card" style="overflow-x:auto"><table id="fleet"><thead><tr>' +
+      $('view').innerHTML = '<h1>' + esc(t('fleet')) + '</h1>' + regionHtml + '<div class="card" style="overflow-x:auto"><table id="fleet"><thead><tr>' +
         '<th>' + esc(t('site')) + '</th><th class="num">' + esc(t('live_ratio')) + '</th>' +
         '<th class="num">' + esc(t('pue')) + ' 1h</th><th class="num">' + esc(t('pue')) + ' 24h</th>' +
         '<th class="num">' + esc(t('facility_kw')) + '</th><th class="num">' + esc(t('it_kw')) + '</th>' +
@@ -201,6 +218,7 @@
       ['24h', '7d', '30d'].map(function (r) { return '<button type="button" data-range="' + r + '"' + (r === chartRange ? ' class="on"' : '') + '>' + r + '</button> '; }).join('') +
       '</div><div class="grid"><div><h2>' + esc(t('trend')) + '</h2><div class="chart" id="chart-pue"></div></div>' +
       '<div><h2>' + esc(t('power_chart')) + '</h2><div class="chart" id="chart-power"></div></div></div></div>' +
+      '<div class="card" id="zones-card" style="display:none"><h2>' + esc(t('zones')) + '</h2><div id="zones"></div></div>' +
       '<div class="card"><h2>' + esc(t('racks')) + '</h2><div class="racks" id="racks"></div><div id="rack-detail" class="muted"></div></div>' +
       '<div class="grid"><div class="card"><h2>' + esc(t('alerts')) + '</h2><div id="alerts"></div></div>' +
       '<div class="card"><h2>' + esc(t('agents')) + '</h2><div id="agents" style="max-height:360px;overflow:auto"></div></div></div>' +
@@ -357,6 +375,16 @@
           '<span class="badge">' + esc(t('coverage')) + ' ' + pct(w.coverage_it) + '</span>' +
           (w.dcie ? '<span class="badge">' + esc(t('dcie')) + ' ' + pct(w.dcie) + '</span>' : '') + '</div></div>';
       }).join('');
+      var zones = s.zones || [];
+      $('zones-card').style.display = zones.length ? '' : 'none';
+      $('zones').innerHTML = zones.length ? '<table><thead><tr><th>' + esc(t('zone')) + '</th>' +
+        ['1h', '24h', '7d'].map(function (k) { return '<th class="num">pPUE ' + k + '</th>'; }).join('') + '</tr></thead><tbody>' +
+        zones.map(function (z) {
+          return '<tr><td>' + esc(z.zone) + '</td>' + ['1h', '24h', '7d'].map(function (k) {
+            var w = z.ppue[k];
+            return '<td class="num">' + (w ? num(w.value, 3) + ' <span class="badge ' + w.quality + '">' + esc(t('q_' + w.quality)) + '</span>' : '—') + '</td>';
+          }).join('') + '</tr>';
+        }).join('') + '</tbody></table>' : '';
       $('racks').innerHTML = racks.length ? racks.map(function (rk) {
         return '<div class="rack ' + rackClass(rk.utilization) + '" data-rack="' + esc(rk.rack) + '" data-detail="' + esc(rackDetail(rk)) +
           '" title="' + esc(rackDetail(rk).replace(/<[^>]+>/g, '')) + '"><div class="id">' + esc(rk.rack) + '</div>' +

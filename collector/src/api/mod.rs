@@ -128,7 +128,7 @@ pub(crate) fn not_found(site: &str) -> Response {
 
 async fn healthz(State(s): State<AppState>) -> Response {
     let connected = s.stats.broker_connected.load(Ordering::Relaxed);
-    let body = json!({"status": "ok", "broker_connected": connected});
+    let body = json!({"status": "ok", "broker_connected": connected, "fleet": s.fleet.is_some()});
     ([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()
 }
 

@@ -129,6 +129,34 @@ fn a_fleet_collector_reports_the_energy_weighted_region() {
             .expect("value");
         assert!((own - pue).abs() < 1e-6, "{site}: {own}");
     }
+    // The fleet collector's dashboard shows the region, with the API's number.
+    if let Some(browser) = dcwatt_e2e::webdriver::Browser::start(&dir) {
+        browser.goto(&format!("http://127.0.0.1:{}/", fleet.http));
+        let shown = browser.wait_js(
+            "the region card",
+            "var e = document.querySelector('#region .kpi .v'); return e && e.textContent",
+        );
+        let api = get_json(fleet.http, "/api/v1/fleet").expect("fleet");
+        // The 1h window needs a whole minute; until then both say there is no value.
+        let expected = api["pue"]["1h"]["value"]
+            .as_f64()
+            .map_or("—".to_owned(), |v| format!("{v:.3}"));
+        assert!(
+            shown.as_str().is_some_and(|t| t.starts_with(&expected)),
+            "{shown} vs {expected}"
+        );
+        let errors: Vec<_> = browser
+            .console()
+            .into_iter()
+            .filter(|(l, _)| l == "SEVERE")
+            .collect();
+        assert!(errors.is_empty(), "{errors:?}");
+    } else {
+        skip_or_fail(
+            "fleet dashboard",
+            "chromium and chromium-driver are not installed",
+        );
+    }
     // A site collector that stops: its summary ages, the site goes stale and leaves the
     // fleet PUE.
     drop(cb);
