@@ -16,8 +16,40 @@ pub const DEFAULT_CONFIG: &str = include_str!("../../configs/collector.toml");
 
 const KNOWN_KEYS: &[&str] = &[
     "http", "broker", "mqtt", "intake", "engine", "alerts", "racks", "summary", "influx",
-    "history", "state", "fleet",
+    "history", "state", "fleet", "sites",
 ];
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SiteRaw {
+    site: String,
+    #[serde(default = "utc")]
+    utc_offset: String,
+}
+
+fn utc() -> String {
+    "+00:00".to_owned()
+}
+
+/// Parses a UTC offset: `Z`, `+08:00`, `-05:30`, `+0800`. Returns seconds east of UTC.
+pub fn parse_utc_offset(s: &str) -> Option<i32> {
+    let s = s.trim();
+    if s == "Z" || s == "UTC" {
+        return Some(0);
+    }
+    let (sign, rest) = match s.as_bytes().first()? {
+        b'+' => (1, &s[1..]),
+        b'-' => (-1, &s[1..]),
+        _ => return None,
+    };
+    let digits: String = rest.chars().filter(|c| *c != ':').collect();
+    if digits.len() != 4 || !digits.chars().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    let h: i32 = digits[..2].parse().ok()?;
+    let m: i32 = digits[2..].parse().ok()?;
+    (h <= 14 && m < 60).then_some(sign * (h * 3600 + m * 60))
+}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -673,6 +705,8 @@ pub struct CollectorConfig {
     pub state: Option<crate::state::StateConfig>,
     /// Fleet mode: site summaries in, the region out.
     pub fleet: Option<crate::fleet::FleetConfig>,
+    /// Each site's offset from UTC in seconds (for calendar periods); UTC when absent.
+    pub site_offsets: std::collections::BTreeMap<String, i32>,
 }
 
 fn parse_addr(s: &str, path: &str, p: &mut Problems) -> SocketAddr {
@@ -710,6 +744,22 @@ impl CollectorConfig {
         let influx = influx_config(influx, &mut p);
         let history: HistoryRaw = l.get_or_default("history", &mut p);
         let history = history_config(history, &mut p);
+        let sites: Vec<SiteRaw> = l.get_or_default("sites", &mut p);
+        let mut site_offsets = std::collections::BTreeMap::new();
+        for (i, sr) in sites.iter().enumerate() {
+            if let Err(e) = validate_id(&sr.site) {
+                p.push(format!("sites[{i}].site"), e.to_string());
+            }
+            match parse_utc_offset(&sr.utc_offset) {
+                Some(o) => {
+                    site_offsets.insert(sr.site.clone(), o);
+                }
+                None => p.push(
+                    format!("sites[{i}].utc_offset"),
+                    format!("{:?} is not an offset like +08:00", sr.utc_offset),
+                ),
+            }
+        }
         let fleet: FleetRaw = l.get_or_default("fleet", &mut p);
         if !(1..=86_400).contains(&fleet.stale_after_secs) {
             p.push("fleet.stale_after_secs", "must be 1..=86400");
@@ -897,6 +947,7 @@ impl CollectorConfig {
             history,
             state,
             fleet,
+            site_offsets,
         })
     }
 }

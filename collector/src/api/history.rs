@@ -321,6 +321,89 @@ pub async fn energy(
     .into_response()
 }
 
+/// Starts of the calendar periods at `now_ms` for a site `offset_s` east of UTC: local
+/// midnight today, the first of this month, the first of this year (ms since the epoch),
+/// and 365 days ago.
+pub fn calendar_starts(now_ms: i64, offset_s: i32) -> Option<[(&'static str, i64); 4]> {
+    use chrono::{Datelike, TimeZone};
+    let tz = chrono::FixedOffset::east_opt(offset_s)?;
+    let local = tz.timestamp_millis_opt(now_ms).single()?;
+    let at = |y: i32, m: u32, d: u32| -> Option<i64> {
+        Some(
+            tz.with_ymd_and_hms(y, m, d, 0, 0, 0)
+                .single()?
+                .timestamp_millis(),
+        )
+    };
+    Some([
+        ("today", at(local.year(), local.month(), local.day())?),
+        ("month", at(local.year(), local.month(), 1)?),
+        ("year_to_date", at(local.year(), 1, 1)?),
+        ("trailing_12_months", now_ms - 365 * 86_400_000),
+    ])
+}
+
+/// `GET /api/v1/sites/{site}/calendar`: today, this month, year to date and the trailing
+/// 12 months in the site's time zone, from the history's closed minutes.
+pub async fn calendar(State(s): State<AppState>, Path(site): Path<String>) -> Response {
+    let now = dcwatt_common::now_ms();
+    let path = match db(&s) {
+        Ok(p) => p,
+        Err(r) => return r.into_response(),
+    };
+    let offset = s.sinks.site_offsets.get(&site).copied().unwrap_or(0);
+    let Some(starts) = calendar_starts(now, offset) else {
+        return bad("the site's utc_offset is out of range");
+    };
+    let min_coverage = s.sinks.min_coverage;
+    let s2 = s.clone();
+    let site2 = site.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let store = Store::open_read(&path)?;
+        if !known_site(&s2, &store, &site2) {
+            return Ok(None);
+        }
+        let mut out = serde_json::Map::new();
+        for (name, from) in starts {
+            let (v, minutes) = store.energy(&site2, from, now, min_coverage)?;
+            let expected_minutes = (now - from) / MINUTE_MS;
+            out.insert(
+                name.to_owned(),
+                json!({
+                    "from_ms": from, "to_ms": now,
+                    "label": v.label.replace("period", name),
+                    "pue": v.value, "dcie": v.dcie, "category": v.category,
+                    "facility_kwh": v.facility_kwh, "it_kwh": v.it_kwh,
+                    "coverage_it": v.coverage_it, "coverage_facility": v.coverage_facility,
+                    "quality": v.quality, "reason": v.reason,
+                    "minutes": minutes,
+                    // Minutes of the period the history holds data for: a year-long
+                    // figure over a month of history is not an annual PUE.
+                    "history_share": if expected_minutes > 0 { minutes as f64 / expected_minutes as f64 } else { 0.0 },
+                }),
+            );
+        }
+        Ok::<_, crate::history::store::StoreError>(Some(out))
+    })
+    .await;
+    let periods = match result {
+        Ok(Ok(Some(p))) => p,
+        Ok(Ok(None)) => return super::not_found(&site),
+        Ok(Err(e)) => return unavailable(e.to_string()),
+        Err(e) => return unavailable(format!("calendar query failed: {e}")),
+    };
+    let sign = if offset < 0 { '-' } else { '+' };
+    let abs = offset.unsigned_abs();
+    let mut body = json!({
+        "site": site,
+        "utc_offset": format!("{sign}{:02}:{:02}", abs / 3600, abs % 3600 / 60),
+    });
+    if let Some(m) = body.as_object_mut() {
+        m.extend(periods);
+    }
+    Json(body).into_response()
+}
+
 /// The energy report as CSV: a header line and one row, times in RFC 3339 UTC.
 fn energy_csv(
     site: &str,
@@ -367,6 +450,25 @@ fn energy_csv(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn calendar_periods_start_at_local_midnights() {
+        // 2026-03-15T01:30:00+08:00 = 2026-03-14T17:30:00Z.
+        let now = 1_773_509_400_000;
+        let s = calendar_starts(now, 8 * 3600).expect("starts");
+        assert_eq!(s[0], ("today", 1_773_504_000_000), "2026-03-15T00:00+08:00");
+        assert_eq!(s[1], ("month", 1_772_294_400_000), "2026-03-01T00:00+08:00");
+        assert_eq!(
+            s[2],
+            ("year_to_date", 1_767_196_800_000),
+            "2026-01-01T00:00+08:00"
+        );
+        // In UTC it is still the 14th.
+        assert_eq!(
+            calendar_starts(now, 0).expect("utc")[0].1,
+            1_773_446_400_000
+        );
+    }
 
     #[test]
     fn times_and_durations_parse_in_every_documented_form() {

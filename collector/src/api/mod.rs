@@ -56,6 +56,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/sites/{site}/racks", get(racks))
         .route("/api/v1/sites/{site}/history", get(history::history))
         .route("/api/v1/sites/{site}/energy", get(history::energy))
+        .route("/api/v1/sites/{site}/calendar", get(history::calendar))
         .route("/api/v1/fleet", get(fleet))
         .route("/api/v1/alerts", get(alerts))
         .route("/api/v1/alerts/history", get(alert_history))

@@ -135,4 +135,6 @@ pub struct Sinks {
     pub min_coverage: f64,
     /// Engine state saves, when enabled.
     pub state: Option<Arc<crate::state::StateStats>>,
+    /// Each site's offset from UTC, seconds (calendar periods).
+    pub site_offsets: std::collections::BTreeMap<String, i32>,
 }

@@ -69,7 +69,12 @@ fn env() -> Vec<(&'static str, String)> {
 #[test]
 fn energy_reports_and_trends_come_from_the_history_and_survive_a_restart() {
     let dir = TempDir::new("history");
-    let mut c = Collector::start(&dir, BrokerKind::Embedded, &env());
+    let config = dir.write(
+        "collector.toml",
+        &format!("[[sites]]\nsite = \"{SITE}\"\nutc_offset = \"+08:00\"\n"),
+    );
+    let start = || Collector::start_with_config(&dir, BrokerKind::Embedded, &config, None, &env());
+    let mut c = start();
     let now = dcwatt_common::now_ms();
     let m0 = now.div_euclid(MIN) * MIN - 5 * MIN;
     let mut msgs = births();
@@ -151,6 +156,39 @@ fn energy_reports_and_trends_come_from_the_history_and_survive_a_restart() {
             .is_empty(),
         "{pue_1h}"
     );
+    // Calendar periods in the site's time zone: today, this month, this year.
+    let cal = get_json(c.http, &format!("/api/v1/sites/{SITE}/calendar")).expect("calendar");
+    assert_eq!(cal["utc_offset"], "+08:00", "{cal}");
+    let mut last_minutes = 0;
+    for period in ["today", "month", "year_to_date", "trailing_12_months"] {
+        let p = &cal[period];
+        let minutes = p["minutes"].as_u64().expect("minutes");
+        assert!(
+            minutes >= last_minutes,
+            "{period} holds at least the shorter periods: {cal}"
+        );
+        last_minutes = minutes;
+        if minutes > 0 {
+            assert!(close(&p["pue"], 1.3), "{period}: {p}");
+            assert_eq!(p["label"], format!("PUE₃, {period}"));
+        }
+        let from = p["from_ms"].as_i64().expect("from");
+        if period != "trailing_12_months" {
+            // Local midnights in UTC+8 are 16:00 UTC.
+            assert_eq!(
+                (from + 8 * 3_600_000).rem_euclid(86_400_000),
+                0,
+                "{period}: {from}"
+            );
+        }
+    }
+    assert!(last_minutes >= 4, "{cal}");
+    assert!(
+        cal["trailing_12_months"]["history_share"]
+            .as_f64()
+            .expect("share")
+            < 0.01
+    );
     // Bad requests say what is wrong.
     let (status, body) =
         http_get(c.http, &format!("/api/v1/sites/{SITE}/history?series=nope")).expect("answer");
@@ -178,7 +216,7 @@ fn energy_reports_and_trends_come_from_the_history_and_survive_a_restart() {
 
     // A restart keeps all of it.
     let _ = c.proc.terminate(Duration::from_secs(10));
-    c = Collector::start(&dir, BrokerKind::Embedded, &env());
+    c = start();
     let after = get_json(c.http, &report).expect("the report after a restart");
     assert_eq!(after["facility_kwh"], e["facility_kwh"]);
     assert_eq!(after["it_kwh"], e["it_kwh"]);
