@@ -15,7 +15,7 @@ pub struct Limits {
 }
 
 /// Every reason a reading can be refused, for metrics that list zeros too.
-pub const REASONS: [&str; 12] = [
+pub const REASONS: [&str; 13] = [
     "non_finite",
     "invalid_location",
     "invalid_metric",
@@ -28,6 +28,7 @@ pub const REASONS: [&str; 12] = [
     "future_timestamp",
     "stale_timestamp",
     "negative_value",
+    "invalid_source",
 ];
 
 fn valid_metric(m: &str) -> bool {
@@ -55,6 +56,13 @@ pub fn check(
     }
     if validate_id(&r.component).is_err() {
         return Err("invalid_component");
+    }
+    // The source becomes a tag downstream (InfluxDB): an identifier, never free text.
+    if r.source
+        .as_ref()
+        .is_some_and(|src| validate_id(src).is_err())
+    {
+        return Err("invalid_source");
     }
     if [&r.rack, &r.zone]
         .into_iter()
@@ -121,6 +129,12 @@ mod tests {
             (p(f64::NAN), None, Err("non_finite")),
             (p(f64::INFINITY), None, Err("non_finite")),
             (p(-1.0), None, Err("negative_power")),
+            (p(1.0).from_source("ipmi_dcmi"), None, Ok(())),
+            (
+                p(1.0).from_source("free text, x=1"),
+                None,
+                Err("invalid_source"),
+            ),
             (p(25_000.0), None, Err("power_above_host_max")),
             (
                 Reading::gauge("power_w", 25_000.0, NOW).at(Point::FacilityInput),
