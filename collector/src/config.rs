@@ -393,6 +393,7 @@ struct IntakeRaw {
     max_future_skew_secs: u64,
     queue_messages: usize,
     max_readings_per_batch: usize,
+    max_nodes: usize,
 }
 
 impl Default for IntakeRaw {
@@ -403,6 +404,7 @@ impl Default for IntakeRaw {
             max_future_skew_secs: 300,
             queue_messages: 8_192,
             max_readings_per_batch: 10_000,
+            max_nodes: 100_000,
         }
     }
 }
@@ -674,6 +676,8 @@ pub struct IntakeConfig {
     pub queue_messages: usize,
     /// Largest number of readings one batch may carry.
     pub max_readings_per_batch: usize,
+    /// Most nodes known over all sites; messages from further new nodes are refused.
+    pub max_nodes: usize,
 }
 
 /// A validated collector configuration.
@@ -858,6 +862,9 @@ impl CollectorConfig {
                 "must be a positive number of watts",
             );
         }
+        if intake.max_nodes == 0 {
+            p.push("intake.max_nodes", "must be at least 1");
+        }
         if intake.max_readings_per_batch == 0 {
             p.push("intake.max_readings_per_batch", "must be at least 1");
         }
@@ -928,6 +935,7 @@ impl CollectorConfig {
                 max_future_skew_ms: (intake.max_future_skew_secs.min(86_400 * 365) * 1000) as i64,
                 queue_messages: intake.queue_messages,
                 max_readings_per_batch: intake.max_readings_per_batch,
+                max_nodes: intake.max_nodes,
             },
             engine: EngineConfig {
                 min_coverage: engine.min_coverage,

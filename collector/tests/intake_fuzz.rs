@@ -24,6 +24,7 @@ fn intake() -> (Intake, Arc<IntakeStats>, Arc<Mutex<Engine>>) {
         max_future_skew_ms: 300_000,
         queue_messages: 16,
         max_readings_per_batch: 10_000,
+        max_nodes: 1_000,
     };
     (
         Intake::new(engine.clone(), stats.clone(), cfg),
@@ -131,4 +132,31 @@ fn hostile_messages_in_between_leave_the_pue_exact() {
         vec!["meter".to_owned(), "h1".to_owned()],
         "no node created by hostile input"
     );
+}
+
+#[test]
+fn new_nodes_beyond_the_limit_are_refused_and_counted() {
+    let (mut intake, stats, engine) = intake();
+    let mut e = engine.lock().expect("engine");
+    for n in 0..1_010u64 {
+        let node = format!("n{n}");
+        let payload = batch(&node, 1, T0, 100.0, Point::ItInput);
+        intake.handle(
+            &mut e,
+            &format!("dcwatt/v1/good/{node}/readings"),
+            &payload,
+            T0 + 10,
+        );
+    }
+    assert_eq!(e.node_count(), 1_000);
+    let refused = stats
+        .messages_rejected()
+        .into_iter()
+        .find(|(r, _)| *r == "too_many_nodes")
+        .map(|(_, n)| n);
+    assert_eq!(refused, Some(10));
+    // Known nodes still get through.
+    let payload = batch("n5", 2, T0 + 1000, 100.0, Point::ItInput);
+    intake.handle(&mut e, "dcwatt/v1/good/n5/readings", &payload, T0 + 1010);
+    assert_eq!(stats.readings_accepted.load(Ordering::Relaxed), 1_001);
 }

@@ -242,6 +242,18 @@ impl Engine {
         s.nodes[*s.node_index.get(node)?].role
     }
 
+    /// Whether the node is known.
+    pub fn has_node(&self, site: &str, node: &str) -> bool {
+        self.sites
+            .get(site)
+            .is_some_and(|s| s.node_index.contains_key(node))
+    }
+
+    /// Nodes known over all sites.
+    pub fn node_count(&self) -> usize {
+        self.sites.values().map(|s| s.nodes.len()).sum()
+    }
+
     /// A node's rack and zone, from its birth.
     pub fn node_place(&self, site: &str, node: &str) -> (Option<String>, Option<String>) {
         let Some(s) = self.sites.get(site) else {

@@ -30,7 +30,7 @@ pub struct RawMessage {
 }
 
 /// Every reason a whole message can be refused, for metrics that list zeros too.
-pub const MESSAGE_REASONS: [&str; 11] = [
+pub const MESSAGE_REASONS: [&str; 12] = [
     "malformed_json",
     "invalid_schema",
     "unsupported_version",
@@ -42,6 +42,7 @@ pub const MESSAGE_REASONS: [&str; 11] = [
     "duplicate_seq",
     "too_many_readings",
     "invalid_summary",
+    "too_many_nodes",
 ];
 
 /// Pipeline counters, shown on `/metrics`.
@@ -250,6 +251,12 @@ impl Intake {
         };
         if !self.cfg.sites.is_empty() && !self.cfg.sites.iter().any(|s| s == t.site) {
             return self.refuse("site_not_served", topic, &"site not in intake.sites");
+        }
+        // Memory is bounded by the inventory: a flood of valid messages for ever-new
+        // node ids must not grow it without end.
+        if !engine.has_node(t.site, t.node) && engine.node_count() >= self.cfg.max_nodes {
+            let detail = format!("already {} nodes (intake.max_nodes)", self.cfg.max_nodes);
+            return self.refuse("too_many_nodes", topic, &detail);
         }
         match t.kind {
             TopicKind::Status => {
