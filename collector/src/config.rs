@@ -144,27 +144,13 @@ fn influx_config(r: InfluxRaw, p: &mut Problems) -> Option<crate::sink::influx::
     if r.bucket.is_empty() {
         p.push("influx.bucket", "must not be empty");
     }
-    let token = match (r.token, &r.token_file) {
-        (Some(_), Some(_)) => {
-            p.push(
-                "influx.token_file",
-                "set either token or token_file, not both",
-            );
-            None
-        }
-        (Some(t), None) => Some(dcwatt_common::secret::Secret::new(t)),
-        (None, Some(f)) => match dcwatt_common::secret::Secret::from_file(f) {
-            Ok(t) => Some(t),
-            Err(e) => {
-                p.push(
-                    "influx.token_file",
-                    format!("cannot read {}: {e}", f.display()),
-                );
-                None
-            }
-        },
-        (None, None) => None,
-    };
+    let token = dcwatt_common::settings::secret_setting(
+        r.token.as_deref(),
+        r.token_file.as_deref(),
+        "influx",
+        "token",
+        p,
+    );
     if let Some(f) = &r.ca_file {
         if !f.is_file() {
             p.push(
@@ -787,27 +773,13 @@ impl CollectorConfig {
         }
 
         let http_listen = parse_addr(&http.listen, "http.listen", &mut p);
-        let http_token = match (http.token, &http.token_file) {
-            (Some(_), Some(_)) => {
-                p.push(
-                    "http.token_file",
-                    "set either token or token_file, not both",
-                );
-                None
-            }
-            (Some(t), None) => Some(dcwatt_common::secret::Secret::new(t)),
-            (None, Some(f)) => match dcwatt_common::secret::Secret::from_file(f) {
-                Ok(t) => Some(t),
-                Err(e) => {
-                    p.push(
-                        "http.token_file",
-                        format!("cannot read {}: {e}", f.display()),
-                    );
-                    None
-                }
-            },
-            (None, None) => None,
-        };
+        let http_token = dcwatt_common::settings::secret_setting(
+            http.token.as_deref(),
+            http.token_file.as_deref(),
+            "http",
+            "token",
+            &mut p,
+        );
         if http_token.as_ref().is_some_and(|t| t.expose().len() < 16) {
             p.push("http.token", "must be at least 16 characters");
         }

@@ -102,27 +102,13 @@ impl MqttRaw {
         if client_id.is_empty() || client_id.len() > 128 {
             problems.push(format!("{prefix}.client_id"), "must be 1 to 128 characters");
         }
-        let password = match (&self.password, &self.password_file) {
-            (Some(_), Some(_)) => {
-                problems.push(
-                    format!("{prefix}.password_file"),
-                    "set either password or password_file, not both",
-                );
-                None
-            }
-            (Some(p), None) => Some(Secret::new(p.clone())),
-            (None, Some(file)) => match Secret::from_file(file) {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    problems.push(
-                        format!("{prefix}.password_file"),
-                        format!("cannot read {}: {e}", file.display()),
-                    );
-                    None
-                }
-            },
-            (None, None) => None,
-        };
+        let password = crate::settings::secret_setting(
+            self.password.as_deref(),
+            self.password_file.as_deref(),
+            prefix,
+            "password",
+            problems,
+        );
         let credentials = match (&self.username, password) {
             (Some(u), Some(p)) => Some((u.clone(), p)),
             (Some(u), None) => Some((u.clone(), Secret::new(""))),

@@ -181,6 +181,40 @@ fn clean(message: &str, key: &str) -> String {
 /// Exit code for a configuration error (EX_USAGE), used by both binaries.
 pub const EXIT_CONFIG: i32 = 64;
 
+/// A secret set either inline (`{prefix}.{key}`, usually from the environment) or in a
+/// file (`{prefix}.{key}_file`). Both at once, or a file that cannot be read, is a problem
+/// recorded at `{prefix}.{key}_file`.
+pub fn secret_setting(
+    value: Option<&str>,
+    file: Option<&Path>,
+    prefix: &str,
+    key: &str,
+    problems: &mut Problems,
+) -> Option<crate::secret::Secret> {
+    use crate::secret::Secret;
+    match (value, file) {
+        (Some(_), Some(_)) => {
+            problems.push(
+                format!("{prefix}.{key}_file"),
+                format!("set either {key} or {key}_file, not both"),
+            );
+            None
+        }
+        (Some(v), None) => Some(Secret::new(v)),
+        (None, Some(f)) => match Secret::from_file(f) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                problems.push(
+                    format!("{prefix}.{key}_file"),
+                    format!("cannot read {}: {e}", f.display()),
+                );
+                None
+            }
+        },
+        (None, None) => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
