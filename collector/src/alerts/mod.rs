@@ -202,6 +202,27 @@ pub struct RackView {
     pub gpu_util: Option<f64>,
 }
 
+impl RackView {
+    /// A rack drawing `power_w`, with nothing else known yet.
+    pub fn new(rack: &str, power_w: f64) -> Self {
+        RackView {
+            rack: rack.to_owned(),
+            power_w,
+            budget_w: None,
+            utilization: None,
+            failover_headroom_w: None,
+            u_total: None,
+            u_used: None,
+            space_utilization: None,
+            stranded_power_w: None,
+            stranded_u: None,
+            hosts: None,
+            cpu_util: None,
+            gpu_util: None,
+        }
+    }
+}
+
 /// Everything rules may look at, for one evaluation.
 #[derive(Debug, Clone, Default)]
 pub struct Inputs {

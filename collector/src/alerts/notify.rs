@@ -112,43 +112,12 @@ pub fn rack_views(
 ) -> Vec<RackView> {
     let mut racks: BTreeMap<String, RackView> = power
         .iter()
-        .map(|(r, w)| {
-            (
-                r.clone(),
-                RackView {
-                    rack: r.clone(),
-                    power_w: *w,
-                    budget_w: None,
-                    utilization: None,
-                    failover_headroom_w: None,
-                    u_total: None,
-                    u_used: None,
-                    space_utilization: None,
-                    stranded_power_w: None,
-                    stranded_u: None,
-                    hosts: None,
-                    cpu_util: None,
-                    gpu_util: None,
-                },
-            )
-        })
+        .map(|(r, w)| (r.clone(), RackView::new(r, *w)))
         .collect();
     for b in budgets.iter().filter(|b| b.site == site) {
-        let v = racks.entry(b.rack.clone()).or_insert_with(|| RackView {
-            rack: b.rack.clone(),
-            power_w: 0.0,
-            budget_w: None,
-            utilization: None,
-            failover_headroom_w: None,
-            u_total: None,
-            u_used: None,
-            space_utilization: None,
-            stranded_power_w: None,
-            stranded_u: None,
-            hosts: None,
-            cpu_util: None,
-            gpu_util: None,
-        });
+        let v = racks
+            .entry(b.rack.clone())
+            .or_insert_with(|| RackView::new(&b.rack, 0.0));
         let derated = b.budget_w * b.derating;
         v.budget_w = Some(derated);
         v.utilization = (derated > 0.0).then(|| v.power_w / derated);
@@ -170,30 +139,16 @@ pub fn rack_views_with_load(
     loads: &BTreeMap<String, crate::engine::RackLoad>,
     budgets: &[RackBudget],
 ) -> Vec<RackView> {
-    let mut views = rack_views(site, power, budgets);
-    let known: std::collections::BTreeSet<&String> = views.iter().map(|v| &v.rack).collect();
-    let extra: Vec<RackView> = loads
-        .keys()
-        .filter(|r| !known.contains(r))
-        .map(|r| RackView {
-            rack: r.clone(),
-            power_w: 0.0,
-            budget_w: None,
-            utilization: None,
-            failover_headroom_w: None,
-            u_total: None,
-            u_used: None,
-            space_utilization: None,
-            stranded_power_w: None,
-            stranded_u: None,
-            hosts: None,
-            cpu_util: None,
-            gpu_util: None,
-        })
+    let mut views: BTreeMap<String, RackView> = rack_views(site, power, budgets)
+        .into_iter()
+        .map(|v| (v.rack.clone(), v))
         .collect();
-    views.extend(extra);
-    views.sort_by(|a, b| a.rack.cmp(&b.rack));
-    for v in &mut views {
+    for r in loads.keys() {
+        views
+            .entry(r.clone())
+            .or_insert_with(|| RackView::new(r, 0.0));
+    }
+    for v in views.values_mut() {
         if let Some(l) = loads.get(&v.rack) {
             v.hosts = Some(l.hosts);
             v.cpu_util = l.cpu_util();
@@ -218,7 +173,7 @@ pub fn rack_views_with_load(
             }
         }
     }
-    views
+    views.into_values().collect()
 }
 
 /// Gathers what the rules look at, holding the engine lock once.

@@ -298,35 +298,12 @@ fn every_subject_observes_what_it_should() {
         "dc".into(),
         vec![
             RackView {
-                rack: "r1".into(),
-                power_w: 7000.0,
                 budget_w: Some(8000.0),
                 utilization: Some(0.875),
                 failover_headroom_w: Some(-500.0),
-                u_total: None,
-                u_used: None,
-                space_utilization: None,
-                stranded_power_w: None,
-                stranded_u: None,
-                hosts: None,
-                cpu_util: None,
-                gpu_util: None,
+                ..RackView::new("r1", 7000.0)
             },
-            RackView {
-                rack: "r2".into(),
-                power_w: 100.0,
-                budget_w: None,
-                utilization: None,
-                failover_headroom_w: None,
-                u_total: None,
-                u_used: None,
-                space_utilization: None,
-                stranded_power_w: None,
-                stranded_u: None,
-                hosts: None,
-                cpu_util: None,
-                gpu_util: None,
-            },
+            RackView::new("r2", 100.0),
         ],
     );
     let mk = |name: &str, subject: Subject, op: Op, t: f64| Rule {
