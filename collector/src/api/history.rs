@@ -3,7 +3,7 @@
 
 use super::AppState;
 use crate::engine::{period_view, WINDOWS};
-use crate::history::store::{Store, SERIES};
+use crate::history::store::{Store, StoreError, SERIES};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -140,6 +140,34 @@ fn known_site(s: &AppState, store: &Store, site: &str) -> bool {
     live || store.sites().is_ok_and(|v| v.iter().any(|x| x == site))
 }
 
+/// Runs `query` for `site` on a read-only connection to the history at `path`, off the
+/// async threads: `404` when neither the engine nor the history knows the site, `503`
+/// when the history cannot answer.
+async fn query_history<T: Send + 'static>(
+    s: &AppState,
+    path: std::path::PathBuf,
+    site: &str,
+    what: &'static str,
+    query: impl FnOnce(&Store, &str) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, Response> {
+    let s2 = s.clone();
+    let site2 = site.to_owned();
+    let result = tokio::task::spawn_blocking(move || {
+        let store = Store::open_read(&path)?;
+        if !known_site(&s2, &store, &site2) {
+            return Ok(None);
+        }
+        query(&store, &site2).map(Some)
+    })
+    .await;
+    match result {
+        Ok(Ok(Some(v))) => Ok(v),
+        Ok(Ok(None)) => Err(super::not_found(site)),
+        Ok(Err(e)) => Err(unavailable(e.to_string())),
+        Err(e) => Err(unavailable(format!("{what} query failed: {e}"))),
+    }
+}
+
 /// `GET /api/v1/sites/{site}/history`.
 pub async fn history(
     State(s): State<AppState>,
@@ -199,15 +227,9 @@ pub async fn history(
     // Steps start on whole minutes.
     let from = from.div_euclid(MINUTE_MS) * MINUTE_MS;
     let min_coverage = s.sinks.min_coverage;
-    let s2 = s.clone();
-    let site2 = site.clone();
-    let result = tokio::task::spawn_blocking(move || {
-        let store = Store::open_read(&path)?;
-        if !known_site(&s2, &store, &site2) {
-            return Ok(None);
-        }
+    let result = query_history(&s, path, &site, "history", move |store, site| {
         if series == "pue" && key == "step" {
-            let steps = store.energy_steps(&site2, from, to, step)?;
+            let steps = store.energy_steps(site, from, to, step)?;
             let mut out = crate::history::store::Resampled::default();
             for (start, totals) in steps {
                 let v = period_view(&totals, min_coverage, start, (start + step).min(to));
@@ -217,18 +239,14 @@ pub async fn history(
                 out.coverage.push(Some(v.coverage_it));
                 out.quality.push(Some(v.quality.to_owned()));
             }
-            return Ok(Some(out));
+            return Ok(out);
         }
-        store
-            .series(&site2, &series, &key, from, to, step)
-            .map(Some)
+        store.series(site, &series, &key, from, to, step)
     })
     .await;
     let out = match result {
-        Ok(Ok(Some(out))) => out,
-        Ok(Ok(None)) => return super::not_found(&site),
-        Ok(Err(e)) => return unavailable(e.to_string()),
-        Err(e) => return unavailable(format!("history query failed: {e}")),
+        Ok(out) => out,
+        Err(r) => return r,
     };
     let mut body = json!({
         "site": site,
@@ -283,21 +301,13 @@ pub async fn energy(
         Some(f) => return bad(format!("format={f:?} is not json or csv")),
     };
     let min_coverage = s.sinks.min_coverage;
-    let s2 = s.clone();
-    let site2 = site.clone();
-    let result = tokio::task::spawn_blocking(move || {
-        let store = Store::open_read(&path)?;
-        if !known_site(&s2, &store, &site2) {
-            return Ok(None);
-        }
-        store.energy(&site2, from, to, min_coverage).map(Some)
+    let (v, minutes) = match query_history(&s, path, &site, "energy", move |store, site| {
+        store.energy(site, from, to, min_coverage)
     })
-    .await;
-    let (v, minutes) = match result {
-        Ok(Ok(Some(v))) => v,
-        Ok(Ok(None)) => return super::not_found(&site),
-        Ok(Err(e)) => return unavailable(e.to_string()),
-        Err(e) => return unavailable(format!("energy query failed: {e}")),
+    .await
+    {
+        Ok(r) => r,
+        Err(r) => return r,
     };
     if csv {
         return energy_csv(&site, from, to, &v, minutes);
@@ -356,16 +366,10 @@ pub async fn calendar(State(s): State<AppState>, Path(site): Path<String>) -> Re
         return bad("the site's utc_offset is out of range");
     };
     let min_coverage = s.sinks.min_coverage;
-    let s2 = s.clone();
-    let site2 = site.clone();
-    let result = tokio::task::spawn_blocking(move || {
-        let store = Store::open_read(&path)?;
-        if !known_site(&s2, &store, &site2) {
-            return Ok(None);
-        }
+    let result = query_history(&s, path, &site, "calendar", move |store, site| {
         let mut out = serde_json::Map::new();
         for (name, from) in starts {
-            let (v, minutes) = store.energy(&site2, from, now, min_coverage)?;
+            let (v, minutes) = store.energy(site, from, now, min_coverage)?;
             let expected_minutes = (now - from) / MINUTE_MS;
             out.insert(
                 name.to_owned(),
@@ -383,14 +387,12 @@ pub async fn calendar(State(s): State<AppState>, Path(site): Path<String>) -> Re
                 }),
             );
         }
-        Ok::<_, crate::history::store::StoreError>(Some(out))
+        Ok(out)
     })
     .await;
     let periods = match result {
-        Ok(Ok(Some(p))) => p,
-        Ok(Ok(None)) => return super::not_found(&site),
-        Ok(Err(e)) => return unavailable(e.to_string()),
-        Err(e) => return unavailable(format!("calendar query failed: {e}")),
+        Ok(p) => p,
+        Err(r) => return r,
     };
     let sign = if offset < 0 { '-' } else { '+' };
     let abs = offset.unsigned_abs();
