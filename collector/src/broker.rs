@@ -259,7 +259,7 @@ fn forward(_link_tx: LinkTx, mut link_rx: LinkRx, tx: mpsc::Sender<RawMessage>) 
             Ok(Some(Notification::Forward(f))) => {
                 let msg = RawMessage {
                     topic: String::from_utf8_lossy(&f.publish.topic).into_owned(),
-                    payload: f.publish.payload.to_vec(),
+                    payload: f.publish.payload,
                 };
                 if tx.blocking_send(msg).is_err() {
                     return;

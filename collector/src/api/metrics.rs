@@ -17,6 +17,30 @@ fn counter(out: &mut String, name: &str, help: &str, v: &AtomicU64) {
     let _ = writeln!(out, "{name} {}", v.load(Ordering::Relaxed));
 }
 
+/// `dcwatt_ingest_latency_seconds`: from a reading's timestamp to its effect.
+fn latency_histogram(out: &mut String, h: &crate::intake::LatencyHistogram) {
+    const NAME: &str = "dcwatt_ingest_latency_seconds";
+    family(
+        out,
+        NAME,
+        "histogram",
+        "From each accepted reading's timestamp to its effect in the site state.",
+    );
+    let (cumulative, sum_ms, count) = h.snapshot();
+    let bounds = crate::intake::LATENCY_BOUNDS_MS
+        .iter()
+        .map(|b| *b as f64 / 1000.0);
+    for (le, n) in bounds
+        .map(|b| b.to_string())
+        .chain(["+Inf".to_owned()])
+        .zip(cumulative)
+    {
+        let _ = writeln!(out, "{NAME}_bucket{{le=\"{le}\"}} {n}");
+    }
+    let _ = writeln!(out, "{NAME}_sum {}", sum_ms as f64 / 1000.0);
+    let _ = writeln!(out, "{NAME}_count {count}");
+}
+
 /// `GET /metrics`.
 pub async fn render(State(s): State<AppState>) -> impl IntoResponse {
     let mut o = String::with_capacity(4096);
@@ -48,6 +72,7 @@ pub async fn render(State(s): State<AppState>) -> impl IntoResponse {
         "Readings accepted into the engine.",
         &st.readings_accepted,
     );
+    latency_histogram(&mut o, &st.latency);
     family(
         &mut o,
         "dcwatt_messages_rejected_total",

@@ -25,8 +25,8 @@ use tokio_util::sync::CancellationToken;
 pub struct RawMessage {
     /// MQTT topic.
     pub topic: String,
-    /// Payload bytes.
-    pub payload: Vec<u8>,
+    /// Payload bytes (shared with the MQTT client's buffer, not copied).
+    pub payload: bytes::Bytes,
 }
 
 /// Every reason a whole message can be refused, for metrics that list zeros too.
@@ -80,6 +80,53 @@ pub struct IntakeStats {
     pub broker_connected: AtomicBool,
     /// Broker connection losses.
     pub broker_disconnects: AtomicU64,
+    /// From each accepted reading's timestamp to its effect in the site state.
+    pub latency: LatencyHistogram,
+}
+
+/// Upper bounds (ms) of the latency histogram's buckets; the last bucket is +Inf.
+pub const LATENCY_BOUNDS_MS: [u64; 16] = [
+    1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 30_000, 60_000, 300_000,
+];
+
+/// A Prometheus-style cumulative histogram of latencies in ms, lock-free.
+#[derive(Debug, Default)]
+pub struct LatencyHistogram {
+    /// Observations per bucket (not cumulative); the last one is above every bound.
+    buckets: [AtomicU64; LATENCY_BOUNDS_MS.len() + 1],
+    sum_ms: AtomicU64,
+    count: AtomicU64,
+}
+
+impl LatencyHistogram {
+    /// Records `n` observations of `ms` (negative values, from clocks ahead of ours,
+    /// count as 0).
+    pub fn observe(&self, ms: i64, n: u64) {
+        let ms = ms.max(0) as u64;
+        let i = LATENCY_BOUNDS_MS.partition_point(|b| *b < ms);
+        self.buckets[i].fetch_add(n, Ordering::Relaxed);
+        self.sum_ms
+            .fetch_add(ms.saturating_mul(n), Ordering::Relaxed);
+        self.count.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Cumulative counts per bound (the last is +Inf), the sum in ms, and the count.
+    pub fn snapshot(&self) -> (Vec<u64>, u64, u64) {
+        let mut acc = 0;
+        let cumulative = self
+            .buckets
+            .iter()
+            .map(|b| {
+                acc += b.load(Ordering::Relaxed);
+                acc
+            })
+            .collect();
+        (
+            cumulative,
+            self.sum_ms.load(Ordering::Relaxed),
+            self.count.load(Ordering::Relaxed),
+        )
+    }
 }
 
 impl IntakeStats {
@@ -335,6 +382,15 @@ impl Intake {
                     .readings_accepted
                     .fetch_add(ok.len() as u64, Ordering::Relaxed);
                 let applied = engine.apply_readings(&msg.site, &msg.node, &ok, now_ms);
+                // The readings now count in the site state.
+                let effect_ms = dcwatt_common::now_ms();
+                // One observation per run of equal timestamps (a batch usually has one).
+                let mut i = 0;
+                while let Some(r) = ok.get(i) {
+                    let run = ok[i..].iter().take_while(|x| x.ts_ms == r.ts_ms).count();
+                    self.stats.latency.observe(effect_ms - r.ts_ms, run as u64);
+                    i += run;
+                }
                 let s = &self.stats;
                 s.counter_resets
                     .fetch_add(applied.counter_resets, Ordering::Relaxed);
@@ -383,5 +439,25 @@ impl Intake {
             }
         }
         self.handle_batch(&batch, dcwatt_common::now_ms());
+    }
+}
+
+#[cfg(test)]
+mod latency_tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative_and_bounds_inclusive() {
+        let h = LatencyHistogram::default();
+        h.observe(-40, 1); // a clock ahead of ours
+        h.observe(1, 2); // on the 1 ms bound: in it
+        h.observe(7, 1);
+        h.observe(400_000, 1); // above every bound
+        let (cumulative, sum_ms, count) = h.snapshot();
+        assert_eq!(cumulative.len(), LATENCY_BOUNDS_MS.len() + 1);
+        assert_eq!(&cumulative[..4], &[3, 3, 3, 4]);
+        assert_eq!(cumulative[LATENCY_BOUNDS_MS.len() - 1], 4);
+        assert_eq!(*cumulative.last().unwrap_or(&0), 5);
+        assert_eq!((sum_ms, count), (400_009, 5));
     }
 }

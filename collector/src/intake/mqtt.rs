@@ -55,8 +55,8 @@ pub async fn run(
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 let msg = RawMessage {
-                    topic: p.topic.clone(),
-                    payload: p.payload.to_vec(),
+                    topic: p.topic,
+                    payload: p.payload,
                 };
                 tokio::select! {
                     _ = cancel.cancelled() => break,
