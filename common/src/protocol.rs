@@ -486,6 +486,8 @@ pub trait Addressed {
     fn site(&self) -> &str;
     /// Node id in the payload.
     fn node(&self) -> &str;
+    /// Protocol version in the payload (`v`).
+    fn version(&self) -> u32;
 }
 
 impl Addressed for ReadingsMessage {
@@ -495,6 +497,9 @@ impl Addressed for ReadingsMessage {
     fn node(&self) -> &str {
         &self.node
     }
+    fn version(&self) -> u32 {
+        self.v
+    }
 }
 
 impl Addressed for StatusMessage {
@@ -503,6 +508,9 @@ impl Addressed for StatusMessage {
     }
     fn node(&self) -> &str {
         &self.node
+    }
+    fn version(&self) -> u32 {
+        self.v
     }
 }
 
@@ -544,13 +552,28 @@ struct VersionOnly {
 /// Decodes a payload of either kind, checking the size and version before the shape, so a
 /// v2 payload is reported as a version problem rather than a schema one.
 ///
+/// One pass over the payload when it is valid (the intake's hot path); only a payload that
+/// fails is read a second time, for its version alone.
+///
 /// # Errors
 /// See [`DecodeError`].
-pub fn decode<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, DecodeError> {
+pub fn decode<T: serde::de::DeserializeOwned + Addressed>(
+    payload: &[u8],
+) -> Result<T, DecodeError> {
     if payload.len() > MAX_PAYLOAD_BYTES {
         return Err(DecodeError::TooLarge(payload.len()));
     }
-    let version: VersionOnly = serde_json::from_slice(payload).map_err(classify)?;
+    // Checking UTF-8 once for the whole payload spares serde_json a check per string.
+    let Ok(text) = std::str::from_utf8(payload) else {
+        return Err(not_utf8(payload));
+    };
+    let full: Result<T, _> = serde_json::from_str(text);
+    if let Ok(m) = &full {
+        if m.version() == VERSION {
+            return full.map_err(classify);
+        }
+    }
+    let version: VersionOnly = serde_json::from_str(text).map_err(classify)?;
     match version.v {
         Some(serde_json::Value::Number(n)) if n.as_u64() == Some(u64::from(VERSION)) => {}
         Some(serde_json::Value::Number(n)) => {
@@ -560,7 +583,15 @@ pub fn decode<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, Decod
             // Missing or not a number: let the full decode name the field.
         }
     }
-    serde_json::from_slice(payload).map_err(classify)
+    full.map_err(classify)
+}
+
+/// The error for a payload that is not UTF-8, with serde_json's position of the bad byte.
+fn not_utf8(payload: &[u8]) -> DecodeError {
+    match serde_json::from_slice::<serde::de::IgnoredAny>(payload) {
+        Err(e) => classify(e),
+        Ok(_) => DecodeError::MalformedJson(serde::de::Error::custom("invalid UTF-8")),
+    }
 }
 
 fn classify(e: serde_json::Error) -> DecodeError {
@@ -652,6 +683,19 @@ mod tests {
         };
         assert_eq!(r("{not json"), "malformed_json");
         assert_eq!(r(r#"{"v":2,"site":"s"}"#), "unsupported_version");
+        // A v2 payload that also parses as v1 is still refused for its version.
+        assert_eq!(
+            r(r#"{"v":2,"site":"s","node":"n","seq":1,"sent_ms":1,"readings":[]}"#),
+            "unsupported_version"
+        );
+        let mut latin1 =
+            br#"{"v":1,"site":"s","node":"n","seq":1,"sent_ms":1,"readings":[{"metric":"t"#
+                .to_vec();
+        latin1.extend_from_slice(b"\xe9\"}]}");
+        assert_eq!(
+            decode::<ReadingsMessage>(&latin1).unwrap_err().reason(),
+            "malformed_json"
+        );
         assert_eq!(r(r#"{"v":1,"site":"s","node":"n"}"#), "invalid_schema");
         assert_eq!(
             r(

@@ -201,6 +201,54 @@ struct Site {
     dirty_from_ms: Option<i64>,
     /// End of the minutes exported to the history so far.
     exported_to_ms: Option<i64>,
+    /// `now` of the last look for the start of the data (see `settle`).
+    #[serde(skip)]
+    settle_checked_ms: Option<i64>,
+}
+
+/// A (metric, component) key that `(String, String)` map keys can be looked up by with
+/// borrowed strings, so a lookup does not allocate.
+trait PairKey {
+    fn pair(&self) -> (&str, &str);
+}
+
+impl PairKey for (String, String) {
+    fn pair(&self) -> (&str, &str) {
+        (&self.0, &self.1)
+    }
+}
+
+impl PairKey for (&str, &str) {
+    fn pair(&self) -> (&str, &str) {
+        (self.0, self.1)
+    }
+}
+
+impl<'a> std::borrow::Borrow<dyn PairKey + 'a> for (String, String) {
+    fn borrow(&self) -> &(dyn PairKey + 'a) {
+        self
+    }
+}
+
+impl PartialEq for dyn PairKey + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.pair() == other.pair()
+    }
+}
+
+impl Eq for dyn PairKey + '_ {}
+
+impl PartialOrd for dyn PairKey + '_ {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+// The same order as the tuple's, so lookups find what `(String, String)` keys sorted.
+impl Ord for dyn PairKey + '_ {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.pair().cmp(&other.pair())
+    }
 }
 
 /// All sites.
@@ -370,12 +418,15 @@ impl Engine {
         let max_gap = (gap_factor * node_interval(node, default_interval) as f64) as i64;
         for r in readings {
             let Some(point) = r.point else {
-                let slot = site.nodes[ni]
-                    .latest
-                    .entry((r.metric.clone(), r.component.clone()))
-                    .or_insert((r.ts_ms, r.value));
-                if r.ts_ms >= slot.0 {
-                    *slot = (r.ts_ms, r.value);
+                let latest = &mut site.nodes[ni].latest;
+                // Looked up without allocating; the key is copied only when new.
+                let key: &dyn PairKey = &(r.metric.as_str(), r.component.as_str());
+                match latest.get_mut(key) {
+                    Some(slot) if r.ts_ms >= slot.0 => *slot = (r.ts_ms, r.value),
+                    Some(_) => {}
+                    None => {
+                        latest.insert((r.metric.clone(), r.component.clone()), (r.ts_ms, r.value));
+                    }
                 }
                 continue;
             };
@@ -567,6 +618,12 @@ fn settle(site: &mut Site, now_ms: i64, gap_factor: f64, default_interval: i64) 
     if site.data_start_ms.is_some() {
         return;
     }
+    // Looking at every node is done once per `now`, not once per batch: the intake hands
+    // many batches over with the same `now`.
+    if site.settle_checked_ms == Some(now_ms) {
+        return;
+    }
+    site.settle_checked_ms = Some(now_ms);
     let Some(first) = site.first_ingest_ms else {
         return;
     };
