@@ -1,0 +1,84 @@
+//! The intake's hot path without a network: decode → validate → engine, per message, for
+//! batches shaped like dcwatt-loadgen's (20 readings: power, energy counter, load and
+//! temperatures). `cargo bench -p dcwatt-collector --bench intake`; the numbers and what
+//! they led to are in docs/benchmarks.md.
+
+use dcwatt_collector::config::IntakeConfig;
+use dcwatt_collector::engine::{Engine, EngineConfig};
+use dcwatt_collector::intake::{Intake, IntakeStats, RawMessage};
+use dcwatt_common::protocol::{decode, ReadingsMessage};
+use std::fmt::Write;
+use std::hint::black_box;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+const HOSTS: usize = 1_000;
+const ROUNDS: usize = 20;
+
+fn payload(node: usize, seq: u64, ts: i64, epoch: i64) -> String {
+    let watts = 150.0 + (node % 200) as f64;
+    let energy = watts * (ts - epoch) as f64 / 1000.0;
+    let mut s = format!(
+        r#"{{"v":1,"site":"bench","node":"h{node:06}","seq":{seq},"sent_ms":{ts},"readings":[{{"metric":"power_w","value":{watts},"ts_ms":{ts},"point":"it_input"}},{{"metric":"energy_j","kind":"counter","value":{energy},"ts_ms":{ts},"point":"it_input"}},{{"metric":"cpu_util","value":0.{},"ts_ms":{ts}}}"#,
+        seq % 10
+    );
+    for k in 3..20 {
+        let _ = write!(
+            s,
+            r#",{{"metric":"temp_c","value":{}.5,"ts_ms":{ts},"component":"sensor{k}"}}"#,
+            20 + k
+        );
+    }
+    s.push_str("]}");
+    s
+}
+
+fn main() {
+    let now = dcwatt_common::now_ms();
+    let epoch = now - (ROUNDS as i64 + 1) * 10_000;
+    let msgs: Vec<RawMessage> = (0..ROUNDS)
+        .flat_map(|r| {
+            (0..HOSTS).map(move |h| RawMessage {
+                topic: format!("dcwatt/v1/bench/h{h:06}/readings"),
+                payload: payload(h, r as u64 + 1, epoch + (r as i64 + 1) * 10_000, epoch)
+                    .into_bytes()
+                    .into(),
+            })
+        })
+        .collect();
+    let n = msgs.len() as f64;
+
+    let t = Instant::now();
+    for m in &msgs {
+        let d: Result<ReadingsMessage, _> = decode(&m.payload);
+        black_box(d.ok());
+    }
+    let decode_ns = t.elapsed().as_nanos() as f64 / n;
+
+    let engine = Arc::new(Mutex::new(Engine::new(EngineConfig::default())));
+    let stats = Arc::new(IntakeStats::default());
+    let cfg = IntakeConfig {
+        sites: Vec::new(),
+        max_host_power_w: 20_000.0,
+        max_future_skew_ms: 300_000,
+        queue_messages: 16,
+        max_readings_per_batch: 10_000,
+        max_nodes: 100_000,
+    };
+    let mut intake = Intake::new(engine.clone(), stats.clone(), cfg);
+    let t = Instant::now();
+    for chunk in msgs.chunks(512) {
+        intake.handle_batch(chunk, now);
+    }
+    let full_ns = t.elapsed().as_nanos() as f64 / n;
+    let accepted = stats
+        .readings_accepted
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(accepted, msgs.len() as u64 * 20, "every reading accepted");
+    println!(
+        "intake: {} messages × 20 readings; decode {decode_ns:.0} ns/message, full path {full_ns:.0} ns/message ({:.0} messages/s, decode {:.0} % of it)",
+        msgs.len(),
+        1e9 / full_ns,
+        100.0 * decode_ns / full_ns
+    );
+}
