@@ -257,10 +257,10 @@ fn forward(_link_tx: LinkTx, mut link_rx: LinkRx, tx: mpsc::Sender<RawMessage>) 
     loop {
         match link_rx.recv() {
             Ok(Some(Notification::Forward(f))) => {
-                let msg = RawMessage {
-                    topic: String::from_utf8_lossy(&f.publish.topic).into_owned(),
-                    payload: f.publish.payload,
-                };
+                let msg = RawMessage::decoded_ahead(
+                    String::from_utf8_lossy(&f.publish.topic).into_owned(),
+                    f.publish.payload,
+                );
                 if tx.blocking_send(msg).is_err() {
                     return;
                 }

@@ -21,12 +21,38 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// A message as it came off the broker.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct RawMessage {
     /// MQTT topic.
     pub topic: String,
     /// Payload bytes (shared with the MQTT client's buffer, not copied).
     pub payload: bytes::Bytes,
+    /// A readings payload already decoded by the broker's receiving task, so decoding (most
+    /// of the intake's work) runs in parallel with the engine.
+    ahead: Option<Result<ReadingsMessage, dcwatt_common::protocol::DecodeError>>,
+}
+
+impl RawMessage {
+    /// A message for the intake to decode.
+    pub fn new(topic: String, payload: bytes::Bytes) -> Self {
+        RawMessage {
+            topic,
+            payload,
+            ahead: None,
+        }
+    }
+
+    /// A message decoded here when it is a readings message, on the caller's thread. The
+    /// intake checks and counts everything exactly as for [`RawMessage::new`].
+    pub fn decoded_ahead(topic: String, payload: bytes::Bytes) -> Self {
+        let readings = parse_node_topic(&topic).is_ok_and(|t| t.kind == TopicKind::Readings);
+        let ahead = readings.then(|| decode::<ReadingsMessage>(&payload));
+        RawMessage {
+            topic,
+            payload,
+            ahead,
+        }
+    }
 }
 
 /// Every reason a whole message can be refused, for metrics that list zeros too.
@@ -245,15 +271,15 @@ impl Intake {
         self.warn(reason, topic, detail);
     }
 
-    /// Handles a slice of messages under one engine lock.
-    pub fn handle_batch(&mut self, msgs: &[RawMessage], now_ms: i64) {
+    /// Handles messages under one engine lock.
+    pub fn handle_batch(&mut self, msgs: impl ExactSizeIterator<Item = RawMessage>, now_ms: i64) {
         let engine = self.engine.clone();
         let Ok(mut engine) = engine.lock() else {
             tracing::error!("engine state poisoned; dropping {} messages", msgs.len());
             return;
         };
         for m in msgs {
-            self.handle(&mut engine, &m.topic, &m.payload, now_ms);
+            self.handle_with(&mut engine, &m.topic, &m.payload, m.ahead, now_ms);
         }
     }
 
@@ -264,8 +290,9 @@ impl Intake {
         t: &NodeTopic<'_>,
         topic: &str,
         payload: &[u8],
+        ahead: Option<Result<T, dcwatt_common::protocol::DecodeError>>,
     ) -> Option<T> {
-        let msg: T = match decode(payload) {
+        let msg: T = match ahead.unwrap_or_else(|| decode(payload)) {
             Ok(m) => m,
             Err(e) => {
                 self.refuse(e.reason(), topic, &e);
@@ -282,6 +309,17 @@ impl Intake {
 
     /// Handles one message.
     pub fn handle(&mut self, engine: &mut Engine, topic: &str, payload: &[u8], now_ms: i64) {
+        self.handle_with(engine, topic, payload, None, now_ms);
+    }
+
+    fn handle_with(
+        &mut self,
+        engine: &mut Engine,
+        topic: &str,
+        payload: &[u8],
+        ahead: Option<Result<ReadingsMessage, dcwatt_common::protocol::DecodeError>>,
+        now_ms: i64,
+    ) {
         if self.summary(topic, payload, now_ms) {
             return;
         }
@@ -311,7 +349,7 @@ impl Intake {
                     // A retained status being cleared by an operator: nothing to apply.
                     return;
                 }
-                let Some(msg) = self.decode::<StatusMessage>(&t, topic, payload) else {
+                let Some(msg) = self.decode::<StatusMessage>(&t, topic, payload, None) else {
                     return;
                 };
                 for id in [&msg.rack, &msg.zone].into_iter().flatten() {
@@ -322,7 +360,7 @@ impl Intake {
                 engine.apply_status(&msg, now_ms);
             }
             TopicKind::Readings => {
-                let Some(msg) = self.decode::<ReadingsMessage>(&t, topic, payload) else {
+                let Some(msg) = self.decode::<ReadingsMessage>(&t, topic, payload, ahead) else {
                     return;
                 };
                 if msg.readings.len() > self.cfg.max_readings_per_batch {
@@ -427,8 +465,7 @@ impl Intake {
             if n == 0 {
                 break;
             }
-            self.handle_batch(&batch, dcwatt_common::now_ms());
-            batch.clear();
+            self.handle_batch(batch.drain(..), dcwatt_common::now_ms());
         }
         // Take what was queued when asked to stop (bounded: the embedded broker may still
         // be sending).
@@ -438,7 +475,7 @@ impl Intake {
                 Err(_) => break,
             }
         }
-        self.handle_batch(&batch, dcwatt_common::now_ms());
+        self.handle_batch(batch.drain(..), dcwatt_common::now_ms());
     }
 }
 

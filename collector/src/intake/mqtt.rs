@@ -54,10 +54,7 @@ pub async fn run(
                 }
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
-                let msg = RawMessage {
-                    topic: p.topic,
-                    payload: p.payload,
-                };
+                let msg = RawMessage::decoded_ahead(p.topic, p.payload);
                 tokio::select! {
                     _ = cancel.cancelled() => break,
                     r = tx.send(msg) => if r.is_err() { break },
