@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what dcwatt's tests talk to, when missing: Mosquitto, Prometheus Alertmanager,
 # ipmitool, net-snmp's snmpd, VictoriaMetrics (it accepts the InfluxDB v2 write API) and
-# headless Chromium with its WebDriver for the dashboard tests (Debian packages), and the
+# headless Chromium with its WebDriver for the dashboard tests, collectd and node_exporter for
+# the benchmarks (Debian packages), and the
 # BMC, Modbus and SNMP simulators (PyPI, into .venv).
 # Idempotent; needs root and apt-get to install. Without them the Mosquitto tests skip
 # loudly, or fail when DCWATT_REQUIRE_SERVICES=1.
@@ -14,6 +15,9 @@ command -v ipmitool >/dev/null 2>&1 || need+=(ipmitool)
 command -v snmpd >/dev/null 2>&1 || [ -x /usr/sbin/snmpd ] || need+=(snmpd snmp)
 command -v victoria-metrics >/dev/null 2>&1 || [ -x /usr/bin/victoria-metrics ] || need+=(victoria-metrics)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium chromium-driver)
+# The benchmarks' peers: collectd (with its MQTT plugin) and Prometheus node_exporter.
+[ -x /usr/sbin/collectd ] || need+=(collectd-core)
+command -v prometheus-node-exporter >/dev/null 2>&1 || need+=(prometheus-node-exporter)
 # A CJK font, so that the Chinese dashboard renders in screenshots.
 [ -d /usr/share/fonts/truetype/wqy ] || need+=(fonts-wqy-microhei)
 

@@ -1,0 +1,799 @@
+#!/usr/bin/env python3
+"""dcwatt's benchmark suite: dcwatt side by side with its peers and the physical ceiling.
+
+Run through scripts/bench.sh, which installs the peers and builds the binaries; see
+docs/benchmarks.md for what each measurement means. Every number that is compared is a
+ratio of two runs made here, one after the other, on the same machine: absolute numbers
+move with the machine's load, ratios much less.
+
+Measurements (each a function below):
+  ceiling   Mosquitto delivering a backlog to a subscriber that only counts (mosquitto_sub)
+            vs. the collector draining the same backlog with full processing, without and
+            with the InfluxDB sink to VictoriaMetrics;
+  embedded  the load generator flooding the collector's embedded broker vs. flooding
+            Mosquitto with a counting subscriber;
+  latency   p50/p99 from a reading's timestamp to its effect (the collector's histogram)
+            at 1k and 10k simulated hosts, 20 readings per batch every 10 s;
+  memory    collector memory per active series at 10k and 100k series;
+  agent     agent footprint vs. collectd and Prometheus node_exporter over the same time;
+  influx    the InfluxDB sink's throughput vs. line-protocol files POSTed with curl.
+
+--smoke runs everything at a tiny scale (seconds) and checks only that each measurement
+produces its numbers without loss: CI runs it so the suite keeps working.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+SITE = "bench"
+
+
+class BenchError(Exception):
+    pass
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def find(program, *extra):
+    for p in [shutil.which(program), *extra]:
+        if p and os.path.exists(p):
+            return p
+    return None
+
+
+class Proc:
+    """A child process with its output in a log file."""
+
+    def __init__(self, name, cmd, workdir, env=None):
+        self.name = name
+        self.log_path = os.path.join(workdir, f"{name}.log")
+        self.log = open(self.log_path, "wb")
+        e = dict(os.environ)
+        e.update(env or {})
+        self.p = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, cwd=workdir, env=e)
+
+    @property
+    def pid(self):
+        return self.p.pid
+
+    def running(self):
+        return self.p.poll() is None
+
+    def tail(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read()[-3000:].decode(errors="replace")
+        except OSError:
+            return ""
+
+    def stop(self):
+        if self.running():
+            try:
+                os.kill(self.p.pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+            self.p.terminate()
+            try:
+                self.p.wait(10)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+        self.log.close()
+
+
+def anon_rss(pid):
+    """Private memory (RssAnon) of a process: what it costs beyond the shared code pages."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def proc_stats(pid):
+    """(CPU seconds, RSS bytes, peak RSS bytes) of a process."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    rss = hwm = 0
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1]) * 1024
+            elif line.startswith("VmHWM:"):
+                hwm = int(line.split()[1]) * 1024
+    return cpu, rss, hwm
+
+
+def wait_until(what, timeout, fn, every=0.02):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = fn()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise BenchError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(every)
+
+
+def http_get(port, path, timeout=5):
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as r:
+            return r.read()
+    except OSError:
+        return None
+
+
+METRIC_LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^}]*\})?) (\S+)$")
+
+
+def scrape(port):
+    body = http_get(port, "/metrics")
+    if body is None:
+        return None
+    out = {}
+    for line in body.decode().splitlines():
+        m = METRIC_LINE.match(line)
+        if m:
+            out[m.group(1)] = float(m.group(2))
+    return out
+
+
+def quantile(before, after, q):
+    """histogram_quantile over the increase of dcwatt_ingest_latency_seconds, in ms."""
+    buckets = []
+    for k, v in after.items():
+        m = re.match(r'dcwatt_ingest_latency_seconds_bucket\{le="([^"]+)"\}', k)
+        if m:
+            le = float("inf") if m.group(1) == "+Inf" else float(m.group(1))
+            buckets.append((le, v - before.get(k, 0.0)))
+    buckets.sort()
+    total = buckets[-1][1] if buckets else 0
+    if total <= 0:
+        return None
+    rank = q * total
+    prev_le, prev_n = 0.0, 0.0
+    for le, n in buckets:
+        if n >= rank:
+            if le == float("inf"):
+                return prev_le * 1000
+            return 1000 * (prev_le + (le - prev_le) * (rank - prev_n) / max(n - prev_n, 1e-9))
+        prev_le, prev_n = le, n
+    return None
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.smoke = args.smoke
+        self.bins = os.path.abspath(args.bin_dir)
+        self.work = tempfile.mkdtemp(prefix="dcwatt-bench-")
+        self.procs = []
+        self.results = {}
+        self.mosquitto_exe = find("mosquitto", "/usr/sbin/mosquitto")
+        self.vm_exe = find("victoria-metrics", "/usr/bin/victoria-metrics")
+
+    # ---- peers -------------------------------------------------------------------------
+
+    def start(self, name, cmd, env=None):
+        p = Proc(name, cmd, self.work, env)
+        self.procs.append(p)
+        return p
+
+    def stop(self, p):
+        p.stop()
+        if p in self.procs:
+            self.procs.remove(p)
+
+    def mosquitto(self):
+        port = free_port()
+        conf = os.path.join(self.work, f"mosquitto-{port}.conf")
+        with open(conf, "w") as f:
+            # A backlog must stay whole: no queue limits, no persistence.
+            f.write(
+                f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                "max_queued_messages 0\nmax_queued_bytes 0\nmax_inflight_messages 1000\n"
+                "log_dest stderr\nlog_type error\nlog_type warning\n"
+            )
+        p = self.start(f"mosquitto-{port}", [self.mosquitto_exe, "-c", conf])
+        wait_until("mosquitto to listen", 10, lambda: self._listening(port))
+        return p, port
+
+    @staticmethod
+    def _listening(port):
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return True
+        except OSError:
+            return False
+
+    def victoria(self):
+        port = free_port()
+        p = self.start(
+            f"victoria-metrics-{port}",
+            [
+                self.vm_exe,
+                f"-httpListenAddr=127.0.0.1:{port}",
+                f"-storageDataPath={os.path.join(self.work, f'vm-{port}')}",
+                "-retentionPeriod=100y",
+            ],
+        )
+        wait_until("victoria-metrics", 30, lambda: http_get(port, "/health"))
+        return p, port
+
+    def collector(self, mqtt_port=None, influx_port=None, embedded_port=None):
+        http = free_port()
+        conf = os.path.join(self.work, f"collector-{http}.toml")
+        lines = [f'[http]\nlisten = "127.0.0.1:{http}"\n']
+        if embedded_port:
+            lines.append(f'[broker]\nembedded = true\nlisten = "127.0.0.1:{embedded_port}"\n')
+        else:
+            lines.append(
+                "[broker]\nembedded = false\n"
+                f'[mqtt]\nhost = "127.0.0.1"\nport = {mqtt_port}\nkeep_alive_secs = 900\n'
+                f'client_id = "dcwatt-collector-bench-{http}"\n'
+            )
+        lines.append("[history]\nenabled = false\n[state]\nenabled = false\n")
+        if influx_port:
+            lines.append(
+                f'[influx]\nenabled = true\nurl = "http://127.0.0.1:{influx_port}"\n'
+                f'bucket = "bench"\nraw = true\nspool_dir = "{self.work}/spool-{http}"\n'
+                # Room for the whole backlog: the sink's own pace is what is measured
+                # (with the default queue, a sink slower than the intake drops, counted).
+                "queue_batches = 1000000\n"
+            )
+        with open(conf, "w") as f:
+            f.write("".join(lines))
+        p = self.start(f"collector-{http}", [os.path.join(self.bins, "dcwatt-collector"), "--config", conf])
+
+        def ready():
+            if not p.running():
+                raise BenchError(f"the collector exited:\n{p.tail()}")
+            h = http_get(http, "/healthz")
+            return h and json.loads(h).get("broker_connected") is True
+
+        wait_until("collector /healthz", 30, ready)
+        return p, http
+
+    def loadgen(self, port, *extra, check=True):
+        cmd = [os.path.join(self.bins, "dcwatt-loadgen"), "--port", str(port), "--site", SITE, *map(str, extra)]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+        if out.returncode != 0:
+            raise BenchError(f"dcwatt-loadgen failed: {out.stderr}")
+        summary = json.loads(out.stdout)
+        if check and (summary["acked"] != summary["batches_sent"] + summary["status_sent"] or summary["connection_errors"]):
+            raise BenchError(f"the broker did not take everything: {summary}")
+        return summary
+
+    def wait_readings(self, http, n, timeout):
+        return wait_until(
+            f"{n} readings messages at the collector",
+            timeout,
+            lambda: (m := scrape(http)) and m.get('dcwatt_messages_received_total{kind="readings"}', 0) >= n and m,
+            every=0.01,
+        )
+
+    def check_clean(self, m, batches, readings, what):
+        """Nothing lost, nothing refused."""
+        got = m.get('dcwatt_messages_received_total{kind="readings"}')
+        acc = m.get("dcwatt_readings_accepted_total")
+        refused = sum(v for k, v in m.items() if k.startswith(("dcwatt_messages_rejected_total", "dcwatt_readings_rejected_total")))
+        if got != batches or acc != readings or refused or m.get("dcwatt_batches_missing", 0):
+            raise BenchError(
+                f"{what}: received {got} of {batches} batches, accepted {acc} of {readings} readings, "
+                f"{refused} refused, {m.get('dcwatt_batches_missing')} missing"
+            )
+
+    # ---- measurements ------------------------------------------------------------------
+
+    def drain_subscriber(self, hosts, batches):
+        """Batches/s of mosquitto_sub draining a backlog of `batches`."""
+        mq, port = self.mosquitto()
+        sub = self.start(
+            "mosquitto_sub",
+            ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-q", "1", "-k", "900",
+             "-t", f"dcwatt/v1/{SITE}/+/readings", "-C", str(batches), "-N"],
+        )
+        time.sleep(0.5)
+        os.kill(sub.pid, signal.SIGSTOP)
+        self.loadgen(port, "--hosts", hosts, "--batches", batches)
+        t0 = time.monotonic()
+        os.kill(sub.pid, signal.SIGCONT)
+        sub.p.wait(600)
+        dt = time.monotonic() - t0
+        if sub.p.returncode != 0:
+            raise BenchError(f"mosquitto_sub failed: {sub.tail()}")
+        self.stop(sub)
+        self.stop(mq)
+        print(f"bench:   mosquitto_sub: {batches / dt:,.0f} batches/s", file=sys.stderr, flush=True)
+        return batches / dt
+
+    def drain_collector(self, hosts, batches, readings, with_influx):
+        """The collector draining the same backlog: batches/s, CPU s, peak RSS, and with the
+        sink, the sink's lines/s until every line is written."""
+        label = "collector_influx" if with_influx else "collector"
+        mq, port = self.mosquitto()
+        vm = vm_port = None
+        if with_influx:
+            vm, vm_port = self.victoria()
+        col, http = self.collector(mqtt_port=port, influx_port=vm_port)
+        os.kill(col.pid, signal.SIGSTOP)
+        self.loadgen(port, "--hosts", hosts, "--batches", batches)
+        cpu0, _, _ = proc_stats(col.pid)
+        t0 = time.monotonic()
+        os.kill(col.pid, signal.SIGCONT)
+        m = self.wait_readings(http, batches, 600)
+        dt = time.monotonic() - t0
+        cpu1, _, hwm = proc_stats(col.pid)
+        self.check_clean(m, batches, batches * readings, label)
+        out = {"batches_per_s": batches / dt, "cpu_s": cpu1 - cpu0, "peak_rss_mib": hwm / 2**20}
+        site = json.loads(http_get(http, f"/api/v1/sites/{SITE}") or b"{}")
+        out["live_ratio"] = (site.get("power") or {}).get("ratio")
+        print(f"bench:   {label}: {batches / dt:,.0f} batches/s", file=sys.stderr, flush=True)
+        if with_influx:
+            lines = batches * readings
+            m = wait_until("the InfluxDB sink to write every raw line", 900,
+                           lambda: (x := scrape(http)) and sink_done(x, lines), every=0.05)
+            out["sink_lines_per_s"] = m["dcwatt_influx_lines_written_total"] / (time.monotonic() - t0)
+            out["sink_lines"] = m["dcwatt_influx_lines_written_total"]
+        self.stop(col)
+        if vm:
+            self.stop(vm)
+        self.stop(mq)
+        return out
+
+    def ceiling(self):
+        """Backlog drain: Mosquitto → counting subscriber vs. Mosquitto → collector, each
+        repeated (alternating) and the median taken: single drains vary by a third here."""
+        hosts, batches, reps = (50, 2_000, 1) if self.smoke else (1_000, 200_000, 3)
+        readings = 20
+        subs, cols = [], []
+        for _ in range(reps):
+            subs.append(self.drain_subscriber(hosts, batches))
+            cols.append(self.drain_collector(hosts, batches, readings, False))
+        inf = self.drain_collector(hosts, batches, readings, True)
+        col = sorted(cols, key=lambda c: c["batches_per_s"])[len(cols) // 2]
+        res = {
+            "batches": batches,
+            "readings_per_batch": readings,
+            "repetitions": reps,
+            "mosquitto_sub_runs": subs,
+            "collector_runs": [c["batches_per_s"] for c in cols],
+            "mosquitto_sub_batches_per_s": sorted(subs)[len(subs) // 2],
+            "collector_batches_per_s": col["batches_per_s"],
+            "collector_cpu_s": col["cpu_s"],
+            "collector_peak_rss_mib": col["peak_rss_mib"],
+            "collector_live_ratio": col["live_ratio"],
+            "collector_influx_batches_per_s": inf["batches_per_s"],
+            "collector_influx_cpu_s": inf["cpu_s"],
+            "collector_influx_peak_rss_mib": inf["peak_rss_mib"],
+            "influx_sink_lines_per_s": inf["sink_lines_per_s"],
+            "influx_sink_lines": inf["sink_lines"],
+        }
+        res["collector_share"] = res["collector_batches_per_s"] / res["mosquitto_sub_batches_per_s"]
+        # Sustained with the sink on: the intake's pace, unless the sink's is slower (then
+        # a default-sized sink queue would fill and drop).
+        res["collector_influx_sustained_batches_per_s"] = min(
+            res["collector_influx_batches_per_s"], res["influx_sink_lines_per_s"] / readings)
+        res["collector_influx_share"] = res["collector_influx_sustained_batches_per_s"] / res["mosquitto_sub_batches_per_s"]
+        res["readings_per_s"] = res["collector_batches_per_s"] * readings
+        if res["collector_live_ratio"] is None or abs(res["collector_live_ratio"] - 1.4) > 1e-3:
+            raise BenchError(f"the collector's live power ratio is {res['collector_live_ratio']}, not 1.4")
+        self.results["ceiling"] = res
+
+    def embedded(self):
+        """Flood: loadgen → Mosquitto → counting subscriber vs. loadgen → embedded broker."""
+        # 60,000 batches of 1.7 KB stay within the embedded broker's default log (8 × 16 MiB):
+        # a subscriber further behind than the log loses the oldest segment (counted as
+        # missing batches; see docs/measurement.md).
+        hosts, batches = (50, 2_000) if self.smoke else (1_000, 60_000)
+        res = {"batches": batches}
+        mq, port = self.mosquitto()
+        sub = self.start(
+            "mosquitto_sub",
+            ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-q", "1",
+             "-t", f"dcwatt/v1/{SITE}/+/readings", "-C", str(batches), "-N"],
+        )
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        self.loadgen(port, "--hosts", hosts, "--batches", batches)
+        sub.p.wait(600)
+        res["mosquitto_sub_batches_per_s"] = batches / (time.monotonic() - t0)
+        self.stop(sub)
+        self.stop(mq)
+
+        port = free_port()
+        col, http = self.collector(embedded_port=port)
+        cpu0, _, _ = proc_stats(col.pid)
+        t0 = time.monotonic()
+        self.loadgen(port, "--hosts", hosts, "--batches", batches)
+        m = self.wait_readings(http, batches, 600)
+        dt = time.monotonic() - t0
+        cpu1, _, hwm = proc_stats(col.pid)
+        self.check_clean(m, batches, batches * 20, "embedded")
+        res["embedded_batches_per_s"] = batches / dt
+        res["embedded_cpu_s"] = cpu1 - cpu0
+        res["embedded_peak_rss_mib"] = hwm / 2**20
+        res["embedded_share"] = res["embedded_batches_per_s"] / res["mosquitto_sub_batches_per_s"]
+        self.stop(col)
+        self.results["embedded"] = res
+
+    def latency(self):
+        """p50/p99 from reading timestamp to effect, paced like a real fleet."""
+        runs = [(100, 3), (1_000, 3)] if self.smoke else [(1_000, 60), (10_000, 60)]
+        res = {}
+        for hosts, secs in runs:
+            mq, port = self.mosquitto()
+            col, http = self.collector(mqtt_port=port)
+            before = scrape(http)
+            cpu0, _, _ = proc_stats(col.pid)
+            lg = self.loadgen(port, "--hosts", hosts, "--interval-ms", 10_000, "--duration-secs", secs,
+                              "--connections", 16)
+            m = self.wait_readings(http, lg["batches_sent"], 120)
+            cpu1, _, hwm = proc_stats(col.pid)
+            self.check_clean(m, lg["batches_sent"], lg["readings_sent"], f"latency at {hosts} hosts")
+            res[str(hosts)] = {
+                "seconds": secs,
+                "batches": lg["batches_sent"],
+                "readings_per_s": lg["readings_sent"] / secs,
+                "p50_ms": quantile(before, m, 0.50),
+                "p99_ms": quantile(before, m, 0.99),
+                "cpu_share": (cpu1 - cpu0) / secs,
+                "peak_rss_mib": hwm / 2**20,
+            }
+            self.stop(col)
+            self.stop(mq)
+        self.results["latency"] = res
+
+    def memory(self):
+        """Resident memory per active series (node, metric, component)."""
+        steps = [100, 1_000] if self.smoke else [500, 5_000]
+        readings = 20
+        mq, port = self.mosquitto()
+        col, http = self.collector(mqtt_port=port)
+        time.sleep(1)
+        _, rss0, _ = proc_stats(col.pid)
+        res = {"idle_rss_mib": rss0 / 2**20}
+        sent = 0
+        prev = (0, rss0)
+        for hosts in steps:
+            # Three batches per node at 1 s, so the intake never queues (a queue would
+            # leave freed buffers in the resident set).
+            lg = self.loadgen(port, "--hosts", hosts, "--interval-ms", 1_000, "--duration-secs", 3.2,
+                              "--connections", 8)
+            sent += lg["batches_sent"]
+            self.wait_readings(http, sent, 120)
+            time.sleep(1)
+            _, rss, _ = proc_stats(col.pid)
+            series = (hosts + 1) * readings
+            res[str(series)] = {
+                "rss_mib": rss / 2**20,
+                "bytes_per_series": (rss - rss0) / series,
+                "marginal_bytes_per_series": (rss - prev[1]) / (series - prev[0]),
+            }
+            prev = (series, rss)
+        self.stop(col)
+        self.stop(mq)
+        self.results["memory"] = res
+
+    def agent(self):
+        """The agent vs. collectd and node_exporter, running side by side."""
+        secs = 3 if self.smoke else 600
+        mq, port = self.mosquitto()
+        res = {"seconds": secs, "interval_s": 10}
+        # A fake hwmon tree (no sensors in a container): one ACPI power meter, two temps.
+        sysfs = os.path.join(self.work, "sysfs")
+        for dev, files in {
+            "hwmon0": {"name": "power_meter", "power1_input": "245000000"},
+            "hwmon1": {"name": "coretemp", "temp1_input": "45000", "temp1_label": "Package id 0",
+                       "temp2_input": "43000", "temp2_label": "Core 0"},
+        }.items():
+            d = os.path.join(sysfs, "class/hwmon", dev)
+            os.makedirs(d, exist_ok=True)
+            for k, v in files.items():
+                with open(os.path.join(d, k), "w") as f:
+                    f.write(v + "\n")
+        agent_conf = os.path.join(self.work, "agent.toml")
+        with open(agent_conf, "w") as f:
+            f.write(
+                f'site = "{SITE}"\nnode = "agent0"\ninterval_secs = 10\n'
+                f'[mqtt]\nhost = "127.0.0.1"\nport = {port}\n'
+                f'[spool]\ndir = "{self.work}/agent-spool"\n'
+                '[[sources]]\ntype = "sysinfo"\n'
+                f'[[sources]]\ntype = "hwmon"\nsysfs_root = "{sysfs}"\n'
+                '[[sources]]\ntype = "sim"\npoint = "it_input"\nbase_w = 300.0\namplitude_w = 40.0\nperiod_secs = 600.0\n'
+            )
+        agent_bin = os.path.abspath(self.args.agent_bin or os.path.join(self.bins, "dcwatt-agent"))
+        chk = subprocess.run([agent_bin, "--config", agent_conf, "check-config"], capture_output=True, text=True)
+        if chk.returncode != 0:
+            raise BenchError(f"agent config refused: {chk.stderr}")
+        peers = {"dcwatt-agent": self.start("dcwatt-agent", [agent_bin, "--config", agent_conf])}
+        collectd = find("collectd", "/usr/sbin/collectd")
+        if collectd:
+            conf = os.path.join(self.work, "collectd.conf")
+            with open(conf, "w") as f:
+                f.write(
+                    f'Hostname "agent0"\nInterval 10\nBaseDir "{self.work}"\nPIDFile "{self.work}/collectd.pid"\n'
+                    'PluginDir "/usr/lib/collectd"\nTypesDB "/usr/share/collectd/types.db"\n'
+                    "LoadPlugin cpu\nLoadPlugin memory\nLoadPlugin load\nLoadPlugin mqtt\n"
+                    f'<Plugin mqtt>\n  <Publish "bench">\n    Host "127.0.0.1"\n    Port {port}\n'
+                    '    ClientId "collectd-bench"\n    Prefix "collectd"\n    QoS 1\n  </Publish>\n</Plugin>\n'
+                )
+            peers["collectd"] = self.start("collectd", [collectd, "-f", "-C", conf])
+        ne = find("prometheus-node-exporter", "/usr/bin/prometheus-node-exporter")
+        ne_port = free_port()
+        if ne:
+            peers["node_exporter"] = self.start(
+                "node_exporter", [ne, f"--web.listen-address=127.0.0.1:{ne_port}"]
+            )
+        # Count what reaches the broker from each, to check they all publish.
+        counter = self.start(
+            "mosquitto_sub-agent",
+            ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-t", "dcwatt/#", "-t", "collectd/#", "-v"],
+        )
+        deadline = time.monotonic() + secs
+        scrapes = 0
+        while True:
+            if ne and http_get(ne_port, "/metrics"):
+                scrapes += 1
+            for name, p in peers.items():
+                if not p.running():
+                    raise BenchError(f"{name} exited:\n{p.tail()}")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            time.sleep(min(10, left))
+        sizes = {"dcwatt-agent": stripped_size(agent_bin, self.work)}
+        if collectd:
+            sizes["collectd"] = os.path.getsize(collectd) + sum(
+                os.path.getsize(f"/usr/lib/collectd/{p}.so") for p in ("cpu", "memory", "load", "mqtt")
+            )
+        if ne:
+            sizes["node_exporter"] = os.path.getsize(ne)
+        for name, p in peers.items():
+            cpu, _, hwm = proc_stats(p.pid)
+            res[name] = {"cpu_s": cpu, "peak_rss_mib": hwm / 2**20, "anon_rss_mib": anon_rss(p.pid) / 2**20,
+                         "binary_mib": sizes[name] / 2**20}
+        res["node_exporter_scrapes"] = scrapes
+        for p in [*peers.values(), counter]:
+            self.stop(p)
+        with open(counter.log_path) as f:
+            topics = [line.split(" ", 1)[0] for line in f]
+        res["dcwatt_messages"] = sum(t.startswith("dcwatt/") for t in topics)
+        res["collectd_messages"] = sum(t.startswith("collectd/") for t in topics)
+        if res["dcwatt_messages"] == 0 or (collectd and res["collectd_messages"] == 0 and not self.smoke):
+            raise BenchError(f"an agent published nothing: {res}")
+        self.stop(mq)
+        self.results["agent"] = res
+
+    def influx_ceiling(self):
+        """VictoriaMetrics' raw ceiling: line-protocol files POSTed by curl, 4 in parallel."""
+        lines = 40_000 if self.smoke else 4_000_000
+        per_file = 5_000
+        vm, port = self.victoria()
+        files = os.path.join(self.work, "lines")
+        os.makedirs(files, exist_ok=True)
+        t = 1_800_000_000_000
+        n = 0
+        paths = []
+        while n < lines:
+            path = os.path.join(files, f"{len(paths):05}.lp")
+            with open(path, "w") as f:
+                for i in range(n, min(n + per_file, lines)):
+                    host, k = divmod(i, 20)
+                    f.write(
+                        f"dcwatt_reading,component=sensor{k},metric=temp_c,node=h{host % 1000:06},"
+                        f"rack=r{host % 1000 // 20:04},site={SITE} value={20 + k}.5 {t + host // 1000}\n"
+                    )
+            paths.append(path)
+            n = min(n + per_file, lines)
+        url = f"http://127.0.0.1:{port}/api/v2/write?org=dcwatt&bucket=bench&precision=ms"
+        t0 = time.monotonic()
+        out = subprocess.run(
+            ["xargs", "-P", "4", "-I", "{}", "curl", "-sf", "-o", "/dev/null", "--data-binary", "{}", url],
+            input="".join(f"@{p}\n" for p in paths), text=True, capture_output=True,
+        )
+        dt = time.monotonic() - t0
+        if out.returncode != 0:
+            raise BenchError(f"curl failed: {out.stderr}")
+        self.results["influx_ceiling"] = {"lines": lines, "lines_per_s": lines / dt}
+        self.stop(vm)
+
+    def run(self, which):
+        for name in which:
+            t0 = time.monotonic()
+            print(f"bench: {name} …", file=sys.stderr, flush=True)
+            getattr(self, name)()
+            print(f"bench: {name} done in {time.monotonic() - t0:.0f} s: {json.dumps(self.results.get(name))}",
+                  file=sys.stderr, flush=True)
+
+    def close(self):
+        for p in list(self.procs):
+            p.stop()
+        if not self.args.keep:
+            shutil.rmtree(self.work, ignore_errors=True)
+
+
+def sink_done(m, lines):
+    """The sink has written `lines` and holds nothing; an error when it lost any."""
+    lost = {k: v for k, v in m.items() if v and k.startswith((
+        "dcwatt_sink_queue_dropped_total", "dcwatt_influx_lines_rejected_total", "dcwatt_influx_lines_dropped_total"))}
+    if lost:
+        raise BenchError(f"the InfluxDB sink lost lines: {lost}")
+    return m.get("dcwatt_influx_lines_written_total", 0) >= lines and m.get("dcwatt_influx_buffered_lines", 1) == 0 and m
+
+
+def stripped_size(binary, work):
+    out = os.path.join(work, os.path.basename(binary) + ".stripped")
+    if subprocess.run(["strip", "-o", out, binary], capture_output=True).returncode != 0:
+        return os.path.getsize(binary)
+    return os.path.getsize(out)
+
+
+def targets(r):
+    """Each target of docs/benchmarks.md: (name, measured, target, met)."""
+    out = []
+
+    def add(name, value, fmt, target, met):
+        out.append((name, fmt.format(value) if value is not None else "n/a", target, met))
+
+    c = r.get("ceiling")
+    if c:
+        add("Ingest vs. Mosquitto → counting subscriber", 100 * c["collector_share"], "{:.0f} %", "≥ 95 %",
+            c["collector_share"] >= 0.95)
+        add("Ingest with the InfluxDB sink on", 100 * c["collector_influx_share"], "{:.0f} %", "≥ 80 %",
+            c["collector_influx_share"] >= 0.80)
+    lat = r.get("latency", {}).get("10000")
+    if lat:
+        add("p99 latency at 10k hosts", lat["p99_ms"], "{:.1f} ms", "< 50 ms",
+            lat["p99_ms"] is not None and lat["p99_ms"] < 50)
+    mem = r.get("memory", {})
+    per = [v["marginal_bytes_per_series"] for k, v in mem.items() if isinstance(v, dict)]
+    if per:
+        add("Collector memory per active series", max(per), "{:.0f} B", "≤ 2048 B", max(per) <= 2048)
+    a = r.get("agent")
+    if a:
+        ag = a["dcwatt-agent"]
+        add("Agent peak RSS", ag["peak_rss_mib"], "{:.1f} MiB", "≤ 5 MB", ag["peak_rss_mib"] * 2**20 <= 5e6)
+        if "collectd" in a:
+            add("Agent CPU seconds vs. collectd", ag["cpu_s"] / max(a["collectd"]["cpu_s"], 0.01), "{:.2f}×",
+                "≤ 1×", ag["cpu_s"] <= a["collectd"]["cpu_s"])
+        add("Agent binary, stripped", ag["binary_mib"], "{:.1f} MiB", "≤ 10 MB", ag["binary_mib"] * 2**20 <= 10e6)
+    i, ic = r.get("ceiling"), r.get("influx_ceiling")
+    if i and ic and "influx_sink_lines_per_s" in i:
+        share = i["influx_sink_lines_per_s"] / ic["lines_per_s"]
+        add("InfluxDB sink vs. VictoriaMetrics' raw ceiling", 100 * share, "{:.0f} %", "≥ 80 %", share >= 0.80)
+    return out
+
+
+def markdown(r, meta):
+    rows = [f"### {meta['date']} · {meta['machine']} · commit {meta['commit']}", ""]
+    rows += ["| Target | Measured | Target | Met |", "|---|---|---|---|"]
+    rows += [f"| {n} | {v} | {t} | {'yes' if m else '**no**'} |" for n, v, t, m in targets(r)]
+    rows += ["", "| Measurement | Result |", "|---|---|"]
+    c = r.get("ceiling")
+    if c:
+        runs = ", ".join(f"{x:,.0f}" for x in c["mosquitto_sub_runs"])
+        rows.append(f"| Backlog of {c['batches']:,} batches × {c['readings_per_batch']} readings: mosquitto_sub "
+                    f"(median of {c['repetitions']}: {runs}) | {c['mosquitto_sub_batches_per_s']:,.0f} batches/s |")
+        runs = ", ".join(f"{x:,.0f}" for x in c["collector_runs"])
+        rows.append(f"| … collector, full processing (median of {c['repetitions']}: {runs}) | "
+                    f"{c['collector_batches_per_s']:,.0f} batches/s "
+                    f"({c['readings_per_s']:,.0f} readings/s), {c['collector_cpu_s']:.1f} CPU s, "
+                    f"peak RSS {c['collector_peak_rss_mib']:.0f} MiB |")
+        rows.append(f"| … collector with the InfluxDB sink | intake {c['collector_influx_batches_per_s']:,.0f} batches/s, "
+                    f"sustained {c['collector_influx_sustained_batches_per_s']:,.0f} batches/s, "
+                    f"{c['collector_influx_cpu_s']:.1f} CPU s, peak RSS {c['collector_influx_peak_rss_mib']:.0f} MiB |")
+        if "influx_sink_lines_per_s" in c:
+            rows.append(f"| … InfluxDB sink into VictoriaMetrics | {c['influx_sink_lines_per_s']:,.0f} lines/s "
+                        f"({c['influx_sink_lines']:,.0f} lines) |")
+    ic = r.get("influx_ceiling")
+    if ic:
+        rows.append(f"| VictoriaMetrics raw ceiling (curl, 4 parallel, 5,000 lines per POST) | "
+                    f"{ic['lines_per_s']:,.0f} lines/s |")
+    e = r.get("embedded")
+    if e:
+        rows.append(f"| Flood of {e['batches']:,} batches: loadgen → Mosquitto → mosquitto_sub | "
+                    f"{e['mosquitto_sub_batches_per_s']:,.0f} batches/s |")
+        rows.append(f"| … loadgen → embedded broker → collector | {e['embedded_batches_per_s']:,.0f} batches/s "
+                    f"({100 * e['embedded_share']:.0f} %), peak RSS {e['embedded_peak_rss_mib']:.0f} MiB |")
+    for hosts, v in r.get("latency", {}).items():
+        rows.append(f"| Latency, {int(hosts):,} hosts × 20 readings / 10 s for {v['seconds']} s | "
+                    f"p50 {v['p50_ms']:.1f} ms, p99 {v['p99_ms']:.1f} ms; collector CPU {100 * v['cpu_share']:.1f} %, "
+                    f"peak RSS {v['peak_rss_mib']:.0f} MiB |")
+    mem = r.get("memory", {})
+    if mem:
+        rows.append(f"| Collector idle RSS | {mem['idle_rss_mib']:.1f} MiB |")
+        for k, v in mem.items():
+            if isinstance(v, dict):
+                rows.append(f"| {int(k):,} series | RSS {v['rss_mib']:.1f} MiB, {v['bytes_per_series']:.0f} B/series "
+                            f"(marginal {v['marginal_bytes_per_series']:.0f} B) |")
+    a = r.get("agent")
+    if a:
+        for name in ("dcwatt-agent", "collectd", "node_exporter"):
+            if name in a:
+                v = a[name]
+                rows.append(f"| {name}, {a['seconds']} s at {a['interval_s']} s | peak RSS {v['peak_rss_mib']:.1f} MiB "
+                            f"(private {v['anon_rss_mib']:.1f} MiB), "
+                            f"{v['cpu_s']:.2f} CPU s, binary {v['binary_mib']:.1f} MiB |")
+    return "\n".join(rows) + "\n"
+
+
+BEGIN, END = "<!-- bench:results:begin -->", "<!-- bench:results:end -->"
+
+
+def write_doc(path, table):
+    with open(path) as f:
+        doc = f.read()
+    if BEGIN not in doc or END not in doc:
+        raise BenchError(f"{path} has no {BEGIN} … {END} markers")
+    head, rest = doc.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    with open(path, "w") as f:
+        f.write(f"{head}{BEGIN}\n{table}{END}{tail}")
+
+
+def main():
+    # The agent comparison last: it is the long one (10 min) and the least disturbed by load.
+    all_names = ["ceiling", "embedded", "latency", "memory", "influx_ceiling", "agent"]
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bin-dir", default=os.path.join(ROOT, "target/release"))
+    ap.add_argument("--agent-bin", help="the agent to measure (default: the one in --bin-dir)")
+    ap.add_argument("--smoke", action="store_true", help="tiny scale, for CI: checks the suite works")
+    ap.add_argument("--only", action="append", choices=all_names, help="run only these (repeatable)")
+    ap.add_argument("--json", help="write the raw results here")
+    ap.add_argument("--write-doc", help="replace the results table in this Markdown file")
+    ap.add_argument("--keep", action="store_true", help="keep the scratch directory and its logs")
+    args = ap.parse_args()
+    for exe in ("dcwatt-collector", "dcwatt-agent", "dcwatt-loadgen"):
+        if not os.access(os.path.join(args.bin_dir, exe), os.X_OK):
+            sys.exit(f"bench: {exe} is not in {args.bin_dir}; build it first (scripts/bench.sh does)")
+    b = Bench(args)
+    missing = [n for n, p in (("mosquitto", b.mosquitto_exe), ("victoria-metrics", b.vm_exe),
+                              ("mosquitto_sub", find("mosquitto_sub")), ("curl", find("curl"))) if not p]
+    if missing:
+        sys.exit(f"bench: missing {', '.join(missing)} (scripts/install-test-deps.sh installs them)")
+    try:
+        b.run(args.only or all_names)
+    except BenchError as e:
+        print(f"bench: FAILED: {e}\nlogs: {b.work}", file=sys.stderr)
+        args.keep = True
+        sys.exit(1)
+    finally:
+        b.close()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    meta = {
+        "date": datetime.date.today().isoformat(),
+        "machine": f"{os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, "
+                   f"{platform.system()} {platform.release()}",
+        "commit": commit or "unknown",
+    }
+    table = markdown(b.results, meta)
+    print(table)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"meta": meta, "results": b.results}, f, indent=2)
+    if args.write_doc:
+        write_doc(args.write_doc, table)
+
+
+if __name__ == "__main__":
+    main()
