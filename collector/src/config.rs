@@ -25,6 +25,9 @@ struct SiteRaw {
     site: String,
     #[serde(default = "utc")]
     utc_offset: String,
+    /// The PUE category the site reports at (1, 2 or 3); chosen from coverage when unset.
+    #[serde(default)]
+    category: Option<u8>,
 }
 
 fn utc() -> String {
@@ -736,9 +739,22 @@ impl CollectorConfig {
         let history = history_config(history, &mut p);
         let sites: Vec<SiteRaw> = l.get_or_default("sites", &mut p);
         let mut site_offsets = std::collections::BTreeMap::new();
+        let mut site_categories = std::collections::BTreeMap::new();
         for (i, sr) in sites.iter().enumerate() {
             if let Err(e) = validate_id(&sr.site) {
                 p.push(format!("sites[{i}].site"), e.to_string());
+            }
+            match sr.category {
+                None => {}
+                Some(c @ 1..=3) => {
+                    site_categories.insert(sr.site.clone(), c);
+                }
+                Some(c) => p.push(
+                    format!("sites[{i}].category"),
+                    format!(
+                        "{c} is not a PUE category (1, 2 or 3; leave it out to choose by coverage)"
+                    ),
+                ),
             }
             match parse_utc_offset(&sr.utc_offset) {
                 Some(o) => {
@@ -917,6 +933,7 @@ impl CollectorConfig {
                     .iter()
                     .map(|r| ((r.site.clone(), r.rack.clone()), r.budget_w))
                     .collect(),
+                site_categories,
             },
             alerts,
             racks,
@@ -1093,5 +1110,16 @@ mod tests {
             ],
             "{err}"
         );
+    }
+
+    #[test]
+    fn site_categories_are_1_to_3() {
+        let ok = "[[sites]]\nsite = \"dc1\"\ncategory = 2\n[[sites]]\nsite = \"dc2\"\n";
+        let c = CollectorConfig::from_loader(&Loader::from_toml(ok).unwrap()).unwrap();
+        assert_eq!(c.engine.level_rule("dc1").category, Some(2));
+        assert_eq!(c.engine.level_rule("dc2").category, None);
+        let bad = "[[sites]]\nsite = \"dc1\"\ncategory = 4\n";
+        let err = CollectorConfig::from_loader(&Loader::from_toml(bad).unwrap()).unwrap_err();
+        assert_eq!(err.0[0].path, "sites[0].category", "{err}");
     }
 }

@@ -226,13 +226,13 @@ pub async fn history(
     }
     // Steps start on whole minutes.
     let from = from.div_euclid(MINUTE_MS) * MINUTE_MS;
-    let min_coverage = s.sinks.min_coverage;
+    let rule = s.sinks.level_rule(&site);
     let result = query_history(&s, path, &site, "history", move |store, site| {
         if series == "pue" && key == "step" {
             let steps = store.energy_steps(site, from, to, step)?;
             let mut out = crate::history::store::Resampled::default();
             for (start, totals) in steps {
-                let v = period_view(&totals, min_coverage, start, (start + step).min(to));
+                let v = period_view(&totals, rule, start, (start + step).min(to));
                 out.time.push(start);
                 out.value.push(v.value);
                 out.category.push(v.category);
@@ -300,9 +300,9 @@ pub async fn energy(
         Some("csv") => true,
         Some(f) => return bad(format!("format={f:?} is not json or csv")),
     };
-    let min_coverage = s.sinks.min_coverage;
+    let rule = s.sinks.level_rule(&site);
     let (v, minutes) = match query_history(&s, path, &site, "energy", move |store, site| {
-        store.energy(site, from, to, min_coverage)
+        store.energy(site, from, to, rule)
     })
     .await
     {
@@ -365,11 +365,11 @@ pub async fn calendar(State(s): State<AppState>, Path(site): Path<String>) -> Re
     let Some(starts) = calendar_starts(now, offset) else {
         return bad("the site's utc_offset is out of range");
     };
-    let min_coverage = s.sinks.min_coverage;
+    let rule = s.sinks.level_rule(&site);
     let result = query_history(&s, path, &site, "calendar", move |store, site| {
         let mut out = serde_json::Map::new();
         for (name, from) in starts {
-            let (v, minutes) = store.energy(site, from, now, min_coverage)?;
+            let (v, minutes) = store.energy(site, from, now, rule)?;
             let expected_minutes = (now - from) / MINUTE_MS;
             out.insert(
                 name.to_owned(),

@@ -4,7 +4,7 @@
 //! windows are. Still pure.
 
 use super::view::{choose, judge, quality_label, round6, LevelStat, WindowView, IT_LEVELS};
-use super::Engine;
+use super::{Engine, LevelRule};
 use dcwatt_common::protocol::Point;
 use std::collections::BTreeMap;
 
@@ -66,11 +66,11 @@ impl PeriodTotals {
 }
 
 /// The PUE of a period from its per-point sums, by the same rules as the rolling windows:
-/// one IT level (the highest category meeting `min_coverage`), `invalid` below 1.0,
-/// coverage and quality stated.
+/// one IT level (the site's set category, else the highest meeting the minimum coverage),
+/// `invalid` below 1.0, coverage and quality stated.
 pub fn period_view(
     totals: &BTreeMap<Point, PeriodTotals>,
-    min_coverage: f64,
+    rule: LevelRule,
     from_ms: i64,
     to_ms: i64,
 ) -> WindowView {
@@ -94,7 +94,10 @@ pub fn period_view(
         facility_kwh: fac.value / 3.6e6,
         it_kwh: 0.0,
     };
-    let Some(i) = choose(&its, min_coverage) else {
+    let Some(i) = choose(&its, rule) else {
+        if rule.category.is_some() {
+            v.reason = Some(super::view::no_it_meter(rule));
+        }
         return v;
     };
     let (category, it) = &its[i];

@@ -41,6 +41,29 @@ pub struct EngineConfig {
     pub default_interval_ms: i64,
     /// Rated power budget per (site, rack), W: the basis of standard racks (2.5 kW each).
     pub rack_budgets: BTreeMap<(String, String), f64>,
+    /// Sites whose PUE category is set by configuration (`[[sites]] category`) rather than
+    /// chosen from coverage.
+    pub site_categories: BTreeMap<String, u8>,
+}
+
+/// How a site's IT level is picked: the highest category whose coverage meets
+/// `min_coverage`, unless `category` fixes it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LevelRule {
+    /// Lowest IT coverage at which a category is used automatically.
+    pub min_coverage: f64,
+    /// The category set for the site, if any.
+    pub category: Option<u8>,
+}
+
+impl EngineConfig {
+    /// The rule for `site`.
+    pub fn level_rule(&self, site: &str) -> LevelRule {
+        LevelRule {
+            min_coverage: self.min_coverage,
+            category: self.site_categories.get(site).copied(),
+        }
+    }
 }
 
 impl Default for EngineConfig {
@@ -50,6 +73,7 @@ impl Default for EngineConfig {
             gap_factor: 3.0,
             default_interval_ms: 10_000,
             rack_budgets: BTreeMap::new(),
+            site_categories: BTreeMap::new(),
         }
     }
 }

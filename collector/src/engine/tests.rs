@@ -271,6 +271,67 @@ fn highest_category_with_enough_coverage_wins() {
 }
 
 #[test]
+fn a_category_set_for_the_site_is_used_whatever_the_coverage() {
+    let mut cfg = EngineConfig {
+        default_interval_ms: 1_000,
+        ..EngineConfig::default()
+    };
+    cfg.site_categories.insert("dc".to_owned(), 1);
+    let mut e = Engine::new(cfg);
+    let mut m = site(4, 250.0, 1500.0);
+    m.push(Meter::new("ups", Point::UpsOutput, 1100.0));
+    run(&mut e, &mut m, 0, 70);
+    let v = e.site_view("dc", T0 + 70_000).unwrap();
+    // Category 3 is fully covered, but the site reports at category 1.
+    let w = v.pue.get("1m").unwrap();
+    assert_eq!((w.category, w.label.as_str()), (Some(1), "PUE₁, 1m"));
+    assert!((w.value.unwrap() - 1500.0 / 1100.0).abs() < 1e-9, "{w:?}");
+    assert_eq!(v.power.category, Some(1));
+    // Set at category 2, where nothing is metered: no value, and the reason says why.
+    let mut cfg = e.config().clone();
+    cfg.site_categories.insert("dc".to_owned(), 2);
+    e.set_config(cfg);
+    let v = e.site_view("dc", T0 + 70_000).unwrap();
+    let w = v.pue.get("1m").unwrap();
+    assert_eq!((w.value, w.category, w.quality), (None, None, "no_data"));
+    assert_eq!(
+        w.reason.as_deref(),
+        Some("no IT meter at category 2 (set for the site by sites.category)")
+    );
+    assert_eq!(v.power.ratio, None);
+    // Periods from the history follow the same rule.
+    let totals = BTreeMap::from([
+        (
+            Point::FacilityInput,
+            PeriodTotals {
+                energy_j: 3.0e6,
+                covered_ms: 60_000.0,
+                expected_ms: 60_000.0,
+                estimated_j: 0.0,
+            },
+        ),
+        (
+            Point::ItInput,
+            PeriodTotals {
+                energy_j: 2.0e6,
+                covered_ms: 60_000.0,
+                expected_ms: 60_000.0,
+                estimated_j: 0.0,
+            },
+        ),
+    ]);
+    let auto = period_view(
+        &totals,
+        EngineConfig::default().level_rule("dc"),
+        T0,
+        T0 + 60_000,
+    );
+    assert_eq!((auto.value, auto.category), (Some(1.5), Some(3)));
+    let fixed = period_view(&totals, e.config().level_rule("dc"), T0, T0 + 60_000);
+    assert_eq!((fixed.value, fixed.category), (None, None));
+}
+
+#[test]
 fn stopping_a_quarter_of_hosts_lowers_coverage_and_flags_quality() {
     let mut e = engine();
     let mut m = site(8, 100.0, 1200.0);
@@ -519,6 +580,18 @@ fn capacity_in_standard_racks_and_fp16() {
         (c.fp16_pflops_in_use.unwrap() - 4.0 * 0.9894).abs() < 1e-9,
         "{c:?}"
     );
+    assert_eq!((c.storage_bytes, c.storage_used_bytes), (None, None));
+    // Storage: the latest disk totals of the nodes, summed (an older value is replaced).
+    for (node, total, used) in [("g1", 4e12, 1e12), ("g2", 2e12, 5e11), ("g1", 8e12, 2e12)] {
+        let disks = [
+            Reading::gauge("disk_total_bytes", total, T0 + 700),
+            Reading::gauge("disk_used_bytes", used, T0 + 700),
+        ];
+        e.apply_readings("dc", node, &disks, T0 + 700);
+    }
+    let c = e.site_view("dc", T0 + 800).unwrap().capacity;
+    assert_eq!(c.storage_bytes, Some(10_000_000_000_000));
+    assert_eq!(c.storage_used_bytes, Some(2_500_000_000_000));
 }
 
 #[test]
@@ -555,7 +628,12 @@ fn exported_minutes_sum_to_the_energy_and_give_the_same_pue_as_a_window() {
             .or_insert_with(PeriodTotals::default)
             .add(x);
     }
-    let v = period_view(&totals, 0.95, T0, T0 + 300_000);
+    let v = period_view(
+        &totals,
+        crate::engine::EngineConfig::default().level_rule("dc"),
+        T0,
+        T0 + 300_000,
+    );
     assert_eq!(v.value, Some(1.5));
     assert_eq!(v.category, Some(3));
     assert_eq!(v.quality, "measured");

@@ -1,7 +1,7 @@
 //! What the engine shows: site views (live power ratio, PUE per window) and node lists,
 //! computed on demand from the buckets. Still pure: `now_ms` is an argument.
 
-use super::{node_interval, Engine, Site};
+use super::{node_interval, Engine, LevelRule, Site};
 use dcwatt_common::protocol::Point;
 use serde::ser::SerializeMap;
 use serde::Serialize;
@@ -181,6 +181,11 @@ pub struct CapacityView {
     /// Compute in use: each node's FP16 capacity × the mean utilization of its GPUs,
     /// summed; null while no GPU reports utilization.
     pub fp16_pflops_in_use: Option<f64>,
+    /// Storage capacity: the nodes' latest `disk_total_bytes` (the agent's sysinfo
+    /// source), summed; null while no node reports it.
+    pub storage_bytes: Option<u64>,
+    /// Storage in use: the nodes' latest `disk_used_bytes`, summed.
+    pub storage_used_bytes: Option<u64>,
 }
 
 /// CPU and GPU load of one rack's hosts.
@@ -279,9 +284,14 @@ pub(super) struct LevelStat {
     pub(super) known: bool,
 }
 
-/// Picks the IT level: the highest category whose coverage meets the minimum, else the
-/// best-covered one that has meters at all (its quality then says partial).
-pub(super) fn choose(stats: &[(u8, LevelStat)], min_coverage: f64) -> Option<usize> {
+/// Picks the IT level: the category set for the site when there is one (if it has meters);
+/// else the highest category whose coverage meets the minimum, else the best-covered one
+/// that has meters at all (its quality then says partial).
+pub(super) fn choose(stats: &[(u8, LevelStat)], rule: LevelRule) -> Option<usize> {
+    if let Some(c) = rule.category {
+        return stats.iter().position(|(k, s)| *k == c && s.known);
+    }
+    let min_coverage = rule.min_coverage;
     let known: Vec<usize> = (0..stats.len()).filter(|&i| stats[i].1.known).collect();
     known
         .iter()
@@ -296,6 +306,14 @@ pub(super) fn choose(stats: &[(u8, LevelStat)], min_coverage: f64) -> Option<usi
                     _ => Some(i),
                 })
         })
+}
+
+/// Why there is no IT level to compute with.
+pub(super) fn no_it_meter(rule: LevelRule) -> String {
+    match rule.category {
+        Some(c) => format!("no IT meter at category {c} (set for the site by sites.category)"),
+        None => "no IT meter at any level".to_owned(),
+    }
 }
 
 /// Ratio, quality and reason from the two sides.
@@ -397,11 +415,12 @@ impl Engine {
             s.last_ms
                 .is_some_and(|l| site.is_active(l, k.node, now_ms, gf, di))
         });
-        let power = self.power_view(site, now_ms);
+        let rule = self.cfg.level_rule(site_id);
+        let power = self.power_view(site, rule, now_ms);
         let pue = Windows(
             WINDOWS
                 .iter()
-                .map(|&(name, len)| (name, self.window_view(site, name, len, wm)))
+                .map(|&(name, len)| (name, self.window_view(site, rule, name, len, wm)))
                 .collect(),
         );
         let nodes = self.node_views(site, now_ms);
@@ -425,11 +444,11 @@ impl Engine {
             nodes: counts,
             missing_batches: site.nodes.iter().map(|n| n.missing).sum(),
             capacity: self.capacity(site_id, site, now_ms),
-            zones: self.zone_views(site, wm),
+            zones: self.zone_views(site, rule, wm),
         })
     }
 
-    fn power_view(&self, site: &Site, now_ms: i64) -> PowerView {
+    fn power_view(&self, site: &Site, rule: LevelRule, now_ms: i64) -> PowerView {
         let (gf, di) = (self.cfg.gap_factor, self.cfg.default_interval_ms);
         let live = |point: Point| -> LevelStat {
             let (mut known, mut active, mut watts, mut estimated) = (0usize, 0usize, 0.0, false);
@@ -468,21 +487,14 @@ impl Engine {
             .iter()
             .filter_map(|&c| Point::for_category(c).map(|p| (c, live(p))))
             .collect();
-        let chosen = choose(&its, self.cfg.min_coverage);
+        let chosen = choose(&its, rule);
         let (ratio, quality, reason, category, it_w, cov_it) = match chosen {
             Some(i) => {
                 let (c, it) = &its[i];
                 let (r, q, why) = judge(&fac, it);
                 (r, q, why, Some(*c), Some(it.value), it.coverage)
             }
-            None => (
-                None,
-                "no_data",
-                Some("no IT meter at any level".to_owned()),
-                None,
-                None,
-                0.0,
-            ),
+            None => (None, "no_data", Some(no_it_meter(rule)), None, None, 0.0),
         };
         PowerView {
             label: "instantaneous power ratio (not PUE)",
@@ -500,6 +512,7 @@ impl Engine {
     fn window_view(
         &self,
         site: &Site,
+        rule: LevelRule,
         name: &'static str,
         len: i64,
         watermark: Option<i64>,
@@ -560,8 +573,8 @@ impl Engine {
             .iter()
             .filter_map(|&c| Point::for_category(c).map(|p| (c, level_stat(p))))
             .collect();
-        let Some(i) = choose(&its, self.cfg.min_coverage) else {
-            let mut v = empty("no IT meter at any level");
+        let Some(i) = choose(&its, rule) else {
+            let mut v = empty(&no_it_meter(rule));
             v.coverage_facility = round6(fac.coverage);
             v.facility_kwh = fac.value / 3.6e6;
             v.from_ms = Some(from);
@@ -588,7 +601,7 @@ impl Engine {
 
     /// Partial PUE per zone with both IT and its own overhead meters. A zone's pPUE does
     /// not add up or multiply into the site's PUE.
-    fn zone_views(&self, site: &Site, watermark: Option<i64>) -> Vec<ZoneView> {
+    fn zone_views(&self, site: &Site, rule: LevelRule, watermark: Option<i64>) -> Vec<ZoneView> {
         let (Some(wm), Some(start)) = (watermark, site.data_start_ms) else {
             return Vec::new();
         };
@@ -635,7 +648,7 @@ impl Engine {
                         )
                     })
                     .collect();
-                let Some(i) = choose(&its, self.cfg.min_coverage) else {
+                let Some(i) = choose(&its, rule) else {
                     continue;
                 };
                 let (category, it) = &its[i];
@@ -783,6 +796,23 @@ impl Engine {
             }
         }
         c.fp16_pflops_in_use = measured.then_some(in_use_pflops);
+        // Capacity counts whether or not a node is fresh: its disks are still there.
+        let disk = |metric: &str| {
+            let key: &dyn super::PairKey = &(metric, "system");
+            site.nodes
+                .iter()
+                .filter_map(|n| n.latest.get(key))
+                .map(|(_, v)| {
+                    if v.is_finite() && *v > 0.0 {
+                        *v as u64
+                    } else {
+                        0
+                    }
+                })
+                .reduce(u64::saturating_add)
+        };
+        c.storage_bytes = disk("disk_total_bytes");
+        c.storage_used_bytes = disk("disk_used_bytes");
         c
     }
 

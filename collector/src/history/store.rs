@@ -470,7 +470,7 @@ impl Store {
         site: &str,
         from: i64,
         to: i64,
-        min_coverage: f64,
+        rule: crate::engine::LevelRule,
     ) -> Result<(WindowView, u64), StoreError> {
         let span = (to - from).max(1);
         let steps = self.energy_steps(site, from, to, span)?;
@@ -480,7 +480,7 @@ impl Store {
             params![site, from, to],
             |r| r.get(0),
         )?;
-        Ok((period_view(&totals, min_coverage, from, to), minutes))
+        Ok((period_view(&totals, rule, from, to), minutes))
     }
 
     /// Sites with any history.

@@ -9,6 +9,10 @@ const DAY: i64 = 86_400_000;
 const MIN: i64 = 60_000;
 /// 2025-01-01T00:00:00Z.
 const Y0: i64 = 1_735_689_600_000;
+const RULE: crate::engine::LevelRule = crate::engine::LevelRule {
+    min_coverage: 0.95,
+    category: None,
+};
 
 struct Dir(std::path::PathBuf);
 
@@ -84,7 +88,7 @@ fn retention_prunes_old_rows_and_keeps_recent_ones() {
         s.raw("dc1", "h1", "power_w", 0, now).expect("raw"),
         vec![(now - 6 * DAY, 200.0)]
     );
-    let (_, minutes) = s.energy("dc1", 0, now, 0.95).expect("energy");
+    let (_, minutes) = s.energy("dc1", 0, now, RULE).expect("energy");
     assert_eq!(minutes, 1);
 }
 
@@ -131,7 +135,7 @@ fn a_year_of_minutes_answers_by_day_and_by_month() {
     assert_eq!(daily.value[364], Some(1664.0));
     // January's report: 31 days of energy, PUE 1.3 exactly.
     let jan_end = Y0 + 31 * DAY;
-    let (v, n) = r.energy("dc1", Y0, jan_end, 0.95).expect("energy");
+    let (v, n) = r.energy("dc1", Y0, jan_end, RULE).expect("energy");
     assert_eq!(n, 31 * 1440);
     assert!((v.facility_kwh - 1.3 * 24.0 * 31.0).abs() < 1e-6, "{v:?}");
     assert!((v.it_kwh - 24.0 * 31.0).abs() < 1e-6);

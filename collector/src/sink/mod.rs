@@ -133,8 +133,21 @@ pub struct Sinks {
     pub history: Option<(std::path::PathBuf, Arc<crate::history::HistoryStats>)>,
     /// The engine's minimum IT coverage (for periods computed from the history).
     pub min_coverage: f64,
+    /// Sites whose category is set by configuration (for periods from the history).
+    pub site_categories: std::collections::BTreeMap<String, u8>,
     /// Engine state saves, when enabled.
     pub state: Option<Arc<crate::state::StateStats>>,
     /// Each site's offset from UTC, seconds (calendar periods).
     pub site_offsets: std::collections::BTreeMap<String, i32>,
+}
+
+impl Sinks {
+    /// How the IT level of `site` is picked for periods computed from the history: the
+    /// same rule as the engine's.
+    pub fn level_rule(&self, site: &str) -> crate::engine::LevelRule {
+        crate::engine::LevelRule {
+            min_coverage: self.min_coverage,
+            category: self.site_categories.get(site).copied(),
+        }
+    }
 }
