@@ -95,7 +95,8 @@ pub struct FleetView {
     pub gpus: u64,
     /// Peak dense FP16 compute, EFLOPS.
     pub fp16_eflops: f64,
-    /// Storage capacity: null, as no dcwatt source reports it yet.
+    /// Storage capacity of the sites that report it (`capacity.storage_bytes`); null when
+    /// none does.
     pub storage_bytes: Option<u64>,
     /// Each site's line.
     pub by_site: Vec<FleetSite>,
@@ -166,6 +167,9 @@ impl Fleet {
             v.standard_racks_in_use += f(&c["standard_racks_in_use"]);
             v.gpus += u(&c["gpus"]);
             v.fp16_eflops += f(&c["fp16_pflops"]) / 1000.0;
+            if let Some(b) = c["storage_bytes"].as_u64() {
+                v.storage_bytes = Some(v.storage_bytes.unwrap_or(0).saturating_add(b));
+            }
             v.by_site.push(FleetSite {
                 site: site.clone(),
                 stale,
@@ -241,6 +245,17 @@ mod tests {
         assert_eq!((v.racks, v.standard_racks, v.gpus), (20, 80.0, 128));
         assert!((v.fp16_eflops - 0.1266).abs() < 1e-12);
         assert!(v.stale_sites.is_empty());
+        assert_eq!(v.storage_bytes, None, "no site reports storage");
+        let mut with_disks: Value =
+            serde_json::from_slice(&summary("big", 1.2, 10.0, false)).unwrap();
+        with_disks["capacity"]["storage_bytes"] = json!(3_000_000_000_000u64);
+        fleet
+            .apply("big", &serde_json::to_vec(&with_disks).unwrap(), 0)
+            .unwrap();
+        assert_eq!(
+            fleet.view(&cfg, 1_000).storage_bytes,
+            Some(3_000_000_000_000)
+        );
     }
 
     #[test]
