@@ -19,6 +19,8 @@ use tokio_util::sync::CancellationToken;
 /// How long a spooled batch must have been out, on a connection that stayed up, before it
 /// is taken as delivered (PUBACKs on a healthy connection take milliseconds).
 const ACK_GRACE: Duration = Duration::from_secs(3);
+/// Spacing of replay steps (each sends `replay_per_sec / 10` batches).
+const REPLAY_STEP: Duration = Duration::from_millis(100);
 
 /// How long a clean shutdown waits for the broker to take the offline status.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
@@ -84,12 +86,25 @@ impl Publisher {
         // Replay goes in small steps so a thousand agents coming back together do not
         // flatten the broker: replay_per_sec batches a second, in ten steps.
         let per_step = (self.replay_per_sec / 10).max(1);
-        let mut tick = tokio::time::interval(Duration::from_millis(100));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut last_step = Instant::now()
+            .checked_sub(REPLAY_STEP)
+            .unwrap_or_else(Instant::now);
         let mut unconfirmed: VecDeque<(Instant, u64)> = VecDeque::new();
         let mut limiter = RateLimiter::new(Duration::from_secs(60));
         loop {
             let online = connected.load(Ordering::Relaxed);
+            // Wake only when there is something to do: unsent batches (one replay step
+            // after the last), or the oldest unconfirmed one's grace running out. An idle
+            // agent sleeps between its batches (a fixed 100 ms tick cost it more CPU
+            // than reading its sources).
+            let wake = self.spool.as_ref().and_then(|s| {
+                if s.has_unsent() {
+                    Some(last_step + REPLAY_STEP)
+                } else {
+                    unconfirmed.front().map(|(at, _)| *at + ACK_GRACE)
+                }
+            });
+            let until = tokio::time::Instant::from_std(wake.unwrap_or_else(Instant::now));
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 b = self.rx.recv() => {
@@ -123,9 +138,10 @@ impl Publisher {
                         self.stats.batches_spooled.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                _ = tick.tick(), if online && self.spool.is_some() => {
+                _ = tokio::time::sleep_until(until), if online && wake.is_some() => {
                     let Some(spool) = self.spool.as_mut() else { continue };
                     let now = Instant::now();
+                    last_step = now;
                     let current = epoch.load(Ordering::Relaxed);
                     if unconfirmed.iter().any(|(_, e)| *e != current) {
                         // A reconnection since they went out: not confirmed, send again.
