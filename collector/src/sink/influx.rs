@@ -87,7 +87,18 @@ struct Chunk {
     size: usize,
     /// In memory; `None` when it lives in the spool directory only.
     body: Option<Bytes>,
+    /// Being written by one of the writers.
+    in_flight: bool,
+    /// When it was sealed: a chunk not written within `SPOOL_AFTER` goes to disk.
+    sealed_at: std::time::Instant,
 }
+
+/// Write requests in flight at once: the server takes them in parallel.
+const WRITERS: usize = 4;
+/// A chunk still unwritten this long after it was sealed is spooled to disk. Chunks that
+/// InfluxDB takes at once never touch the disk; while it is down (or until the first
+/// write succeeds) every chunk is spooled as it is sealed.
+const SPOOL_AFTER: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
 struct Buffer {
@@ -177,6 +188,8 @@ impl Shared {
                 lines,
                 size,
                 body: None,
+                in_flight: false,
+                sealed_at: std::time::Instant::now(),
             });
         }
         self.publish(&b);
@@ -184,36 +197,31 @@ impl Shared {
     }
 
     fn seal(&self, body: String, lines: usize) {
-        if lines == 0 {
-            return;
-        }
         let Ok(mut b) = self.buf.lock() else {
             return;
         };
-        let id = b.next_id;
-        b.next_id += 1;
-        let size = body.len();
-        let body = Bytes::from(body);
-        let on_disk = self.dir.as_ref().is_some_and(|dir| {
-            match write_chunk(&chunk_path(dir, id, lines), &body) {
-                Ok(()) => true,
-                Err(e) => {
-                    tracing::error!(error = %e, dir = %dir.display(), "cannot spool InfluxDB lines to disk; keeping them in memory");
-                    false
-                }
-            }
-        });
-        b.bytes += size;
-        b.chunks.push_back(Chunk {
-            id,
-            lines,
-            size,
-            body: (!on_disk).then_some(body),
-        });
-        // Keep the newest: the oldest chunk goes first when over the limit (never the
-        // only one).
-        while b.bytes > self.limit && b.chunks.len() > 1 {
-            if let Some(old) = b.chunks.pop_front() {
+        if lines > 0 {
+            let id = b.next_id;
+            b.next_id += 1;
+            let size = body.len();
+            b.bytes += size;
+            b.chunks.push_back(Chunk {
+                id,
+                lines,
+                size,
+                body: Some(Bytes::from(body)),
+                in_flight: false,
+                sealed_at: std::time::Instant::now(),
+            });
+            // Keep the newest: the oldest chunk not being written goes first when over
+            // the limit (never the only one).
+            while b.bytes > self.limit && b.chunks.len() > 1 {
+                let Some(i) = b.chunks.iter().position(|c| !c.in_flight) else {
+                    break;
+                };
+                let Some(old) = b.chunks.remove(i) else {
+                    break;
+                };
                 self.forget(&mut b, &old);
                 self.stats
                     .lines_dropped
@@ -224,9 +232,57 @@ impl Shared {
                 );
             }
         }
+        let all = !self.stats.up.load(Ordering::Relaxed);
+        self.spill(&mut b, all);
         self.publish(&b);
         drop(b);
         self.ready.notify_one();
+    }
+
+    /// Writes to the spool directory the chunks in memory that are not being written and
+    /// are older than `SPOOL_AFTER` (all of them with `all`), and frees their memory.
+    fn spill(&self, b: &mut Buffer, all: bool) {
+        let Some(dir) = &self.dir else {
+            return;
+        };
+        let now = std::time::Instant::now();
+        for c in b.chunks.iter_mut() {
+            if c.in_flight || (!all && now.duration_since(c.sealed_at) < SPOOL_AFTER) {
+                continue;
+            }
+            let Some(body) = &c.body else {
+                continue;
+            };
+            match write_chunk(&chunk_path(dir, c.id, c.lines), body) {
+                Ok(()) => c.body = None,
+                Err(e) => {
+                    tracing::error!(error = %e, dir = %dir.display(), "cannot spool InfluxDB lines to disk; keeping them in memory");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Spools every chunk still in memory (at shutdown); the lines that could not be
+    /// spooled (no spool directory, or a disk error).
+    fn spill_all(&self) -> usize {
+        let Ok(mut b) = self.buf.lock() else {
+            return 0;
+        };
+        for c in b.chunks.iter_mut() {
+            c.in_flight = false;
+        }
+        self.spill(&mut b, true);
+        self.publish(&b);
+        b.chunks
+            .iter()
+            .filter(|c| c.body.is_some())
+            .map(|c| c.lines)
+            .sum()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.buf.lock().map_or(true, |b| b.chunks.is_empty())
     }
 
     /// Accounts for a chunk leaving the buffer, and removes its file.
@@ -249,25 +305,30 @@ impl Shared {
             .store(lines as u64, Ordering::Relaxed);
     }
 
-    /// The oldest chunk, read from the spool when it is not in memory. A spool file
-    /// that cannot be read is dropped and counted.
-    fn front(&self) -> Option<(u64, Bytes, usize)> {
+    /// The oldest chunk no writer has, marked as taken; read from the spool when it is not
+    /// in memory. A spool file that cannot be read is dropped and counted.
+    fn take(&self) -> Option<(u64, Bytes, usize)> {
         loop {
             let mut b = self.buf.lock().ok()?;
-            let c = b.chunks.front()?;
+            let i = b.chunks.iter().position(|c| !c.in_flight)?;
+            let c = &mut b.chunks[i];
             let (id, lines) = (c.id, c.lines);
             if let Some(body) = &c.body {
+                c.in_flight = true;
                 return Some((id, body.clone(), lines));
             }
             let path = self.dir.as_ref().map(|d| chunk_path(d, id, lines))?;
             match std::fs::read(&path) {
-                Ok(body) => return Some((id, Bytes::from(body), lines)),
+                Ok(body) => {
+                    c.in_flight = true;
+                    return Some((id, Bytes::from(body), lines));
+                }
                 Err(e) => {
                     tracing::error!(error = %e, file = %path.display(), lines, "InfluxDB spool file unreadable; its lines are dropped");
                     self.stats
                         .lines_dropped
                         .fetch_add(lines as u64, Ordering::Relaxed);
-                    if let Some(c) = b.chunks.pop_front() {
+                    if let Some(c) = b.chunks.remove(i) {
                         self.forget(&mut b, &c);
                     }
                     self.publish(&b);
@@ -276,10 +337,20 @@ impl Shared {
         }
     }
 
+    /// A writer gives a chunk back after a failed attempt: it is taken again later.
+    fn release(&self, id: u64) {
+        if let Ok(mut b) = self.buf.lock() {
+            if let Some(c) = b.chunks.iter_mut().find(|c| c.id == id) {
+                c.in_flight = false;
+            }
+        }
+    }
+
+    /// A chunk was written (or refused for good): it leaves the buffer.
     fn done(&self, id: u64) {
         if let Ok(mut b) = self.buf.lock() {
-            if b.chunks.front().is_some_and(|c| c.id == id) {
-                if let Some(c) = b.chunks.pop_front() {
+            if let Some(i) = b.chunks.iter().position(|c| c.id == id) {
+                if let Some(c) = b.chunks.remove(i) {
                     self.forget(&mut b, &c);
                 }
             }
@@ -427,12 +498,17 @@ impl Sink {
             Err(e) => tracing::error!(error = %e, "cannot read the InfluxDB spool directory"),
         }
         let writer_stop = CancellationToken::new();
-        let writer = tokio::spawn(writer(
-            self.client,
-            self.cfg.clone(),
-            shared.clone(),
-            writer_stop.clone(),
-        ));
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|i| {
+                tokio::spawn(writer(
+                    self.client.clone(),
+                    self.cfg.clone(),
+                    shared.clone(),
+                    writer_stop.clone(),
+                    i as u64,
+                ))
+            })
+            .collect();
         encoder(
             &self.cfg,
             self.rx,
@@ -444,23 +520,16 @@ impl Sink {
         .await;
         // Drain: let the writer empty the buffer, for a while.
         let deadline = tokio::time::Instant::now() + drain;
-        while tokio::time::Instant::now() < deadline && shared.front().is_some() {
+        while tokio::time::Instant::now() < deadline && !shared.is_empty() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         writer_stop.cancel();
-        let _ = writer.await;
+        for w in writers {
+            let _ = w.await;
+        }
+        // What is left goes to the spool for the next start; without one it is lost.
+        let in_memory = shared.spill_all();
         let left = self.stats.buffered_lines.load(Ordering::Relaxed);
-        let in_memory: usize = shared
-            .buf
-            .lock()
-            .map(|b| {
-                b.chunks
-                    .iter()
-                    .filter(|c| c.body.is_some())
-                    .map(|c| c.lines)
-                    .sum()
-            })
-            .unwrap_or(0);
         if in_memory > 0 {
             self.stats
                 .lines_dropped
@@ -539,23 +608,29 @@ async fn writer(
     cfg: InfluxConfig,
     shared: Arc<Shared>,
     stop: CancellationToken,
+    index: u64,
 ) {
     let mut backoff = Backoff::new(
         Duration::from_millis(200),
         Duration::from_secs(30),
-        dcwatt_common::now_ms().unsigned_abs(),
+        dcwatt_common::now_ms().unsigned_abs() ^ index,
     );
     let mut limiter = dcwatt_common::logging::RateLimiter::new(Duration::from_secs(30));
     loop {
-        let Some((id, body, lines)) = shared.front() else {
+        let Some((id, body, lines)) = shared.take() else {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = shared.ready.notified() => continue,
                 _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
             }
         };
+        // More may be waiting: let another writer look.
+        shared.ready.notify_one();
         let result = tokio::select! {
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => {
+                shared.release(id);
+                return;
+            }
             r = write(&client, &cfg, body) => r,
         };
         match result {
@@ -579,6 +654,7 @@ async fn writer(
                     tracing::error!(lines, error = %e, "InfluxDB refused a write; the lines are dropped");
                 }
                 Failure::Retriable => {
+                    shared.release(id);
                     shared.stats.retries.fetch_add(1, Ordering::Relaxed);
                     let was_up = shared.stats.up.swap(false, Ordering::Relaxed);
                     let delay = backoff.next_delay();
@@ -641,7 +717,7 @@ mod tests {
             !dir.join("00000000000000000009-1.tmp").exists(),
             "torn file removed"
         );
-        let (id, body, lines) = second.front().expect("oldest");
+        let (id, body, lines) = second.take().expect("oldest");
         assert_eq!((&body[..], lines), (&b"a v=1 1\n"[..], 1));
         second.done(id);
         // A new chunk over the 20-byte limit pushes the oldest out, file and all.
@@ -649,7 +725,7 @@ mod tests {
         assert_eq!(second.stats.lines_dropped.load(Ordering::Relaxed), 2);
         let files: Vec<_> = std::fs::read_dir(&dir).expect("dir").flatten().collect();
         assert_eq!(files.len(), 1, "{files:?}");
-        let (_, body, _) = second.front().expect("newest");
+        let (_, body, _) = second.take().expect("newest");
         assert_eq!(&body[..], b"c v=4 4\n");
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -728,9 +804,10 @@ mod tests {
             cfg,
             shared.clone(),
             stop.clone(),
+            0,
         ));
         for _ in 0..200 {
-            if shared.front().is_none() {
+            if shared.is_empty() {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
@@ -763,6 +840,49 @@ mod tests {
     }
 
     #[test]
+    fn chunks_written_at_once_never_touch_the_disk_late_ones_are_spooled() {
+        let dir = std::env::temp_dir().join(format!("dcwatt-influx-lazy-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let s = Shared::new(Arc::default(), 1 << 20, Some(dir.clone()));
+        assert_eq!(s.recover().expect("empty spool"), 0);
+        let files = || std::fs::read_dir(&dir).map_or(0, |d| d.count());
+        // Until a write has succeeded, every chunk is spooled as it is sealed.
+        s.seal("a v=1 1\n".to_owned(), 1);
+        assert_eq!(files(), 1);
+        let (id, _, _) = s.take().expect("a");
+        s.done(id);
+        assert_eq!(files(), 0);
+        // InfluxDB up: a fresh chunk stays in memory; taken by a writer, it is not spooled
+        // nor dropped for room, however old; a chunk waiting over a second is spooled.
+        s.stats.up.store(true, Ordering::Relaxed);
+        s.seal("b v=1 1\n".to_owned(), 1);
+        s.seal("c v=1 1\n".to_owned(), 1);
+        assert_eq!(files(), 0);
+        let (b, _, _) = s.take().expect("b");
+        if let Ok(mut buf) = s.buf.lock() {
+            for c in buf.chunks.iter_mut() {
+                c.sealed_at -= SPOOL_AFTER;
+            }
+        }
+        s.seal(String::new(), 0);
+        assert_eq!(files(), 1, "only the waiting chunk c is spooled");
+        // A failed attempt gives b back; a second writer meanwhile has c (from disk).
+        let (c, body, _) = s.take().expect("c");
+        assert_eq!(&body[..], b"c v=1 1\n");
+        s.release(b);
+        assert_eq!(s.take().map(|t| t.0), Some(b));
+        s.done(c);
+        s.done(b);
+        assert!(s.is_empty());
+        assert_eq!(files(), 0);
+        // At shutdown what is left in memory goes to the spool.
+        s.seal("d v=1 1\n".to_owned(), 1);
+        assert_eq!(s.spill_all(), 0);
+        assert_eq!(files(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn a_full_buffer_drops_the_oldest_chunks_and_counts_their_lines() {
         let s = shared(25);
         s.seal("a 1\n".repeat(3), 3); // 12 bytes
@@ -770,7 +890,7 @@ mod tests {
         s.seal("c 1\n".repeat(2), 2); // 8 bytes: 28 > 25, the oldest goes
         assert_eq!(s.stats.lines_dropped.load(Ordering::Relaxed), 3);
         assert_eq!(s.stats.buffered_lines.load(Ordering::Relaxed), 4);
-        let (id, body, lines) = s.front().expect("a chunk");
+        let (id, body, lines) = s.take().expect("a chunk");
         assert_eq!((&body[..], lines), (&b"b 1\nb 1\n"[..], 2));
         s.done(id);
         assert_eq!(s.stats.buffered_bytes.load(Ordering::Relaxed), 8);
