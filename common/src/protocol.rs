@@ -284,6 +284,12 @@ pub struct Reading {
     /// in v1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zone: Option<String>,
+    /// For a `power_w` gauge that is a mean rather than an instant value (a BMC's or a
+    /// PDU's average): the length of the window it averages, ending at `ts_ms`, in ms.
+    /// The collector then counts exactly `value × avg_ms` of energy over that window.
+    /// Optional field added in v1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avg_ms: Option<u64>,
 }
 
 impl Reading {
@@ -300,6 +306,7 @@ impl Reading {
             quality: Quality::Measured,
             rack: None,
             zone: None,
+            avg_ms: None,
         }
     }
 
@@ -314,6 +321,12 @@ impl Reading {
     /// Sets the measurement point.
     pub fn at(mut self, point: Point) -> Self {
         self.point = Some(point);
+        self
+    }
+
+    /// The value is the mean over the `avg_ms` before `ts_ms`.
+    pub fn averaged_over(mut self, avg_ms: u64) -> Self {
+        self.avg_ms = Some(avg_ms);
         self
     }
 

@@ -50,6 +50,9 @@ struct Channel {
     unit: Unit,
     component: String,
     point: Option<Point>,
+    /// For a `power*_average` file: its averaging window (`power*_average_interval`, ms),
+    /// so the collector integrates it over that window.
+    avg_ms: Option<u64>,
 }
 
 fn sanitize(s: &str) -> String {
@@ -135,8 +138,15 @@ fn channels(root: &Path, temperatures: bool) -> Result<Vec<Channel>, SourceError
                     None,
                 ),
             };
+            let avg_ms = f
+                .ends_with("_average")
+                .then(|| std::fs::read_to_string(dev.join(format!("{stem}_average_interval"))))
+                .and_then(|r| r.ok())
+                .and_then(|t| t.trim().parse::<u64>().ok())
+                .filter(|ms| (1..=86_400_000).contains(ms));
             out.push(Channel {
                 file: dev.join(f),
+                avg_ms,
                 unit,
                 component: sanitize(&component),
                 point,
@@ -192,6 +202,7 @@ impl Source for HwmonSource {
             .from_source(KIND);
             r.component.clone_from(&c.component);
             r.point = c.point;
+            r.avg_ms = c.avg_ms;
             out.push(r);
         }
         if failed.is_empty() {
@@ -278,8 +289,13 @@ mod tests {
         };
         let system = find("system", "power_w");
         assert_eq!((system.value, system.point), (412.5, Some(Point::ItInput)));
+        assert_eq!(
+            system.avg_ms,
+            Some(1000),
+            "the meter's average says its window"
+        );
         let gpu = find("gpu0", "power_w");
-        assert_eq!((gpu.value, gpu.point), (101.25, None));
+        assert_eq!((gpu.value, gpu.point, gpu.avg_ms), (101.25, None, None));
         assert_eq!(find("gpu0_edge", "temp_c").value, 61.0);
         assert_eq!(find("k10temp_Tctl", "temp_c").value, 48.25);
         let e = find("amd_energy_Esocket0", "energy_j");

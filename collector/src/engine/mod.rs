@@ -514,8 +514,14 @@ impl Engine {
                     estimated,
                     max_gap,
                     from_stream,
+                    r.avg_ms.map(|w| w.min(i64::MAX as u64) as i64),
                     &mut stats,
                 )
+            };
+            // An average's energy starts where its window does: so does the meter.
+            let from_ms = match (r.avg_ms, segment) {
+                (Some(_), Some((t0, _, _))) => t0,
+                _ => r.ts_ms,
             };
             if let Some((t0, t1, e)) = segment {
                 let mut kept = false;
@@ -533,7 +539,7 @@ impl Engine {
                 site.dirty_from_ms = Some(site.dirty_from_ms.map_or(t0, |d| d.min(t0)));
             }
             if from_stream {
-                series.first_ms.get_or_insert(r.ts_ms);
+                series.first_ms.get_or_insert(from_ms);
                 series.last_ms = Some(series.last_ms.map_or(r.ts_ms, |l| l.max(r.ts_ms)));
             }
         }
@@ -609,6 +615,7 @@ fn counter_segment(
 }
 
 /// Trapezoid energy between the previous gauge sample and this one.
+#[allow(clippy::too_many_arguments)]
 fn gauge_segment(
     s: &mut Series,
     ts: i64,
@@ -616,6 +623,7 @@ fn gauge_segment(
     estimated: bool,
     max_gap: i64,
     integrate: bool,
+    avg_ms: Option<i64>,
     stats: &mut ApplyStats,
 ) -> Option<(i64, i64, f64)> {
     let prev = s.gauge;
@@ -627,6 +635,14 @@ fn gauge_segment(
     }
     s.gauge = Some((ts, watts, estimated));
     s.live = Some((ts, watts));
+    if let Some(w) = avg_ms {
+        // A mean over the window before `ts`: exactly `watts × window` of energy over its
+        // own window, clipped where it would reach back over the previous sample's. A
+        // stretch between two windows stays uncovered (it lowers coverage).
+        let start = prev.map_or(ts - w, |(pt, _, _)| (ts - w).max(pt));
+        return (integrate && start < ts)
+            .then(|| (start, ts, watts * (ts - start) as f64 / 1000.0));
+    }
     let (pt, pw, _) = prev?;
     let dt = ts - pt;
     if !integrate || dt > max_gap {

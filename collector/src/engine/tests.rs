@@ -271,6 +271,54 @@ fn highest_category_with_enough_coverage_wins() {
 }
 
 #[test]
+fn averaged_readings_count_over_their_own_window() {
+    // A PDU reports its 10 s mean power every 10 s; the IT meter is exact at 1000 W.
+    let mut e = Engine::new(EngineConfig {
+        default_interval_ms: 10_000,
+        ..EngineConfig::default()
+    });
+    let mut it = Meter::new("h", Point::ItInput, 1000.0);
+    for k in 1..=12 {
+        let t = T0 + k * 10_000;
+        let mean = 1000.0 + 100.0 * k as f64;
+        let avg = Reading::gauge("power_w", mean, t)
+            .at(Point::FacilityInput)
+            .averaged_over(10_000);
+        e.apply_readings("dc", "pdu", &[avg], t + 50);
+        e.apply_readings("dc", "h", &it.readings(t), t + 50);
+    }
+    let v = e.site_view("dc", T0 + 120_100).unwrap();
+    let w = v.pue.get("1m").unwrap();
+    // Window (60 s, 120 s]: the means of windows 7..=12, 1950 W on average. Trapezoids
+    // between the samples would give 1900 W.
+    assert!((w.value.unwrap() - 1.95).abs() < 1e-9, "{w:?}");
+    assert_eq!(w.coverage_facility, 1.0);
+    // A window reaching back over the previous sample's is clipped, not counted twice;
+    // one leaving a stretch uncovered lowers coverage.
+    let mut e = Engine::new(EngineConfig {
+        default_interval_ms: 10_000,
+        ..EngineConfig::default()
+    });
+    let t = T0 + 10_000;
+    let r = |w: f64, t: i64, avg: u64| {
+        [Reading::gauge("power_w", w, t)
+            .at(Point::FacilityInput)
+            .averaged_over(avg)]
+    };
+    e.apply_readings("dc", "pdu", &r(600.0, t, 10_000), t);
+    e.apply_readings("dc", "pdu", &r(600.0, t + 10_000, 30_000), t + 10_000);
+    e.apply_readings("dc", "pdu", &r(600.0, t + 20_000, 4_000), t + 20_000);
+    let v = e.site_view("dc", T0 + 30_100).unwrap();
+    let w = v.pue.get("1m").unwrap();
+    // (0, 10] + (10, 20] + (26, 30] seconds at 600 W; 24 s of the 30 s covered.
+    assert!(
+        (w.facility_kwh - 600.0 * 24.0 / 3.6e6).abs() < 1e-12,
+        "{w:?}"
+    );
+    assert!((w.coverage_facility - 0.8).abs() < 1e-9, "{w:?}");
+}
+
+#[test]
 fn a_category_set_for_the_site_is_used_whatever_the_coverage() {
     let mut cfg = EngineConfig {
         default_interval_ms: 1_000,

@@ -15,7 +15,7 @@ pub struct Limits {
 }
 
 /// Every reason a reading can be refused, for metrics that list zeros too.
-pub const REASONS: [&str; 13] = [
+pub const REASONS: [&str; 14] = [
     "non_finite",
     "invalid_location",
     "invalid_metric",
@@ -29,7 +29,11 @@ pub const REASONS: [&str; 13] = [
     "stale_timestamp",
     "negative_value",
     "invalid_source",
+    "invalid_average",
 ];
+
+/// Longest averaging window a reading may claim (`avg_ms`): one day.
+pub const MAX_AVG_MS: u64 = 86_400_000;
 
 fn valid_metric(m: &str) -> bool {
     !m.is_empty()
@@ -56,6 +60,13 @@ pub fn check(
     }
     if validate_id(&r.component).is_err() {
         return Err("invalid_component");
+    }
+    // An average is a mean power over a window: only a power gauge can be one, over a
+    // window of at least a millisecond and at most a day.
+    if let Some(w) = r.avg_ms {
+        if r.metric != "power_w" || r.kind != Kind::Gauge || !(1..=MAX_AVG_MS).contains(&w) {
+            return Err("invalid_average");
+        }
     }
     // The source becomes a tag downstream (InfluxDB): an identifier, never free text.
     if r.source
@@ -187,6 +198,18 @@ mod tests {
                 Err("invalid_metric"),
             ),
             (Reading::gauge("temp_c", -10.0, NOW), None, Ok(())),
+            (p(300.0).averaged_over(60_000), None, Ok(())),
+            (p(300.0).averaged_over(0), None, Err("invalid_average")),
+            (
+                p(300.0).averaged_over(MAX_AVG_MS + 1),
+                None,
+                Err("invalid_average"),
+            ),
+            (
+                Reading::gauge("temp_c", 30.0, NOW).averaged_over(60_000),
+                None,
+                Err("invalid_average"),
+            ),
         ];
         for (r, role, want) in cases {
             assert_eq!(check(&r, role, NOW, &LIM), want, "{r:?}");
@@ -194,7 +217,12 @@ mod tests {
         let mut bad = p(1.0);
         bad.component = "a/b".into();
         assert_eq!(check(&bad, None, NOW, &LIM), Err("invalid_component"));
-        for reason in ["non_finite", "future_timestamp", "power_above_host_max"] {
+        for reason in [
+            "non_finite",
+            "future_timestamp",
+            "power_above_host_max",
+            "invalid_average",
+        ] {
             assert!(REASONS.contains(&reason));
         }
     }
