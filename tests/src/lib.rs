@@ -293,6 +293,9 @@ impl Collector {
         env: &[(&str, String)],
     ) -> Collector {
         let mut http = free_port();
+        while Some(http) == mqtt_port {
+            http = free_port();
+        }
         let mut cmd = Command::new(bin("dcwatt-collector"));
         if let Some(c) = config {
             cmd.arg("--config").arg(c);
@@ -302,7 +305,11 @@ impl Collector {
         cmd.env("DCWATT__HTTP__LISTEN", format!("127.0.0.1:{http}"));
         let mqtt = match broker {
             BrokerKind::Embedded => {
-                let p = mqtt_port.unwrap_or_else(free_port);
+                // Two free ports asked for one after the other can be the same one.
+                let mut p = mqtt_port.unwrap_or_else(free_port);
+                while p == http && mqtt_port.is_none() {
+                    p = free_port();
+                }
                 cmd.env("DCWATT__BROKER__LISTEN", format!("127.0.0.1:{p}"));
                 p
             }
