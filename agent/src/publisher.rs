@@ -139,6 +139,12 @@ impl Publisher {
                     }
                 }
                 _ = tokio::time::sleep_until(until), if online && wake.is_some() => {
+                    // `online` was read before the sleep: the connection may have dropped
+                    // since, and a batch is only taken as delivered on a connection that
+                    // is still up.
+                    if !connected.load(Ordering::Relaxed) {
+                        continue;
+                    }
                     let Some(spool) = self.spool.as_mut() else { continue };
                     let now = Instant::now();
                     last_step = now;
