@@ -61,24 +61,7 @@ fn main() {
     // The whole path on one thread, then with the payloads decoded ahead (as the broker's
     // receiving task does), which leaves the intake thread the rest.
     let full_ns = run(&msgs, now, RawMessage::new) / n;
-    let rest_ns = {
-        let decoded: Vec<Vec<RawMessage>> = msgs
-            .chunks(512)
-            .map(|c| {
-                c.iter()
-                    .map(|(t, p)| RawMessage::decoded_ahead(t.clone(), p.clone()))
-                    .collect()
-            })
-            .collect();
-        let (mut intake, stats) = intake();
-        let t = Instant::now();
-        for chunk in decoded {
-            intake.handle_batch(chunk.into_iter(), now);
-        }
-        let ns = t.elapsed().as_nanos() as f64;
-        check(&stats, msgs.len());
-        ns / n
-    };
+    let rest_ns = run(&msgs, now, RawMessage::decoded_ahead) / n;
     println!(
         "intake: {} messages × 20 readings; decode {decode_ns:.0} ns/message, full path {full_ns:.0} ns/message ({:.0} messages/s, decode {:.0} % of it); after decoding ahead, {rest_ns:.0} ns/message on the intake thread",
         msgs.len(),
