@@ -290,6 +290,12 @@ pub struct Reading {
     /// Optional field added in v1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub avg_ms: Option<u64>,
+    /// For an `energy_j` counter that wraps at a known value (a meter's fixed-width
+    /// register, in joules): that value. The collector then takes a fall from above 90 %
+    /// of it for a wrap and counts `wraps_at − previous + current`; any other fall is a
+    /// reset. Optional field added in v1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wraps_at: Option<f64>,
 }
 
 impl Reading {
@@ -307,6 +313,7 @@ impl Reading {
             rack: None,
             zone: None,
             avg_ms: None,
+            wraps_at: None,
         }
     }
 
@@ -327,6 +334,12 @@ impl Reading {
     /// The value is the mean over the `avg_ms` before `ts_ms`.
     pub fn averaged_over(mut self, avg_ms: u64) -> Self {
         self.avg_ms = Some(avg_ms);
+        self
+    }
+
+    /// The counter wraps to zero at `range` (joules).
+    pub fn wrapping_at(mut self, range: f64) -> Self {
+        self.wraps_at = Some(range);
         self
     }
 

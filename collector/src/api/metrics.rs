@@ -118,8 +118,14 @@ pub async fn render(State(s): State<AppState>) -> impl IntoResponse {
     counter(
         &mut o,
         "dcwatt_counter_resets_total",
-        "Energy counters that went backwards (reset or wrap), not turned into energy.",
+        "Energy counters that went backwards without a known wrap (a reset), not turned into energy.",
         &st.counter_resets,
+    );
+    counter(
+        &mut o,
+        "dcwatt_counter_wraps_total",
+        "Energy counters that wrapped at their known range (wraps_at), unwrapped into energy.",
+        &st.counter_wraps,
     );
     counter(
         &mut o,
@@ -130,8 +136,14 @@ pub async fn render(State(s): State<AppState>) -> impl IntoResponse {
     counter(
         &mut o,
         "dcwatt_samples_out_of_order_total",
-        "Samples older than their meter's previous one.",
+        "Samples older than their meter's reorder window (its last 8 samples, 10 min at most): dropped.",
         &st.out_of_order,
+    );
+    counter(
+        &mut o,
+        "dcwatt_samples_reordered_total",
+        "Samples that arrived after newer ones of their meter, within the reorder window: put in their place.",
+        &st.reordered,
     );
     counter(
         &mut o,

@@ -18,6 +18,8 @@ mod ring;
 mod view;
 
 #[cfg(test)]
+mod scenarios;
+#[cfg(test)]
 mod tests;
 
 pub use export::{period_view, MinuteEnergy, PeriodTotals};
@@ -83,6 +85,13 @@ impl Default for EngineConfig {
 const RINGS: [(i64, usize); 3] = [(1_000, 1_800), (60_000, 1_500), (3_600_000, 800)];
 /// How far back (in batches) redelivered or late batches are recognised.
 const SEQ_WINDOW: u64 = 4096;
+/// Samples kept per meter stream so that one arriving late is put in its place: at most
+/// this many, and none older than `REORDER_MS` before the newest. Older samples are
+/// dropped and counted (`out_of_order`).
+const REORDER_SAMPLES: usize = 8;
+/// See `REORDER_SAMPLES`. Well inside the finest ring's span, so that every segment a
+/// late sample splits is still in the buckets.
+const REORDER_MS: i64 = 10 * 60_000;
 /// Counter samples without movement, while the gauge shows power, before the counter is
 /// taken for frozen.
 const FROZEN_AFTER: u32 = 3;
@@ -107,12 +116,18 @@ pub enum SeqCheck {
 /// Per-batch facts the intake counts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ApplyStats {
-    /// Counters that went backwards (reset or wrap), not turned into energy.
+    /// Counters that went backwards without a known wrap (a reset), not turned into
+    /// energy.
     pub counter_resets: u64,
+    /// Counters that wrapped at their known range, unwrapped.
+    pub counter_wraps: u64,
     /// Counter jumps implying absurd power, not turned into energy.
     pub implausible_jumps: u64,
-    /// Samples older than the previous one of their series.
+    /// Samples older than their series' reorder window: dropped.
     pub out_of_order: u64,
+    /// Samples that arrived after a newer one of their series, within the reorder
+    /// window: put in their place.
+    pub reordered: u64,
     /// Segments (partly) older than the buckets hold.
     pub too_old: u64,
     /// Counters found frozen (energy then comes from the gauge).
@@ -126,14 +141,52 @@ struct SeriesKey {
     component: usize,
 }
 
+/// One recent sample of a meter's stream, with the energy segment that ends at it, so
+/// that a sample arriving late (within the reorder window) can be put in its place.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+struct Sample {
+    ts: i64,
+    value: f64,
+    estimated: bool,
+    /// Energy from this stream counts (the counter is not frozen; the gauge stands in
+    /// for no counter).
+    integrate: bool,
+    /// For an averaged gauge: the window it averages, ending at `ts`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    avg_ms: Option<i64>,
+    /// For a wrapping counter: where it wraps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    wraps_at: Option<f64>,
+    /// Energy added for the stretch before this sample: (from, to, joules).
+    seg: Option<(i64, i64, f64)>,
+    /// The first sample of its stream: nothing came before it.
+    #[serde(default)]
+    first: bool,
+}
+
+/// A meter stream's latest samples, oldest first: at most `REORDER_SAMPLES`, none older
+/// than `REORDER_MS` before the newest.
+type Tail = Vec<Sample>;
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Series {
     /// First sample of the stream energy comes from: the meter is expected from then on.
     first_ms: Option<i64>,
     /// Last sample of that stream.
     last_ms: Option<i64>,
-    counter: Option<(i64, f64)>,
-    gauge: Option<(i64, f64, bool)>,
+    /// Recent counter samples.
+    #[serde(default)]
+    counters: Tail,
+    /// Recent gauge samples.
+    #[serde(default)]
+    gauges: Tail,
+    /// The latest counter sample as states saved before the reorder window had it: read
+    /// once to seed `counters`, never written.
+    #[serde(default, rename = "counter", skip_serializing)]
+    legacy_counter: Option<(i64, f64)>,
+    /// The same for the gauge.
+    #[serde(default, rename = "gauge", skip_serializing)]
+    legacy_gauge: Option<(i64, f64, bool)>,
     /// Last counter sample time: while recent, gauges are not integrated.
     counter_seen_ms: Option<i64>,
     /// Current power and when.
@@ -147,6 +200,42 @@ struct Series {
     frozen_run: u32,
     /// The counter is stuck (a stale register or cache): energy comes from the gauge.
     counter_frozen: bool,
+}
+
+impl Series {
+    /// Seeds the tails from a state saved before they existed.
+    fn migrate(&mut self) {
+        if let Some((ts, value)) = self.legacy_counter.take() {
+            if self.counters.is_empty() {
+                self.counters.push(Sample::seed(ts, value, false));
+            }
+        }
+        if let Some((ts, value, estimated)) = self.legacy_gauge.take() {
+            if self.gauges.is_empty() {
+                self.gauges.push(Sample::seed(ts, value, estimated));
+            }
+        }
+    }
+
+    /// The latest gauge sample.
+    fn gauge(&self) -> Option<&Sample> {
+        self.gauges.last()
+    }
+}
+
+impl Sample {
+    fn seed(ts: i64, value: f64, estimated: bool) -> Self {
+        Sample {
+            ts,
+            value,
+            estimated,
+            integrate: true,
+            avg_ms: None,
+            wraps_at: None,
+            seg: None,
+            first: false,
+        }
+    }
 }
 
 /// What the engine knows about a node.
@@ -474,6 +563,7 @@ impl Engine {
                 component,
             };
             let series = site.series.entry(key).or_default();
+            series.migrate();
             if r.rack.is_some() {
                 series.rack.clone_from(&r.rack);
             }
@@ -481,7 +571,7 @@ impl Engine {
             if zone.is_some() && series.zone.as_ref() != zone {
                 series.zone = zone.cloned();
             }
-            let zone_level = match (&series.zone, zone_point(point)) {
+            let mut zone_level = match (&series.zone, zone_point(point)) {
                 (Some(z), true) => Some(
                     site.zone_levels
                         .entry(z.clone())
@@ -492,55 +582,63 @@ impl Engine {
                 _ => None,
             };
             let level = site.levels.entry(point).or_insert_with(Level::new);
-            let estimated = r.quality == Quality::Estimated;
             // The stream energy comes from: the counter, or the gauge while no counter is
             // recent or the counter is frozen.
-            let from_stream = if counter {
+            let integrate = if counter {
                 !series.counter_frozen
             } else {
                 series.counter_frozen
                     || series.counter_seen_ms.is_none_or(|t| r.ts_ms - t > max_gap)
             };
             if counter {
-                series.counter_seen_ms = Some(r.ts_ms);
+                series.counter_seen_ms =
+                    Some(series.counter_seen_ms.map_or(r.ts_ms, |t| t.max(r.ts_ms)));
             }
-            let segment = if counter {
-                counter_segment(series, r.ts_ms, r.value, max_gap, &mut stats)
-            } else {
-                gauge_segment(
-                    series,
-                    r.ts_ms,
-                    r.value,
-                    estimated,
-                    max_gap,
-                    from_stream,
-                    r.avg_ms.map(|w| w.min(i64::MAX as u64) as i64),
-                    &mut stats,
-                )
+            let sample = Sample {
+                ts: r.ts_ms,
+                value: r.value,
+                estimated: r.quality == Quality::Estimated,
+                integrate,
+                avg_ms: r.avg_ms.map(|w| w.min(i64::MAX as u64) as i64),
+                wraps_at: r.wraps_at,
+                seg: None,
+                first: false,
             };
-            // An average's energy starts where its window does: so does the meter.
-            let from_ms = match (r.avg_ms, segment) {
-                (Some(_), Some((t0, _, _))) => t0,
-                _ => r.ts_ms,
-            };
-            if let Some((t0, t1, e)) = segment {
+            let dirty = &mut site.dirty_from_ms;
+            let mut apply = |c: Change| {
+                let (t0, t1, e) = c.seg;
                 let mut kept = false;
                 for ring in &mut level.rings {
-                    kept |= ring.add(t0, t1, e, estimated);
+                    kept |= if c.undo {
+                        ring.remove(t0, t1, e, c.estimated)
+                    } else {
+                        ring.add(t0, t1, e, c.estimated)
+                    };
                 }
-                if !kept {
-                    stats.too_old += 1;
-                }
-                if let Some(zl) = zone_level {
+                if let Some(zl) = zone_level.as_deref_mut() {
                     for ring in &mut zl.rings {
-                        ring.add(t0, t1, e, estimated);
+                        if c.undo {
+                            ring.remove(t0, t1, e, c.estimated);
+                        } else {
+                            ring.add(t0, t1, e, c.estimated);
+                        }
                     }
                 }
-                site.dirty_from_ms = Some(site.dirty_from_ms.map_or(t0, |d| d.min(t0)));
-            }
-            if from_stream {
-                series.first_ms.get_or_insert(from_ms);
-                series.last_ms = Some(series.last_ms.map_or(r.ts_ms, |l| l.max(r.ts_ms)));
+                *dirty = Some(dirty.map_or(t0, |d| d.min(t0)));
+                kept
+            };
+            let Some(placed) = place(series, counter, sample, max_gap, &mut stats, &mut apply)
+            else {
+                continue;
+            };
+            if placed.integrate {
+                // An average's energy starts where its window does: so does the meter.
+                let from_ms = match (placed.avg_ms, placed.seg) {
+                    (Some(_), Some((t0, _, _))) => t0,
+                    _ => placed.ts,
+                };
+                series.first_ms = Some(series.first_ms.map_or(from_ms, |f| f.min(from_ms)));
+                series.last_ms = Some(series.last_ms.map_or(placed.ts, |l| l.max(placed.ts)));
             }
         }
         settle(site, now_ms, gap_factor, default_interval);
@@ -559,34 +657,224 @@ fn node_interval(n: &Node, default_ms: i64) -> i64 {
     n.interval_ms.or(observed).unwrap_or(default_ms).max(1)
 }
 
-/// Energy between the previous counter sample and this one, if it is a valid segment.
-fn counter_segment(
+/// A change to the buckets: a segment of energy to add, or one to take back because a
+/// late sample split it.
+#[derive(Debug, Clone, Copy)]
+struct Change {
+    seg: (i64, i64, f64),
+    estimated: bool,
+    undo: bool,
+}
+
+impl Change {
+    fn add(s: &Sample) -> Option<Change> {
+        s.seg.map(|seg| Change {
+            seg,
+            estimated: s.estimated,
+            undo: false,
+        })
+    }
+
+    fn undo(seg: Option<(i64, i64, f64)>, estimated: bool) -> Option<Change> {
+        seg.map(|seg| Change {
+            seg,
+            estimated,
+            undo: true,
+        })
+    }
+}
+
+/// Where bucket changes go; returns false when part of the change was older than the
+/// buckets hold.
+type Apply<'a> = dyn FnMut(Change) -> bool + 'a;
+
+/// Puts a sample in its place in the series' counter or gauge tail and hands the bucket
+/// changes to `apply`. Returns it (with the segment ending at it), or `None` when it is a
+/// repeat or older than the reorder window (counted in `out_of_order`).
+fn place(
     s: &mut Series,
-    ts: i64,
-    value: f64,
+    counter: bool,
+    mut b: Sample,
+    max_gap: i64,
+    stats: &mut ApplyStats,
+    apply: &mut Apply,
+) -> Option<Sample> {
+    let mut give = |c: Option<Change>, stats: &mut ApplyStats| {
+        if let Some(c) = c {
+            if !apply(c) {
+                stats.too_old += 1;
+            }
+        }
+    };
+    let tail = if counter { &s.counters } else { &s.gauges };
+    let pos = tail.partition_point(|x| x.ts < b.ts);
+    if tail.get(pos).is_some_and(|x| x.ts == b.ts) {
+        // The same instant again (a redelivered reading): nothing new.
+        return None;
+    }
+    if pos == tail.len() {
+        let prev = tail.last().copied();
+        b.first = prev.is_none();
+        b.seg = if counter {
+            let seg = counter_in_order(s, prev, &mut b, max_gap, stats);
+            if s.counter_frozen && s.frozen_run == FROZEN_AFTER {
+                refill_frozen_run(s, max_gap, &mut |c| {
+                    give(Some(c), stats);
+                    true
+                });
+            }
+            seg
+        } else {
+            s.live = Some((b.ts, b.value));
+            b.integrate
+                .then(|| gauge_seg(prev.as_ref(), &b, max_gap))
+                .flatten()
+        };
+        let tail = if counter {
+            &mut s.counters
+        } else {
+            &mut s.gauges
+        };
+        tail.push(b);
+        let keep_from = b.ts - REORDER_MS;
+        let stale = tail
+            .iter()
+            .take(tail.len() - 1)
+            .take_while(|x| x.ts < keep_from)
+            .count()
+            .max(tail.len().saturating_sub(REORDER_SAMPLES));
+        tail.drain(..stale);
+        give(Change::add(&b), stats);
+        return Some(b);
+    }
+    let newest = tail.last().map_or(b.ts, |x| x.ts);
+    // Before the first sample the stream ever had, while the window still holds it: the
+    // stream starts earlier. Before any other, the segment it would split is gone.
+    let front = pos == 0 && tail[0].first && tail.len() < REORDER_SAMPLES;
+    if (pos == 0 && !front) || b.ts < newest - REORDER_MS {
+        stats.out_of_order += 1;
+        return None;
+    }
+    // Between two samples already placed, a and c: the segment a–c becomes a–b and b–c.
+    // In front of the first one: b becomes the first, and b–c is new.
+    stats.reordered += 1;
+    let tail = if counter {
+        &mut s.counters
+    } else {
+        &mut s.gauges
+    };
+    let a = (pos > 0).then(|| tail[pos - 1]);
+    b.first = front;
+    let c = &mut tail[pos];
+    c.first = false;
+    let seg = |x: Option<&Sample>, y: &Sample, st: &mut ApplyStats| {
+        if !y.integrate {
+            None
+        } else if counter {
+            x.and_then(|x| counter_seg(x, y, max_gap, st))
+        } else {
+            gauge_seg(x, y, max_gap)
+        }
+    };
+    b.seg = seg(a.as_ref(), &b, stats);
+    let old = c.seg;
+    // A reset already counted for a–c is not counted again for b–c.
+    let mut quiet = ApplyStats::default();
+    c.seg = seg(Some(&b), c, if old.is_some() { stats } else { &mut quiet });
+    let changes = [
+        Change::undo(old, c.estimated),
+        Change::add(&b),
+        Change::add(c),
+    ];
+    tail.insert(pos, b);
+    for ch in changes {
+        give(ch, stats);
+    }
+    Some(b)
+}
+
+/// A counter just found frozen: the zero-energy segments of its run were not a measured
+/// zero. They are taken back, and the gauge's segments that lie wholly inside the run
+/// are counted instead; what neither covers stays uncovered (it lowers coverage).
+fn refill_frozen_run(s: &mut Series, max_gap: i64, apply: &mut Apply) {
+    // The run's segments end at the last FROZEN_AFTER − 1 samples in the tail (the newest
+    // one, not yet in it, added none).
+    let mut run_from = None;
+    for x in s.counters.iter_mut().rev().take(FROZEN_AFTER as usize - 1) {
+        match x.seg {
+            Some(seg) if seg.2 == 0.0 => {
+                apply(Change {
+                    seg,
+                    estimated: x.estimated,
+                    undo: true,
+                });
+                x.seg = None;
+                run_from = Some(seg.0);
+            }
+            _ => break,
+        }
+    }
+    let Some(from) = run_from else {
+        return;
+    };
+    for i in 1..s.gauges.len() {
+        let (prev, g) = (s.gauges[i - 1], &mut s.gauges[i]);
+        if prev.ts >= from && !g.integrate && g.seg.is_none() {
+            g.integrate = true;
+            g.seg = gauge_seg(Some(&prev), g, max_gap);
+            if let Some(c) = Change::add(g) {
+                apply(c);
+            }
+        }
+    }
+}
+
+/// Energy between two counter samples, if it is a valid segment.
+fn counter_seg(
+    a: &Sample,
+    b: &Sample,
     max_gap: i64,
     stats: &mut ApplyStats,
 ) -> Option<(i64, i64, f64)> {
-    let prev = s.counter;
-    if let Some((pt, _)) = prev {
-        if ts <= pt {
-            stats.out_of_order += u64::from(ts < pt);
-            return None;
+    let e = if b.value >= a.value {
+        b.value - a.value
+    } else {
+        match b.wraps_at {
+            // A known range, and the counter was near its top: it went round once.
+            Some(w) if a.value > 0.9 * w && a.value < w => {
+                stats.counter_wraps += 1;
+                w - a.value + b.value
+            }
+            _ => {
+                stats.counter_resets += 1;
+                return None;
+            }
         }
-    }
-    s.counter = Some((ts, value));
-    let (pt, pv) = prev?;
-    if value < pv {
-        stats.counter_resets += 1;
+    };
+    let dt = b.ts - a.ts;
+    if e / (dt as f64 / 1000.0) > MAX_PLAUSIBLE_W {
+        stats.implausible_jumps += 1;
         return None;
     }
-    let dt = ts - pt;
-    let e = value - pv;
+    (dt <= max_gap).then_some((a.ts, b.ts, e))
+}
+
+/// The newest counter sample: frozen-counter detection, the live value, and the segment
+/// from the previous sample.
+fn counter_in_order(
+    s: &mut Series,
+    prev: Option<Sample>,
+    b: &mut Sample,
+    max_gap: i64,
+    stats: &mut ApplyStats,
+) -> Option<(i64, i64, f64)> {
+    let prev = prev?;
+    let e = b.value - prev.value;
     // A counter that stands still while the gauge says the device draws power is stuck:
     // after FROZEN_AFTER samples, energy comes from the gauge until it moves again.
     let drawing = s
-        .gauge
-        .is_some_and(|(gt, w, _)| ts - gt <= max_gap && w > 1.0);
+        .gauge()
+        .is_some_and(|g| b.ts - g.ts <= max_gap && g.value > 1.0);
     if e == 0.0 && drawing {
         s.frozen_run += 1;
         if s.frozen_run >= FROZEN_AFTER && !s.counter_frozen {
@@ -597,58 +885,30 @@ fn counter_segment(
         s.frozen_run = 0;
         s.counter_frozen = false;
     }
+    b.integrate = !s.counter_frozen;
     if s.counter_frozen {
         return None;
     }
-    if e / (dt as f64 / 1000.0) > MAX_PLAUSIBLE_W {
-        stats.implausible_jumps += 1;
-        return None;
-    }
-    if dt > max_gap {
-        return None;
-    }
+    let seg = counter_seg(&prev, b, max_gap, stats)?;
     // A fresh gauge is the better live value; the counter stands in when there is none.
-    if s.gauge.is_none_or(|(gt, _, _)| ts - gt > max_gap) {
-        s.live = Some((ts, e / (dt as f64 / 1000.0)));
+    if s.gauge().is_none_or(|g| b.ts - g.ts > max_gap) {
+        s.live = Some((b.ts, seg.2 / ((b.ts - prev.ts) as f64 / 1000.0)));
     }
-    Some((pt, ts, e))
+    Some(seg)
 }
 
-/// Trapezoid energy between the previous gauge sample and this one.
-#[allow(clippy::too_many_arguments)]
-fn gauge_segment(
-    s: &mut Series,
-    ts: i64,
-    watts: f64,
-    estimated: bool,
-    max_gap: i64,
-    integrate: bool,
-    avg_ms: Option<i64>,
-    stats: &mut ApplyStats,
-) -> Option<(i64, i64, f64)> {
-    let prev = s.gauge;
-    if let Some((pt, _, _)) = prev {
-        if ts <= pt {
-            stats.out_of_order += u64::from(ts < pt);
-            return None;
-        }
+/// Energy of a gauge sample's stretch: the trapezoid from the previous sample, or for an
+/// average, exactly `value × window` over its own window, clipped where it would reach
+/// back over the previous sample's. A stretch between two averaging windows stays
+/// uncovered (it lowers coverage).
+fn gauge_seg(prev: Option<&Sample>, b: &Sample, max_gap: i64) -> Option<(i64, i64, f64)> {
+    if let Some(w) = b.avg_ms {
+        let start = prev.map_or(b.ts - w, |p| (b.ts - w).max(p.ts));
+        return (start < b.ts).then(|| (start, b.ts, b.value * (b.ts - start) as f64 / 1000.0));
     }
-    s.gauge = Some((ts, watts, estimated));
-    s.live = Some((ts, watts));
-    if let Some(w) = avg_ms {
-        // A mean over the window before `ts`: exactly `watts × window` of energy over its
-        // own window, clipped where it would reach back over the previous sample's. A
-        // stretch between two windows stays uncovered (it lowers coverage).
-        let start = prev.map_or(ts - w, |(pt, _, _)| (ts - w).max(pt));
-        return (integrate && start < ts)
-            .then(|| (start, ts, watts * (ts - start) as f64 / 1000.0));
-    }
-    let (pt, pw, _) = prev?;
-    let dt = ts - pt;
-    if !integrate || dt > max_gap {
-        return None;
-    }
-    Some((pt, ts, (pw + watts) / 2.0 * dt as f64 / 1000.0))
+    let p = prev?;
+    let dt = b.ts - p.ts;
+    (dt <= max_gap).then(|| (p.ts, b.ts, (p.value + b.value) / 2.0 * dt as f64 / 1000.0))
 }
 
 /// Fixes the start of the site's data once the meters present at start-up have all

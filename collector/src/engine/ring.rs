@@ -71,6 +71,16 @@ impl Ring {
     /// Adds `energy_j` spread uniformly over `[t0, t1)`. Returns false when part of the
     /// segment was older than the ring holds (that part is not counted).
     pub fn add(&mut self, t0: i64, t1: i64, energy_j: f64, estimated: bool) -> bool {
+        self.spread(t0, t1, energy_j, estimated, 1.0)
+    }
+
+    /// Takes back exactly what `add` with the same arguments put in (a segment that a
+    /// late sample split in two). Buckets the ring no longer holds are left alone.
+    pub fn remove(&mut self, t0: i64, t1: i64, energy_j: f64, estimated: bool) -> bool {
+        self.spread(t0, t1, energy_j, estimated, -1.0)
+    }
+
+    fn spread(&mut self, t0: i64, t1: i64, energy_j: f64, estimated: bool, sign: f64) -> bool {
         if t1 <= t0 {
             return true;
         }
@@ -83,9 +93,9 @@ impl Ring {
             let overlap = (to - from) as f64;
             match self.slot_mut(idx) {
                 Some(b) => {
-                    let e = energy_j * overlap / span;
+                    let e = sign * energy_j * overlap / span;
                     b.energy_j += e;
-                    b.covered_ms += overlap;
+                    b.covered_ms += sign * overlap;
                     if estimated {
                         b.estimated_j += e;
                     }

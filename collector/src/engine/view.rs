@@ -467,7 +467,7 @@ impl Engine {
                     if site.is_active(last, k.node, now_ms, gf, di) {
                         active += 1;
                         watts += w;
-                        estimated |= s.gauge.is_some_and(|g| g.2);
+                        estimated |= s.gauge().is_some_and(|g| g.estimated);
                     }
                 }
             }

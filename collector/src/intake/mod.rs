@@ -96,8 +96,13 @@ pub struct IntakeStats {
     pub counter_resets: AtomicU64,
     /// Counter jumps implying absurd power, not turned into energy.
     pub implausible_jumps: AtomicU64,
-    /// Samples older than their series' previous one.
+    /// Counter wraps at a known range, unwrapped into energy.
+    pub counter_wraps: AtomicU64,
+    /// Samples older than their series' reorder window: dropped.
     pub out_of_order: AtomicU64,
+    /// Samples that arrived after newer ones of their series, within the reorder
+    /// window: put in their place.
+    pub reordered: AtomicU64,
     /// Energy older than the engine's buckets hold.
     pub too_old: AtomicU64,
     /// Energy counters found frozen while their gauge showed power.
@@ -434,8 +439,11 @@ impl Intake {
                     .fetch_add(applied.counter_resets, Ordering::Relaxed);
                 s.implausible_jumps
                     .fetch_add(applied.implausible_jumps, Ordering::Relaxed);
+                s.counter_wraps
+                    .fetch_add(applied.counter_wraps, Ordering::Relaxed);
                 s.out_of_order
                     .fetch_add(applied.out_of_order, Ordering::Relaxed);
+                s.reordered.fetch_add(applied.reordered, Ordering::Relaxed);
                 s.too_old.fetch_add(applied.too_old, Ordering::Relaxed);
                 s.frozen_counters
                     .fetch_add(applied.frozen_counters, Ordering::Relaxed);

@@ -15,7 +15,7 @@ pub struct Limits {
 }
 
 /// Every reason a reading can be refused, for metrics that list zeros too.
-pub const REASONS: [&str; 14] = [
+pub const REASONS: [&str; 15] = [
     "non_finite",
     "invalid_location",
     "invalid_metric",
@@ -30,6 +30,7 @@ pub const REASONS: [&str; 14] = [
     "negative_value",
     "invalid_source",
     "invalid_average",
+    "invalid_wrap",
 ];
 
 /// Longest averaging window a reading may claim (`avg_ms`): one day.
@@ -66,6 +67,17 @@ pub fn check(
     if let Some(w) = r.avg_ms {
         if r.metric != "power_w" || r.kind != Kind::Gauge || !(1..=MAX_AVG_MS).contains(&w) {
             return Err("invalid_average");
+        }
+    }
+    // A wrap range belongs to an energy counter, and the counter is below it.
+    if let Some(w) = r.wraps_at {
+        if r.metric != "energy_j"
+            || r.kind != Kind::Counter
+            || !w.is_finite()
+            || w <= 0.0
+            || r.value >= w
+        {
+            return Err("invalid_wrap");
         }
     }
     // The source becomes a tag downstream (InfluxDB): an identifier, never free text.
@@ -200,6 +212,22 @@ mod tests {
             (Reading::gauge("temp_c", -10.0, NOW), None, Ok(())),
             (p(300.0).averaged_over(60_000), None, Ok(())),
             (p(300.0).averaged_over(0), None, Err("invalid_average")),
+            (
+                Reading::counter("energy_j", 10.0, NOW).wrapping_at(100.0),
+                None,
+                Ok(()),
+            ),
+            (
+                Reading::counter("energy_j", 100.0, NOW).wrapping_at(100.0),
+                None,
+                Err("invalid_wrap"),
+            ),
+            (
+                Reading::counter("energy_j", 1.0, NOW).wrapping_at(f64::INFINITY),
+                None,
+                Err("invalid_wrap"),
+            ),
+            (p(300.0).wrapping_at(1000.0), None, Err("invalid_wrap")),
             (
                 p(300.0).averaged_over(MAX_AVG_MS + 1),
                 None,
