@@ -215,6 +215,8 @@ fn site_view(value: Option<f64>, quality: &'static str, coverage: f64) -> SiteVi
         to_ms: None,
         facility_kwh: 0.0,
         it_kwh: 0.0,
+        facility_fill_kwh: 0.0,
+        it_fill_kwh: 0.0,
     };
     SiteView {
         site: "dc".into(),

@@ -27,6 +27,9 @@ pub struct MinuteEnergy {
     pub expected_ms: f64,
     /// Part of the energy from estimated readings, J.
     pub estimated_j: f64,
+    /// Energy estimated for the uncovered meter-time (gaps, resets), J: not in
+    /// `energy_j`.
+    pub filled_j: f64,
 }
 
 /// Sums over a period for one measurement point.
@@ -40,6 +43,8 @@ pub struct PeriodTotals {
     pub expected_ms: f64,
     /// Estimated part of the energy, J.
     pub estimated_j: f64,
+    /// Energy estimated for the uncovered meter-time, J.
+    pub filled_j: f64,
 }
 
 impl PeriodTotals {
@@ -49,11 +54,13 @@ impl PeriodTotals {
         self.covered_ms += m.covered_ms;
         self.expected_ms += m.expected_ms;
         self.estimated_j += m.estimated_j;
+        self.filled_j += m.filled_j;
     }
 
     fn stat(&self) -> LevelStat {
         LevelStat {
             value: self.energy_j,
+            fill: self.filled_j,
             coverage: if self.expected_ms > 0.0 {
                 (self.covered_ms / self.expected_ms).min(1.0)
             } else {
@@ -93,6 +100,8 @@ pub fn period_view(
         to_ms: Some(to_ms),
         facility_kwh: fac.value / 3.6e6,
         it_kwh: 0.0,
+        facility_fill_kwh: fac.fill / 3.6e6,
+        it_fill_kwh: 0.0,
     };
     let Some(i) = choose(&its, rule) else {
         if rule.category.is_some() {
@@ -110,6 +119,7 @@ pub fn period_view(
     v.reason = reason;
     v.dcie = value.map(|x| 1.0 / x);
     v.it_kwh = it.value / 3.6e6;
+    v.it_fill_kwh = it.fill / 3.6e6;
     v
 }
 
@@ -158,7 +168,7 @@ impl Engine {
                     .iter()
                     .map(|f| (m + MINUTE_MS - m.max(*f)).clamp(0, MINUTE_MS) as f64)
                     .sum();
-                if t.covered_ms > 0.0 || expected > 0.0 {
+                if t.covered_ms > 0.0 || expected > 0.0 || t.filled_j > 0.0 {
                     out.push(MinuteEnergy {
                         ts_ms: m,
                         point: *point,
@@ -166,6 +176,7 @@ impl Engine {
                         covered_ms: t.covered_ms,
                         expected_ms: expected,
                         estimated_j: t.estimated_j,
+                        filled_j: t.filled_j,
                     });
                 }
                 m += MINUTE_MS;

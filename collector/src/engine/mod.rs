@@ -158,7 +158,11 @@ struct Sample {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     wraps_at: Option<f64>,
     /// Energy added for the stretch before this sample: (from, to, joules).
-    seg: Option<(i64, i64, f64)>,
+    seg: Option<Seg>,
+    /// Or, where that stretch has no valid data (a gap, a reset), the estimate of its
+    /// energy from the readings around it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    fill: Option<Seg>,
     /// The first sample of its stream: nothing came before it.
     #[serde(default)]
     first: bool,
@@ -233,6 +237,7 @@ impl Sample {
             avg_ms: None,
             wraps_at: None,
             seg: None,
+            fill: None,
             first: false,
         }
     }
@@ -602,28 +607,16 @@ impl Engine {
                 avg_ms: r.avg_ms.map(|w| w.min(i64::MAX as u64) as i64),
                 wraps_at: r.wraps_at,
                 seg: None,
+                fill: None,
                 first: false,
             };
             let dirty = &mut site.dirty_from_ms;
             let mut apply = |c: Change| {
-                let (t0, t1, e) = c.seg;
-                let mut kept = false;
-                for ring in &mut level.rings {
-                    kept |= if c.undo {
-                        ring.remove(t0, t1, e, c.estimated)
-                    } else {
-                        ring.add(t0, t1, e, c.estimated)
-                    };
-                }
+                let kept = c.to_rings(&mut level.rings);
                 if let Some(zl) = zone_level.as_deref_mut() {
-                    for ring in &mut zl.rings {
-                        if c.undo {
-                            ring.remove(t0, t1, e, c.estimated);
-                        } else {
-                            ring.add(t0, t1, e, c.estimated);
-                        }
-                    }
+                    c.to_rings(&mut zl.rings);
                 }
+                let t0 = c.seg.0;
                 *dirty = Some(dirty.map_or(t0, |d| d.min(t0)));
                 kept
             };
@@ -657,30 +650,72 @@ fn node_interval(n: &Node, default_ms: i64) -> i64 {
     n.interval_ms.or(observed).unwrap_or(default_ms).max(1)
 }
 
-/// A change to the buckets: a segment of energy to add, or one to take back because a
-/// late sample split it.
+/// A stretch of time and its energy: (from ms, to ms, joules).
+type Seg = (i64, i64, f64);
+
+/// What the stretch before a sample contributes: measured energy over covered time, or,
+/// where the data is not valid (a gap, a reset), an estimate that covers nothing.
+#[derive(Debug, Clone, Copy, Default)]
+struct Step {
+    seg: Option<Seg>,
+    fill: Option<Seg>,
+}
+
+impl Step {
+    fn energy(seg: Seg) -> Self {
+        Step {
+            seg: Some(seg),
+            fill: None,
+        }
+    }
+
+    fn fill(seg: Option<Seg>) -> Self {
+        Step {
+            seg: None,
+            fill: seg.filter(|s| s.1 > s.0 && s.2.is_finite() && s.2 >= 0.0),
+        }
+    }
+}
+
+/// A change to the buckets: a segment to add, or one to take back because a late sample
+/// split it.
 #[derive(Debug, Clone, Copy)]
 struct Change {
-    seg: (i64, i64, f64),
+    seg: Seg,
     estimated: bool,
+    /// An estimate for uncovered time, not measured energy.
+    fill: bool,
     undo: bool,
 }
 
 impl Change {
-    fn add(s: &Sample) -> Option<Change> {
-        s.seg.map(|seg| Change {
-            seg,
-            estimated: s.estimated,
-            undo: false,
-        })
+    /// The changes that add what the stretch before `s` contributes (or take it back).
+    fn of(s: &Sample, undo: bool) -> [Option<Change>; 2] {
+        let make = |seg: Option<Seg>, fill: bool| {
+            seg.map(|seg| Change {
+                seg,
+                estimated: s.estimated,
+                fill,
+                undo,
+            })
+        };
+        [make(s.seg, false), make(s.fill, true)]
     }
 
-    fn undo(seg: Option<(i64, i64, f64)>, estimated: bool) -> Option<Change> {
-        seg.map(|seg| Change {
-            seg,
-            estimated,
-            undo: true,
-        })
+    /// Applies the change to a level's rings; false when part of it was older than
+    /// every ring holds.
+    fn to_rings(self, rings: &mut [ring::Ring]) -> bool {
+        let (t0, t1, e) = self.seg;
+        let mut kept = false;
+        for r in rings {
+            kept |= match (self.fill, self.undo) {
+                (false, false) => r.add(t0, t1, e, self.estimated),
+                (false, true) => r.remove(t0, t1, e, self.estimated),
+                (true, false) => r.add_fill(t0, t1, e),
+                (true, true) => r.remove_fill(t0, t1, e),
+            };
+        }
+        kept
     }
 }
 
@@ -699,9 +734,9 @@ fn place(
     stats: &mut ApplyStats,
     apply: &mut Apply,
 ) -> Option<Sample> {
-    let mut give = |c: Option<Change>, stats: &mut ApplyStats| {
-        if let Some(c) = c {
-            if !apply(c) {
+    let mut give = |changes: [Option<Change>; 2], stats: &mut ApplyStats| {
+        for c in changes.into_iter().flatten() {
+            if !apply(c) && !c.fill {
                 stats.too_old += 1;
             }
         }
@@ -715,21 +750,24 @@ fn place(
     if pos == tail.len() {
         let prev = tail.last().copied();
         b.first = prev.is_none();
-        b.seg = if counter {
-            let seg = counter_in_order(s, prev, &mut b, max_gap, stats);
+        let step = if counter {
+            let step = counter_in_order(s, prev, &mut b, max_gap, stats);
             if s.counter_frozen && s.frozen_run == FROZEN_AFTER {
                 refill_frozen_run(s, max_gap, &mut |c| {
-                    give(Some(c), stats);
+                    give([Some(c), None], stats);
                     true
                 });
             }
-            seg
+            step
         } else {
             s.live = Some((b.ts, b.value));
-            b.integrate
-                .then(|| gauge_seg(prev.as_ref(), &b, max_gap))
-                .flatten()
+            if b.integrate {
+                gauge_step(prev.as_ref(), &b, max_gap)
+            } else {
+                Step::default()
+            }
         };
+        (b.seg, b.fill) = (step.seg, one_fill(s, counter, step).fill);
         let tail = if counter {
             &mut s.counters
         } else {
@@ -744,7 +782,7 @@ fn place(
             .count()
             .max(tail.len().saturating_sub(REORDER_SAMPLES));
         tail.drain(..stale);
-        give(Change::add(&b), stats);
+        give(Change::of(&b, false), stats);
         return Some(b);
     }
     let newest = tail.last().map_or(b.ts, |x| x.ts);
@@ -755,7 +793,7 @@ fn place(
         stats.out_of_order += 1;
         return None;
     }
-    // Between two samples already placed, a and c: the segment a–c becomes a–b and b–c.
+    // Between two samples already placed, a and c: the stretch a–c becomes a–b and b–c.
     // In front of the first one: b becomes the first, and b–c is new.
     stats.reordered += 1;
     let tail = if counter {
@@ -767,30 +805,56 @@ fn place(
     b.first = front;
     let c = &mut tail[pos];
     c.first = false;
-    let seg = |x: Option<&Sample>, y: &Sample, st: &mut ApplyStats| {
+    let step = |x: Option<&Sample>, y: &Sample, st: &mut ApplyStats| {
         if !y.integrate {
-            None
+            Step::default()
         } else if counter {
-            x.and_then(|x| counter_seg(x, y, max_gap, st))
+            x.map_or(Step::default(), |x| counter_step(x, y, max_gap, st))
         } else {
-            gauge_seg(x, y, max_gap)
+            gauge_step(x, y, max_gap)
         }
     };
-    b.seg = seg(a.as_ref(), &b, stats);
-    let old = c.seg;
+    let undo = Change::of(c, true);
+    let had = c.seg.is_some() || c.fill.is_some();
+    let ab = step(a.as_ref(), &b, stats);
     // A reset already counted for a–c is not counted again for b–c.
     let mut quiet = ApplyStats::default();
-    c.seg = seg(Some(&b), c, if old.is_some() { stats } else { &mut quiet });
-    let changes = [
-        Change::undo(old, c.estimated),
-        Change::add(&b),
-        Change::add(c),
-    ];
+    let bc = step(Some(&b), c, if had { stats } else { &mut quiet });
+    let (ab, bc) = (one_fill(s, counter, ab), one_fill(s, counter, bc));
+    (b.seg, b.fill) = (ab.seg, ab.fill);
+    let tail = if counter {
+        &mut s.counters
+    } else {
+        &mut s.gauges
+    };
+    let c = &mut tail[pos];
+    (c.seg, c.fill) = (bc.seg, bc.fill);
+    let add_c = Change::of(c, false);
     tail.insert(pos, b);
-    for ch in changes {
-        give(ch, stats);
-    }
+    give(undo, stats);
+    give(Change::of(&b, false), stats);
+    give(add_c, stats);
     Some(b)
+}
+
+/// A meter with both a counter and a gauge fills an uncovered stretch once: from the
+/// counter (its increase is exact), unless the gauge covered the stretch meanwhile; from
+/// the gauge only while the counter is missing or frozen.
+fn one_fill(s: &Series, counter: bool, mut step: Step) -> Step {
+    if let Some((t0, t1, _)) = step.fill {
+        let covered_elsewhere = if counter {
+            s.gauges
+                .iter()
+                .filter_map(|g| g.seg)
+                .any(|(g0, g1, _)| g1 > t0 && g0 < t1)
+        } else {
+            !s.counters.is_empty() && !s.counter_frozen
+        };
+        if covered_elsewhere {
+            step.fill = None;
+        }
+    }
+    step
 }
 
 /// A counter just found frozen: the zero-energy segments of its run were not a measured
@@ -806,6 +870,7 @@ fn refill_frozen_run(s: &mut Series, max_gap: i64, apply: &mut Apply) {
                 apply(Change {
                     seg,
                     estimated: x.estimated,
+                    fill: false,
                     undo: true,
                 });
                 x.seg = None;
@@ -821,21 +886,24 @@ fn refill_frozen_run(s: &mut Series, max_gap: i64, apply: &mut Apply) {
         let (prev, g) = (s.gauges[i - 1], &mut s.gauges[i]);
         if prev.ts >= from && !g.integrate && g.seg.is_none() {
             g.integrate = true;
-            g.seg = gauge_seg(Some(&prev), g, max_gap);
-            if let Some(c) = Change::add(g) {
+            let step = gauge_step(Some(&prev), g, max_gap);
+            (g.seg, g.fill) = (step.seg, step.fill);
+            for c in Change::of(g, false).into_iter().flatten() {
                 apply(c);
             }
         }
     }
 }
 
-/// Energy between two counter samples, if it is a valid segment.
-fn counter_seg(
-    a: &Sample,
-    b: &Sample,
-    max_gap: i64,
-    stats: &mut ApplyStats,
-) -> Option<(i64, i64, f64)> {
+/// Mean power of a segment, W.
+fn mean_w(seg: Seg) -> f64 {
+    seg.2 / ((seg.1 - seg.0).max(1) as f64 / 1000.0)
+}
+
+/// Energy between two counter samples when it is a valid segment; across a gap, the
+/// counter's own increase as the gap's estimate; across a reset, the meter's previous
+/// power held over the lost stretch.
+fn counter_step(a: &Sample, b: &Sample, max_gap: i64, stats: &mut ApplyStats) -> Step {
     let e = if b.value >= a.value {
         b.value - a.value
     } else {
@@ -847,19 +915,23 @@ fn counter_seg(
             }
             _ => {
                 stats.counter_resets += 1;
-                return None;
+                let power = a.seg.or(a.fill).map(mean_w);
+                return Step::fill(power.map(|w| (a.ts, b.ts, w * (b.ts - a.ts) as f64 / 1000.0)));
             }
         }
     };
     let dt = b.ts - a.ts;
     if e / (dt as f64 / 1000.0) > MAX_PLAUSIBLE_W {
         stats.implausible_jumps += 1;
-        return None;
+        return Step::default();
     }
-    (dt <= max_gap).then_some((a.ts, b.ts, e))
+    if dt > max_gap {
+        return Step::fill(Some((a.ts, b.ts, e)));
+    }
+    Step::energy((a.ts, b.ts, e))
 }
 
-/// The newest counter sample: frozen-counter detection, the live value, and the segment
+/// The newest counter sample: frozen-counter detection, the live value, and the step
 /// from the previous sample.
 fn counter_in_order(
     s: &mut Series,
@@ -867,8 +939,10 @@ fn counter_in_order(
     b: &mut Sample,
     max_gap: i64,
     stats: &mut ApplyStats,
-) -> Option<(i64, i64, f64)> {
-    let prev = prev?;
+) -> Step {
+    let Some(prev) = prev else {
+        return Step::default();
+    };
     let e = b.value - prev.value;
     // A counter that stands still while the gauge says the device draws power is stuck:
     // after FROZEN_AFTER samples, energy comes from the gauge until it moves again.
@@ -887,28 +961,47 @@ fn counter_in_order(
     }
     b.integrate = !s.counter_frozen;
     if s.counter_frozen {
-        return None;
+        return Step::default();
     }
-    let seg = counter_seg(&prev, b, max_gap, stats)?;
+    let step = counter_step(&prev, b, max_gap, stats);
     // A fresh gauge is the better live value; the counter stands in when there is none.
-    if s.gauge().is_none_or(|g| b.ts - g.ts > max_gap) {
-        s.live = Some((b.ts, seg.2 / ((b.ts - prev.ts) as f64 / 1000.0)));
+    if let Some(seg) = step.seg {
+        if s.gauge().is_none_or(|g| b.ts - g.ts > max_gap) {
+            s.live = Some((b.ts, mean_w(seg)));
+        }
     }
-    Some(seg)
+    step
 }
 
 /// Energy of a gauge sample's stretch: the trapezoid from the previous sample, or for an
 /// average, exactly `value × window` over its own window, clipped where it would reach
-/// back over the previous sample's. A stretch between two averaging windows stays
-/// uncovered (it lowers coverage).
-fn gauge_seg(prev: Option<&Sample>, b: &Sample, max_gap: i64) -> Option<(i64, i64, f64)> {
+/// back over the previous sample's. Across a gap (or between two averaging windows) the
+/// stretch is uncovered, and the straight line between the two readings is its estimate.
+fn gauge_step(prev: Option<&Sample>, b: &Sample, max_gap: i64) -> Step {
     if let Some(w) = b.avg_ms {
         let start = prev.map_or(b.ts - w, |p| (b.ts - w).max(p.ts));
-        return (start < b.ts).then(|| (start, b.ts, b.value * (b.ts - start) as f64 / 1000.0));
+        let seg = (start < b.ts).then(|| (start, b.ts, b.value * (b.ts - start) as f64 / 1000.0));
+        let fill = prev.filter(|p| p.ts < start).map(|p| {
+            (
+                p.ts,
+                start,
+                (p.value + b.value) / 2.0 * (start - p.ts) as f64 / 1000.0,
+            )
+        });
+        return Step {
+            seg,
+            fill: Step::fill(fill).fill,
+        };
     }
-    let p = prev?;
+    let Some(p) = prev else {
+        return Step::default();
+    };
     let dt = b.ts - p.ts;
-    (dt <= max_gap).then(|| (p.ts, b.ts, (p.value + b.value) / 2.0 * dt as f64 / 1000.0))
+    let seg = (p.ts, b.ts, (p.value + b.value) / 2.0 * dt as f64 / 1000.0);
+    if dt > max_gap {
+        return Step::fill(Some(seg));
+    }
+    Step::energy(seg)
 }
 
 /// Fixes the start of the site's data once the meters present at start-up have all

@@ -15,6 +15,10 @@ pub struct Bucket {
     pub covered_ms: f64,
     /// Part of `energy_j` that came from estimated readings.
     pub estimated_j: f64,
+    /// Energy estimated for meter-time with no valid data (a gap, a reset), from the
+    /// meter's own readings around it: not in `energy_j`, not covered.
+    #[serde(default)]
+    pub filled_j: f64,
 }
 
 /// Totals over a range of buckets.
@@ -26,6 +30,8 @@ pub struct Totals {
     pub covered_ms: f64,
     /// Estimated part of the energy.
     pub estimated_j: f64,
+    /// Energy estimated for uncovered meter-time.
+    pub filled_j: f64,
 }
 
 /// The ring. Saved sparsely: only the buckets in use.
@@ -71,16 +77,27 @@ impl Ring {
     /// Adds `energy_j` spread uniformly over `[t0, t1)`. Returns false when part of the
     /// segment was older than the ring holds (that part is not counted).
     pub fn add(&mut self, t0: i64, t1: i64, energy_j: f64, estimated: bool) -> bool {
-        self.spread(t0, t1, energy_j, estimated, 1.0)
+        self.spread(t0, t1, energy_j, Spread::Energy { estimated }, 1.0)
+    }
+
+    /// Adds an estimate of the energy over `[t0, t1)`, a stretch without valid data: it
+    /// counts neither as energy nor as covered time.
+    pub fn add_fill(&mut self, t0: i64, t1: i64, energy_j: f64) -> bool {
+        self.spread(t0, t1, energy_j, Spread::Fill, 1.0)
     }
 
     /// Takes back exactly what `add` with the same arguments put in (a segment that a
     /// late sample split in two). Buckets the ring no longer holds are left alone.
     pub fn remove(&mut self, t0: i64, t1: i64, energy_j: f64, estimated: bool) -> bool {
-        self.spread(t0, t1, energy_j, estimated, -1.0)
+        self.spread(t0, t1, energy_j, Spread::Energy { estimated }, -1.0)
     }
 
-    fn spread(&mut self, t0: i64, t1: i64, energy_j: f64, estimated: bool, sign: f64) -> bool {
+    /// Takes back what `add_fill` with the same arguments put in.
+    pub fn remove_fill(&mut self, t0: i64, t1: i64, energy_j: f64) -> bool {
+        self.spread(t0, t1, energy_j, Spread::Fill, -1.0)
+    }
+
+    fn spread(&mut self, t0: i64, t1: i64, energy_j: f64, what: Spread, sign: f64) -> bool {
         if t1 <= t0 {
             return true;
         }
@@ -94,10 +111,15 @@ impl Ring {
             match self.slot_mut(idx) {
                 Some(b) => {
                     let e = sign * energy_j * overlap / span;
-                    b.energy_j += e;
-                    b.covered_ms += sign * overlap;
-                    if estimated {
-                        b.estimated_j += e;
+                    match what {
+                        Spread::Energy { estimated } => {
+                            b.energy_j += e;
+                            b.covered_ms += sign * overlap;
+                            if estimated {
+                                b.estimated_j += e;
+                            }
+                        }
+                        Spread::Fill => b.filled_j += e,
                     }
                 }
                 None => whole = false,
@@ -121,11 +143,21 @@ impl Ring {
                 t.energy_j += b.energy_j;
                 t.covered_ms += b.covered_ms;
                 t.estimated_j += b.estimated_j;
+                t.filled_j += b.filled_j;
             }
             idx += 1;
         }
         t
     }
+}
+
+/// What a segment is.
+#[derive(Debug, Clone, Copy)]
+enum Spread {
+    /// Measured (or estimated-reading) energy over covered time.
+    Energy { estimated: bool },
+    /// An estimate for uncovered time.
+    Fill,
 }
 
 /// How a ring is saved: its shape and the buckets in use.

@@ -155,6 +155,8 @@ struct Expect {
     quality: &'static str,
     category: Option<u8>,
     coverage_it: f64,
+    /// IT energy estimated for the uncovered meter-time, J.
+    it_fill_j: f64,
     resets: u64,
     wraps: u64,
     frozen: u64,
@@ -169,6 +171,7 @@ const MEASURED: Expect = Expect {
     quality: "measured",
     category: Some(3),
     coverage_it: 1.0,
+    it_fill_j: 0.0,
     resets: 0,
     wraps: 0,
     frozen: 0,
@@ -265,8 +268,10 @@ fn scenarios() -> Vec<Scenario> {
                 ..MEASURED
             },
         ),
-        // Silent from 39 s to 80 s: 41 s > the 3 s bound, so [39, 80) holds no IT energy;
-        // the window keeps [30, 39) and [80, 90): 19 of 60 s.
+        // Silent from 39 s to 80 s: 41 s > the 3 s bound, so [39, 80) holds no measured IT
+        // energy; the window keeps [30, 39) and [80, 90): 19 of 60 s. The counter's
+        // increase over the gap (41 kJ) is the estimate for it, so the value is right and
+        // marked partial.
         scenario(
             "gap longer than the bound",
             vec![
@@ -277,9 +282,10 @@ fn scenarios() -> Vec<Scenario> {
                 },
             ],
             Expect {
-                pue: Some(90_000.0 / 19_000.0),
+                pue: Some(1.5),
                 quality: "partial",
                 coverage_it: 19.0 / 60.0,
+                it_fill_j: 41_000.0,
                 ..MEASURED
             },
         ),
@@ -302,7 +308,8 @@ fn scenarios() -> Vec<Scenario> {
             },
         ),
         // A driver reload at 50 s restarts the counter from zero: [49, 50) is lost (the
-        // delta across a reset is unknown), flagged, and coverage shows the lost second.
+        // delta across a reset is unknown), flagged, and coverage shows the lost second;
+        // the meter's previous power held over it is the estimate (1 kJ).
         scenario(
             "NVML-style reset",
             vec![
@@ -314,9 +321,10 @@ fn scenarios() -> Vec<Scenario> {
                 },
             ],
             Expect {
-                pue: Some(90_000.0 / 59_000.0),
+                pue: Some(1.5),
                 quality: "partial",
                 coverage_it: 59.0 / 60.0,
+                it_fill_j: 1_000.0,
                 resets: 1,
                 ..MEASURED
             },
@@ -530,6 +538,13 @@ fn scenarios_match_their_hand_computed_values() {
             (x.resets, x.wraps, x.frozen),
             "{name}: resets, wraps, frozen"
         );
+        assert!(
+            (w.it_fill_kwh * 3.6e6 - x.it_fill_j).abs() < 1e-6,
+            "{name}: IT fill {} J ≠ {} J",
+            w.it_fill_kwh * 3.6e6,
+            x.it_fill_j
+        );
+        assert_eq!(w.facility_fill_kwh, 0.0, "{name}: facility fill");
         if let Some(v) = x.pue.filter(|_| x.quality == "measured") {
             assert!(close(w.dcie.expect("DCiE"), 1.0 / v), "{name}: DCiE");
         }

@@ -181,7 +181,12 @@ fn never_integrates_across_a_gap_and_coverage_shows_it() {
     assert!((w.coverage_it - expected).abs() < 1e-6, "{w:?}");
     assert_eq!(w.quality, "partial");
     let it_j = 500.0 * 60.0 + 500.0 * 49.0;
-    assert!((w.value.unwrap() - 1500.0 * 60.0 / it_j).abs() < 1e-9);
+    assert!((w.it_kwh * 3.6e6 - it_j).abs() < 1e-6, "{w:?}");
+    // The counter's increase over the gap (10 kJ over [100, 121)) is its estimate; 11 of
+    // its 21 s fall in the window. The gauge does not fill the same stretch again.
+    let fill = 10_000.0 * 11.0 / 21.0;
+    assert!((w.it_fill_kwh * 3.6e6 - fill).abs() < 1e-6, "{w:?}");
+    assert!((w.value.unwrap() - 1500.0 * 60.0 / (it_j + fill)).abs() < 1e-9);
 }
 
 #[test]
@@ -356,6 +361,7 @@ fn a_category_set_for_the_site_is_used_whatever_the_coverage() {
                 covered_ms: 60_000.0,
                 expected_ms: 60_000.0,
                 estimated_j: 0.0,
+                filled_j: 0.0,
             },
         ),
         (
@@ -365,6 +371,7 @@ fn a_category_set_for_the_site_is_used_whatever_the_coverage() {
                 covered_ms: 60_000.0,
                 expected_ms: 60_000.0,
                 estimated_j: 0.0,
+                filled_j: 0.0,
             },
         ),
     ]);
@@ -396,6 +403,15 @@ fn stopping_a_quarter_of_hosts_lowers_coverage_and_flags_quality() {
     assert!((w.coverage_it - expected).abs() < 1e-6, "{w:?}");
     assert_eq!(w.quality, "partial");
     assert_eq!(v.nodes.stale, 2);
+    // The silent hosts' last power (100 W each) stands in for their last 30 s: the value
+    // stays the site's 1 200 W over 800 W instead of jumping with the missing share.
+    assert!(
+        (w.it_fill_kwh * 3.6e6 - 2.0 * 100.0 * 30.0).abs() < 1e-6,
+        "{w:?}"
+    );
+    assert!((w.value.unwrap() - 1.5).abs() < 1e-9, "{w:?}");
+    assert!((v.power.ratio.unwrap() - 1.5).abs() < 1e-9, "{:?}", v.power);
+    assert_eq!(v.power.it_w, Some(600.0), "measured power stays measured");
 }
 
 #[test]

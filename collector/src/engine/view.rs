@@ -71,6 +71,11 @@ pub struct WindowView {
     pub facility_kwh: f64,
     /// IT energy in the interval at the chosen category, kWh.
     pub it_kwh: f64,
+    /// Estimated facility energy for the uncovered meter-time (gaps, resets, meters
+    /// gone silent), kWh: in `value`, not in `facility_kwh`. 0 at full coverage.
+    pub facility_fill_kwh: f64,
+    /// The same for IT.
+    pub it_fill_kwh: f64,
 }
 
 /// Node counts by state.
@@ -279,6 +284,9 @@ pub(super) fn quality_label(category: u8, window: &str) -> String {
 
 pub(super) struct LevelStat {
     pub(super) value: f64,
+    /// Estimate for the uncovered meter-time, from each meter's own readings (J; W for
+    /// the live ratio): what `value` lacks when coverage is below 100 %.
+    pub(super) fill: f64,
     pub(super) coverage: f64,
     pub(super) estimated: bool,
     pub(super) known: bool,
@@ -331,7 +339,10 @@ pub(super) fn judge(
     if it.value <= 0.0 {
         return (None, "no_data", Some("no IT meter data".to_owned()));
     }
-    let ratio = fac.value / it.value;
+    // Where coverage is short, the uncovered meter-time is filled from each meter's own
+    // readings around it; the value says so (partial) and the measured energies stay as
+    // they are.
+    let ratio = (fac.value + fac.fill) / (it.value + it.fill);
     if ratio < 1.0 {
         return (
             None,
@@ -347,7 +358,7 @@ pub(super) fn judge(
             Some(ratio),
             "partial",
             Some(format!(
-                "coverage below 100% (IT {:.1}%, facility {:.1}%)",
+                "coverage below 100% (IT {:.1}%, facility {:.1}%): the uncovered meter-time is estimated from each meter's own readings around it",
                 it.coverage * 100.0,
                 fac.coverage * 100.0
             )),
@@ -366,6 +377,25 @@ pub(super) fn judge(
 pub(super) const IT_LEVELS: [u8; 3] = [3, 2, 1];
 
 impl Site {
+    /// Estimated energy of the meters (those `pick` chooses) that fell silent before
+    /// `to`: each one's last known power over the rest of `[from, to)`.
+    fn silent_fill(
+        &self,
+        pick: impl Fn(&super::SeriesKey, &super::Series) -> bool,
+        from: i64,
+        to: i64,
+    ) -> f64 {
+        self.series
+            .iter()
+            .filter(|(k, s)| pick(k, s))
+            .filter_map(|(_, s)| {
+                let (last, (_, w)) = (s.last_ms?, s.live?);
+                let start = last.max(from).max(s.first_ms.unwrap_or(last));
+                (start < to).then(|| w * (to - start) as f64 / 1000.0)
+            })
+            .sum()
+    }
+
     fn max_gap(&self, node: usize, gap_factor: f64, default_interval: i64) -> i64 {
         (gap_factor * node_interval(&self.nodes[node], default_interval) as f64) as i64
     }
@@ -452,6 +482,7 @@ impl Engine {
         let (gf, di) = (self.cfg.gap_factor, self.cfg.default_interval_ms);
         let live = |point: Point| -> LevelStat {
             let (mut known, mut active, mut watts, mut estimated) = (0usize, 0usize, 0.0, false);
+            let mut fill = 0.0;
             for (k, s) in site.series.range(
                 super::SeriesKey {
                     point,
@@ -468,11 +499,15 @@ impl Engine {
                         active += 1;
                         watts += w;
                         estimated |= s.gauge().is_some_and(|g| g.estimated);
+                    } else {
+                        // Silent: its last known power stands in for it.
+                        fill += w;
                     }
                 }
             }
             LevelStat {
                 value: watts,
+                fill,
                 coverage: if known > 0 {
                     active as f64 / known as f64
                 } else {
@@ -530,6 +565,8 @@ impl Engine {
             to_ms: None,
             facility_kwh: 0.0,
             it_kwh: 0.0,
+            facility_fill_kwh: 0.0,
+            it_fill_kwh: 0.0,
         };
         let (Some(wm), Some(start)) = (watermark, site.data_start_ms) else {
             return empty("warming up: waiting for the site's meters to report");
@@ -544,12 +581,14 @@ impl Engine {
             let Some(level) = site.levels.get(&point) else {
                 return LevelStat {
                     value: 0.0,
+                    fill: 0.0,
                     coverage: 0.0,
                     estimated: false,
                     known: false,
                 };
             };
             let totals = level.ring_for(len).sum(from, to);
+            let silent = site.silent_fill(|k, _| k.point == point, from, to);
             let expected: f64 = site
                 .series
                 .iter()
@@ -559,6 +598,7 @@ impl Engine {
                 .sum();
             LevelStat {
                 value: totals.energy_j,
+                fill: totals.filled_j + silent,
                 coverage: if expected > 0.0 {
                     (totals.covered_ms / expected).min(1.0)
                 } else {
@@ -596,6 +636,8 @@ impl Engine {
             to_ms: Some(to),
             facility_kwh: fac.value / 3.6e6,
             it_kwh: it.value / 3.6e6,
+            facility_fill_kwh: fac.fill / 3.6e6,
+            it_fill_kwh: it.fill / 3.6e6,
         }
     }
 
@@ -619,7 +661,7 @@ impl Engine {
                 if from >= to {
                     continue;
                 }
-                let stat = |point: Point| -> (f64, f64, f64, bool) {
+                let stat = |point: Point| -> (f64, f64, f64, f64, bool) {
                     let t = levels
                         .get(&point)
                         .map(|l| l.ring_for(len).sum(from, to))
@@ -631,16 +673,29 @@ impl Engine {
                         .filter_map(|(_, s)| s.first_ms)
                         .map(|f| (to - from.max(f)).max(0) as f64)
                         .sum();
-                    (t.energy_j, t.covered_ms, expected, t.estimated_j > 0.0)
+                    let silent = site.silent_fill(
+                        |k, s| k.point == point && s.zone.as_deref() == Some(zone),
+                        from,
+                        to,
+                    );
+                    let fill = t.filled_j + silent;
+                    (
+                        t.energy_j,
+                        fill,
+                        t.covered_ms,
+                        expected,
+                        t.estimated_j > 0.0,
+                    )
                 };
                 let its: Vec<(u8, LevelStat)> = IT_LEVELS
                     .iter()
                     .filter_map(|&c| Point::for_category(c).map(|p| (c, stat(p))))
-                    .map(|(c, (e, cov, exp, est))| {
+                    .map(|(c, (e, fill, cov, exp, est))| {
                         (
                             c,
                             LevelStat {
                                 value: e,
+                                fill,
                                 coverage: if exp > 0.0 { (cov / exp).min(1.0) } else { 0.0 },
                                 estimated: est,
                                 known: exp > 0.0,
@@ -652,10 +707,12 @@ impl Engine {
                     continue;
                 };
                 let (category, it) = &its[i];
-                let (mut oh, mut oh_cov, mut oh_exp, mut oh_est) = (0.0, 0.0, 0.0, false);
+                let (mut oh, mut oh_fill, mut oh_cov, mut oh_exp, mut oh_est) =
+                    (0.0, 0.0, 0.0, 0.0, false);
                 for p in overhead {
-                    let (e, cov, exp, est) = stat(p);
+                    let (e, fill, cov, exp, est) = stat(p);
                     oh += e;
+                    oh_fill += fill;
                     oh_cov += cov;
                     oh_exp += exp;
                     oh_est |= est;
@@ -665,14 +722,17 @@ impl Engine {
                 } else {
                     0.0
                 };
+                // Uncovered meter-time filled as for the site's PUE.
+                let (it_all, oh_all) = (it.value + it.fill, oh + oh_fill);
+                let filled = Some((it_all + oh_all) / it_all);
                 let (value, quality) = if it.value <= 0.0 || oh_exp <= 0.0 {
                     (None, "no_data")
                 } else if it.coverage < FULL || coverage_overhead < FULL {
-                    (Some((it.value + oh) / it.value), "partial")
+                    (filled, "partial")
                 } else if it.estimated || oh_est {
-                    (Some((it.value + oh) / it.value), "estimated")
+                    (filled, "estimated")
                 } else {
-                    (Some((it.value + oh) / it.value), "measured")
+                    (filled, "measured")
                 };
                 let sub = match category {
                     1 => '₁',

@@ -154,7 +154,7 @@ impl Store {
              CREATE TABLE IF NOT EXISTS energy(
                  site TEXT NOT NULL, point TEXT NOT NULL, ts INTEGER NOT NULL,
                  energy_j REAL NOT NULL, covered_ms REAL NOT NULL, expected_ms REAL NOT NULL,
-                 estimated_j REAL NOT NULL,
+                 estimated_j REAL NOT NULL, filled_j REAL NOT NULL DEFAULT 0,
                  PRIMARY KEY(site, point, ts)) WITHOUT ROWID;
              CREATE INDEX IF NOT EXISTS energy_ts ON energy(ts);
              CREATE TABLE IF NOT EXISTS raw_series(
@@ -165,6 +165,13 @@ impl Store {
                  series INTEGER NOT NULL, ts INTEGER NOT NULL, value REAL NOT NULL,
                  PRIMARY KEY(series, ts)) WITHOUT ROWID;",
         )?;
+        // Added after the first release: older files get the column (no fill recorded).
+        let has_fill: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('energy') WHERE name = 'filled_j'")?
+            .exists([])?;
+        if !has_fill {
+            conn.execute_batch("ALTER TABLE energy ADD COLUMN filled_j REAL NOT NULL DEFAULT 0")?;
+        }
         let version: Option<i64> = conn
             .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
                 r.get(0)
@@ -254,8 +261,8 @@ impl Store {
     /// SQLite refused.
     pub fn put_minutes(&mut self, site: &str, minutes: &[MinuteEnergy]) -> Result<(), StoreError> {
         let mut st = self.conn.prepare_cached(
-            "INSERT OR REPLACE INTO energy(site, point, ts, energy_j, covered_ms, expected_ms, estimated_j)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT OR REPLACE INTO energy(site, point, ts, energy_j, covered_ms, expected_ms, estimated_j, filled_j)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )?;
         for m in minutes {
             st.execute(params![
@@ -265,7 +272,8 @@ impl Store {
                 m.energy_j,
                 m.covered_ms,
                 m.expected_ms,
-                m.estimated_j
+                m.estimated_j,
+                m.filled_j
             ])?;
         }
         Ok(())
@@ -425,7 +433,7 @@ impl Store {
         step_ms: i64,
     ) -> Result<BTreeMap<i64, BTreeMap<Point, PeriodTotals>>, StoreError> {
         let mut st = self.conn.prepare_cached(
-            "SELECT ts, point, energy_j, covered_ms, expected_ms, estimated_j FROM energy
+            "SELECT ts, point, energy_j, covered_ms, expected_ms, estimated_j, filled_j FROM energy
              WHERE site = ?1 AND ts >= ?2 AND ts < ?3",
         )?;
         let mut out: BTreeMap<i64, BTreeMap<Point, PeriodTotals>> = BTreeMap::new();
@@ -437,10 +445,11 @@ impl Store {
                 r.get::<_, f64>(3)?,
                 r.get::<_, f64>(4)?,
                 r.get::<_, f64>(5)?,
+                r.get::<_, f64>(6)?,
             ))
         })?;
         for row in rows {
-            let (ts, point, energy_j, covered_ms, expected_ms, estimated_j) = row?;
+            let (ts, point, energy_j, covered_ms, expected_ms, estimated_j, filled_j) = row?;
             let Some(point) = Point::ALL.into_iter().find(|p| p.as_str() == point) else {
                 continue;
             };
@@ -456,6 +465,7 @@ impl Store {
                     covered_ms,
                     expected_ms,
                     estimated_j,
+                    filled_j,
                 });
         }
         Ok(out)

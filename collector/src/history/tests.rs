@@ -65,6 +65,7 @@ fn retention_prunes_old_rows_and_keeps_recent_ones() {
         covered_ms: 60_000.0,
         expected_ms: 60_000.0,
         estimated_j: 0.0,
+        filled_j: 0.0,
     };
     s.put_minutes("dc1", &[minute(now - 401 * DAY), minute(now - DAY)])
         .expect("minutes");
@@ -111,6 +112,7 @@ fn a_year_of_minutes_answers_by_day_and_by_month() {
                 covered_ms: 60_000.0,
                 expected_ms: 60_000.0,
                 estimated_j: 0.0,
+                filled_j: 0.0,
             });
         }
         rows.push(row("facility_w", "", ts, 1300.0 + (i / 1440) as f64));
