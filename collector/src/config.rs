@@ -5,7 +5,7 @@
 
 use crate::engine::EngineConfig;
 use dcwatt_common::mqtt::{MqttRaw, MqttSettings};
-use dcwatt_common::protocol::validate_id;
+use dcwatt_common::protocol::{validate_id, Point};
 use dcwatt_common::settings::{Loader, Problems};
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -28,6 +28,10 @@ struct SiteRaw {
     /// The PUE category the site reports at (1, 2 or 3); chosen from coverage when unset.
     #[serde(default)]
     category: Option<u8>,
+    /// Meters the site has per measurement point, e.g. `{ facility_input = 2,
+    /// it_input = 500 }`: coverage counts those that never reported as missing.
+    #[serde(default)]
+    expected_meters: std::collections::BTreeMap<String, u32>,
 }
 
 fn utc() -> String {
@@ -740,7 +744,30 @@ impl CollectorConfig {
         let sites: Vec<SiteRaw> = l.get_or_default("sites", &mut p);
         let mut site_offsets = std::collections::BTreeMap::new();
         let mut site_categories = std::collections::BTreeMap::new();
+        let mut site_expected = std::collections::BTreeMap::new();
         for (i, sr) in sites.iter().enumerate() {
+            let mut expected = std::collections::BTreeMap::new();
+            for (name, &n) in &sr.expected_meters {
+                match Point::ALL.into_iter().find(|p| p.as_str() == name) {
+                    Some(point) if n <= 1_000_000 => {
+                        expected.insert(point, n);
+                    }
+                    Some(_) => p.push(
+                        format!("sites[{i}].expected_meters.{name}"),
+                        "must be at most 1000000",
+                    ),
+                    None => p.push(
+                        format!("sites[{i}].expected_meters.{name}"),
+                        format!(
+                            "not a measurement point (one of {})",
+                            Point::ALL.map(Point::as_str).join(", ")
+                        ),
+                    ),
+                }
+            }
+            if !expected.is_empty() {
+                site_expected.insert(sr.site.clone(), expected);
+            }
             if let Err(e) = validate_id(&sr.site) {
                 p.push(format!("sites[{i}].site"), e.to_string());
             }
@@ -934,6 +961,7 @@ impl CollectorConfig {
                     .map(|r| ((r.site.clone(), r.rack.clone()), r.budget_w))
                     .collect(),
                 site_categories,
+                site_expected,
             },
             alerts,
             racks,
@@ -1121,5 +1149,18 @@ mod tests {
         let bad = "[[sites]]\nsite = \"dc1\"\ncategory = 4\n";
         let err = CollectorConfig::from_loader(&Loader::from_toml(bad).unwrap()).unwrap_err();
         assert_eq!(err.0[0].path, "sites[0].category", "{err}");
+    }
+
+    #[test]
+    fn site_inventories_name_measurement_points() {
+        let ok =
+            "[[sites]]\nsite = \"dc1\"\nexpected_meters = { facility_input = 2, it_input = 500 }\n";
+        let c = CollectorConfig::from_loader(&Loader::from_toml(ok).unwrap()).unwrap();
+        let inv = &c.engine.site_expected["dc1"];
+        assert_eq!((inv[&Point::FacilityInput], inv[&Point::ItInput]), (2, 500));
+        let bad = "[[sites]]\nsite = \"dc1\"\nexpected_meters = { it_inptu = 5 }\n";
+        let err = CollectorConfig::from_loader(&Loader::from_toml(bad).unwrap()).unwrap_err();
+        assert_eq!(err.0[0].path, "sites[0].expected_meters.it_inptu", "{err}");
+        assert!(err.to_string().contains("it_input"), "{err}");
     }
 }

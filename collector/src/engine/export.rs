@@ -129,6 +129,7 @@ impl Engine {
     /// included) up to the last minute before the watermark. Meant to be written with
     /// "insert or replace": a minute exported twice carries its complete, newer totals.
     pub fn export_minutes(&mut self, site_id: &str, now_ms: i64) -> Vec<MinuteEnergy> {
+        let inventory = self.cfg.site_expected.get(site_id);
         let (gf, di) = (self.cfg.gap_factor, self.cfg.default_interval_ms);
         let Some(site) = self.sites.get_mut(site_id) else {
             return Vec::new();
@@ -155,11 +156,13 @@ impl Engine {
         let mut out = Vec::new();
         for (point, level) in &site.levels {
             let ring = &level.rings[MINUTE_RING];
+            let unseen = site.unseen(*point, inventory.and_then(|i| i.get(point).copied()));
             let firsts: Vec<i64> = site
                 .series
                 .iter()
                 .filter(|(k, _)| k.point == *point)
                 .filter_map(|(_, s)| s.first_ms)
+                .chain(unseen)
                 .collect();
             let mut m = from;
             while m < to {

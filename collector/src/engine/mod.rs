@@ -46,6 +46,9 @@ pub struct EngineConfig {
     /// Sites whose PUE category is set by configuration (`[[sites]] category`) rather than
     /// chosen from coverage.
     pub site_categories: BTreeMap<String, u8>,
+    /// Meters each site has per point (`[[sites]] expected_meters`): those that never
+    /// reported count as missing in coverage.
+    pub site_expected: BTreeMap<String, BTreeMap<Point, u32>>,
 }
 
 /// How a site's IT level is picked: the highest category whose coverage meets
@@ -76,6 +79,7 @@ impl Default for EngineConfig {
             default_interval_ms: 10_000,
             rack_budgets: BTreeMap::new(),
             site_categories: BTreeMap::new(),
+            site_expected: BTreeMap::new(),
         }
     }
 }
@@ -251,6 +255,9 @@ struct Node {
     zone: Option<String>,
     agent: Option<String>,
     interval_ms: Option<i64>,
+    /// When its first birth came: a host is expected to report its input from then on.
+    #[serde(default)]
+    born_ms: Option<i64>,
     /// The last three spacings between batches; their minimum is the observed interval,
     /// so one long silence does not stretch the gap bound over itself.
     recent_spacings: [i64; 3],
@@ -452,6 +459,7 @@ impl Engine {
         n.last_seen_ms = Some(now_ms);
         match msg.state {
             State::Online => {
+                n.born_ms.get_or_insert(now_ms);
                 n.offline_since_ms = None;
                 n.role = msg.role.or(n.role);
                 n.rack.clone_from(&msg.rack);

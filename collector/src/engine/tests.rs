@@ -817,3 +817,74 @@ fn a_zone_with_its_own_cooling_meter_has_a_partial_pue() {
     // The site's PUE is unchanged by the zone bookkeeping: 5 kW over 3 kW of IT.
     assert!((v.pue.get("1m").unwrap().value.unwrap() - 5.0 / 3.0).abs() < 1e-12);
 }
+
+#[test]
+fn hosts_known_from_births_are_expected_even_before_they_report_power() {
+    let mut e = engine();
+    // Four hosts say who they are; only three of them have a power meter at their input.
+    // A rack PDU measures all four at its outlets.
+    for n in ["h0", "h1", "h2", "h3"] {
+        let birth: StatusMessage = serde_json::from_str(&format!(
+            r#"{{"v":1,"site":"dc","node":"{n}","state":"online","ts_ms":1,"role":"host","interval_ms":1000}}"#
+        ))
+        .unwrap();
+        e.apply_status(&birth, T0);
+    }
+    let mut meters = site(3, 500.0, 3_000.0);
+    meters.push(Meter::new("pdu", Point::PduOutput, 2_000.0));
+    run(&mut e, &mut meters, 0, 90);
+    let v = e.site_view("dc", T0 + 90_100).unwrap();
+    let w = v.pue.get("1m").unwrap();
+    // Category 3 would see 1 500 W of a 2 000 W load and call it complete: the fourth
+    // host's birth says it is 3 of 4.
+    assert_eq!(w.category, Some(2), "{w:?}");
+    assert_eq!(w.value, Some(1.5));
+    assert_eq!(w.quality, "measured");
+    assert_eq!(v.power.category, Some(2));
+    // Fixed at category 3, the missing host shows as missing.
+    let mut cfg = e.config().clone();
+    cfg.site_categories.insert("dc".into(), 3);
+    e.set_config(cfg);
+    let v = e.site_view("dc", T0 + 90_100).unwrap();
+    let w = v.pue.get("1m").unwrap();
+    assert_eq!((w.category, w.quality), (Some(3), "partial"), "{w:?}");
+    assert!((w.coverage_it - 0.75).abs() < 1e-9, "{w:?}");
+    assert_eq!(v.power.coverage_it, 0.75);
+}
+
+#[test]
+fn meters_named_in_the_site_inventory_are_expected_from_the_start() {
+    let mut cfg = EngineConfig {
+        default_interval_ms: 1_000,
+        ..EngineConfig::default()
+    };
+    cfg.site_expected.insert(
+        "dc".into(),
+        BTreeMap::from([(Point::FacilityInput, 2), (Point::ItInput, 2)]),
+    );
+    let mut e = Engine::new(cfg);
+    // One of the two utility feeds never reports.
+    let mut meters = site(2, 500.0, 1_500.0);
+    run(&mut e, &mut meters, 0, 90);
+    let v = e.site_view("dc", T0 + 90_100).unwrap();
+    let w = v.pue.get("1m").unwrap();
+    assert!((w.coverage_facility - 0.5).abs() < 1e-9, "{w:?}");
+    assert_eq!(w.coverage_it, 1.0);
+    assert_eq!(w.quality, "partial");
+    assert_eq!(v.power.coverage_facility, 0.5);
+    assert!(
+        w.reason.as_deref().unwrap_or("").contains("facility 50.0%"),
+        "{w:?}"
+    );
+    // The history's minutes carry the same expectation.
+    let minutes = e.export_minutes("dc", T0 + 90_100);
+    let fac: Vec<_> = minutes
+        .iter()
+        .filter(|m| m.point == Point::FacilityInput && m.ts_ms == T0)
+        .collect();
+    assert_eq!(fac.len(), 1);
+    assert!(
+        (fac[0].expected_ms - 2.0 * fac[0].covered_ms).abs() < 1e-6,
+        "{fac:?}"
+    );
+}

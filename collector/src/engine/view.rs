@@ -16,6 +16,9 @@ pub const WINDOWS: [(&str, i64); 6] = [
     ("30d", 30 * 86_400_000),
 ];
 
+/// A site's meter inventory: how many meters it has per point.
+pub(super) type Inventory = std::collections::BTreeMap<Point, u32>;
+
 /// A coverage at least this close to 1 counts as full (sums of milliseconds in floats).
 const FULL: f64 = 1.0 - 1e-9;
 
@@ -377,6 +380,41 @@ pub(super) fn judge(
 pub(super) const IT_LEVELS: [u8; 3] = [3, 2, 1];
 
 impl Site {
+    /// Meters expected at `point` that have never reported, each with the time it has
+    /// been expected since: hosts (by their births) without any `it_input` meter, and
+    /// as many more as the site's `expected_meters` names beyond the meters known, from
+    /// the start of the site's data.
+    pub(super) fn unseen(&self, point: Point, configured: Option<u32>) -> Vec<i64> {
+        let mut nodes = std::collections::BTreeSet::new();
+        let mut known = 0usize;
+        for (k, _) in self.series.range(
+            super::SeriesKey {
+                point,
+                node: 0,
+                component: 0,
+            }..,
+        ) {
+            if k.point != point {
+                break;
+            }
+            known += 1;
+            nodes.insert(k.node);
+        }
+        let mut since = Vec::new();
+        if point == Point::ItInput {
+            for (i, n) in self.nodes.iter().enumerate() {
+                if n.role == Some(dcwatt_common::protocol::Role::Host) && !nodes.contains(&i) {
+                    since.extend(n.born_ms);
+                }
+            }
+        }
+        if let (Some(c), Some(start)) = (configured, self.data_start_ms.or(self.first_ingest_ms)) {
+            let extra = (c as usize).saturating_sub(known + since.len());
+            since.extend(std::iter::repeat_n(start, extra));
+        }
+        since
+    }
+
     /// Estimated energy of the meters (those `pick` chooses) that fell silent before
     /// `to`: each one's last known power over the rest of `[from, to)`.
     fn silent_fill(
@@ -446,11 +484,12 @@ impl Engine {
                 .is_some_and(|l| site.is_active(l, k.node, now_ms, gf, di))
         });
         let rule = self.cfg.level_rule(site_id);
-        let power = self.power_view(site, rule, now_ms);
+        let inventory = self.cfg.site_expected.get(site_id);
+        let power = self.power_view(site, rule, inventory, now_ms);
         let pue = Windows(
             WINDOWS
                 .iter()
-                .map(|&(name, len)| (name, self.window_view(site, rule, name, len, wm)))
+                .map(|&(name, len)| (name, self.window_view(site, rule, inventory, name, len, wm)))
                 .collect(),
         );
         let nodes = self.node_views(site, now_ms);
@@ -478,11 +517,21 @@ impl Engine {
         })
     }
 
-    fn power_view(&self, site: &Site, rule: LevelRule, now_ms: i64) -> PowerView {
+    fn power_view(
+        &self,
+        site: &Site,
+        rule: LevelRule,
+        inventory: Option<&Inventory>,
+        now_ms: i64,
+    ) -> PowerView {
         let (gf, di) = (self.cfg.gap_factor, self.cfg.default_interval_ms);
         let live = |point: Point| -> LevelStat {
             let (mut known, mut active, mut watts, mut estimated) = (0usize, 0usize, 0.0, false);
             let mut fill = 0.0;
+            // Meters expected but never heard from count as not reporting.
+            known += site
+                .unseen(point, inventory.and_then(|i| i.get(&point).copied()))
+                .len();
             for (k, s) in site.series.range(
                 super::SeriesKey {
                     point,
@@ -544,10 +593,12 @@ impl Engine {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn window_view(
         &self,
         site: &Site,
         rule: LevelRule,
+        inventory: Option<&Inventory>,
         name: &'static str,
         len: i64,
         watermark: Option<i64>,
@@ -589,11 +640,13 @@ impl Engine {
             };
             let totals = level.ring_for(len).sum(from, to);
             let silent = site.silent_fill(|k, _| k.point == point, from, to);
+            let unseen = site.unseen(point, inventory.and_then(|i| i.get(&point).copied()));
             let expected: f64 = site
                 .series
                 .iter()
                 .filter(|(k, _)| k.point == point)
                 .filter_map(|(_, s)| s.first_ms)
+                .chain(unseen)
                 .map(|f| (to - from.max(f)).max(0) as f64)
                 .sum();
             LevelStat {
