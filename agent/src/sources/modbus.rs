@@ -63,6 +63,26 @@ impl RegType {
             RegType::U64 | RegType::I64 | RegType::F64 => 4,
         }
     }
+
+    /// Where an unsigned integer register rolls over to zero (in raw units); `None` for
+    /// floats, signed types and 64 bits (which do not wrap in a meter's lifetime).
+    pub fn rollover(self) -> Option<f64> {
+        match self {
+            RegType::U16 => Some(65_536.0),
+            RegType::U32 => Some(4_294_967_296.0),
+            _ => None,
+        }
+    }
+}
+
+impl RegisterConfig {
+    /// For an energy counter in an unsigned 16- or 32-bit register: the value (in SI
+    /// units) at which the published counter wraps, so the collector unwraps it.
+    pub fn wraps_at(&self) -> Option<f64> {
+        (self.kind == Kind::Counter && self.scale > 0.0)
+            .then(|| self.ty.rollover().map(|n| n * self.scale))
+            .flatten()
+    }
 }
 
 /// Byte and word order of multi-register values. A B C D are the value's bytes from most
@@ -414,6 +434,9 @@ impl Source for ModbusSource {
                     if matches!(r.metric.as_str(), "power_w" | "energy_j") {
                         reading.point = self.cfg.point;
                     }
+                    if r.metric == "energy_j" {
+                        reading.wraps_at = r.wraps_at();
+                    }
                     reading.component.clone_from(&self.cfg.component);
                     reading.rack.clone_from(&self.cfg.rack);
                     reading.zone.clone_from(&self.cfg.zone);
@@ -459,6 +482,31 @@ pub fn probe() -> Probe {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn integer_energy_registers_say_where_they_wrap() {
+        let entry = |ty, kind| RegisterConfig {
+            metric: "energy_j".into(),
+            address: 0,
+            function: Function::Holding,
+            ty,
+            word_order: WordOrder::Abcd,
+            scale: 3_600.0, // Wh
+            unit: Some("Wh".into()),
+            kind,
+        };
+        assert_eq!(
+            entry(RegType::U32, Kind::Counter).wraps_at(),
+            Some(4_294_967_296.0 * 3_600.0)
+        );
+        assert_eq!(
+            entry(RegType::U16, Kind::Counter).wraps_at(),
+            Some(65_536.0 * 3_600.0)
+        );
+        assert_eq!(entry(RegType::F32, Kind::Counter).wraps_at(), None);
+        assert_eq!(entry(RegType::U64, Kind::Counter).wraps_at(), None);
+        assert_eq!(entry(RegType::U32, Kind::Gauge).wraps_at(), None);
+    }
 
     fn words(bytes: &[u8]) -> Vec<u16> {
         bytes
