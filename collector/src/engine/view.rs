@@ -380,6 +380,21 @@ pub(super) fn judge(
 pub(super) const IT_LEVELS: [u8; 3] = [3, 2, 1];
 
 impl Site {
+    /// The meters at `point`, in key order.
+    fn series_at(
+        &self,
+        point: Point,
+    ) -> impl Iterator<Item = (&super::SeriesKey, &super::Series)> + '_ {
+        let start = super::SeriesKey {
+            point,
+            node: 0,
+            component: 0,
+        };
+        self.series
+            .range(start..)
+            .take_while(move |(k, _)| k.point == point)
+    }
+
     /// Meters expected at `point` that have never reported, each with the time it has
     /// been expected since: hosts (by their births) without any `it_input` meter, and
     /// as many more as the site's `expected_meters` names beyond the meters known, from
@@ -387,16 +402,7 @@ impl Site {
     pub(super) fn unseen(&self, point: Point, configured: Option<u32>) -> Vec<i64> {
         let mut nodes = std::collections::BTreeSet::new();
         let mut known = 0usize;
-        for (k, _) in self.series.range(
-            super::SeriesKey {
-                point,
-                node: 0,
-                component: 0,
-            }..,
-        ) {
-            if k.point != point {
-                break;
-            }
+        for (k, _) in self.series_at(point) {
             known += 1;
             nodes.insert(k.node);
         }
@@ -532,16 +538,7 @@ impl Engine {
             known += site
                 .unseen(point, inventory.and_then(|i| i.get(&point).copied()))
                 .len();
-            for (k, s) in site.series.range(
-                super::SeriesKey {
-                    point,
-                    node: 0,
-                    component: 0,
-                }..,
-            ) {
-                if k.point != point {
-                    break;
-                }
+            for (k, s) in site.series_at(point) {
                 known += 1;
                 if let (Some(last), Some((_, w))) = (s.last_ms, s.live) {
                     if site.is_active(last, k.node, now_ms, gf, di) {
