@@ -408,6 +408,7 @@ struct EngineRaw {
     min_coverage: f64,
     gap_factor: f64,
     default_interval_secs: u64,
+    frozen_gauge_readings: u32,
 }
 
 impl Default for EngineRaw {
@@ -416,6 +417,7 @@ impl Default for EngineRaw {
             min_coverage: 0.95,
             gap_factor: 3.0,
             default_interval_secs: 10,
+            frozen_gauge_readings: 60,
         }
     }
 }
@@ -895,6 +897,12 @@ impl CollectorConfig {
         if !(1..=86_400).contains(&engine.default_interval_secs) {
             p.push("engine.default_interval_secs", "must be 1..=86400");
         }
+        if engine.frozen_gauge_readings == 1 {
+            p.push(
+                "engine.frozen_gauge_readings",
+                "must be 0 (off) or at least 2: one reading cannot repeat",
+            );
+        }
         let alerts = alerts_config(alerts, &mut p);
         let racks: Vec<crate::alerts::notify::RackBudget> = racks
             .into_iter()
@@ -955,6 +963,7 @@ impl CollectorConfig {
             engine: EngineConfig {
                 min_coverage: engine.min_coverage,
                 gap_factor: engine.gap_factor,
+                frozen_gauge_readings: engine.frozen_gauge_readings,
                 default_interval_ms: (engine.default_interval_secs * 1000) as i64,
                 rack_budgets: racks
                     .iter()

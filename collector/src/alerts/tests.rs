@@ -261,6 +261,7 @@ fn node(
         missing_batches: 0,
         duplicate_batches: 0,
         restarts: 0,
+        frozen_meters: Vec::new(),
     }
 }
 

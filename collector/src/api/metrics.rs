@@ -159,6 +159,12 @@ pub async fn render(State(s): State<AppState>) -> impl IntoResponse {
     );
     counter(
         &mut o,
+        "dcwatt_gauges_frozen_total",
+        "Power gauges found repeating the same non-zero value for engine.frozen_gauge_readings readings (flagged; their energy still counts).",
+        &st.frozen_gauges,
+    );
+    counter(
+        &mut o,
         "dcwatt_broker_disconnects_total",
         "Connections to the broker lost.",
         &st.broker_disconnects,

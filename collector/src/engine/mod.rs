@@ -41,6 +41,9 @@ pub struct EngineConfig {
     pub gap_factor: f64,
     /// Interval assumed for a node that has not said its interval (default 10 s).
     pub default_interval_ms: i64,
+    /// Readings of exactly the same non-zero power after which a gauge is flagged
+    /// frozen (default 60; 0: never).
+    pub frozen_gauge_readings: u32,
     /// Rated power budget per (site, rack), W: the basis of standard racks (2.5 kW each).
     pub rack_budgets: BTreeMap<(String, String), f64>,
     /// Sites whose PUE category is set by configuration (`[[sites]] category`) rather than
@@ -77,6 +80,7 @@ impl Default for EngineConfig {
             min_coverage: 0.95,
             gap_factor: 3.0,
             default_interval_ms: 10_000,
+            frozen_gauge_readings: 60,
             rack_budgets: BTreeMap::new(),
             site_categories: BTreeMap::new(),
             site_expected: BTreeMap::new(),
@@ -136,6 +140,8 @@ pub struct ApplyStats {
     pub too_old: u64,
     /// Counters found frozen (energy then comes from the gauge).
     pub frozen_counters: u64,
+    /// Gauges found repeating the same non-zero value (flagged; energy unchanged).
+    pub frozen_gauges: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -208,6 +214,12 @@ struct Series {
     frozen_run: u32,
     /// The counter is stuck (a stale register or cache): energy comes from the gauge.
     counter_frozen: bool,
+    /// Gauge readings in a row with the same non-zero value as the one before.
+    #[serde(default)]
+    gauge_repeats: u32,
+    /// The gauge has repeated the same non-zero value `frozen_gauge_readings` times.
+    #[serde(default)]
+    gauge_frozen: bool,
 }
 
 impl Series {
@@ -524,6 +536,7 @@ impl Engine {
     ) -> ApplyStats {
         let gap_factor = self.cfg.gap_factor;
         let default_interval = self.cfg.default_interval_ms;
+        let frozen_gauge = self.cfg.frozen_gauge_readings;
         let (site, ni) = self.node_mut(site_id, node_id);
         site.first_ingest_ms.get_or_insert(now_ms);
         let mut stats = ApplyStats::default();
@@ -628,6 +641,9 @@ impl Engine {
                 *dirty = Some(dirty.map_or(t0, |d| d.min(t0)));
                 kept
             };
+            if !counter && frozen_gauge > 0 && series.gauge().is_some_and(|g| sample.ts > g.ts) {
+                gauge_stuck(series, sample.value, frozen_gauge, &mut stats);
+            }
             let Some(placed) = place(series, counter, sample, max_gap, &mut stats, &mut apply)
             else {
                 continue;
@@ -843,6 +859,23 @@ fn place(
     give(Change::of(&b, false), stats);
     give(add_c, stats);
     Some(b)
+}
+
+/// Follows a gauge's repeats of the same non-zero value (the new value being the newest)
+/// and flags it frozen at `after` readings alike. A stuck cache and a steady load look the
+/// same here, so the flag changes no energy: it is counted and shown on the node.
+fn gauge_stuck(s: &mut Series, value: f64, after: u32, stats: &mut ApplyStats) {
+    let same = s.gauge().is_some_and(|g| g.value == value) && value != 0.0;
+    if !same {
+        s.gauge_repeats = 0;
+        s.gauge_frozen = false;
+        return;
+    }
+    s.gauge_repeats = s.gauge_repeats.saturating_add(1);
+    if s.gauge_repeats + 1 >= after && !s.gauge_frozen {
+        s.gauge_frozen = true;
+        stats.frozen_gauges += 1;
+    }
 }
 
 /// A meter with both a counter and a gauge fills an uncovered stretch once: from the

@@ -888,3 +888,44 @@ fn meters_named_in_the_site_inventory_are_expected_from_the_start() {
         "{fac:?}"
     );
 }
+
+#[test]
+fn a_gauge_repeating_the_same_value_is_flagged_not_changed() {
+    let mut cfg = EngineConfig {
+        default_interval_ms: 1_000,
+        frozen_gauge_readings: 5,
+        ..EngineConfig::default()
+    };
+    cfg.min_coverage = 0.95;
+    let mut e = Engine::new(cfg);
+    let mut frozen = 0;
+    for s in 0..=20 {
+        let t = T0 + s * 1000;
+        // A BMC cache stuck at 412 W from 10 s on; before that the reading moves.
+        let w = if s < 10 { 400.0 + s as f64 } else { 412.0 };
+        let st = e.apply_readings(
+            "dc",
+            "h",
+            &[Reading::gauge("power_w", w, t).at(Point::ItInput)],
+            t,
+        );
+        frozen += st.frozen_gauges;
+        if s == 13 {
+            let nodes = e.nodes("dc", t).unwrap();
+            assert!(nodes[0].frozen_meters.is_empty(), "4 alike is not yet 5");
+        }
+    }
+    assert_eq!(frozen, 1, "flagged once");
+    let nodes = e.nodes("dc", T0 + 20_000).unwrap();
+    assert_eq!(nodes[0].frozen_meters, vec!["it_input/system".to_owned()]);
+    // It moves again: no longer flagged.
+    e.apply_readings(
+        "dc",
+        "h",
+        &[Reading::gauge("power_w", 415.0, T0 + 21_000).at(Point::ItInput)],
+        T0 + 21_000,
+    );
+    assert!(e.nodes("dc", T0 + 21_000).unwrap()[0]
+        .frozen_meters
+        .is_empty());
+}

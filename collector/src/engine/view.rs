@@ -270,6 +270,9 @@ pub struct NodeView {
     pub duplicate_batches: u64,
     /// Times the agent restarted (sequence went back).
     pub restarts: u64,
+    /// Its meters flagged frozen now, as `point/component`: a counter stuck while its
+    /// gauge shows power, or a gauge repeating the same non-zero value.
+    pub frozen_meters: Vec<String>,
 }
 
 pub(super) fn round6(x: f64) -> f64 {
@@ -813,6 +816,16 @@ impl Engine {
 
     fn node_views(&self, site: &Site, now_ms: i64) -> Vec<NodeView> {
         let (gf, di) = (self.cfg.gap_factor, self.cfg.default_interval_ms);
+        let mut frozen: std::collections::BTreeMap<usize, Vec<String>> = Default::default();
+        for (k, s) in &site.series {
+            if s.counter_frozen || s.gauge_frozen {
+                frozen.entry(k.node).or_default().push(format!(
+                    "{}/{}",
+                    k.point.as_str(),
+                    site.components[k.component]
+                ));
+            }
+        }
         site.nodes
             .iter()
             .enumerate()
@@ -841,6 +854,7 @@ impl Engine {
                     missing_batches: n.missing,
                     duplicate_batches: n.duplicates,
                     restarts: n.restarts,
+                    frozen_meters: frozen.remove(&i).unwrap_or_default(),
                 }
             })
             .collect()

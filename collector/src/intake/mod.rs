@@ -107,6 +107,8 @@ pub struct IntakeStats {
     pub too_old: AtomicU64,
     /// Energy counters found frozen while their gauge showed power.
     pub frozen_counters: AtomicU64,
+    /// Power gauges found repeating the same non-zero value.
+    pub frozen_gauges: AtomicU64,
     /// True while connected to the broker (always true with the embedded broker).
     pub broker_connected: AtomicBool,
     /// Broker connection losses.
@@ -447,6 +449,8 @@ impl Intake {
                 s.too_old.fetch_add(applied.too_old, Ordering::Relaxed);
                 s.frozen_counters
                     .fetch_add(applied.frozen_counters, Ordering::Relaxed);
+                s.frozen_gauges
+                    .fetch_add(applied.frozen_gauges, Ordering::Relaxed);
                 if !self.taps.is_empty() && !ok.is_empty() {
                     let (rack, zone) = engine.node_place(&msg.site, &msg.node);
                     self.taps.offer(crate::sink::Batch {
