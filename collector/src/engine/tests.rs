@@ -929,3 +929,22 @@ fn a_gauge_repeating_the_same_value_is_flagged_not_changed() {
         .frozen_meters
         .is_empty());
 }
+
+#[test]
+fn a_meter_saved_before_the_reorder_window_resumes_from_its_last_sample() {
+    // A series as states saved by earlier versions hold it: the last counter and gauge
+    // samples only.
+    let old = r#"{"first_ms":1,"last_ms":5000,"counter":[5000,1234.5],"gauge":[5000,300.0,false],
+        "counter_seen_ms":5000,"live":[5000,300.0],"rack":null,"frozen_run":0,"counter_frozen":false}"#;
+    let mut s: Series = serde_json::from_str(old).unwrap();
+    s.migrate();
+    assert_eq!(
+        (s.counters.len(), s.counters[0].ts, s.counters[0].value),
+        (1, 5000, 1234.5)
+    );
+    assert_eq!((s.gauges.len(), s.gauges[0].value), (1, 300.0));
+    // Saved again, the old fields are gone and the tails stay.
+    let again: Series = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+    assert_eq!(again.counters.len(), 1);
+    assert!(again.legacy_counter.is_none());
+}
