@@ -948,3 +948,37 @@ fn a_meter_saved_before_the_reorder_window_resumes_from_its_last_sample() {
     assert_eq!(again.counters.len(), 1);
     assert!(again.legacy_counter.is_none());
 }
+
+#[test]
+fn a_zones_hosts_without_power_meters_lower_its_partial_pue_coverage() {
+    let mut e = engine();
+    for n in ["h1", "h2"] {
+        let birth: StatusMessage = serde_json::from_str(&format!(
+            r#"{{"v":1,"site":"dc","node":"{n}","state":"online","ts_ms":1,"role":"host","zone":"hall1","interval_ms":1000}}"#
+        ))
+        .unwrap();
+        e.apply_status(&birth, T0);
+    }
+    // Only h1 meters its input; hall 1's CRAH has its own meter.
+    let mut meters = [
+        Meter::new("meter", Point::FacilityInput, 3_000.0),
+        Meter::new("h1", Point::ItInput, 1_000.0),
+    ];
+    let mut crah = Meter::new("fac", Point::Cooling, 250.0);
+    for s in 0..=90 {
+        let t = T0 + s * 1000;
+        for m in meters.iter_mut() {
+            let r = m.readings(t);
+            e.apply_readings("dc", m.node, &r, t + 50);
+        }
+        let mut r = crah.readings(t);
+        for x in &mut r {
+            x.zone = Some("hall1".into());
+        }
+        e.apply_readings("dc", "fac", &r, t + 50);
+    }
+    let v = e.site_view("dc", T0 + 90_100).unwrap();
+    let w = &v.zones[0].ppue["1m"];
+    assert!((w.coverage_it - 0.5).abs() < 1e-9, "{w:?}");
+    assert_eq!(w.quality, "partial");
+}

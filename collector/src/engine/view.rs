@@ -403,6 +403,12 @@ impl Site {
     /// as many more as the site's `expected_meters` names beyond the meters known, from
     /// the start of the site's data.
     pub(super) fn unseen(&self, point: Point, configured: Option<u32>) -> Vec<i64> {
+        self.unseen_in(point, configured, None)
+    }
+
+    /// `unseen`, for one zone's hosts when `zone` is given (the site's inventory counts
+    /// are site-wide, so they do not apply to a zone).
+    fn unseen_in(&self, point: Point, configured: Option<u32>, zone: Option<&str>) -> Vec<i64> {
         let mut nodes = std::collections::BTreeSet::new();
         let mut known = 0usize;
         for (k, _) in self.series_at(point) {
@@ -412,11 +418,16 @@ impl Site {
         let mut since = Vec::new();
         if point == Point::ItInput {
             for (i, n) in self.nodes.iter().enumerate() {
-                if n.role == Some(dcwatt_common::protocol::Role::Host) && !nodes.contains(&i) {
+                let here = zone.is_none_or(|z| n.zone.as_deref() == Some(z));
+                if n.role == Some(dcwatt_common::protocol::Role::Host)
+                    && here
+                    && !nodes.contains(&i)
+                {
                     since.extend(n.born_ms);
                 }
             }
         }
+        let configured = configured.filter(|_| zone.is_none());
         if let (Some(c), Some(start)) = (configured, self.data_start_ms.or(self.first_ingest_ms)) {
             let extra = (c as usize).saturating_sub(known + since.len());
             since.extend(std::iter::repeat_n(start, extra));
@@ -724,6 +735,7 @@ impl Engine {
                         .iter()
                         .filter(|(k, s)| k.point == point && s.zone.as_deref() == Some(zone))
                         .filter_map(|(_, s)| s.first_ms)
+                        .chain(site.unseen_in(point, None, Some(zone)))
                         .map(|f| (to - from.max(f)).max(0) as f64)
                         .sum();
                     let silent = site.silent_fill(
