@@ -290,7 +290,14 @@ pub fn observe(rules: &[Rule], input: &Inputs, now_ms: i64) -> Vec<Observation> 
                     });
                 }
                 Subject::NodeOffline => {
-                    for n in input.nodes.get(&site.site).into_iter().flatten() {
+                    // A retired node is gone on purpose: no alert, and a firing one resolves.
+                    for n in input
+                        .nodes
+                        .get(&site.site)
+                        .into_iter()
+                        .flatten()
+                        .filter(|n| n.state != "retired")
+                    {
                         let down = f64::from(u8::from(n.state != "online"));
                         out.push(Observation {
                             key: key(&n.node),
@@ -305,7 +312,7 @@ pub fn observe(rules: &[Rule], input: &Inputs, now_ms: i64) -> Vec<Observation> 
                         .get(&site.site)
                         .into_iter()
                         .flatten()
-                        .filter(|n| n.role == Some("meter"))
+                        .filter(|n| n.role == Some("meter") && n.state != "retired")
                     {
                         let age = n
                             .last_reading_ms

@@ -287,6 +287,8 @@ fn every_subject_observes_what_it_should() {
             node("h1", "online", Some("host"), Some(0)),
             node("h2", "offline", Some("host"), Some(0)),
             node("m1", "online", Some("meter"), Some(40_000)),
+            node("h9", "retired", Some("host"), Some(0)),
+            node("m9", "retired", Some("meter"), Some(0)),
         ],
     );
     input.metrics.insert(
@@ -363,6 +365,11 @@ fn every_subject_observes_what_it_should() {
         (Some(0.0), Some(1.0))
     );
     assert_eq!(get("stale", "m1").value, Some(60.0));
+    assert!(
+        !obs.iter()
+            .any(|o| o.key.target == "h9" || o.key.target == "m9"),
+        "retired nodes raise nothing"
+    );
     assert!(
         !obs.iter()
             .any(|o| o.key.rule == "stale" && o.key.target == "h1"),

@@ -339,6 +339,7 @@ pub async fn render(State(s): State<AppState>) -> impl IntoResponse {
             ("online", v.nodes.online),
             ("offline", v.nodes.offline),
             ("stale", v.nodes.stale),
+            ("retired", v.nodes.retired),
         ] {
             let _ = writeln!(
                 o,

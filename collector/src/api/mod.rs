@@ -1,4 +1,5 @@
-//! api: HTTP JSON and Prometheus `/metrics`. Reads the engine's views; never changes state.
+//! api: HTTP JSON and Prometheus `/metrics`. Reads the engine's views; the one change it
+//! makes is retiring a decommissioned node, and only with the bearer token.
 
 mod history;
 mod metrics;
@@ -12,7 +13,7 @@ use crate::intake::{IntakeStats, RawMessage};
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -53,6 +54,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/sites", get(sites))
         .route("/api/v1/sites/{site}", get(site))
         .route("/api/v1/sites/{site}/nodes", get(nodes))
+        .route("/api/v1/sites/{site}/nodes/{node}/retire", post(retire))
         .route("/api/v1/sites/{site}/racks", get(racks))
         .route("/api/v1/sites/{site}/history", get(history::history))
         .route("/api/v1/sites/{site}/energy", get(history::energy))
@@ -165,6 +167,34 @@ async fn nodes(State(s): State<AppState>, Path(site): Path<String>) -> Response 
     match engine.nodes(&site, now) {
         Some(n) => Json(json!({ "site": site, "nodes": n })).into_response(),
         None => not_found(&site),
+    }
+}
+
+/// Retires a decommissioned node: from now on its meters are no longer expected, so
+/// coverage stops counting them as missing. Needs `http.token` (the middleware has
+/// checked it): without a token configured, nobody may change what dcwatt counts.
+async fn retire(State(s): State<AppState>, Path((site, node)): Path<(String, String)>) -> Response {
+    if s.token.is_none() {
+        return (
+            StatusCode::FORBIDDEN,
+            Json(json!({"error": "retiring a node changes what dcwatt counts: set http.token first"})),
+        )
+            .into_response();
+    }
+    let now = dcwatt_common::now_ms();
+    let Ok(mut engine) = s.engine.lock() else {
+        return engine_error();
+    };
+    if engine.retire_node(&site, &node, now) {
+        tracing::info!(site = %site, node = %node, "node retired");
+        Json(json!({"site": site, "node": node, "state": "retired", "retired_ms": now}))
+            .into_response()
+    } else {
+        (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": format!("no node {node:?} at site {site:?}")})),
+        )
+            .into_response()
     }
 }
 

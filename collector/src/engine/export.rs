@@ -157,24 +157,16 @@ impl Engine {
         for (point, level) in &site.levels {
             let ring = &level.rings[MINUTE_RING];
             let unseen = site.unseen(*point, inventory.and_then(|i| i.get(point).copied()));
-            let firsts: Vec<i64> = site
-                .series
-                .iter()
-                .filter(|(k, _)| k.point == *point)
-                .filter_map(|(_, s)| s.first_ms)
-                .chain(unseen)
-                .collect();
+            let point = *point;
+            let spans: Vec<(i64, i64)> = site.spans(move |k, _| k.point == point, unseen).collect();
             let mut m = from;
             while m < to {
                 let t = ring.sum(m, m + MINUTE_MS);
-                let expected: f64 = firsts
-                    .iter()
-                    .map(|f| (m + MINUTE_MS - m.max(*f)).clamp(0, MINUTE_MS) as f64)
-                    .sum();
+                let expected = super::view::expected_ms(spans.iter().copied(), m, m + MINUTE_MS);
                 if t.covered_ms > 0.0 || expected > 0.0 || t.filled_j > 0.0 {
                     out.push(MinuteEnergy {
                         ts_ms: m,
-                        point: *point,
+                        point,
                         energy_j: t.energy_j,
                         covered_ms: t.covered_ms,
                         expected_ms: expected,

@@ -270,6 +270,10 @@ struct Node {
     /// When its first birth came: a host is expected to report its input from then on.
     #[serde(default)]
     born_ms: Option<i64>,
+    /// When an operator retired it (decommissioned): its meters are no longer expected
+    /// from then on. A new birth or newer readings bring it back.
+    #[serde(default)]
+    retired_ms: Option<i64>,
     /// The last three spacings between batches; their minimum is the observed interval,
     /// so one long silence does not stretch the gap bound over itself.
     recent_spacings: [i64; 3],
@@ -472,6 +476,7 @@ impl Engine {
         match msg.state {
             State::Online => {
                 n.born_ms.get_or_insert(now_ms);
+                n.retired_ms = None;
                 n.offline_since_ms = None;
                 n.role = msg.role.or(n.role);
                 n.rack.clone_from(&msg.rack);
@@ -482,6 +487,20 @@ impl Engine {
             }
             State::Offline => n.offline_since_ms = Some(now_ms),
         }
+    }
+
+    /// Retires a node (decommissioned): from `now_ms` on its meters are no longer
+    /// expected, so coverage and estimates stop counting them; what they measured stays.
+    /// A new birth or newer readings bring it back. False for an unknown node.
+    pub fn retire_node(&mut self, site: &str, node: &str, now_ms: i64) -> bool {
+        let Some(s) = self.sites.get_mut(site) else {
+            return false;
+        };
+        let Some(&i) = s.node_index.get(node) else {
+            return false;
+        };
+        s.nodes[i].retired_ms = Some(now_ms);
+        true
     }
 
     /// Checks and records a batch's sequence number.
@@ -552,6 +571,9 @@ impl Engine {
             node.last_reading_ms = Some(node.last_reading_ms.map_or(max_ts, |p| p.max(max_ts)));
             if node.offline_since_ms.is_some_and(|t| max_ts > t) {
                 node.offline_since_ms = None;
+            }
+            if node.retired_ms.is_some_and(|t| max_ts > t) {
+                node.retired_ms = None;
             }
         }
         let max_gap = (gap_factor * node_interval(node, default_interval) as f64) as i64;

@@ -982,3 +982,34 @@ fn a_zones_hosts_without_power_meters_lower_its_partial_pue_coverage() {
     assert!((w.coverage_it - 0.5).abs() < 1e-9, "{w:?}");
     assert_eq!(w.quality, "partial");
 }
+
+#[test]
+fn a_retired_node_is_expected_only_until_it_was_retired() {
+    let mut e = engine();
+    let mut m = site(2, 500.0, 1_500.0);
+    run(&mut e, &mut m, 0, 50);
+    m.pop(); // h1 is switched off at 50 s…
+    run(&mut e, &mut m, 51, 60);
+    assert!(
+        e.retire_node("dc", "h1", T0 + 60_000),
+        "…and retired at 60 s"
+    );
+    assert!(!e.retire_node("dc", "nobody", T0 + 60_000));
+    run(&mut e, &mut m, 61, 130);
+    let v = e.site_view("dc", T0 + 130_100).unwrap();
+    let w = v.pue.get("1m").unwrap();
+    assert_eq!((w.coverage_it, w.quality), (1.0, "measured"), "{w:?}");
+    assert_eq!(w.it_fill_kwh, 0.0, "no estimate past the retirement");
+    // The 15m window still sees [50, 60): expected, not covered, estimated.
+    let w = v.pue.get("15m").unwrap();
+    let want = (130.0 + 50.0) / (130.0 + 60.0);
+    assert!((w.coverage_it - want).abs() < 1e-6, "{w:?}");
+    assert!((w.it_fill_kwh * 3.6e6 - 500.0 * 10.0).abs() < 1e-6, "{w:?}");
+    assert_eq!((v.nodes.total, v.nodes.retired), (2, 1));
+    assert_eq!(v.power.coverage_it, 1.0);
+    // It comes back: reporting again undoes the retirement.
+    let mut h1 = Meter::new("h1", Point::ItInput, 500.0);
+    let t = T0 + 131_000;
+    e.apply_readings("dc", "h1", &h1.readings(t), t);
+    assert_eq!(e.site_view("dc", t).unwrap().nodes.retired, 0);
+}

@@ -92,6 +92,8 @@ pub struct NodeCounts {
     pub offline: usize,
     /// Silent for longer than their gap bound, without saying so.
     pub stale: usize,
+    /// Retired by an operator (decommissioned): not counted in `total`.
+    pub retired: usize,
 }
 
 /// The windows in their fixed order, serialized as a JSON object.
@@ -382,7 +384,31 @@ pub(super) fn judge(
 
 pub(super) const IT_LEVELS: [u8; 3] = [3, 2, 1];
 
+/// Meter-time the spans `(from, until)` put inside `[from, to)`, ms.
+pub(super) fn expected_ms(spans: impl Iterator<Item = (i64, i64)>, from: i64, to: i64) -> f64 {
+    spans
+        .map(|(a, b)| (to.min(b) - from.max(a)).max(0) as f64)
+        .sum()
+}
+
 impl Site {
+    /// When the meters `pick` chooses are expected: from their first reading on, until
+    /// their node was retired; and the never-heard ones from `unseen`.
+    pub(super) fn spans<'a>(
+        &'a self,
+        pick: impl Fn(&super::SeriesKey, &super::Series) -> bool + 'a,
+        unseen: Vec<i64>,
+    ) -> impl Iterator<Item = (i64, i64)> + 'a {
+        self.series
+            .iter()
+            .filter(move |(k, s)| pick(k, s))
+            .filter_map(|(k, s)| {
+                let until = self.nodes[k.node].retired_ms.unwrap_or(i64::MAX);
+                s.first_ms.map(|f| (f, until))
+            })
+            .chain(unseen.into_iter().map(|f| (f, i64::MAX)))
+    }
+
     /// The meters at `point`, in key order.
     fn series_at(
         &self,
@@ -418,7 +444,8 @@ impl Site {
         let mut since = Vec::new();
         if point == Point::ItInput {
             for (i, n) in self.nodes.iter().enumerate() {
-                let here = zone.is_none_or(|z| n.zone.as_deref() == Some(z));
+                let here =
+                    zone.is_none_or(|z| n.zone.as_deref() == Some(z)) && n.retired_ms.is_none();
                 if n.role == Some(dcwatt_common::protocol::Role::Host)
                     && here
                     && !nodes.contains(&i)
@@ -446,10 +473,12 @@ impl Site {
         self.series
             .iter()
             .filter(|(k, s)| pick(k, s))
-            .filter_map(|(_, s)| {
+            .filter_map(|(k, s)| {
                 let (last, (_, w)) = (s.last_ms?, s.live?);
                 let start = last.max(from).max(s.first_ms.unwrap_or(last));
-                (start < to).then(|| w * (to - start) as f64 / 1000.0)
+                // A retired node is not estimated past its retirement.
+                let end = to.min(self.nodes[k.node].retired_ms.unwrap_or(i64::MAX));
+                (start < end).then(|| w * (end - start) as f64 / 1000.0)
             })
             .sum()
     }
@@ -513,17 +542,16 @@ impl Engine {
                 .collect(),
         );
         let nodes = self.node_views(site, now_ms);
-        let mut counts = NodeCounts {
-            total: nodes.len(),
-            ..NodeCounts::default()
-        };
+        let mut counts = NodeCounts::default();
         for n in &nodes {
             match n.state {
                 "online" => counts.online += 1,
                 "offline" => counts.offline += 1,
+                "retired" => counts.retired += 1,
                 _ => counts.stale += 1,
             }
         }
+        counts.total = nodes.len() - counts.retired;
         Some(SiteView {
             site: site_id.to_owned(),
             ts_ms: now_ms,
@@ -553,6 +581,9 @@ impl Engine {
                 .unseen(point, inventory.and_then(|i| i.get(&point).copied()))
                 .len();
             for (k, s) in site.series_at(point) {
+                if site.nodes[k.node].retired_ms.is_some() {
+                    continue;
+                }
                 known += 1;
                 if let (Some(last), Some((_, w))) = (s.last_ms, s.live) {
                     if site.is_active(last, k.node, now_ms, gf, di) {
@@ -652,14 +683,7 @@ impl Engine {
             let totals = level.ring_for(len).sum(from, to);
             let silent = site.silent_fill(|k, _| k.point == point, from, to);
             let unseen = site.unseen(point, inventory.and_then(|i| i.get(&point).copied()));
-            let expected: f64 = site
-                .series
-                .iter()
-                .filter(|(k, _)| k.point == point)
-                .filter_map(|(_, s)| s.first_ms)
-                .chain(unseen)
-                .map(|f| (to - from.max(f)).max(0) as f64)
-                .sum();
+            let expected = expected_ms(site.spans(move |k, _| k.point == point, unseen), from, to);
             LevelStat {
                 value: totals.energy_j,
                 fill: totals.filled_j + silent,
@@ -730,14 +754,14 @@ impl Engine {
                         .get(&point)
                         .map(|l| l.ring_for(len).sum(from, to))
                         .unwrap_or_default();
-                    let expected: f64 = site
-                        .series
-                        .iter()
-                        .filter(|(k, s)| k.point == point && s.zone.as_deref() == Some(zone))
-                        .filter_map(|(_, s)| s.first_ms)
-                        .chain(site.unseen_in(point, None, Some(zone)))
-                        .map(|f| (to - from.max(f)).max(0) as f64)
-                        .sum();
+                    let expected = expected_ms(
+                        site.spans(
+                            move |k, s| k.point == point && s.zone.as_deref() == Some(zone),
+                            site.unseen_in(point, None, Some(zone)),
+                        ),
+                        from,
+                        to,
+                    );
                     let silent = site.silent_fill(
                         |k, s| k.point == point && s.zone.as_deref() == Some(zone),
                         from,
@@ -842,7 +866,9 @@ impl Engine {
             .iter()
             .enumerate()
             .map(|(i, n)| {
-                let state = if n.offline_since_ms.is_some() {
+                let state = if n.retired_ms.is_some() {
+                    "retired"
+                } else if n.offline_since_ms.is_some() {
                     "offline"
                 } else if n
                     .last_seen_ms
@@ -882,6 +908,7 @@ impl Engine {
         let mut racks: std::collections::BTreeSet<&str> = site
             .nodes
             .iter()
+            .filter(|n| n.retired_ms.is_none())
             .filter_map(|n| n.rack.as_deref())
             .collect();
         let budgets: Vec<(&str, f64)> = self
@@ -908,6 +935,9 @@ impl Engine {
         let mut in_use_pflops = 0.0;
         let mut measured = false;
         for (i, n) in site.nodes.iter().enumerate() {
+            if n.retired_ms.is_some() {
+                continue;
+            }
             let mut node_pflops = 0.0;
             for g in &n.gpus {
                 c.gpus += g.count;
@@ -932,11 +962,13 @@ impl Engine {
             }
         }
         c.fp16_pflops_in_use = measured.then_some(in_use_pflops);
-        // Capacity counts whether or not a node is fresh: its disks are still there.
+        // Capacity counts whether or not a node is fresh (its disks are still there),
+        // unless it was retired.
         let disk = |metric: &str| {
             let key: &dyn super::PairKey = &(metric, "system");
             site.nodes
                 .iter()
+                .filter(|n| n.retired_ms.is_none())
                 .filter_map(|n| n.latest.get(key))
                 .map(|(_, v)| {
                     if v.is_finite() && *v > 0.0 {
@@ -1023,7 +1055,7 @@ impl Engine {
         let (gf, di) = (self.cfg.gap_factor, self.cfg.default_interval_ms);
         for (i, n) in site.nodes.iter().enumerate() {
             let Some(rack) = &n.rack else { continue };
-            if n.role == Some(dcwatt_common::protocol::Role::Meter) {
+            if n.role == Some(dcwatt_common::protocol::Role::Meter) || n.retired_ms.is_some() {
                 continue;
             }
             let load = out.entry(rack.clone()).or_default();

@@ -13,5 +13,6 @@ mod modbus;
 mod outage;
 mod pue;
 mod restart;
+mod retire;
 mod security;
 mod snmp;
