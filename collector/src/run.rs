@@ -181,8 +181,7 @@ pub async fn run(cfg: CollectorConfig, cancel: CancellationToken) -> Result<(), 
     });
     sinks.state = cfg.state.is_some().then(|| state_stats.clone());
     sinks.taps = taps.clone();
-    sinks.min_coverage = cfg.engine.min_coverage;
-    sinks.site_categories = cfg.engine.site_categories.clone();
+    sinks.engine = cfg.engine.clone();
     sinks.site_offsets = cfg.site_offsets.clone();
     let fleet = Arc::new(Mutex::new(crate::fleet::Fleet::default()));
     let mut intake = Intake::new(engine.clone(), stats.clone(), cfg.intake.clone()).with_taps(taps);

@@ -131,10 +131,8 @@ pub struct Sinks {
     pub influx: Option<Arc<influx::InfluxStats>>,
     /// The history database and its counters, when it runs.
     pub history: Option<(std::path::PathBuf, Arc<crate::history::HistoryStats>)>,
-    /// The engine's minimum IT coverage (for periods computed from the history).
-    pub min_coverage: f64,
-    /// Sites whose category is set by configuration (for periods from the history).
-    pub site_categories: std::collections::BTreeMap<String, u8>,
+    /// The engine's settings, for periods computed from the history by the same rules.
+    pub engine: crate::engine::EngineConfig,
     /// Engine state saves, when enabled.
     pub state: Option<Arc<crate::state::StateStats>>,
     /// Each site's offset from UTC, seconds (calendar periods).
@@ -145,9 +143,6 @@ impl Sinks {
     /// How the IT level of `site` is picked for periods computed from the history: the
     /// same rule as the engine's.
     pub fn level_rule(&self, site: &str) -> crate::engine::LevelRule {
-        crate::engine::LevelRule {
-            min_coverage: self.min_coverage,
-            category: self.site_categories.get(site).copied(),
-        }
+        self.engine.level_rule(site)
     }
 }
