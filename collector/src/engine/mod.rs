@@ -28,7 +28,7 @@ pub use view::{
 };
 
 use dcwatt_common::protocol::{Kind, Point, Quality, Reading, Role, State, StatusMessage};
-use ring::Ring;
+use ring::{Ring, Spread};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 
@@ -227,12 +227,12 @@ impl Series {
     fn migrate(&mut self) {
         if let Some((ts, value)) = self.legacy_counter.take() {
             if self.counters.is_empty() {
-                self.counters.push(Sample::seed(ts, value, false));
+                self.counters.push(Sample::new(ts, value, false));
             }
         }
         if let Some((ts, value, estimated)) = self.legacy_gauge.take() {
             if self.gauges.is_empty() {
-                self.gauges.push(Sample::seed(ts, value, estimated));
+                self.gauges.push(Sample::new(ts, value, estimated));
             }
         }
     }
@@ -241,10 +241,28 @@ impl Series {
     fn gauge(&self) -> Option<&Sample> {
         self.gauges.last()
     }
+
+    /// The counter's or the gauge's recent samples.
+    fn tail(&self, counter: bool) -> &Tail {
+        if counter {
+            &self.counters
+        } else {
+            &self.gauges
+        }
+    }
+
+    fn tail_mut(&mut self, counter: bool) -> &mut Tail {
+        if counter {
+            &mut self.counters
+        } else {
+            &mut self.gauges
+        }
+    }
 }
 
 impl Sample {
-    fn seed(ts: i64, value: f64, estimated: bool) -> Self {
+    /// A plain sample (counted, not averaged, not wrapping) with nothing placed yet.
+    fn new(ts: i64, value: f64, estimated: bool) -> Self {
         Sample {
             ts,
             value,
@@ -643,15 +661,10 @@ impl Engine {
                     Some(series.counter_seen_ms.map_or(r.ts_ms, |t| t.max(r.ts_ms)));
             }
             let sample = Sample {
-                ts: r.ts_ms,
-                value: r.value,
-                estimated: r.quality == Quality::Estimated,
                 integrate,
                 avg_ms: r.avg_ms.map(|w| w.min(i64::MAX as u64) as i64),
                 wraps_at: r.wraps_at,
-                seg: None,
-                fill: None,
-                first: false,
+                ..Sample::new(r.ts_ms, r.value, r.quality == Quality::Estimated)
             };
             let dirty = &mut site.dirty_from_ms;
             let mut apply = |c: Change| {
@@ -728,38 +741,33 @@ impl Step {
 #[derive(Debug, Clone, Copy)]
 struct Change {
     seg: Seg,
-    estimated: bool,
-    /// An estimate for uncovered time, not measured energy.
-    fill: bool,
+    what: Spread,
     undo: bool,
 }
 
 impl Change {
     /// The changes that add what the stretch before `s` contributes (or take it back).
     fn of(s: &Sample, undo: bool) -> [Option<Change>; 2] {
-        let make = |seg: Option<Seg>, fill: bool| {
-            seg.map(|seg| Change {
-                seg,
-                estimated: s.estimated,
-                fill,
-                undo,
-            })
-        };
-        [make(s.seg, false), make(s.fill, true)]
+        let make = |seg: Option<Seg>, what| seg.map(|seg| Change { seg, what, undo });
+        [
+            make(
+                s.seg,
+                Spread::Energy {
+                    estimated: s.estimated,
+                },
+            ),
+            make(s.fill, Spread::Fill),
+        ]
     }
 
     /// Applies the change to a level's rings; false when part of it was older than
     /// every ring holds.
     fn to_rings(self, rings: &mut [ring::Ring]) -> bool {
         let (t0, t1, e) = self.seg;
+        let sign = if self.undo { -1.0 } else { 1.0 };
         let mut kept = false;
         for r in rings {
-            kept |= match (self.fill, self.undo) {
-                (false, false) => r.add(t0, t1, e, self.estimated),
-                (false, true) => r.remove(t0, t1, e, self.estimated),
-                (true, false) => r.add_fill(t0, t1, e),
-                (true, true) => r.remove_fill(t0, t1, e),
-            };
+            kept |= r.spread(t0, t1, e, self.what, sign);
         }
         kept
     }
@@ -782,12 +790,12 @@ fn place(
 ) -> Option<Sample> {
     let mut give = |changes: [Option<Change>; 2], stats: &mut ApplyStats| {
         for c in changes.into_iter().flatten() {
-            if !apply(c) && !c.fill {
+            if !apply(c) && c.what != Spread::Fill {
                 stats.too_old += 1;
             }
         }
     };
-    let tail = if counter { &s.counters } else { &s.gauges };
+    let tail = s.tail(counter);
     let pos = tail.partition_point(|x| x.ts < b.ts);
     if tail.get(pos).is_some_and(|x| x.ts == b.ts) {
         // The same instant again (a redelivered reading): nothing new.
@@ -807,18 +815,10 @@ fn place(
             step
         } else {
             s.live = Some((b.ts, b.value));
-            if b.integrate {
-                gauge_step(prev.as_ref(), &b, max_gap)
-            } else {
-                Step::default()
-            }
+            stretch(false, prev.as_ref(), &b, max_gap, stats)
         };
         (b.seg, b.fill) = (step.seg, one_fill(s, counter, step).fill);
-        let tail = if counter {
-            &mut s.counters
-        } else {
-            &mut s.gauges
-        };
+        let tail = s.tail_mut(counter);
         tail.push(b);
         let keep_from = b.ts - REORDER_MS;
         let stale = tail
@@ -842,37 +842,26 @@ fn place(
     // Between two samples already placed, a and c: the stretch a–c becomes a–b and b–c.
     // In front of the first one: b becomes the first, and b–c is new.
     stats.reordered += 1;
-    let tail = if counter {
-        &mut s.counters
-    } else {
-        &mut s.gauges
-    };
+    let tail = s.tail_mut(counter);
     let a = (pos > 0).then(|| tail[pos - 1]);
     b.first = front;
     let c = &mut tail[pos];
     c.first = false;
-    let step = |x: Option<&Sample>, y: &Sample, st: &mut ApplyStats| {
-        if !y.integrate {
-            Step::default()
-        } else if counter {
-            x.map_or(Step::default(), |x| counter_step(x, y, max_gap, st))
-        } else {
-            gauge_step(x, y, max_gap)
-        }
-    };
     let undo = Change::of(c, true);
     let had = c.seg.is_some() || c.fill.is_some();
-    let ab = step(a.as_ref(), &b, stats);
+    let ab = stretch(counter, a.as_ref(), &b, max_gap, stats);
     // A reset already counted for a–c is not counted again for b–c.
     let mut quiet = ApplyStats::default();
-    let bc = step(Some(&b), c, if had { stats } else { &mut quiet });
+    let bc = stretch(
+        counter,
+        Some(&b),
+        c,
+        max_gap,
+        if had { stats } else { &mut quiet },
+    );
     let (ab, bc) = (one_fill(s, counter, ab), one_fill(s, counter, bc));
     (b.seg, b.fill) = (ab.seg, ab.fill);
-    let tail = if counter {
-        &mut s.counters
-    } else {
-        &mut s.gauges
-    };
+    let tail = s.tail_mut(counter);
     let c = &mut tail[pos];
     (c.seg, c.fill) = (bc.seg, bc.fill);
     let add_c = Change::of(c, false);
@@ -932,8 +921,9 @@ fn refill_frozen_run(s: &mut Series, max_gap: i64, apply: &mut Apply) {
             Some(seg) if seg.2 == 0.0 => {
                 apply(Change {
                     seg,
-                    estimated: x.estimated,
-                    fill: false,
+                    what: Spread::Energy {
+                        estimated: x.estimated,
+                    },
                     undo: true,
                 });
                 x.seg = None;
@@ -955,6 +945,22 @@ fn refill_frozen_run(s: &mut Series, max_gap: i64, apply: &mut Apply) {
                 apply(c);
             }
         }
+    }
+}
+
+/// What the stretch from `x` to `y` of a counter or gauge stream contributes: nothing
+/// while `y`'s stream is not the one energy comes from.
+fn stretch(
+    counter: bool,
+    x: Option<&Sample>,
+    y: &Sample,
+    max_gap: i64,
+    stats: &mut ApplyStats,
+) -> Step {
+    match (y.integrate, counter, x) {
+        (false, _, _) | (true, true, None) => Step::default(),
+        (true, true, Some(x)) => counter_step(x, y, max_gap, stats),
+        (true, false, x) => gauge_step(x, y, max_gap),
     }
 }
 
@@ -1023,10 +1029,7 @@ fn counter_in_order(
         s.counter_frozen = false;
     }
     b.integrate = !s.counter_frozen;
-    if s.counter_frozen {
-        return Step::default();
-    }
-    let step = counter_step(&prev, b, max_gap, stats);
+    let step = stretch(true, Some(&prev), b, max_gap, stats);
     // A fresh gauge is the better live value; the counter stands in when there is none.
     if let Some(seg) = step.seg {
         if s.gauge().is_none_or(|g| b.ts - g.ts > max_gap) {

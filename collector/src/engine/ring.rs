@@ -74,30 +74,17 @@ impl Ring {
         }
     }
 
-    /// Adds `energy_j` spread uniformly over `[t0, t1)`. Returns false when part of the
-    /// segment was older than the ring holds (that part is not counted).
+    /// Adds measured `energy_j` spread uniformly over `[t0, t1)` (the tests' shorthand
+    /// for `spread`).
+    #[cfg(test)]
     pub fn add(&mut self, t0: i64, t1: i64, energy_j: f64, estimated: bool) -> bool {
         self.spread(t0, t1, energy_j, Spread::Energy { estimated }, 1.0)
     }
 
-    /// Adds an estimate of the energy over `[t0, t1)`, a stretch without valid data: it
-    /// counts neither as energy nor as covered time.
-    pub fn add_fill(&mut self, t0: i64, t1: i64, energy_j: f64) -> bool {
-        self.spread(t0, t1, energy_j, Spread::Fill, 1.0)
-    }
-
-    /// Takes back exactly what `add` with the same arguments put in (a segment that a
-    /// late sample split in two). Buckets the ring no longer holds are left alone.
-    pub fn remove(&mut self, t0: i64, t1: i64, energy_j: f64, estimated: bool) -> bool {
-        self.spread(t0, t1, energy_j, Spread::Energy { estimated }, -1.0)
-    }
-
-    /// Takes back what `add_fill` with the same arguments put in.
-    pub fn remove_fill(&mut self, t0: i64, t1: i64, energy_j: f64) -> bool {
-        self.spread(t0, t1, energy_j, Spread::Fill, -1.0)
-    }
-
-    fn spread(&mut self, t0: i64, t1: i64, energy_j: f64, what: Spread, sign: f64) -> bool {
+    /// Adds (`sign` 1) or takes back exactly (`sign` −1: a segment that a late sample
+    /// split in two) `energy_j` of `what` spread uniformly over `[t0, t1)`. Returns false
+    /// when part of the segment was older than the ring holds (that part is left alone).
+    pub fn spread(&mut self, t0: i64, t1: i64, energy_j: f64, what: Spread, sign: f64) -> bool {
         if t1 <= t0 {
             return true;
         }
@@ -152,11 +139,14 @@ impl Ring {
 }
 
 /// What a segment is.
-#[derive(Debug, Clone, Copy)]
-enum Spread {
-    /// Measured (or estimated-reading) energy over covered time.
-    Energy { estimated: bool },
-    /// An estimate for uncovered time.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Spread {
+    /// Energy from readings (measured, or `estimated` ones) over the time it covers.
+    Energy {
+        /// From estimated readings.
+        estimated: bool,
+    },
+    /// An estimate for a stretch without valid data: neither energy nor covered time.
     Fill,
 }
 
