@@ -129,7 +129,6 @@ impl Engine {
     /// included) up to the last minute before the watermark. Meant to be written with
     /// "insert or replace": a minute exported twice carries its complete, newer totals.
     pub fn export_minutes(&mut self, site_id: &str, now_ms: i64) -> Vec<MinuteEnergy> {
-        let inventory = self.cfg.site_expected.get(site_id);
         let (gf, di) = (self.cfg.gap_factor, self.cfg.default_interval_ms);
         let Some(site) = self.sites.get_mut(site_id) else {
             return Vec::new();
@@ -153,12 +152,17 @@ impl Engine {
         if from >= to {
             return Vec::new();
         }
+        let unseen = site.unseen(
+            site.levels.keys().copied(),
+            self.cfg.site_expected.get(site_id),
+            None,
+        );
         let mut out = Vec::new();
         for (point, level) in &site.levels {
             let ring = &level.rings[MINUTE_RING];
-            let unseen = site.unseen(*point, inventory.and_then(|i| i.get(point).copied()));
             let point = *point;
-            let spans: Vec<(i64, i64)> = site.spans(move |k, _| k.point == point, unseen).collect();
+            let never = unseen.get(&point).map_or(&[][..], Vec::as_slice);
+            let spans: Vec<(i64, i64)> = site.spans(move |k, _| k.point == point, never).collect();
             let mut m = from;
             while m < to {
                 let t = ring.sum(m, m + MINUTE_MS);

@@ -19,6 +19,9 @@ pub const WINDOWS: [(&str, i64); 6] = [
 /// A site's meter inventory: how many meters it has per point.
 pub(super) type Inventory = std::collections::BTreeMap<Point, u32>;
 
+/// Per point, the meters expected that never reported: since when each is expected.
+pub(super) type Unseen = std::collections::BTreeMap<Point, Vec<i64>>;
+
 /// A coverage at least this close to 1 counts as full (sums of milliseconds in floats).
 const FULL: f64 = 1.0 - 1e-9;
 
@@ -397,7 +400,7 @@ impl Site {
     pub(super) fn spans<'a>(
         &'a self,
         pick: impl Fn(&super::SeriesKey, &super::Series) -> bool + 'a,
-        unseen: Vec<i64>,
+        unseen: &'a [i64],
     ) -> impl Iterator<Item = (i64, i64)> + 'a {
         self.series
             .iter()
@@ -406,7 +409,7 @@ impl Site {
                 let until = self.nodes[k.node].retired_ms.unwrap_or(i64::MAX);
                 s.first_ms.map(|f| (f, until))
             })
-            .chain(unseen.into_iter().map(|f| (f, i64::MAX)))
+            .chain(unseen.iter().map(|&f| (f, i64::MAX)))
     }
 
     /// The meters at `point`, in key order.
@@ -424,16 +427,27 @@ impl Site {
             .take_while(move |(k, _)| k.point == point)
     }
 
-    /// Meters expected at `point` that have never reported, each with the time it has
-    /// been expected since: hosts (by their births) without any `it_input` meter, and
-    /// as many more as the site's `expected_meters` names beyond the meters known, from
-    /// the start of the site's data.
-    pub(super) fn unseen(&self, point: Point, configured: Option<u32>) -> Vec<i64> {
-        self.unseen_in(point, configured, None)
+    /// For each of `points`, the meters expected there that have never reported, each
+    /// with the time it has been expected since: hosts (by their births) without any
+    /// `it_input` meter, and as many more as the site's `inventory` names beyond the
+    /// meters known, from the start of the site's data. With `zone`, that zone's hosts
+    /// only (the inventory is site-wide, so it does not apply to a zone). Looked up once
+    /// per view, not once per window.
+    pub(super) fn unseen(
+        &self,
+        points: impl IntoIterator<Item = Point>,
+        inventory: Option<&Inventory>,
+        zone: Option<&str>,
+    ) -> Unseen {
+        points
+            .into_iter()
+            .map(|p| {
+                let configured = inventory.and_then(|i| i.get(&p).copied());
+                (p, self.unseen_in(p, configured, zone))
+            })
+            .collect()
     }
 
-    /// `unseen`, for one zone's hosts when `zone` is given (the site's inventory counts
-    /// are site-wide, so they do not apply to a zone).
     fn unseen_in(&self, point: Point, configured: Option<u32>, zone: Option<&str>) -> Vec<i64> {
         let mut nodes = std::collections::BTreeSet::new();
         let mut known = 0usize;
@@ -533,12 +547,17 @@ impl Engine {
                 .is_some_and(|l| site.is_active(l, k.node, now_ms, gf, di))
         });
         let rule = self.cfg.level_rule(site_id);
-        let inventory = self.cfg.site_expected.get(site_id);
-        let power = self.power_view(site, rule, inventory, now_ms);
+        let unseen = site.unseen(
+            std::iter::once(Point::FacilityInput)
+                .chain(IT_LEVELS.iter().filter_map(|&c| Point::for_category(c))),
+            self.cfg.site_expected.get(site_id),
+            None,
+        );
+        let power = self.power_view(site, rule, &unseen, now_ms);
         let pue = Windows(
             WINDOWS
                 .iter()
-                .map(|&(name, len)| (name, self.window_view(site, rule, inventory, name, len, wm)))
+                .map(|&(name, len)| (name, self.window_view(site, rule, &unseen, name, len, wm)))
                 .collect(),
         );
         let nodes = self.node_views(site, now_ms);
@@ -565,21 +584,13 @@ impl Engine {
         })
     }
 
-    fn power_view(
-        &self,
-        site: &Site,
-        rule: LevelRule,
-        inventory: Option<&Inventory>,
-        now_ms: i64,
-    ) -> PowerView {
+    fn power_view(&self, site: &Site, rule: LevelRule, unseen: &Unseen, now_ms: i64) -> PowerView {
         let (gf, di) = (self.cfg.gap_factor, self.cfg.default_interval_ms);
         let live = |point: Point| -> LevelStat {
             let (mut known, mut active, mut watts, mut estimated) = (0usize, 0usize, 0.0, false);
             let mut fill = 0.0;
             // Meters expected but never heard from count as not reporting.
-            known += site
-                .unseen(point, inventory.and_then(|i| i.get(&point).copied()))
-                .len();
+            known += unseen.get(&point).map_or(0, Vec::len);
             for (k, s) in site.series_at(point) {
                 if site.nodes[k.node].retired_ms.is_some() {
                     continue;
@@ -640,7 +651,7 @@ impl Engine {
         &self,
         site: &Site,
         rule: LevelRule,
-        inventory: Option<&Inventory>,
+        unseen: &Unseen,
         name: &'static str,
         len: i64,
         watermark: Option<i64>,
@@ -681,9 +692,10 @@ impl Engine {
                 };
             };
             let totals = level.ring_for(len).sum(from, to);
-            let silent = site.silent_fill(|k, _| k.point == point, from, to);
-            let unseen = site.unseen(point, inventory.and_then(|i| i.get(&point).copied()));
-            let expected = expected_ms(site.spans(move |k, _| k.point == point, unseen), from, to);
+            let pick = move |k: &super::SeriesKey, _: &super::Series| k.point == point;
+            let silent = site.silent_fill(pick, from, to);
+            let never = unseen.get(&point).map_or(&[][..], Vec::as_slice);
+            let expected = expected_ms(site.spans(pick, never), from, to);
             LevelStat {
                 value: totals.energy_j,
                 fill: totals.filled_j + silent,
@@ -742,6 +754,14 @@ impl Engine {
                 continue;
             }
             let mut ppue = std::collections::BTreeMap::new();
+            let unseen = site.unseen(
+                IT_LEVELS
+                    .iter()
+                    .filter_map(|&c| Point::for_category(c))
+                    .chain(overhead),
+                None,
+                Some(zone),
+            );
             for &(name, len) in &WINDOWS {
                 let width = super::Level::width_for(len);
                 let to = wm.div_euclid(width) * width;
@@ -754,19 +774,12 @@ impl Engine {
                         .get(&point)
                         .map(|l| l.ring_for(len).sum(from, to))
                         .unwrap_or_default();
-                    let expected = expected_ms(
-                        site.spans(
-                            move |k, s| k.point == point && s.zone.as_deref() == Some(zone),
-                            site.unseen_in(point, None, Some(zone)),
-                        ),
-                        from,
-                        to,
-                    );
-                    let silent = site.silent_fill(
-                        |k, s| k.point == point && s.zone.as_deref() == Some(zone),
-                        from,
-                        to,
-                    );
+                    let pick = move |k: &super::SeriesKey, s: &super::Series| {
+                        k.point == point && s.zone.as_deref() == Some(zone)
+                    };
+                    let never = unseen.get(&point).map_or(&[][..], Vec::as_slice);
+                    let expected = expected_ms(site.spans(pick, never), from, to);
+                    let silent = site.silent_fill(pick, from, to);
                     let fill = t.filled_j + silent;
                     (
                         t.energy_j,
