@@ -12,6 +12,8 @@ struct Meter {
     watts: f64,
     energy: f64,
     last: Option<i64>,
+    /// The zone its readings name (a facility agent reading a hall's CRAH).
+    zone: Option<&'static str>,
 }
 
 impl Meter {
@@ -22,6 +24,14 @@ impl Meter {
             watts,
             energy: 0.0,
             last: None,
+            zone: None,
+        }
+    }
+
+    fn in_zone(self, zone: &'static str) -> Self {
+        Meter {
+            zone: Some(zone),
+            ..self
         }
     }
 
@@ -30,10 +40,14 @@ impl Meter {
             self.energy += self.watts * (t - l) as f64 / 1000.0;
         }
         self.last = Some(t);
-        vec![
+        let mut out = vec![
             Reading::gauge("power_w", self.watts, t).at(self.point),
             Reading::counter("energy_j", self.energy, t).at(self.point),
-        ]
+        ];
+        for r in &mut out {
+            r.zone = self.zone.map(str::to_owned);
+        }
+        out
     }
 }
 
@@ -52,6 +66,15 @@ fn engine() -> Engine {
         default_interval_ms: 1_000,
         ..EngineConfig::default()
     })
+}
+
+/// A node's birth at site "dc", reporting every second, with `fields` (JSON members
+/// such as `"role":"host","zone":"hall1"`) added.
+fn birth(node: &str, fields: &str) -> StatusMessage {
+    serde_json::from_str(&format!(
+        r#"{{"v":1,"site":"dc","node":"{node}","state":"online","ts_ms":1,"interval_ms":1000,{fields}}}"#
+    ))
+    .expect("birth")
 }
 
 fn site(n_hosts: usize, host_w: f64, facility_w: f64) -> Vec<Meter> {
@@ -504,15 +527,9 @@ fn live_data_after_offline_brings_the_node_back() {
 #[test]
 fn rack_power_prefers_pdu_outputs_over_host_inputs() {
     let mut e = engine();
-    let birth = |node: &str, rack: &str| {
-        serde_json::from_str::<StatusMessage>(&format!(
-            r#"{{"v":1,"site":"dc","node":"{node}","state":"online","ts_ms":1,"rack":"{rack}","interval_ms":1000}}"#
-        ))
-        .unwrap()
-    };
-    e.apply_status(&birth("h1", "r1"), T0);
-    e.apply_status(&birth("h2", "r1"), T0);
-    e.apply_status(&birth("h3", "r2"), T0);
+    for (node, rack) in [("h1", "r1"), ("h2", "r1"), ("h3", "r2")] {
+        e.apply_status(&birth(node, &format!(r#""rack":"{rack}""#)), T0);
+    }
     let host = |w: f64| Reading::gauge("power_w", w, T0).at(Point::ItInput);
     e.apply_readings("dc", "h1", &[host(300.0)], T0);
     e.apply_readings("dc", "h2", &[host(200.0)], T0);
@@ -742,11 +759,8 @@ fn rack_load_is_the_mean_of_its_hosts_cpu_and_gpus() {
     let mut e = engine();
     for (node, rack) in [("a", "r1"), ("b", "r1"), ("c", "r2"), ("m", "r1")] {
         let role = if node == "m" { "meter" } else { "host" };
-        let birth: StatusMessage = serde_json::from_str(&format!(
-            r#"{{"v":1,"site":"dc","node":"{node}","state":"online","ts_ms":1,"role":"{role}","rack":"{rack}","interval_ms":1000}}"#
-        ))
-        .unwrap();
-        e.apply_status(&birth, T0);
+        let fields = format!(r#""role":"{role}","rack":"{rack}""#);
+        e.apply_status(&birth(node, &fields), T0);
     }
     let gpu = |c: &str, v: f64| {
         let mut r = Reading::gauge("gpu_util", v, T0);
@@ -774,31 +788,18 @@ fn rack_load_is_the_mean_of_its_hosts_cpu_and_gpus() {
 fn a_zone_with_its_own_cooling_meter_has_a_partial_pue() {
     let mut e = engine();
     for (node, zone) in [("h1", "hall1"), ("h2", "hall1"), ("h3", "hall2")] {
-        let birth: StatusMessage = serde_json::from_str(&format!(
-            r#"{{"v":1,"site":"dc","node":"{node}","state":"online","ts_ms":1,"role":"host","zone":"{zone}","interval_ms":1000}}"#
-        ))
-        .unwrap();
-        e.apply_status(&birth, T0);
+        let fields = format!(r#""role":"host","zone":"{zone}""#);
+        e.apply_status(&birth(node, &fields), T0);
     }
-    let mut crah = Meter::new("fac", Point::Cooling, 500.0);
     let mut meters = site(0, 0.0, 5_000.0);
-    let mut hosts: Vec<Meter> = ["h1", "h2", "h3"]
-        .iter()
-        .map(|n| Meter::new(n, Point::ItInput, 1_000.0))
-        .collect();
-    for s in 0..=130 {
-        let t = T0 + s * 1000;
-        for m in meters.iter_mut().chain(hosts.iter_mut()) {
-            let r = m.readings(t);
-            e.apply_readings("dc", m.node, &r, t + 50);
-        }
-        // The facility agent reads hall 1's CRAH: its readings name the zone.
-        let mut r = crah.readings(t);
-        for x in &mut r {
-            x.zone = Some("hall1".into());
-        }
-        e.apply_readings("dc", "fac", &r, t + 50);
-    }
+    meters.extend(
+        ["h1", "h2", "h3"]
+            .iter()
+            .map(|n| Meter::new(n, Point::ItInput, 1_000.0)),
+    );
+    // The facility agent reads hall 1's CRAH: its readings name the zone.
+    meters.push(Meter::new("fac", Point::Cooling, 500.0).in_zone("hall1"));
+    run(&mut e, &mut meters, 0, 130);
     let v = e.site_view("dc", T0 + 130_100).unwrap();
     assert_eq!(
         v.zones.len(),
@@ -824,11 +825,7 @@ fn hosts_known_from_births_are_expected_even_before_they_report_power() {
     // Four hosts say who they are; only three of them have a power meter at their input.
     // A rack PDU measures all four at its outlets.
     for n in ["h0", "h1", "h2", "h3"] {
-        let birth: StatusMessage = serde_json::from_str(&format!(
-            r#"{{"v":1,"site":"dc","node":"{n}","state":"online","ts_ms":1,"role":"host","interval_ms":1000}}"#
-        ))
-        .unwrap();
-        e.apply_status(&birth, T0);
+        e.apply_status(&birth(n, r#""role":"host""#), T0);
     }
     let mut meters = site(3, 500.0, 3_000.0);
     meters.push(Meter::new("pdu", Point::PduOutput, 2_000.0));
@@ -953,30 +950,15 @@ fn a_meter_saved_before_the_reorder_window_resumes_from_its_last_sample() {
 fn a_zones_hosts_without_power_meters_lower_its_partial_pue_coverage() {
     let mut e = engine();
     for n in ["h1", "h2"] {
-        let birth: StatusMessage = serde_json::from_str(&format!(
-            r#"{{"v":1,"site":"dc","node":"{n}","state":"online","ts_ms":1,"role":"host","zone":"hall1","interval_ms":1000}}"#
-        ))
-        .unwrap();
-        e.apply_status(&birth, T0);
+        e.apply_status(&birth(n, r#""role":"host","zone":"hall1""#), T0);
     }
     // Only h1 meters its input; hall 1's CRAH has its own meter.
     let mut meters = [
         Meter::new("meter", Point::FacilityInput, 3_000.0),
         Meter::new("h1", Point::ItInput, 1_000.0),
+        Meter::new("fac", Point::Cooling, 250.0).in_zone("hall1"),
     ];
-    let mut crah = Meter::new("fac", Point::Cooling, 250.0);
-    for s in 0..=90 {
-        let t = T0 + s * 1000;
-        for m in meters.iter_mut() {
-            let r = m.readings(t);
-            e.apply_readings("dc", m.node, &r, t + 50);
-        }
-        let mut r = crah.readings(t);
-        for x in &mut r {
-            x.zone = Some("hall1".into());
-        }
-        e.apply_readings("dc", "fac", &r, t + 50);
-    }
+    run(&mut e, &mut meters, 0, 90);
     let v = e.site_view("dc", T0 + 90_100).unwrap();
     let w = &v.zones[0].ppue["1m"];
     assert!((w.coverage_it - 0.5).abs() < 1e-9, "{w:?}");
