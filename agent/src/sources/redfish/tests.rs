@@ -1,5 +1,5 @@
 //! Redfish against a local HTTPS server serving the DMTF public mockups from
-//! `../shared/fixtures/redfish/` (BSD-3): real TLS, real HTTP, real JSON from the mockups.
+//! `tests/fixtures/redfish/` (BSD-3, licence in `LICENSE-DMTF.md` there): real TLS, real HTTP, real JSON from the mockups.
 //! Only the BMC itself is replaced, since no BMC can run here.
 
 use super::*;
@@ -30,10 +30,10 @@ impl Drop for Bmc {
 }
 
 fn fixtures() -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/redfish");
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/redfish");
     assert!(
         p.is_dir(),
-        "Redfish fixtures missing at {} (shared/ must sit beside the repository)",
+        "Redfish fixtures missing at {} (they ship with the repository)",
         p.display()
     );
     p
