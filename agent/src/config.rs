@@ -22,6 +22,8 @@ const KNOWN_KEYS: &[&str] = &[
     "sources",
     "whole_system_order",
     "spool",
+    "state_dir",
+    "log",
 ];
 
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -58,6 +60,11 @@ pub struct SpoolConfig {
 /// A validated agent configuration.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
+    /// Where everything the agent writes lives (spool, sequence numbers); relative paths
+    /// are resolved against it.
+    pub state_dir: std::path::PathBuf,
+    /// Log level and format.
+    pub log: dcwatt_common::logging::LogSettings,
     /// Site id.
     pub site: String,
     /// Node id.
@@ -89,6 +96,15 @@ impl AgentConfig {
         Self::from_loader(&Loader::new(file)?)
     }
 
+    /// Like [`AgentConfig::load`], with command-line values that win over file and
+    /// environment (`--state-dir`).
+    ///
+    /// # Errors
+    /// Every problem found, with its path.
+    pub fn load_with(file: Option<&Path>, overrides: &[(&str, String)]) -> Result<Self, Problems> {
+        Self::from_loader(&Loader::with_overrides(file, overrides)?)
+    }
+
     /// Validates configuration from any loader.
     ///
     /// # Errors
@@ -96,12 +112,25 @@ impl AgentConfig {
     pub fn from_loader(l: &Loader) -> Result<Self, Problems> {
         let mut p = Problems::default();
         l.check_keys(KNOWN_KEYS, &mut p);
-        let site: String = l
-            .get_opt("site", &mut p)
-            .unwrap_or_else(|| "default".to_owned());
-        if let Err(e) = validate_id(&site) {
-            p.push("site", e.to_string());
-        }
+        let state_dir = dcwatt_common::state_dir::from_loader(l, &mut p);
+        let log = dcwatt_common::logging::LogSettings::from_loader(l, &mut p);
+        // An agent never reports under a made-up site: the collector would count its
+        // power into whatever site happens to be called that.
+        let site: String = match l.get_opt::<String>("site", &mut p) {
+            Some(site) => {
+                if let Err(e) = validate_id(&site) {
+                    p.push("site", e.to_string());
+                }
+                site
+            }
+            None => {
+                p.push(
+                    "site",
+                    "not set: name the site this agent belongs to (site = \"dc1\" in the configuration file, or DCWATT__SITE=dc1)",
+                );
+                "unset".to_owned()
+            }
+        };
         let node: String = l.get_opt("node", &mut p).unwrap_or_else(default_node);
         if let Err(e) = validate_id(&node) {
             p.push(
@@ -161,11 +190,15 @@ impl AgentConfig {
             p.push("spool.replay_per_sec", "must be 1..=100000");
         }
         let spool = spool.enabled.then(|| SpoolConfig {
-            dir: spool.dir.join(&site).join(&node),
+            dir: dcwatt_common::state_dir::resolve(&state_dir, &spool.dir)
+                .join(&site)
+                .join(&node),
             max_bytes: (spool.max_mib.clamp(0.001, 1_048_576.0) * 1_048_576.0) as u64,
             replay_per_sec: spool.replay_per_sec,
         });
         p.into_result(AgentConfig {
+            state_dir,
+            log,
             site,
             node,
             interval: Duration::from_secs(interval_secs),
@@ -206,10 +239,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn shipped_default_config_is_valid() {
-        let c = AgentConfig::from_loader(&Loader::from_toml(DEFAULT_CONFIG).unwrap()).unwrap();
+    fn shipped_default_config_is_valid_once_the_site_is_named() {
+        let err =
+            AgentConfig::from_loader(&Loader::from_toml(DEFAULT_CONFIG).unwrap()).unwrap_err();
+        assert_eq!(err.0.len(), 1, "{err}");
+        assert_eq!(err.0[0].path, "site", "{err}");
+        assert!(err.0[0].message.contains("DCWATT__SITE"), "{err}");
+        let with_site = format!("site = \"dc1\"\n{DEFAULT_CONFIG}");
+        let c = AgentConfig::from_loader(&Loader::from_toml(&with_site).unwrap()).unwrap();
+        assert_eq!(c.site, "dc1");
         assert_eq!(c.interval, Duration::from_secs(10));
         assert!(!c.sources.is_empty());
+    }
+
+    #[test]
+    fn the_spool_lives_under_the_state_dir() {
+        let dir = std::env::temp_dir();
+        let toml = format!(
+            "site = \"s\"\nnode = \"n\"\nstate_dir = {:?}\n",
+            dir.display().to_string()
+        );
+        let c = AgentConfig::from_loader(&Loader::from_toml(&toml).unwrap()).unwrap();
+        assert_eq!(c.spool.unwrap().dir, dir.join("dcwatt-spool/s/n"));
+        let abs = format!("{toml}[spool]\ndir = \"/srv/spool\"\n");
+        let c = AgentConfig::from_loader(&Loader::from_toml(&abs).unwrap()).unwrap();
+        assert_eq!(c.spool.unwrap().dir, std::path::Path::new("/srv/spool/s/n"));
     }
 
     #[test]

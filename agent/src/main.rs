@@ -1,6 +1,6 @@
 use clap::{Parser, Subcommand};
 use dcwatt_agent::{config::AgentConfig, run, scheduler, sources};
-use dcwatt_common::settings::EXIT_CONFIG;
+use dcwatt_common::settings::{self, EXIT_CONFIG};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -8,9 +8,13 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(version, about)]
 struct Cli {
-    /// Configuration file (TOML); `DCWATT__KEY__SUBKEY` environment variables override it.
+    /// Configuration file (TOML), default /etc/dcwatt/agent.toml when it exists;
+    /// `DCWATT__KEY__SUBKEY` environment variables override it.
     #[arg(long, short, global = true)]
     config: Option<PathBuf>,
+    /// Directory for everything the agent writes (overrides `state_dir`).
+    #[arg(long, global = true)]
+    state_dir: Option<PathBuf>,
     /// Read every source once, print the batch as JSON and exit (no broker needed).
     #[arg(long)]
     once: bool,
@@ -37,15 +41,15 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    dcwatt_common::logging::init("info");
+    let file = settings::config_file(cli.config.as_deref(), "/etc/dcwatt/agent.toml");
+    let overrides = settings::cli_overrides(cli.state_dir.as_deref());
     match cli.command {
         Some(Command::Probe { json, sysfs_root }) => {
             let mut probes = sources::probe_all(&sysfs_root);
             // With a configuration, configured BMCs are asked for real.
-            if let Some(cfg) = cli
-                .config
+            if let Some(cfg) = file
                 .as_deref()
-                .and_then(|f| AgentConfig::load(Some(f)).ok())
+                .and_then(|f| AgentConfig::load_with(Some(f), &overrides).ok())
             {
                 let configured: Vec<_> = cfg
                     .sources
@@ -89,7 +93,7 @@ fn main() -> ExitCode {
         }
         _ => {}
     }
-    let config = match AgentConfig::load(cli.config.as_deref()) {
+    let config = match AgentConfig::load_with(file.as_deref(), &overrides) {
         Ok(c) => c,
         Err(problems) => {
             eprint!("dcwatt-agent: {problems}");
@@ -105,6 +109,7 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
+    let log = dcwatt_common::logging::init(&config.log, "");
     if cli.once {
         return once(&config);
     }
@@ -119,7 +124,10 @@ fn main() -> ExitCode {
         }
     };
     let cancel = tokio_util::sync::CancellationToken::new();
-    rt.spawn(shutdown_on_signal(cancel.clone()));
+    rt.spawn(dcwatt_common::service::handle_signals(
+        cancel.clone(),
+        move || reload_log_level(file.as_deref(), &overrides, log.as_ref()),
+    ));
     match rt.block_on(run::run(config, cancel)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -159,15 +167,28 @@ fn once(config: &AgentConfig) -> ExitCode {
     }
 }
 
-async fn shutdown_on_signal(cancel: tokio_util::sync::CancellationToken) {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+/// SIGHUP: the agent applies a new log level live; anything else needs a restart (its
+/// sources, broker and identity are fixed for the life of the process), and it says so.
+fn reload_log_level(
+    file: Option<&std::path::Path>,
+    overrides: &[(&str, String)],
+    log: Option<&dcwatt_common::logging::LogHandle>,
+) {
+    match AgentConfig::load_with(file, overrides) {
+        Ok(c) => {
+            if let Some(h) = log {
+                if let Err(e) = h.set_level(&c.log.level) {
+                    tracing::warn!(error = %e, "cannot change the log level");
+                }
+            }
+            tracing::info!(
+                level = %c.log.level,
+                "configuration reloaded: log level applied; other changes need a restart of the agent"
+            );
+        }
+        Err(p) => tracing::error!(
+            problems = %p.to_string().trim_end(),
+            "configuration not reloaded: it has problems; the running configuration stays"
+        ),
     }
-    tracing::info!("shutting down");
-    cancel.cancel();
 }

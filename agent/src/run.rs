@@ -7,6 +7,7 @@ use crate::sources::SourceError;
 use dcwatt_common::protocol::{SourceInfo, State, StatusMessage, VERSION};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -66,6 +67,14 @@ pub enum RunError {
     /// The spool cannot be opened.
     #[error(transparent)]
     Spool(#[from] crate::spool::SpoolError),
+    /// The state directory cannot be created.
+    #[error("cannot create the state directory {path}: {source}")]
+    StateDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
 }
 
 /// Runs the agent until `cancel`.
@@ -73,6 +82,10 @@ pub enum RunError {
 /// # Errors
 /// A configured source cannot start on this host, or the spool cannot be opened.
 pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), RunError> {
+    dcwatt_common::state_dir::create(&config.state_dir).map_err(|source| RunError::StateDir {
+        path: config.state_dir.clone(),
+        source,
+    })?;
     let sources = build_sources(&config)?;
     let spool = match &config.spool {
         Some(sc) => {
@@ -115,9 +128,15 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), R
         seq_dir: config.spool.as_ref().map(|s| s.dir.clone()),
     };
     let publishing = tokio::spawn(publisher.run(cancel.clone()));
+    let service = tokio::spawn(serve_systemd(
+        stats.clone(),
+        config.interval,
+        cancel.clone(),
+    ));
     scheduler.run(cancel.clone()).await;
     cancel.cancel();
     let _ = publishing.await;
+    let _ = service.await;
     tracing::info!(
         built = stats.batches_built.load(Ordering::Relaxed),
         published = stats.batches_published.load(Ordering::Relaxed),
@@ -127,4 +146,31 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), R
         "agent stopped"
     );
     Ok(())
+}
+
+/// Tells systemd the agent is ready once its first batch is built, then pings the watchdog
+/// while batches keep coming (a wedged source read stops the pings, and systemd restarts
+/// the agent).
+async fn serve_systemd(stats: Arc<AgentStats>, interval: Duration, cancel: CancellationToken) {
+    let built = || stats.batches_built.load(Ordering::Relaxed);
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    while built() == 0 {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+    }
+    dcwatt_common::service::notify_ready("first batch built");
+    let mut last = (built(), tokio::time::Instant::now());
+    // A batch is due every interval; three missed in a row is a wedged agent.
+    let allowed = interval * 3;
+    dcwatt_common::service::watchdog(cancel, move |_| {
+        let now = (built(), tokio::time::Instant::now());
+        if now.0 != last.0 {
+            last = now;
+        }
+        let healthy = now.1.duration_since(last.1) <= allowed;
+        async move { healthy }
+    })
+    .await;
 }

@@ -15,8 +15,21 @@ use std::path::Path;
 pub const DEFAULT_CONFIG: &str = include_str!("../../configs/collector.toml");
 
 const KNOWN_KEYS: &[&str] = &[
-    "http", "broker", "mqtt", "intake", "engine", "alerts", "racks", "summary", "influx",
-    "history", "state", "fleet", "sites",
+    "http",
+    "broker",
+    "mqtt",
+    "intake",
+    "engine",
+    "alerts",
+    "racks",
+    "summary",
+    "influx",
+    "history",
+    "state",
+    "fleet",
+    "sites",
+    "state_dir",
+    "log",
 ];
 
 #[derive(Debug, Clone, Deserialize)]
@@ -678,6 +691,11 @@ pub struct IntakeConfig {
 /// A validated collector configuration.
 #[derive(Debug, Clone)]
 pub struct CollectorConfig {
+    /// Where everything the collector writes lives; relative file paths are resolved
+    /// against it.
+    pub state_dir: std::path::PathBuf,
+    /// Log level and format.
+    pub log: dcwatt_common::logging::LogSettings,
     /// HTTP API address.
     pub http_listen: SocketAddr,
     /// Bearer token the API and `/metrics` require, when set.
@@ -724,6 +742,26 @@ impl CollectorConfig {
         Self::from_loader(&Loader::new(file)?)
     }
 
+    /// Resolves every file the collector writes against `state_dir` (absolute paths stay).
+    fn resolve_paths(&mut self) {
+        let dir = self.state_dir.clone();
+        let at = |p: &mut std::path::PathBuf| *p = dcwatt_common::state_dir::resolve(&dir, p);
+        if let Some(h) = &mut self.history {
+            at(&mut h.path);
+        }
+        if let Some(s) = &mut self.state {
+            at(&mut s.path);
+        }
+        if let Some(a) = &mut self.alerts {
+            at(&mut a.state_file);
+        }
+        if let Some(i) = &mut self.influx {
+            if let Some(d) = &mut i.spool_dir {
+                at(d);
+            }
+        }
+    }
+
     /// Validates configuration from any loader.
     ///
     /// # Errors
@@ -731,6 +769,8 @@ impl CollectorConfig {
     pub fn from_loader(l: &Loader) -> Result<Self, Problems> {
         let mut p = Problems::default();
         l.check_keys(KNOWN_KEYS, &mut p);
+        let state_dir = dcwatt_common::state_dir::from_loader(l, &mut p);
+        let log = dcwatt_common::logging::LogSettings::from_loader(l, &mut p);
         let http: HttpRaw = l.get_or_default("http", &mut p);
         let broker: BrokerRaw = l.get_or_default("broker", &mut p);
         let mqtt: MqttRaw = l.get_or_default("mqtt", &mut p);
@@ -947,7 +987,9 @@ impl CollectorConfig {
                 }
             })
             .collect();
-        p.into_result(CollectorConfig {
+        let mut cfg = CollectorConfig {
+            state_dir,
+            log,
             http_listen,
             http_token,
             broker: broker_cfg,
@@ -982,7 +1024,9 @@ impl CollectorConfig {
             state,
             fleet,
             site_offsets,
-        })
+        };
+        cfg.resolve_paths();
+        p.into_result(cfg)
     }
 }
 

@@ -13,6 +13,8 @@
 //! - [`sink`]: the InfluxDB sink (line protocol over the v2 write API).
 //! - [`history`]: the embedded history (SQLite): trends and energy reports.
 //! - [`state`]: the engine saved to disk, restored at start-up.
+//! - [`live`]: values SIGHUP may replace (rack budgets, alert rules, site settings).
+//! - [`reload`]: SIGHUP: re-reads the configuration and applies what can change live.
 //! - [`run`]: wiring and shutdown order.
 #![forbid(unsafe_code)]
 
@@ -24,7 +26,9 @@ pub mod engine;
 pub mod fleet;
 pub mod history;
 pub mod intake;
+pub mod live;
 pub mod publish;
+pub mod reload;
 pub mod run;
 pub mod sink;
 pub mod state;

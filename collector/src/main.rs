@@ -1,24 +1,28 @@
 use clap::{Parser, Subcommand};
 use dcwatt_collector::config::{CollectorConfig, DEFAULT_CONFIG};
-use dcwatt_common::settings::EXIT_CONFIG;
+use dcwatt_collector::{reload, run};
+use dcwatt_common::settings::{self, Loader, EXIT_CONFIG};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use tokio_util::sync::CancellationToken;
 
 /// dcwatt collector: MQTT intake, live PUE per site, HTTP API.
 #[derive(Parser)]
 #[command(version, about)]
 struct Cli {
-    /// Configuration file (TOML); `DCWATT__SECTION__KEY` environment variables override it.
+    /// Configuration file (TOML), default /etc/dcwatt/collector.toml when it exists;
+    /// `DCWATT__SECTION__KEY` environment variables override it.
     #[arg(long, short, global = true)]
     config: Option<PathBuf>,
+    /// Directory for everything the collector writes (overrides `state_dir`).
+    #[arg(long, global = true)]
+    state_dir: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Validate the configuration and exit.
+    /// Validate the configuration (and every file it names) and exit.
     CheckConfig,
     /// Print the commented default configuration.
     PrintDefaultConfig,
@@ -30,10 +34,11 @@ fn main() -> ExitCode {
         print!("{DEFAULT_CONFIG}");
         return ExitCode::SUCCESS;
     }
-    // rumqttd logs ordinary client disconnects at ERROR; its internals stay quiet unless
-    // asked for with RUST_LOG (e.g. RUST_LOG=info,rumqttd=warn).
-    dcwatt_common::logging::init("info,rumqttd=off");
-    let cfg = match CollectorConfig::load(cli.config.as_deref()) {
+    let file = settings::config_file(cli.config.as_deref(), "/etc/dcwatt/collector.toml");
+    let overrides = settings::cli_overrides(cli.state_dir.as_deref());
+    let loaded = Loader::with_overrides(file.as_deref(), &overrides)
+        .and_then(|l| CollectorConfig::from_loader(&l).map(|c| (c, reload::sections(&l))));
+    let (cfg, applied) = match loaded {
         Ok(c) => c,
         Err(problems) => {
             eprint!("dcwatt-collector: {problems}");
@@ -41,22 +46,37 @@ fn main() -> ExitCode {
         }
     };
     if matches!(cli.command, Some(Command::CheckConfig)) {
-        println!("configuration ok");
+        println!("configuration ok (state in {})", cfg.state_dir.display());
         return ExitCode::SUCCESS;
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread()
+    // rumqttd logs ordinary client disconnects at ERROR; its internals stay quiet unless
+    // asked for with RUST_LOG (e.g. RUST_LOG=info,rumqttd=warn).
+    let log = dcwatt_common::logging::init(&cfg.log, "rumqttd=off");
+    let Ok(rt) = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("dcwatt-collector: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    else {
+        eprintln!("dcwatt-collector: cannot start the runtime");
+        return ExitCode::FAILURE;
     };
-    let cancel = CancellationToken::new();
-    rt.spawn(shutdown_on_signal(cancel.clone()));
-    let result = rt.block_on(dcwatt_collector::run::run(cfg, cancel));
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let (tx, requests) = tokio::sync::mpsc::channel(1);
+    let reloads = run::Reloads {
+        requests,
+        source: reload::Source {
+            file,
+            overrides,
+            applied,
+        },
+        log,
+    };
+    rt.spawn(dcwatt_common::service::handle_signals(
+        cancel.clone(),
+        move || {
+            let _ = tx.try_send(());
+        },
+    ));
+    let result = rt.block_on(run::run(cfg, cancel, Some(reloads)));
     // The embedded broker's threads do not stop on their own; do not wait for them.
     rt.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {
@@ -66,16 +86,4 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-async fn shutdown_on_signal(cancel: CancellationToken) {
-    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-    else {
-        return;
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-    cancel.cancel();
 }

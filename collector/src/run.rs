@@ -33,6 +33,14 @@ pub enum RunError {
     /// The InfluxDB client could not be set up.
     #[error(transparent)]
     Influx(#[from] crate::sink::influx::SetupError),
+    /// The state directory could not be created.
+    #[error("cannot create the state directory {path}: {source}")]
+    StateDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
     /// The history database could not be opened.
     #[error("{source} ({path})")]
     History {
@@ -60,11 +68,30 @@ pub fn filters(sites: &[String], fleet: bool) -> Vec<String> {
     f
 }
 
+/// How the running collector is reloaded: each message on `requests` (one per SIGHUP) reads
+/// `source` again and applies what can change live.
+pub struct Reloads {
+    /// Reload requests.
+    pub requests: mpsc::Receiver<()>,
+    /// Where the configuration comes from.
+    pub source: crate::reload::Source,
+    /// The log level handle, when the subscriber is dcwatt's own.
+    pub log: Option<dcwatt_common::logging::LogHandle>,
+}
+
 /// Runs until `cancel`.
 ///
 /// # Errors
 /// An address could not be bound or the broker did not start.
-pub async fn run(cfg: CollectorConfig, cancel: CancellationToken) -> Result<(), RunError> {
+pub async fn run(
+    cfg: CollectorConfig,
+    cancel: CancellationToken,
+    reloads: Option<Reloads>,
+) -> Result<(), RunError> {
+    dcwatt_common::state_dir::create(&cfg.state_dir).map_err(|source| RunError::StateDir {
+        path: cfg.state_dir.clone(),
+        source,
+    })?;
     let mut restored = Engine::new(cfg.engine.clone());
     if let Some(sc) = &cfg.state {
         match crate::state::load(&sc.path) {
@@ -113,7 +140,19 @@ pub async fn run(cfg: CollectorConfig, cancel: CancellationToken) -> Result<(), 
             inputs.clone(),
         ));
     }
-    let racks = Arc::new(cfg.racks.clone());
+    let live = crate::reload::LiveSettings {
+        racks: Arc::new(crate::live::Live::new(cfg.racks.clone())),
+        rules: Arc::new(crate::live::Live::new(
+            cfg.alerts
+                .as_ref()
+                .map(|a| a.rules.clone())
+                .unwrap_or_default(),
+        )),
+        site_offsets: Arc::new(crate::live::Live::new(cfg.site_offsets.clone())),
+        engine_cfg: Arc::new(crate::live::Live::new(cfg.engine.clone())),
+        engine: engine.clone(),
+    };
+    let racks = live.racks.clone();
     let sinks_stop = CancellationToken::new();
     let mut taps = Taps::default();
     let mut sinks = Sinks::default();
@@ -181,8 +220,8 @@ pub async fn run(cfg: CollectorConfig, cancel: CancellationToken) -> Result<(), 
     });
     sinks.state = cfg.state.is_some().then(|| state_stats.clone());
     sinks.taps = taps.clone();
-    sinks.engine = cfg.engine.clone();
-    sinks.site_offsets = cfg.site_offsets.clone();
+    sinks.engine = live.engine_cfg.clone();
+    sinks.site_offsets = live.site_offsets.clone();
     let fleet = Arc::new(Mutex::new(crate::fleet::Fleet::default()));
     let mut intake = Intake::new(engine.clone(), stats.clone(), cfg.intake.clone()).with_taps(taps);
     if cfg.fleet.is_some() {
@@ -192,11 +231,6 @@ pub async fn run(cfg: CollectorConfig, cancel: CancellationToken) -> Result<(), 
     let intake_done = tokio::spawn(intake.run(rx, intake_stop.clone()));
     let book = Arc::new(Mutex::new(crate::alerts::store::Book::default()));
     let alert_stats = Arc::new(crate::alerts::notify::AlertStats::default());
-    let rules = cfg
-        .alerts
-        .iter()
-        .flat_map(|a| a.rules.iter().map(|r| (r.name.clone(), r.clone())))
-        .collect();
     // Where the collector itself publishes (summaries, alerts): its own broker or the
     // external one, each publisher with its own client id.
     let publish_to = |suffix: &str| match (internal_listen, &cfg.mqtt) {
@@ -228,7 +262,8 @@ pub async fn run(cfg: CollectorConfig, cancel: CancellationToken) -> Result<(), 
             engine: engine.clone(),
             book: book.clone(),
             cfg: alerts,
-            racks: cfg.racks.clone(),
+            racks: live.racks.clone(),
+            rules: live.rules.clone(),
             stats: alert_stats.clone(),
             mqtt,
         };
@@ -237,13 +272,14 @@ pub async fn run(cfg: CollectorConfig, cancel: CancellationToken) -> Result<(), 
         }
         tracker.spawn(runner.run(inputs.clone()));
     }
+    let engine_for_watchdog = engine.clone();
     let state = AppState {
         engine,
         stats,
         queue: tx,
         book,
         alert_stats,
-        rules: Arc::new(rules),
+        rules: live.rules.clone(),
         racks,
         sinks: Arc::new(sinks),
         token: cfg.http_token.clone().map(Arc::new),
@@ -256,7 +292,36 @@ pub async fn run(cfg: CollectorConfig, cancel: CancellationToken) -> Result<(), 
             .with_graceful_shutdown(async move { api_cancel.cancelled().await })
             .await
     });
-    tracing::info!(http = %cfg.http_listen, "collector ready");
+    tracing::info!(http = %cfg.http_listen, state_dir = %cfg.state_dir.display(), "collector ready");
+    dcwatt_common::service::notify_ready(&format!("serving on {}", cfg.http_listen));
+    let watched = engine_for_watchdog;
+    tracker.spawn(dcwatt_common::service::watchdog(
+        inputs.clone(),
+        move |within| {
+            let engine = watched.clone();
+            async move {
+                // Healthy: the engine's lock can be taken (the intake is not wedged).
+                let check = tokio::task::spawn_blocking(move || engine.lock().is_ok());
+                matches!(tokio::time::timeout(within, check).await, Ok(Ok(true)))
+            }
+        },
+    ));
+    if let Some(mut r) = reloads {
+        let stop = inputs.clone();
+        tracker.spawn(async move {
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    got = r.requests.recv() => {
+                        if got.is_none() {
+                            return;
+                        }
+                        crate::reload::reload_and_log(&mut r.source, &live, r.log.as_ref());
+                    }
+                }
+            }
+        });
+    }
     cancel.cancelled().await;
     tracing::info!("shutting down: stopping inputs");
     inputs.cancel();

@@ -9,9 +9,11 @@
 //! - [`backoff`]: exponential backoff with jitter for reconnect and retry loops.
 //! - [`logging`]: tracing set-up and a rate limiter for repeated warnings.
 //! - [`secret`]: a string that never prints.
+//! - [`service`]: signals (stop, reload), readiness and watchdog for the service manager.
+//! - [`state_dir`]: the one directory a binary writes to, checked before it starts.
 //!
 //! `common` depends on neither binary and does no I/O beyond reading a secret or
-//! certificate file when asked to.
+//! certificate file, checking the state directory, and talking to the service manager.
 #![forbid(unsafe_code)]
 
 pub mod backoff;
@@ -19,7 +21,9 @@ pub mod logging;
 pub mod mqtt;
 pub mod protocol;
 pub mod secret;
+pub mod service;
 pub mod settings;
+pub mod state_dir;
 pub mod units;
 
 /// The dcwatt version both binaries report (agent births carry it).

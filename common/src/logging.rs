@@ -1,17 +1,152 @@
-//! Tracing set-up and a rate limiter for warnings that bad input can repeat.
+//! Tracing set-up (`log.level`, `log.format`, reloadable level) and a rate limiter for
+//! warnings that bad input can repeat.
 
+use crate::settings::{Loader, Problems};
 use std::collections::HashMap;
+use std::io::IsTerminal;
 use std::time::{Duration, Instant};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{reload, EnvFilter, Registry};
 
-/// Installs the fmt subscriber. `RUST_LOG` wins; otherwise `default_filter` applies.
-pub fn init(default_filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
-    // A second init (tests) is harmless: keep the first subscriber.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+/// How log lines are written to standard error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event (ANSI colour only on a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line, fields as JSON values (for log shippers).
+    Json,
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct LogRaw {
+    level: String,
+    format: String,
+}
+
+impl Default for LogRaw {
+    fn default() -> Self {
+        LogRaw {
+            level: "info".to_owned(),
+            format: "text".to_owned(),
+        }
+    }
+}
+
+/// The validated `[log]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSettings {
+    /// Level or filter directives (`info`, `warn,dcwatt_collector=debug`).
+    pub level: String,
+    /// Line format.
+    pub format: LogFormat,
+}
+
+impl LogSettings {
+    /// Reads and checks `[log]`; problems are recorded at `log.level` / `log.format`.
+    pub fn from_loader(l: &Loader, p: &mut Problems) -> LogSettings {
+        let raw: LogRaw = l.get_or_default("log", p);
+        if let Err(e) = EnvFilter::builder().parse(&raw.level) {
+            p.push(
+                "log.level",
+                format!(
+                    "{:?} is not a level (error, warn, info, debug, trace) or filter: {e}",
+                    raw.level
+                ),
+            );
+        }
+        let format = match raw.format.as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                p.push(
+                    "log.format",
+                    format!("{other:?} is not a log format (text or json)"),
+                );
+                LogFormat::Text
+            }
+        };
+        LogSettings {
+            level: raw.level,
+            format,
+        }
+    }
+}
+
+/// Changes the level of the installed subscriber (SIGHUP).
+pub struct LogHandle {
+    handle: reload::Handle<EnvFilter, Registry>,
+    extra: String,
+    from_env: bool,
+}
+
+impl LogHandle {
+    /// Applies `level` (plus the binary's fixed directives). Returns `Ok(false)` when
+    /// `RUST_LOG` is set: the environment wins over the configuration.
+    ///
+    /// # Errors
+    /// The level does not parse or the subscriber is gone.
+    pub fn set_level(&self, level: &str) -> Result<bool, String> {
+        if self.from_env {
+            return Ok(false);
+        }
+        let filter = EnvFilter::builder()
+            .parse(join_directives(level, &self.extra))
+            .map_err(|e| e.to_string())?;
+        self.handle.reload(filter).map_err(|e| e.to_string())?;
+        Ok(true)
+    }
+}
+
+fn join_directives(level: &str, extra: &str) -> String {
+    if extra.is_empty() {
+        level.to_owned()
+    } else {
+        format!("{level},{extra}")
+    }
+}
+
+/// Installs the subscriber on standard error: `RUST_LOG` wins; otherwise `settings.level`
+/// followed by `extra` (directives the binary always adds, e.g. `rumqttd=off`). Colour only
+/// when standard error is a terminal. Returns `None` when a subscriber was already set
+/// (tests), keeping the first.
+pub fn init(settings: &LogSettings, extra: &str) -> Option<LogHandle> {
+    let from_env = std::env::var_os("RUST_LOG").is_some();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::builder()
+            .parse(join_directives(&settings.level, extra))
+            .unwrap_or_else(|_| EnvFilter::new("info"))
+    });
+    let (filter, handle) = reload::Layer::new(filter);
+    let ansi = std::io::stderr().is_terminal();
+    let registry = tracing_subscriber::registry().with(filter);
+    let installed = match settings.format {
+        LogFormat::Text => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(ansi),
+            )
+            .try_init(),
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_span_list(false)
+                    .with_writer(std::io::stderr),
+            )
+            .try_init(),
+    };
+    installed.ok().map(|()| LogHandle {
+        handle,
+        extra: extra.to_owned(),
+        from_env,
+    })
 }
 
 /// Lets one message per key through per period and counts what it held back, so a flood of

@@ -176,6 +176,30 @@ pub fn rack_views_with_load(
     views.into_values().collect()
 }
 
+/// Logs one alert transition at a level that matches what it asks of the operator: a
+/// critical alert firing is an ERROR, a warning firing is a WARN, a resolution is INFO.
+/// Fields are plain values (the value is absent, not `None`, when unknown).
+fn log_transition(t: &Transition) {
+    let change = match t.change {
+        Change::Fired => "fired",
+        Change::Resolved => "resolved",
+    };
+    let fired = matches!(t.change, Change::Fired);
+    macro_rules! emit {
+        ($level:ident) => {
+            match t.value {
+                Some(v) => tracing::$level!(alert = %t.alert, site = %t.key.site, severity = %t.severity, change, value = v, threshold = t.threshold, "{}", t.summary),
+                None => tracing::$level!(alert = %t.alert, site = %t.key.site, severity = %t.severity, change, threshold = t.threshold, "{}", t.summary),
+            }
+        };
+    }
+    match (fired, t.severity.as_str()) {
+        (true, "critical") => emit!(error),
+        (true, _) => emit!(warn),
+        (false, _) => emit!(info),
+    }
+}
+
 /// Gathers what the rules look at, holding the engine lock once.
 pub fn inputs(engine: &Engine, budgets: &[RackBudget], now_ms: i64) -> Inputs {
     let mut i = Inputs::default();
@@ -427,8 +451,10 @@ pub struct Runner {
     pub book: Arc<Mutex<Book>>,
     /// Settings.
     pub cfg: AlertsConfig,
-    /// Rack budgets.
-    pub racks: Vec<RackBudget>,
+    /// Rack budgets (replaced on reload).
+    pub racks: Arc<crate::live::Live<Vec<RackBudget>>>,
+    /// The rules (replaced on reload; `cfg.rules` is what they were at start).
+    pub rules: Arc<crate::live::Live<Vec<Rule>>>,
     /// Counters.
     pub stats: Arc<AlertStats>,
     /// Where the MQTT sink connects (the embedded broker or the external one).
@@ -459,18 +485,19 @@ impl Runner {
     ) -> Option<Book> {
         let now = dcwatt_common::now_ms();
         let input = match self.engine.lock() {
-            Ok(e) => inputs(&e, &self.racks, now),
+            Ok(e) => inputs(&e, &self.racks.get(), now),
             Err(_) => return None,
         };
-        let obs = observe(&self.cfg.rules, &input, now);
+        let rules = self.rules.get();
+        let obs = observe(&rules, &input, now);
         let Ok(mut book) = self.book.lock() else {
             return None;
         };
         let before = serde_json::to_vec(&*book).unwrap_or_default();
-        let transitions = evaluate(&self.cfg.rules, &mut book.states, &obs, now);
+        let transitions = evaluate(&rules, &mut book.states, &obs, now);
         book.record(&transitions);
         for t in &transitions {
-            tracing::info!(alert = %t.alert, site = %t.key.site, change = ?t.change, value = ?t.value, "{}", t.summary);
+            log_transition(t);
             sinks.send(
                 &SinkEvent {
                     t: t.clone(),
@@ -482,12 +509,7 @@ impl Runner {
             am_sent.insert(t.key.clone(), now);
         }
         // Repeats of still-firing alerts.
-        let rules: BTreeMap<&str, &Rule> = self
-            .cfg
-            .rules
-            .iter()
-            .map(|r| (r.name.as_str(), r))
-            .collect();
+        let rules: BTreeMap<&str, &Rule> = rules.iter().map(|r| (r.name.as_str(), r)).collect();
         for (key, st) in book
             .states
             .iter_mut()

@@ -361,7 +361,7 @@ pub async fn calendar(State(s): State<AppState>, Path(site): Path<String>) -> Re
         Ok(p) => p,
         Err(r) => return r.into_response(),
     };
-    let offset = s.sinks.site_offsets.get(&site).copied().unwrap_or(0);
+    let offset = s.sinks.site_offsets.get().get(&site).copied().unwrap_or(0);
     let Some(starts) = calendar_starts(now, offset) else {
         return bad("the site's utc_offset is out of range");
     };

@@ -202,12 +202,13 @@ pub async fn render(State(s): State<AppState>) -> impl IntoResponse {
         .iter()
         .map(|s| (*s, 0))
         .collect();
+    let rules = s.rules.get();
     if let Ok(book) = s.book.lock() {
         for (key, st) in &book.states {
             if st.phase == crate::alerts::Phase::Firing {
-                let sev = s
-                    .rules
-                    .get(&key.rule)
+                let sev = rules
+                    .iter()
+                    .find(|r| r.name == key.rule)
                     .map_or("warning", |r| r.severity.as_str());
                 *firing.entry(sev).or_default() += 1;
             }

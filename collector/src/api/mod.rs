@@ -16,7 +16,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
-use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
@@ -35,9 +34,9 @@ pub struct AppState {
     /// Alert notification counters.
     pub alert_stats: Arc<AlertStats>,
     /// Alert rules by name.
-    pub rules: Arc<BTreeMap<String, crate::alerts::Rule>>,
+    pub rules: Arc<crate::live::Live<Vec<crate::alerts::Rule>>>,
     /// Rack budgets.
-    pub racks: Arc<Vec<RackBudget>>,
+    pub racks: Arc<crate::live::Live<Vec<RackBudget>>>,
     /// Sinks and the history database.
     pub sinks: Arc<crate::sink::Sinks>,
     /// Bearer token the API and `/metrics` require, when set.
@@ -208,7 +207,7 @@ async fn racks(State(s): State<AppState>, Path(site): Path<String>) -> Response 
     }
     let power = engine.rack_power(&site, now);
     let loads = engine.rack_loads(&site, now);
-    let views = rack_views_with_load(&site, &power, &loads, &s.racks);
+    let views = rack_views_with_load(&site, &power, &loads, &s.racks.get());
     Json(json!({ "site": site, "racks": views })).into_response()
 }
 
@@ -232,8 +231,9 @@ async fn alerts(State(s): State<AppState>) -> Response {
     };
     let mut active = Vec::new();
     let mut suppressed = Vec::new();
+    let rules = s.rules.get();
     for (key, st) in &book.states {
-        let rule = s.rules.get(&key.rule);
+        let rule = rules.iter().find(|r| r.name == key.rule);
         let severity = rule.map(|r| r.severity.clone()).unwrap_or_default();
         if st.phase != Phase::Inactive {
             active.push(json!({

@@ -79,7 +79,7 @@ pub fn start(
     cfg: HistoryConfig,
     raw: Option<mpsc::Receiver<Arc<Batch>>>,
     engine: Arc<Mutex<Engine>>,
-    racks: Arc<Vec<RackBudget>>,
+    racks: Arc<crate::live::Live<Vec<RackBudget>>>,
     stats: Arc<HistoryStats>,
     cancel: CancellationToken,
 ) -> Result<std::thread::JoinHandle<()>, StoreError> {
@@ -128,7 +128,7 @@ pub fn start(
 async fn snapshots(
     every: Duration,
     engine: Arc<Mutex<Engine>>,
-    racks: Arc<Vec<RackBudget>>,
+    racks: Arc<crate::live::Live<Vec<RackBudget>>>,
     tx: mpsc::Sender<Job>,
     stats: Arc<HistoryStats>,
     cancel: CancellationToken,
@@ -146,7 +146,7 @@ async fn snapshots(
                 tracing::error!("engine state poisoned; history snapshots stop");
                 return;
             };
-            let rows = snapshot(&e, &racks, now)
+            let rows = snapshot(&e, &racks.get(), now)
                 .iter()
                 .flat_map(derived_rows)
                 .collect();

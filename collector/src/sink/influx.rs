@@ -475,7 +475,7 @@ pub struct Sink {
     /// For derived values.
     pub engine: Arc<Mutex<Engine>>,
     /// Rack budgets.
-    pub racks: Arc<Vec<RackBudget>>,
+    pub racks: Arc<crate::live::Live<Vec<RackBudget>>>,
     /// Counters.
     pub stats: Arc<InfluxStats>,
 }
@@ -552,7 +552,7 @@ async fn encoder(
     cfg: &InfluxConfig,
     mut rx: Option<mpsc::Receiver<Arc<Batch>>>,
     engine: &Mutex<Engine>,
-    racks: &[RackBudget],
+    racks: &crate::live::Live<Vec<RackBudget>>,
     shared: &Shared,
     cancel: &CancellationToken,
 ) {
@@ -576,7 +576,7 @@ async fn encoder(
             }
             _ = derive.tick() => {
                 let snaps = match engine.lock() {
-                    Ok(e) => snapshot(&e, racks, dcwatt_common::now_ms()),
+                    Ok(e) => snapshot(&e, &racks.get(), dcwatt_common::now_ms()),
                     Err(_) => continue,
                 };
                 for s in &snaps {

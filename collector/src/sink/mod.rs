@@ -131,18 +131,19 @@ pub struct Sinks {
     pub influx: Option<Arc<influx::InfluxStats>>,
     /// The history database and its counters, when it runs.
     pub history: Option<(std::path::PathBuf, Arc<crate::history::HistoryStats>)>,
-    /// The engine's settings, for periods computed from the history by the same rules.
-    pub engine: crate::engine::EngineConfig,
+    /// The engine's settings, for periods computed from the history by the same rules
+    /// (replaced on reload).
+    pub engine: Arc<crate::live::Live<crate::engine::EngineConfig>>,
     /// Engine state saves, when enabled.
     pub state: Option<Arc<crate::state::StateStats>>,
     /// Each site's offset from UTC, seconds (calendar periods).
-    pub site_offsets: std::collections::BTreeMap<String, i32>,
+    pub site_offsets: Arc<crate::live::Live<std::collections::BTreeMap<String, i32>>>,
 }
 
 impl Sinks {
     /// How the IT level of `site` is picked for periods computed from the history: the
     /// same rule as the engine's.
     pub fn level_rule(&self, site: &str) -> crate::engine::LevelRule {
-        self.engine.level_rule(site)
+        self.engine.get().level_rule(site)
     }
 }

@@ -15,4 +15,5 @@ mod pue;
 mod restart;
 mod retire;
 mod security;
+mod service;
 mod snmp;

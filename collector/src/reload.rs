@@ -1,0 +1,161 @@
+//! reload: what SIGHUP changes without a restart. The configuration is read and validated
+//! whole again; a configuration with problems is refused (logged, the running one kept).
+//! Applied live: `[log]` level, `[alerts]` rules, `[[racks]]`, `[[sites]]` and `[engine]`.
+//! Any other section that changed is named in a warning: it needs a restart.
+//!
+//! Must not: stop the process, or apply half of a configuration.
+
+use crate::config::CollectorConfig;
+use crate::engine::{Engine, EngineConfig};
+use crate::live::Live;
+use dcwatt_common::settings::Loader;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+/// Sections (or `alerts.rules`) applied without a restart.
+pub const LIVE_SECTIONS: &[&str] = &["log", "alerts.rules", "racks", "sites", "engine"];
+
+/// Where the configuration comes from, and how it looked when last applied.
+pub struct Source {
+    /// The file, when there is one.
+    pub file: Option<PathBuf>,
+    /// Command-line values that win over file and environment.
+    pub overrides: Vec<(&'static str, String)>,
+    /// Each section as last applied (see [`sections`]).
+    pub applied: BTreeMap<String, String>,
+}
+
+/// Each top-level section of `l` as text, with `alerts.rules` apart from the rest of
+/// `[alerts]`, so that a change to the rules alone is told apart.
+pub fn sections(l: &Loader) -> BTreeMap<String, String> {
+    let mut s = l.sections();
+    if let Some(alerts) = s.remove("alerts") {
+        if let Ok(serde_json::Value::Object(mut m)) = serde_json::from_str(&alerts) {
+            if let Some(rules) = m.remove("rules") {
+                s.insert("alerts.rules".to_owned(), rules.to_string());
+            }
+            s.insert(
+                "alerts".to_owned(),
+                serde_json::Value::Object(m).to_string(),
+            );
+        }
+    }
+    s
+}
+
+/// The values SIGHUP replaces, shared with their readers.
+#[derive(Clone)]
+pub struct LiveSettings {
+    /// Rack budgets.
+    pub racks: Arc<Live<Vec<crate::alerts::notify::RackBudget>>>,
+    /// Alert rules.
+    pub rules: Arc<Live<Vec<crate::alerts::Rule>>>,
+    /// Each site's UTC offset.
+    pub site_offsets: Arc<Live<BTreeMap<String, i32>>>,
+    /// The engine's settings as the sinks see them.
+    pub engine_cfg: Arc<Live<EngineConfig>>,
+    /// The engine itself.
+    pub engine: Arc<Mutex<Engine>>,
+}
+
+impl LiveSettings {
+    /// Applies the live parts of `cfg`.
+    pub fn apply(&self, cfg: &CollectorConfig) {
+        self.racks.set(cfg.racks.clone());
+        self.rules.set(
+            cfg.alerts
+                .as_ref()
+                .map(|a| a.rules.clone())
+                .unwrap_or_default(),
+        );
+        self.site_offsets.set(cfg.site_offsets.clone());
+        self.engine_cfg.set(cfg.engine.clone());
+        if let Ok(mut e) = self.engine.lock() {
+            e.set_config(cfg.engine.clone());
+        }
+    }
+}
+
+/// What one reload did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// Live sections that changed and were applied.
+    pub applied: Vec<String>,
+    /// Sections that changed but need a restart.
+    pub needs_restart: Vec<String>,
+}
+
+/// Reads the configuration again and applies it: `Ok` with what changed, or `Err` with the
+/// problems (nothing applied).
+///
+/// # Errors
+/// The configuration has problems.
+pub fn reload(
+    src: &mut Source,
+    live: &LiveSettings,
+    log: Option<&dcwatt_common::logging::LogHandle>,
+) -> Result<Outcome, dcwatt_common::settings::Problems> {
+    let loader = Loader::with_overrides(src.file.as_deref(), &src.overrides)?;
+    let cfg = CollectorConfig::from_loader(&loader)?;
+    let now = sections(&loader);
+    let mut out = Outcome::default();
+    let keys: std::collections::BTreeSet<&String> = now.keys().chain(src.applied.keys()).collect();
+    for key in keys {
+        if now.get(key) == src.applied.get(key) {
+            continue;
+        }
+        if LIVE_SECTIONS.contains(&key.as_str()) {
+            out.applied.push(key.clone());
+        } else {
+            out.needs_restart.push(key.clone());
+        }
+    }
+    live.apply(&cfg);
+    if let Some(h) = log {
+        match h.set_level(&cfg.log.level) {
+            Ok(true) => {}
+            Ok(false) => tracing::info!("RUST_LOG is set: it keeps deciding the log level"),
+            Err(e) => tracing::warn!(error = %e, "cannot change the log level"),
+        }
+    }
+    // What needs a restart keeps its old value in the comparison, so it is named again at
+    // the next reload until the process restarts.
+    for key in &out.applied {
+        match now.get(key) {
+            Some(v) => src.applied.insert(key.clone(), v.clone()),
+            None => src.applied.remove(key),
+        };
+    }
+    Ok(out)
+}
+
+/// [`reload`], logged: what was applied, what needs a restart, or why nothing was.
+pub fn reload_and_log(
+    src: &mut Source,
+    live: &LiveSettings,
+    log: Option<&dcwatt_common::logging::LogHandle>,
+) {
+    match reload(src, live, log) {
+        Ok(out) => {
+            if out.applied.is_empty() && out.needs_restart.is_empty() {
+                tracing::info!("configuration reloaded: nothing changed");
+            } else {
+                tracing::info!(
+                    applied = %out.applied.join(", "),
+                    "configuration reloaded"
+                );
+            }
+            if !out.needs_restart.is_empty() {
+                tracing::warn!(
+                    sections = %out.needs_restart.join(", "),
+                    "configuration changed where a reload cannot apply it: restart the collector to apply these"
+                );
+            }
+        }
+        Err(problems) => tracing::error!(
+            problems = %problems.to_string().trim_end(),
+            "configuration not reloaded: it has problems; the running configuration stays"
+        ),
+    }
+}
