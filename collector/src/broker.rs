@@ -47,15 +47,61 @@ pub enum BrokerError {
 /// requires authentication; its password is made afresh at every start.
 pub const INTERNAL_USER: &str = "dcwatt-collector-internal";
 
-fn connection_settings(auth: Option<HashMap<String, String>>) -> ConnectionSettings {
+fn connection_settings(
+    auth: Option<HashMap<String, String>>,
+    external_auth: Option<rumqttd::AuthHandler>,
+) -> ConnectionSettings {
     ConnectionSettings {
         connection_timeout_ms: 10_000,
         max_payload_size: dcwatt_common::protocol::MAX_PAYLOAD_BYTES + 4096,
         max_inflight_count: 1000,
         auth,
-        external_auth: None,
+        external_auth,
         dynamic_filters: true,
     }
+}
+
+/// Why a login was refused, in the operator's words.
+fn refusal(users: &HashMap<String, String>, user: &str, password: &str) -> Option<&'static str> {
+    match users.get(user) {
+        None => Some("unknown user"),
+        Some(p) if !constant_time_eq(p.as_bytes(), password.as_bytes()) => Some("wrong password"),
+        Some(_) => None,
+    }
+}
+
+/// Compares without stopping at the first difference, so timing tells nothing of a
+/// password's prefix.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = u8::from(a.len() != b.len());
+    for (x, y) in a.iter().zip(b.iter()) {
+        diff |= x ^ y;
+    }
+    diff == 0
+}
+
+/// The agents' listener checks logins itself, so that each refusal is logged with the
+/// client id, user and reason: one WARN line per reason and user every 10 s, with the
+/// number held back, however hard a client retries.
+fn login_checker(users: HashMap<String, String>) -> rumqttd::AuthHandler {
+    let users = std::sync::Arc::new(users);
+    let limiter = std::sync::Arc::new(std::sync::Mutex::new(
+        dcwatt_common::logging::RateLimiter::new(std::time::Duration::from_secs(10)),
+    ));
+    std::sync::Arc::new(move |client_id: String, user: String, password: String| {
+        let why = refusal(&users, &user, &password);
+        if let Some(reason) = why {
+            let key = format!("{reason}/{user}");
+            let allowed = limiter
+                .lock()
+                .ok()
+                .and_then(|mut l| l.allow(&key, std::time::Instant::now()));
+            if let Some(held_back) = allowed {
+                tracing::warn!(client_id = %client_id, user = %user, reason, held_back, "embedded broker refused a login");
+            }
+        }
+        Box::pin(std::future::ready(why.is_none()))
+    })
 }
 
 /// Two listeners: the agents' (TLS when configured, passwords when configured) and a
@@ -78,17 +124,20 @@ fn rumqttd_config(cfg: &BrokerConfig, internal: &Secret, internal_listen: Socket
         listen: cfg.listen,
         tls,
         next_connection_delay_ms: 0,
-        connections: connection_settings(auth),
+        connections: connection_settings(None, auth.map(login_checker)),
     };
     let own = ServerSettings {
         name: "dcwatt-internal".to_owned(),
         listen: internal_listen,
         tls: None,
         next_connection_delay_ms: 0,
-        connections: connection_settings(Some(HashMap::from([(
-            INTERNAL_USER.to_owned(),
-            internal.expose().to_owned(),
-        )]))),
+        connections: connection_settings(
+            Some(HashMap::from([(
+                INTERNAL_USER.to_owned(),
+                internal.expose().to_owned(),
+            )])),
+            None,
+        ),
     };
     let mut v4 = HashMap::new();
     v4.insert("1".to_owned(), agents);
@@ -283,6 +332,15 @@ fn forward(_link_tx: LinkTx, mut link_rx: LinkRx, tx: mpsc::Sender<RawMessage>) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refusals_say_why() {
+        let users = HashMap::from([("h-1".to_owned(), "s3cret".to_owned())]);
+        assert_eq!(refusal(&users, "h-1", "s3cret"), None);
+        assert_eq!(refusal(&users, "h-1", "s3cre"), Some("wrong password"));
+        assert_eq!(refusal(&users, "h-1", "s3cretx"), Some("wrong password"));
+        assert_eq!(refusal(&users, "h-2", "s3cret"), Some("unknown user"));
+    }
 
     #[test]
     fn connect_packets() {

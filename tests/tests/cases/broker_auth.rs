@@ -82,5 +82,20 @@ fn only_agents_with_credentials_get_in() {
     assert_eq!(c.site(SITE).unwrap()["power"]["it_w"], 600.0);
     // The collector's own publishers logged in with the internal user.
     let log = c.proc.log();
+    let refused_line = log
+        .lines()
+        .find(|l| l.contains("embedded broker refused a login"))
+        .unwrap_or_else(|| panic!("the refused login is not logged:\n{log}"));
+    for want in ["dcwatt-agent-", "host-2", "user=host-1", "wrong password"] {
+        assert!(refused_line.contains(want), "{want} not in: {refused_line}");
+    }
+    let repeats = log
+        .lines()
+        .filter(|l| l.contains("embedded broker refused a login"))
+        .count();
+    assert!(
+        repeats <= 2,
+        "refusals are rate-limited, not one line per retry:\n{log}"
+    );
     assert!(!log.contains("MQTT connection failed"), "{log}");
 }
