@@ -41,6 +41,29 @@ pub struct SimConfig {
     pub component: String,
     /// Own interval, a multiple of the agent's.
     pub interval_secs: Option<u64>,
+    /// Simulated GPUs in the node (demos): announced in the birth, with a utilization
+    /// that follows the power's sine.
+    #[serde(default)]
+    pub gpus: Option<SimGpus>,
+}
+
+/// GPUs a simulated node announces, and their utilization.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimGpus {
+    /// Model name, e.g. "NVIDIA H200".
+    pub model: String,
+    /// How many.
+    pub count: u32,
+    /// Peak dense FP16 TFLOPS of one GPU.
+    pub fp16_tflops: f64,
+    /// Mean utilization, 0..1.
+    #[serde(default = "half")]
+    pub util: f64,
+}
+
+fn half() -> f64 {
+    0.5
 }
 
 fn default_period() -> f64 {
@@ -59,6 +82,7 @@ impl SimConfig {
             seed: 0,
             component: super::default_component(),
             interval_secs: None,
+            gpus: None,
         }
     }
 
@@ -86,6 +110,32 @@ impl SimConfig {
         if let Err(e) = dcwatt_common::protocol::validate_id(&self.component) {
             p.push(format!("{path}.component"), e.to_string());
         }
+        if let Some(g) = &self.gpus {
+            if !(1..=64).contains(&g.count) {
+                p.push(format!("{path}.gpus.count"), "must be 1..=64");
+            }
+            if !g.fp16_tflops.is_finite() || g.fp16_tflops <= 0.0 {
+                p.push(
+                    format!("{path}.gpus.fp16_tflops"),
+                    "must be a positive number",
+                );
+            }
+            if !(0.0..=1.0).contains(&g.util) {
+                p.push(format!("{path}.gpus.util"), "must be between 0 and 1");
+            }
+        }
+    }
+
+    /// GPU utilization at `t_ms`: the mean, moved by the power's sine (same phase).
+    pub fn gpu_util_at(&self, g: &SimGpus, t_ms: i64) -> f64 {
+        let t = t_ms as f64 / 1000.0;
+        let phase = TAU * t.rem_euclid(self.period_secs) / self.period_secs;
+        let swing = if self.base_w > 0.0 {
+            self.amplitude_w / self.base_w
+        } else {
+            0.0
+        };
+        (g.util * (1.0 + swing * phase.sin())).clamp(0.0, 1.0)
     }
 
     /// Instantaneous power at `t_ms`.
@@ -195,7 +245,27 @@ impl Source for SimSource {
         energy.component.clone_from(&c.component);
         out.push(power);
         out.push(energy);
+        if let Some(g) = &c.gpus {
+            let util = c.gpu_util_at(g, now_ms);
+            for i in 0..g.count {
+                let mut r = Reading::gauge("gpu_util", util, now_ms).from_source(KIND);
+                r.component = format!("gpu{i}");
+                out.push(r);
+            }
+        }
         Ok(())
+    }
+
+    fn gpus(&self) -> Vec<dcwatt_common::protocol::GpuInventory> {
+        self.config
+            .gpus
+            .iter()
+            .map(|g| dcwatt_common::protocol::GpuInventory {
+                model: g.model.clone(),
+                count: g.count,
+                fp16_tflops: Some(g.fp16_tflops),
+            })
+            .collect()
     }
 }
 
@@ -222,7 +292,34 @@ mod tests {
             seed: 9,
             component: "system".into(),
             interval_secs: None,
+            gpus: None,
         }
+    }
+
+    #[test]
+    fn simulated_gpus_are_announced_and_read_with_the_power_cycle() {
+        let mut c = cfg(0.0);
+        c.gpus = Some(SimGpus {
+            model: "NVIDIA H200".into(),
+            count: 2,
+            fp16_tflops: 989.4,
+            util: 0.6,
+        });
+        let mut src = SimSource::new(c);
+        let inv = src.gpus();
+        assert_eq!(inv.len(), 1);
+        assert_eq!((inv[0].count, inv[0].fp16_tflops), (2, Some(989.4)));
+        // A quarter period in (37 s / 4 = 9.25 s), the sine is at its top: 0.6 × (1 + 50/400).
+        let mut out = Vec::new();
+        src.read(9_250, &mut out).unwrap();
+        let utils: Vec<(&str, f64)> = out
+            .iter()
+            .filter(|r| r.metric == "gpu_util")
+            .map(|r| (r.component.as_str(), r.value))
+            .collect();
+        assert_eq!(utils.len(), 2, "{utils:?}");
+        assert_eq!(utils[1].0, "gpu1");
+        assert!((utils[0].1 - 0.675).abs() < 1e-9, "{utils:?}");
     }
 
     /// Midpoint sum at 1 ms resolution: an independent check of the closed form.
