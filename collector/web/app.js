@@ -25,6 +25,7 @@
       headroom: 'A/B failover headroom', u_space: 'U space', not_configured: 'not configured',
       no_history: 'No history yet for this range.', updated: 'Updated {0}',
       q_measured: 'measured', q_estimated: 'estimated', q_partial: 'partial', q_invalid: 'invalid', q_no_data: 'no data',
+      q_filling: 'filling', filling_hint: 'The collector has less data than this window is long; the embedded history below already has the past.',
       category: 'category', facility: 'Facility', it: 'IT', dcie: 'DCiE',
       footer: 'PUE per ISO/IEC 30134-2: facility energy ÷ IT energy over a window, at one measurement category (PUE₁ UPS output, PUE₂ PDU output, PUE₃ IT input). The live power ratio is an indication, not PUE.',
       ago: '{0} ago', never: 'never', token_prompt: 'This collector requires its API token (http.token):',
@@ -52,6 +53,7 @@
       headroom: 'A/B 路切换余量', u_space: 'U 位', not_configured: '未配置',
       no_history: '该时间范围内暂无历史数据。', updated: '更新于 {0}',
       q_measured: '实测', q_estimated: '估算', q_partial: '部分覆盖', q_invalid: '无效', q_no_data: '无数据',
+      q_filling: '数据积累中', filling_hint: '采集器的数据尚短于该窗口；下方的内置历史已包含过去的数据。',
       category: '类别', facility: '总用电', it: 'IT', dcie: 'DCiE',
       footer: 'PUE 按 ISO/IEC 30134-2 与 GB/T 32910.3 计算：一个时间窗口内数据中心总耗电量 ÷ IT 设备耗电量，IT 能耗取同一计量类别（PUE₁ UPS 输出、PUE₂ PDU 输出、PUE₃ IT 设备输入）。实时功率比仅供参考，不是 PUE。',
       ago: '{0}前', never: '从未', token_prompt: '此采集器需要 API 令牌 (http.token)：',
@@ -207,7 +209,8 @@
 
   function siteScaffold(id) {
     var today = new Date();
-    var first = new Date(today.getFullYear(), today.getMonth(), 1);
+    // The report opens on the last seven days, already shown.
+    var first = new Date(today.getTime() - 7 * 86400000);
     function d(x) { return x.getFullYear() + '-' + String(x.getMonth() + 1).padStart(2, '0') + '-' + String(x.getDate()).padStart(2, '0'); }
     var tomorrow = new Date(today.getTime() + 86400000);
     $('view').innerHTML =
@@ -236,6 +239,7 @@
       loadCharts(id);
     });
     $('report').addEventListener('submit', function (e) { e.preventDefault(); report(id); });
+    report(id);
     $('racks').addEventListener('click', function (e) {
       var el = e.target.closest ? e.target.closest('.rack') : null;
       if (!el) return;
@@ -364,8 +368,13 @@
         kpi(c.racks_in_use + ' / ' + c.racks, esc(t('racks_in_use'))) +
         kpi(num(c.standard_racks_in_use, 1) + ' / ' + num(c.standard_racks, 1), esc(t('standard_racks'))) +
         kpi(num(c.fp16_pflops, 2), esc(t('fp16'))) + kpi(String(s.missing_batches), esc(t('missing')));
+      // A window longer than the data the collector has so far is filling, not empty: say so.
+      var live = Object.keys(s.pue).some(function (k) { return s.pue[k].value != null; });
+      var quality = function (w) { return w.value == null && w.quality === 'no_data' && live ? 'filling' : w.quality; };
       $('windows').innerHTML = Object.keys(s.pue).map(function (k) {
-        var w = s.pue[k];
+        var w = Object.assign({}, s.pue[k]);
+        w.quality = quality(w);
+        if (w.quality === 'filling') { w.reason = t('filling_hint'); }
         var cls = w.quality === 'measured' ? 'trusted' : w.quality;
         return '<div class="pue ' + cls + '" data-window="' + k + '" data-value="' + (w.value == null ? '' : w.value) + '" title="' + esc(w.reason || '') + '">' +
           '<div class="l">' + esc(w.category ? w.label : 'PUE, ' + k) + '</div>' +
@@ -378,10 +387,13 @@
       var zones = s.zones || [];
       $('zones-card').style.display = zones.length ? '' : 'none';
       $('zones').innerHTML = zones.length ? '<table><thead><tr><th>' + esc(t('zone')) + '</th>' +
-        ['1h', '24h', '7d'].map(function (k) { return '<th class="num">pPUE ' + k + '</th>'; }).join('') + '</tr></thead><tbody>' +
+        ['1m', '15m', '1h', '24h'].map(function (k) { return '<th class="num">pPUE ' + k + '</th>'; }).join('') + '</tr></thead><tbody>' +
         zones.map(function (z) {
-          return '<tr><td>' + esc(z.zone) + '</td>' + ['1h', '24h', '7d'].map(function (k) {
+          return '<tr><td>' + esc(z.zone) + '</td>' + ['1m', '15m', '1h', '24h'].map(function (k) {
             var w = z.ppue[k];
+            if (!w && live) {
+              return '<td class="num" title="' + esc(t('filling_hint')) + '"><span class="badge filling">' + esc(t('q_filling')) + '</span></td>';
+            }
             return '<td class="num">' + (w ? num(w.value, 3) + ' <span class="badge ' + w.quality + '">' + esc(t('q_' + w.quality)) + '</span>' : '—') + '</td>';
           }).join('') + '</tr>';
         }).join('') + '</tbody></table>' : '';
