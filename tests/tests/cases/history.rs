@@ -228,3 +228,70 @@ fn energy_reports_and_trends_come_from_the_history_and_survive_a_restart() {
     .expect("trend");
     assert!(!trend["value"].as_array().expect("values").is_empty());
 }
+
+/// The demo's past (`dcwatt-backfill`) is history the real collector serves: energy
+/// reports and trends from the first minute, with exact energies. Over whole days the
+/// model's daily cosines sum to zero minute by minute, so the energies are its means:
+/// IT = Σ host base power (40 hosts of 280 + ((h+1)·37 mod 160) W, 10 GPU servers of
+/// 900 W) × 48 h; facility = IT × 1.02 / 0.97 (UPS losses) + 8.5 kW × (0.85 + 0.3 × ½)
+/// of cooling + 400 W of lighting, × 48 h.
+#[test]
+fn the_demo_history_backfill_is_served_with_exact_energy() {
+    let dir = TempDir::new("backfill");
+    let state = dir.0.join("state");
+    let out = std::process::Command::new(bin("dcwatt-backfill"))
+        .arg("--db")
+        .arg(state.join("dcwatt-history.sqlite"))
+        .args(["--site", "demo", "--days", "2", "--hosts", "50"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let it_w: f64 = (0..40u32)
+        .map(|h| f64::from(280 + ((h + 1) * 37) % 160))
+        .sum::<f64>()
+        + 10.0 * 900.0;
+    let it_kwh = it_w * 48.0 / 1000.0;
+    let facility_kwh = (it_w * 1.02 / 0.97 + 8500.0 + 400.0) * 48.0 / 1000.0;
+
+    let c = Collector::start(
+        &dir,
+        BrokerKind::Embedded,
+        &[("DCWATT__STATE_DIR", state.display().to_string())],
+    );
+    let now = dcwatt_common::now_ms();
+    let e = get_json(
+        c.http,
+        &format!(
+            "/api/v1/sites/demo/energy?from={}&to={}",
+            now - 3 * 86_400_000,
+            now + 3_600_000
+        ),
+    )
+    .expect("energy report");
+    assert_eq!(e["minutes"], 2880, "{e}");
+    assert_eq!(e["category"], 3, "{e}");
+    assert_eq!(e["quality"], "measured", "{e}");
+    let got_it = e["it_kwh"].as_f64().unwrap();
+    let got_fac = e["facility_kwh"].as_f64().unwrap();
+    assert!(
+        (got_it - it_kwh).abs() < 1e-6 * it_kwh,
+        "IT {got_it} vs {it_kwh} kWh"
+    );
+    assert!(
+        (got_fac - facility_kwh).abs() < 1e-6 * facility_kwh,
+        "facility {got_fac} vs {facility_kwh} kWh"
+    );
+    let trend = get_json(
+        c.http,
+        "/api/v1/sites/demo/history?series=pue&window=24h&from=-48h",
+    )
+    .expect("trend");
+    let points = trend["value"]
+        .as_array()
+        .map_or(0, |v| v.iter().filter(|x| x.is_f64()).count());
+    assert!(points > 100, "a day of 24h-window PUE points: {trend}");
+}
