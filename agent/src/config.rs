@@ -284,7 +284,14 @@ mod tests {
         "#;
         let err = AgentConfig::from_loader(&Loader::from_toml(toml).unwrap()).unwrap_err();
         let paths: Vec<&str> = err.0.iter().map(|x| x.path.as_str()).collect();
-        for want in ["colour", "site", "interval_secs", "mqtt.port", "sources"] {
+        for want in [
+            "colour",
+            "site",
+            "interval_secs",
+            "mqtt.port",
+            "sources[0].amplitude_w",
+            "sources[1].type",
+        ] {
             assert!(paths.contains(&want), "{want} missing in {err}");
         }
     }

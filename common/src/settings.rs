@@ -208,29 +208,34 @@ impl Loader {
         };
         // Each round finds one bad value and takes it out; a bound keeps a pathological
         // file from looping long. An error at (or above) a path already reported is the
-        // consequence of a removal, not a new problem: stop there.
+        // consequence of a removal, not a new problem: an array element left incomplete
+        // is dropped (the elements after it keep their own indices in what is reported),
+        // anything else ends the search.
         let mut reported: Vec<String> = Vec::new();
+        let mut dropped = Dropped::default();
         for _ in 0..64 {
             match serde_path_to_error::deserialize::<_, T>(value.clone()) {
                 Ok(v) => return Some(v),
                 Err(e) => {
                     let inner = e.inner().to_string();
-                    let mut path = join_path(key, &e.path().to_string());
                     let mut segments = segments(&e.path().to_string());
                     // "unknown field `x`" is reported at the table that holds it.
                     if let Some(field) = backticked_after(&inner, "unknown field `") {
                         let named = matches!(segments.last(), Some(Segment::Key(k)) if *k == field);
                         if !named {
-                            path = format!("{path}.{field}");
                             segments.push(Segment::Key(field));
                         }
                     }
+                    let path = format!("{key}{}", dropped.original(&segments));
                     if reported.iter().any(|r| r.starts_with(&path)) {
-                        return None;
+                        if !matches!(segments.last(), Some(Segment::Index(_))) {
+                            return None;
+                        }
+                    } else {
+                        problems.push(path.clone(), operator_words(&clean(&inner, key)));
+                        reported.push(path);
                     }
-                    problems.push(path.clone(), operator_words(&clean(&inner, key)));
-                    reported.push(path);
-                    if segments.is_empty() || !remove_at(&mut value, &segments) {
+                    if segments.is_empty() || !remove_at(&mut value, &segments, &mut dropped) {
                         return None;
                     }
                 }
@@ -240,19 +245,53 @@ impl Loader {
     }
 }
 
+/// Array elements taken out so far, by the array's path as reported, with their indices
+/// in the file: what maps the remaining elements' indices back to the file's.
+#[derive(Default)]
+struct Dropped(Vec<(String, usize)>);
+
+impl Dropped {
+    /// `segments` (indices into the reduced value) as a path with the file's indices.
+    fn original(&self, segments: &[Segment]) -> String {
+        let mut path = String::new();
+        for seg in segments {
+            match seg {
+                Segment::Key(k) => {
+                    path.push('.');
+                    path.push_str(k);
+                }
+                Segment::Index(i) => {
+                    let i = self.file_index(&path, *i);
+                    path.push_str(&format!("[{i}]"));
+                }
+            }
+        }
+        path
+    }
+
+    /// The file index of the `i`-th element still in the array at `array`.
+    fn file_index(&self, array: &str, i: usize) -> usize {
+        let mut gone: Vec<usize> = self
+            .0
+            .iter()
+            .filter(|(a, _)| a == array)
+            .map(|(_, j)| *j)
+            .collect();
+        gone.sort_unstable();
+        let mut idx = i;
+        for j in gone {
+            if j <= idx {
+                idx += 1;
+            }
+        }
+        idx
+    }
+}
+
 /// One step of a path into a configuration value.
 enum Segment {
     Key(String),
     Index(usize),
-}
-
-/// `key` + serde_path_to_error's path (`.`, `?` or `[0].x`) as one dotted path.
-fn join_path(key: &str, inner: &str) -> String {
-    match inner {
-        "" | "." | "?" => key.to_owned(),
-        p if p.starts_with('[') => format!("{key}{p}"),
-        p => format!("{key}.{p}"),
-    }
 }
 
 /// Splits `a.b[2].c` into segments; `?` (an unknown position) ends the path.
@@ -275,8 +314,9 @@ fn segments(path: &str) -> Vec<Segment> {
     out
 }
 
-/// Removes the value at `path`; false when there is nothing there to remove.
-fn remove_at(v: &mut config::Value, path: &[Segment]) -> bool {
+/// Removes the value at `path`; false when there is nothing there to remove. An array
+/// element is taken out of its array, and recorded in `dropped`.
+fn remove_at(v: &mut config::Value, path: &[Segment], dropped: &mut Dropped) -> bool {
     let Some((last, parents)) = path.split_last() else {
         return false;
     };
@@ -297,8 +337,10 @@ fn remove_at(v: &mut config::Value, path: &[Segment]) -> bool {
     match (last, &mut cur.kind) {
         (Segment::Key(k), config::ValueKind::Table(t)) => t.remove(k).is_some(),
         (Segment::Index(i), config::ValueKind::Array(a)) if *i < a.len() => {
-            // The element stays in place, so that later problems keep their indices.
-            a[*i] = config::Value::new(None, config::ValueKind::Nil);
+            a.remove(*i);
+            let array = dropped.original(parents);
+            let file_index = dropped.file_index(&array, *i);
+            dropped.0.push((array, file_index));
             true
         }
         _ => false,
@@ -502,7 +544,8 @@ mod tests {
     fn every_bad_value_keeps_its_own_path_and_the_rest_still_reads() {
         let l = Loader::from_toml(
             "[engine]\nmin_coverage = \"lots\"\ngap_factor = 3.0\nstrict = \"maybe\"\ncolour = 1\n\
-             [[racks]]\nsite = \"a\"\nbudget_kw = \"x\"\n[[racks]]\nsite = \"b\"\nu_total = -4\n",
+             [[racks]]\nsite = \"a\"\nbudget_kw = \"x\"\n[[racks]]\nsite = \"b\"\nu_total = -4\n\
+             [[racks]]\nsite = \"c\"\n[[racks]]\nsite = [4]\n",
         )
         .unwrap();
         let mut p = Problems::default();
@@ -516,11 +559,13 @@ mod tests {
             "engine.colour",
             "racks[0].budget_kw",
             "racks[1].u_total",
+            "racks[3].site",
         ] {
             assert!(paths.contains(&want), "{want} missing from {p}");
         }
-        assert_eq!(racks.len(), 2, "{p}");
-        assert_eq!(racks[1].site, "b");
+        assert_eq!(p.0.len(), 6, "one problem each, no echoes: {p}");
+        assert_eq!(racks.len(), 4, "{p}");
+        assert_eq!(racks[2].site, "c", "good elements are still read");
         let text = p.to_string();
         for rust in [
             "u32",

@@ -169,6 +169,40 @@ impl SourceConfig {
             }
             _ => {}
         }
+        // Every file a source will read (passwords, CA certificates) must be readable now,
+        // so that check-config catches a missing secret before the agent starts.
+        for (key, file) in self.files() {
+            if let Err(e) = std::fs::File::open(file) {
+                p.push(
+                    format!("{path}.{key}"),
+                    format!("cannot read {}: {e}", file.display()),
+                );
+            }
+        }
+    }
+
+    /// The files this source reads, by key.
+    fn files(&self) -> Vec<(&'static str, &std::path::Path)> {
+        let named: Vec<(&'static str, Option<&std::path::PathBuf>)> = match self {
+            SourceConfig::Redfish(c) => vec![
+                ("password_file", c.password_file.as_ref()),
+                ("ca_file", c.ca_file.as_ref()),
+            ],
+            SourceConfig::RedfishPdu(c) => vec![
+                ("password_file", c.password_file.as_ref()),
+                ("ca_file", c.ca_file.as_ref()),
+            ],
+            SourceConfig::Snmp(c) => vec![
+                ("auth_password_file", c.auth_password_file.as_ref()),
+                ("privacy_password_file", c.privacy_password_file.as_ref()),
+            ],
+            SourceConfig::Ipmi(c) => vec![("password_file", c.password_file.as_ref())],
+            _ => Vec::new(),
+        };
+        named
+            .into_iter()
+            .filter_map(|(k, f)| f.map(|f| (k, f.as_path())))
+            .collect()
     }
 
     /// Builds the source.

@@ -107,13 +107,43 @@ fn every_shipped_config_checks() {
             } else {
                 "dcwatt-agent"
             };
-            let mut cmd = Command::new(bin(exe));
-            cmd.arg("--config").arg(&p).arg("check-config");
-            if exe == "dcwatt-agent" {
-                // The shipped agent.toml leaves the site for the operator to set.
-                cmd.env("DCWATT__SITE", "shipped-check");
+            // The examples name secrets under /etc/dcwatt: check-config must name each one
+            // that is missing, and pass once they exist (here under a scratch directory).
+            let text = std::fs::read_to_string(&p).unwrap();
+            let named: Vec<String> = text
+                .lines()
+                .filter(|l| !l.trim_start().starts_with('#'))
+                .filter_map(|l| l.split_once("= \"/etc/dcwatt/"))
+                .map(|(_, rest)| rest.trim_end_matches('"').to_owned())
+                .collect();
+            let check = |file: &std::path::Path| {
+                let mut cmd = Command::new(bin(exe));
+                cmd.arg("--config").arg(file).arg("check-config");
+                if exe == "dcwatt-agent" {
+                    // The shipped agent.toml leaves the site for the operator to set.
+                    cmd.env("DCWATT__SITE", "shipped-check");
+                }
+                cmd.output().unwrap()
+            };
+            if !named.is_empty() {
+                let out = check(&p);
+                assert_eq!(out.status.code(), Some(64), "{}", p.display());
+                let err = String::from_utf8_lossy(&out.stderr);
+                for f in &named {
+                    assert!(
+                        err.contains(f.as_str()),
+                        "{}: {f} not named in\n{err}",
+                        p.display()
+                    );
+                }
             }
-            let out = cmd.output().unwrap();
+            let secrets = TempDir::new("cli-secrets");
+            for f in &named {
+                secrets.write(f, "secret\n");
+            }
+            let moved = text.replace("\"/etc/dcwatt/", &format!("\"{}/", secrets.0.display()));
+            let copy = secrets.write(&name, &moved);
+            let out = check(&copy);
             assert!(
                 out.status.success(),
                 "{}: {}",
