@@ -364,6 +364,7 @@ fn logs_are_json_objects_with_typed_fields_or_plain_text_without_colour() {
     proc.terminate(Duration::from_secs(10));
     let log = proc.log();
     let mut ready = None;
+    let mut typed = false;
     for line in log.lines().filter(|l| !l.trim().is_empty()) {
         let v: serde_json::Value = serde_json::from_str(line)
             .unwrap_or_else(|e| panic!("not one JSON object a line ({e}): {line}"));
@@ -371,10 +372,16 @@ fn logs_are_json_objects_with_typed_fields_or_plain_text_without_colour() {
             v["level"].is_string() && v["timestamp"].is_string(),
             "{line}"
         );
+        if v["message"] == "embedded broker listening" {
+            assert!(v["log_mib"].is_u64(), "numbers stay numbers: {line}");
+            assert!(v["tls"].is_boolean(), "booleans stay booleans: {line}");
+            typed = true;
+        }
         if v["message"] == "collector ready" {
             ready = Some(v);
         }
     }
+    assert!(typed, "no broker line in:\n{log}");
     let ready = ready.unwrap_or_else(|| panic!("no ready line in:\n{log}"));
     assert_eq!(ready["http"], format!("127.0.0.1:{http}"), "{ready}");
     assert!(
