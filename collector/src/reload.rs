@@ -1,6 +1,7 @@
 //! reload: what SIGHUP changes without a restart. The configuration is read and validated
 //! whole again; a configuration with problems is refused (logged, the running one kept).
-//! Applied live: `[log]` level, `[alerts]` rules, `[[racks]]`, `[[sites]]` and `[engine]`.
+//! Applied live: `[log]` level, `[alerts]` rules and their per-site overrides, `[[racks]]`,
+//! `[[sites]]` and `[engine]`.
 //! Any other section that changed is named in a warning: it needs a restart.
 //!
 //! Must not: stop the process, or apply half of a configuration.
@@ -14,7 +15,14 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 /// Sections (or `alerts.rules`) applied without a restart.
-pub const LIVE_SECTIONS: &[&str] = &["log", "alerts.rules", "racks", "sites", "engine"];
+pub const LIVE_SECTIONS: &[&str] = &[
+    "log",
+    "alerts.rules",
+    "alerts.overrides",
+    "racks",
+    "sites",
+    "engine",
+];
 
 /// Where the configuration comes from, and how it looked when last applied.
 pub struct Source {
@@ -26,14 +34,16 @@ pub struct Source {
     pub applied: BTreeMap<String, String>,
 }
 
-/// Each top-level section of `l` as text, with `alerts.rules` apart from the rest of
-/// `[alerts]`, so that a change to the rules alone is told apart.
+/// Each top-level section of `l` as text, with `alerts.rules` and `alerts.overrides` apart
+/// from the rest of `[alerts]`, so that a change to the rules alone is told apart.
 pub fn sections(l: &Loader) -> BTreeMap<String, String> {
     let mut s = l.sections();
     if let Some(alerts) = s.remove("alerts") {
         if let Ok(serde_json::Value::Object(mut m)) = serde_json::from_str(&alerts) {
-            if let Some(rules) = m.remove("rules") {
-                s.insert("alerts.rules".to_owned(), rules.to_string());
+            for part in ["rules", "overrides"] {
+                if let Some(v) = m.remove(part) {
+                    s.insert(format!("alerts.{part}"), v.to_string());
+                }
             }
             s.insert(
                 "alerts".to_owned(),
@@ -157,5 +167,29 @@ pub fn reload_and_log(
             problems = %problems.to_string().trim_end(),
             "configuration not reloaded: it has problems; the running configuration stays"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_and_overrides_are_told_apart_from_the_rest_of_alerts() {
+        let l = Loader::from_toml(
+            "[alerts]\nenabled = true\n[[alerts.rules]]\nname = \"x\"\n[[alerts.overrides]]\nsite = \"a\"\n",
+        )
+        .unwrap();
+        let s = sections(&l);
+        assert!(s["alerts.rules"].contains("\"x\""), "{s:?}");
+        assert!(s["alerts.overrides"].contains("\"a\""), "{s:?}");
+        assert!(!s["alerts"].contains("rules"), "{s:?}");
+        for live in ["alerts.rules", "alerts.overrides"] {
+            assert!(LIVE_SECTIONS.contains(&live));
+        }
+        assert!(
+            !LIVE_SECTIONS.contains(&"alerts"),
+            "webhooks and sinks need a restart"
+        );
     }
 }
