@@ -126,7 +126,11 @@ fn main() -> ExitCode {
     let cancel = tokio_util::sync::CancellationToken::new();
     rt.spawn(dcwatt_common::service::handle_signals(
         cancel.clone(),
-        move || reload_log_level(file.as_deref(), &overrides, log.as_ref()),
+        move || {
+            dcwatt_common::service::reloading(|| {
+                reload_log_level(file.as_deref(), &overrides, log.as_ref());
+            });
+        },
     ));
     match rt.block_on(run::run(config, cancel)) {
         Ok(()) => ExitCode::SUCCESS,

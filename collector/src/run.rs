@@ -316,7 +316,9 @@ pub async fn run(
                         if got.is_none() {
                             return;
                         }
-                        crate::reload::reload_and_log(&mut r.source, &live, r.log.as_ref());
+                        dcwatt_common::service::reloading(|| {
+                            crate::reload::reload_and_log(&mut r.source, &live, r.log.as_ref());
+                        });
                     }
                 }
             }

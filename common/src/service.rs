@@ -35,8 +35,8 @@ fn notify(states: &[sd_notify::NotifyState<'_>]) {
 }
 
 /// Waits for signals until `cancel`: SIGTERM and SIGINT cancel `cancel` (a clean shutdown);
-/// each SIGHUP runs `reload` (between `RELOADING=1` and `READY=1`), so a reload never kills
-/// the process. A signal that cannot be installed is logged and the others still work.
+/// each SIGHUP runs `reload`, so a reload never kills the process (`reload` wraps its work
+/// in [`reloading`]). A signal that cannot be installed is logged and the others still work.
 pub async fn handle_signals<F: FnMut()>(cancel: CancellationToken, mut reload: F) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())
@@ -52,17 +52,24 @@ pub async fn handle_signals<F: FnMut()>(cancel: CancellationToken, mut reload: F
             Some(()) = recv(&mut term) => break,
             Some(()) = recv(&mut hup) => {
                 tracing::info!("SIGHUP: reloading the configuration");
-                let mut reloading = vec![sd_notify::NotifyState::Reloading];
-                reloading.extend(monotonic());
-                notify(&reloading);
                 reload();
-                notify(&[sd_notify::NotifyState::Ready]);
             }
         }
     }
     tracing::info!("shutting down");
     notify_stopping();
     cancel.cancel();
+}
+
+/// Runs `f` between `RELOADING=1` and `READY=1`, so that the service manager sees the
+/// reload until it is applied.
+pub fn reloading<T>(f: impl FnOnce() -> T) -> T {
+    let mut states = vec![sd_notify::NotifyState::Reloading];
+    states.extend(monotonic());
+    notify(&states);
+    let out = f();
+    notify(&[sd_notify::NotifyState::Ready]);
+    out
 }
 
 /// `MONOTONIC_USEC=` for `RELOADING=1` (systemd's `Type=notify-reload` wants it), when the
