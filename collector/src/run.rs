@@ -272,7 +272,7 @@ pub async fn run(
         }
         tracker.spawn(runner.run(inputs.clone()));
     }
-    let engine_for_watchdog = engine.clone();
+    let watched = engine.clone();
     let state = AppState {
         engine,
         stats,
@@ -294,7 +294,6 @@ pub async fn run(
     });
     tracing::info!(http = %cfg.http_listen, state_dir = %cfg.state_dir.display(), "collector ready");
     dcwatt_common::service::notify_ready(&format!("serving on {}", cfg.http_listen));
-    let watched = engine_for_watchdog;
     tracker.spawn(dcwatt_common::service::watchdog(
         inputs.clone(),
         move |within| {

@@ -23,11 +23,6 @@ pub fn notify_stopping() {
     notify(&[sd_notify::NotifyState::Stopping]);
 }
 
-/// Tells the service manager a status line (shown by `systemctl status`).
-pub fn notify_status(status: &str) {
-    notify(&[sd_notify::NotifyState::Status(status)]);
-}
-
 fn notify(states: &[sd_notify::NotifyState<'_>]) {
     if let Err(e) = sd_notify::notify(states) {
         tracing::warn!(error = %e, "cannot notify the service manager");
