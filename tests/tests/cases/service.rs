@@ -30,6 +30,27 @@ impl Notify {
         )
     }
 
+    /// Starts `cmd` as systemd would for `Type=notify` with `WatchdogSec=1`, and waits
+    /// for its READY=1.
+    fn start_ready(
+        &mut self,
+        sock: &std::path::Path,
+        name: &str,
+        mut cmd: Command,
+        log: std::path::PathBuf,
+    ) -> Proc {
+        cmd.env("NOTIFY_SOCKET", sock)
+            .env("WATCHDOG_USEC", "1000000");
+        let proc = Proc::spawn(name, cmd, log);
+        assert!(
+            self.expect("READY=1", Duration::from_secs(20)),
+            "{name}: no READY=1: {:?}\n{}",
+            self.seen,
+            proc.log()
+        );
+        proc
+    }
+
     /// Waits for a datagram with the line `line`, keeping all lines seen.
     fn expect(&mut self, line: &str, within: Duration) -> bool {
         let deadline = Instant::now() + within;
@@ -77,16 +98,8 @@ fn collector_speaks_sd_notify_reloads_on_sighup_and_keeps_state_in_its_state_dir
         .arg(&cfg)
         .arg("--state-dir")
         .arg(&state)
-        .current_dir(&cwd)
-        .env("NOTIFY_SOCKET", &sock)
-        .env("WATCHDOG_USEC", "1000000");
-    let mut proc = Proc::spawn("collector", cmd, dir.0.join("collector.log"));
-    assert!(
-        notify.expect("READY=1", Duration::from_secs(20)),
-        "no READY=1: {:?}\n{}",
-        notify.seen,
-        proc.log()
-    );
+        .current_dir(&cwd);
+    let mut proc = notify.start_ready(&sock, "collector", cmd, dir.0.join("collector.log"));
     // READY means serving: the API answers at once.
     assert!(
         get_json(http, "/healthz").is_some(),
@@ -197,18 +210,8 @@ fn agent_is_ready_after_its_first_batch_and_survives_sighup() {
         "site = \"s\"\nnode = \"n\"\ninterval_secs = 1\n[mqtt]\nport = 1\n[[sources]]\ntype = \"sysinfo\"\n",
     );
     let mut cmd = Command::new(bin("dcwatt-agent"));
-    cmd.arg("--config")
-        .arg(&cfg)
-        .current_dir(&dir.0)
-        .env("NOTIFY_SOCKET", &sock)
-        .env("WATCHDOG_USEC", "1000000");
-    let mut proc = Proc::spawn("agent", cmd, dir.0.join("agent.log"));
-    assert!(
-        notify.expect("READY=1", Duration::from_secs(15)),
-        "{:?}\n{}",
-        notify.seen,
-        proc.log()
-    );
+    cmd.arg("--config").arg(&cfg).current_dir(&dir.0);
+    let mut proc = notify.start_ready(&sock, "agent", cmd, dir.0.join("agent.log"));
     assert!(
         notify.expect("WATCHDOG=1", Duration::from_secs(3)),
         "{:?}",
