@@ -35,6 +35,8 @@ pids=()
 purge_all() { dpkg --purge dcwatt-agent dcwatt-collector >/dev/null 2>&1 || true; rm -rf /var/lib/dcwatt-collector /var/lib/dcwatt-agent; }
 cleanup() {
     [ ${#pids[@]} -eq 0 ] || kill "${pids[@]}" 2>/dev/null || true
+    # Whatever still runs as the package user was started here: stop it too.
+    pkill -u dcwatt 2>/dev/null || true
     wait 2>/dev/null || true
     # Leave the machine as it was: the rest of the suite must not pick up /etc/dcwatt.
     purge_all
