@@ -88,16 +88,8 @@ pub struct AgentConfig {
 }
 
 impl AgentConfig {
-    /// Loads the file (if any) and the `DCWATT__` environment, and validates the result.
-    ///
-    /// # Errors
-    /// Every problem found, with its path.
-    pub fn load(file: Option<&Path>) -> Result<Self, Problems> {
-        Self::from_loader(&Loader::new(file)?)
-    }
-
-    /// Like [`AgentConfig::load`], with command-line values that win over file and
-    /// environment (`--state-dir`).
+    /// Loads the file (if any), the `DCWATT__` environment and command-line values that win
+    /// over both (`--state-dir`), and validates the result.
     ///
     /// # Errors
     /// Every problem found, with its path.

@@ -9,7 +9,6 @@ use dcwatt_common::protocol::{validate_id, Point};
 use dcwatt_common::settings::{Loader, Problems};
 use serde::Deserialize;
 use std::net::SocketAddr;
-use std::path::Path;
 
 /// The commented default configuration, printed by `print-default-config`.
 pub const DEFAULT_CONFIG: &str = include_str!("../../configs/collector.toml");
@@ -734,14 +733,6 @@ fn parse_addr(s: &str, path: &str, p: &mut Problems) -> SocketAddr {
 }
 
 impl CollectorConfig {
-    /// Loads the file (if any) and the `DCWATT__` environment, and validates the result.
-    ///
-    /// # Errors
-    /// Every problem found, with its path.
-    pub fn load(file: Option<&Path>) -> Result<Self, Problems> {
-        Self::from_loader(&Loader::new(file)?)
-    }
-
     /// Resolves every file the collector writes against `state_dir` (absolute paths stay).
     fn resolve_paths(&mut self) {
         let dir = self.state_dir.clone();

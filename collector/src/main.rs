@@ -52,12 +52,15 @@ fn main() -> ExitCode {
     // rumqttd logs ordinary client disconnects at ERROR; its internals stay quiet unless
     // asked for with RUST_LOG (e.g. RUST_LOG=info,rumqttd=warn).
     let log = dcwatt_common::logging::init(&cfg.log, "rumqttd=off");
-    let Ok(rt) = tokio::runtime::Builder::new_multi_thread()
+    let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-    else {
-        eprintln!("dcwatt-collector: cannot start the runtime");
-        return ExitCode::FAILURE;
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("dcwatt-collector: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
     };
     let cancel = tokio_util::sync::CancellationToken::new();
     let (tx, requests) = tokio::sync::mpsc::channel(1);
