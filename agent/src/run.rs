@@ -67,14 +67,9 @@ pub enum RunError {
     /// The spool cannot be opened.
     #[error(transparent)]
     Spool(#[from] crate::spool::SpoolError),
-    /// The state directory cannot be created.
-    #[error("cannot create the state directory {path}: {source}")]
-    StateDir {
-        /// The directory.
-        path: std::path::PathBuf,
-        /// Cause.
-        source: std::io::Error,
-    },
+    /// The state directory could not be created.
+    #[error(transparent)]
+    StateDir(#[from] dcwatt_common::state_dir::CreateError),
 }
 
 /// Runs the agent until `cancel`.
@@ -82,10 +77,7 @@ pub enum RunError {
 /// # Errors
 /// A configured source cannot start on this host, or the spool cannot be opened.
 pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), RunError> {
-    dcwatt_common::state_dir::create(&config.state_dir).map_err(|source| RunError::StateDir {
-        path: config.state_dir.clone(),
-        source,
-    })?;
+    dcwatt_common::state_dir::create(&config.state_dir)?;
     let sources = build_sources(&config)?;
     let spool = match &config.spool {
         Some(sc) => {

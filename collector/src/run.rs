@@ -34,13 +34,8 @@ pub enum RunError {
     #[error(transparent)]
     Influx(#[from] crate::sink::influx::SetupError),
     /// The state directory could not be created.
-    #[error("cannot create the state directory {path}: {source}")]
-    StateDir {
-        /// The directory.
-        path: std::path::PathBuf,
-        /// Cause.
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    StateDir(#[from] dcwatt_common::state_dir::CreateError),
     /// The history database could not be opened.
     #[error("{source} ({path})")]
     History {
@@ -88,10 +83,7 @@ pub async fn run(
     cancel: CancellationToken,
     reloads: Option<Reloads>,
 ) -> Result<(), RunError> {
-    dcwatt_common::state_dir::create(&cfg.state_dir).map_err(|source| RunError::StateDir {
-        path: cfg.state_dir.clone(),
-        source,
-    })?;
+    dcwatt_common::state_dir::create(&cfg.state_dir)?;
     let mut restored = Engine::new(cfg.engine.clone());
     if let Some(sc) = &cfg.state {
         match crate::state::load(&sc.path) {

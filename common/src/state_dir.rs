@@ -108,16 +108,31 @@ fn writable(dir: &Path) -> std::io::Result<()> {
     std::fs::remove_file(&probe)
 }
 
+/// The state directory could not be created at start.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot create the state directory {path}: {source}")]
+pub struct CreateError {
+    /// The directory.
+    pub path: PathBuf,
+    /// Cause.
+    #[source]
+    pub source: std::io::Error,
+}
+
 /// Creates `dir` (and its parents) when missing, mode 0750.
 ///
 /// # Errors
 /// It cannot be created.
-pub fn create(dir: &Path) -> std::io::Result<()> {
+pub fn create(dir: &Path) -> Result<(), CreateError> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o750)
         .create(dir)
+        .map_err(|source| CreateError {
+            path: dir.to_path_buf(),
+            source,
+        })
 }
 
 #[cfg(test)]
