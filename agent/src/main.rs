@@ -181,9 +181,7 @@ fn reload_log_level(
     match AgentConfig::load_with(file, overrides) {
         Ok(c) => {
             if let Some(h) = log {
-                if let Err(e) = h.set_level(&c.log.level) {
-                    tracing::warn!(error = %e, "cannot change the log level");
-                }
+                h.apply_level(&c.log.level);
             }
             tracing::info!(
                 level = %c.log.level,

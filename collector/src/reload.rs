@@ -123,11 +123,7 @@ pub fn reload(
     }
     live.apply(&cfg);
     if let Some(h) = log {
-        match h.set_level(&cfg.log.level) {
-            Ok(true) => {}
-            Ok(false) => tracing::info!("RUST_LOG is set: it keeps deciding the log level"),
-            Err(e) => tracing::warn!(error = %e, "cannot change the log level"),
-        }
+        h.apply_level(&cfg.log.level);
     }
     // What needs a restart keeps its old value in the comparison, so it is named again at
     // the next reload until the process restarts.

@@ -84,20 +84,20 @@ pub struct LogHandle {
 }
 
 impl LogHandle {
-    /// Applies `level` (plus the binary's fixed directives). Returns `Ok(false)` when
-    /// `RUST_LOG` is set: the environment wins over the configuration.
-    ///
-    /// # Errors
-    /// The level does not parse or the subscriber is gone.
-    pub fn set_level(&self, level: &str) -> Result<bool, String> {
+    /// Applies `level` (plus the binary's fixed directives), and logs when it cannot: when
+    /// `RUST_LOG` is set the environment keeps winning over the configuration.
+    pub fn apply_level(&self, level: &str) {
         if self.from_env {
-            return Ok(false);
+            tracing::info!("RUST_LOG is set: it keeps deciding the log level");
+            return;
         }
-        let filter = EnvFilter::builder()
+        let applied = EnvFilter::builder()
             .parse(join_directives(level, &self.extra))
-            .map_err(|e| e.to_string())?;
-        self.handle.reload(filter).map_err(|e| e.to_string())?;
-        Ok(true)
+            .map_err(|e| e.to_string())
+            .and_then(|filter| self.handle.reload(filter).map_err(|e| e.to_string()));
+        if let Err(e) = applied {
+            tracing::warn!(error = %e, "cannot change the log level");
+        }
     }
 }
 
