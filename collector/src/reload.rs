@@ -70,21 +70,35 @@ pub struct LiveSettings {
 }
 
 impl LiveSettings {
+    /// The live parts of `cfg` as started, shared with `engine`.
+    pub fn new(cfg: &CollectorConfig, engine: Arc<Mutex<Engine>>) -> Self {
+        LiveSettings {
+            racks: Arc::new(Live::new(cfg.racks.clone())),
+            rules: Arc::new(Live::new(rules_of(cfg))),
+            site_offsets: Arc::new(Live::new(cfg.site_offsets.clone())),
+            engine_cfg: Arc::new(Live::new(cfg.engine.clone())),
+            engine,
+        }
+    }
+
     /// Applies the live parts of `cfg`.
     pub fn apply(&self, cfg: &CollectorConfig) {
         self.racks.set(cfg.racks.clone());
-        self.rules.set(
-            cfg.alerts
-                .as_ref()
-                .map(|a| a.rules.clone())
-                .unwrap_or_default(),
-        );
+        self.rules.set(rules_of(cfg));
         self.site_offsets.set(cfg.site_offsets.clone());
         self.engine_cfg.set(cfg.engine.clone());
         if let Ok(mut e) = self.engine.lock() {
             e.set_config(cfg.engine.clone());
         }
     }
+}
+
+/// The alert rules of `cfg` (none when alerting is off).
+fn rules_of(cfg: &CollectorConfig) -> Vec<crate::alerts::Rule> {
+    cfg.alerts
+        .as_ref()
+        .map(|a| a.rules.clone())
+        .unwrap_or_default()
 }
 
 /// What one reload did.

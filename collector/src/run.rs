@@ -132,18 +132,7 @@ pub async fn run(
             inputs.clone(),
         ));
     }
-    let live = crate::reload::LiveSettings {
-        racks: Arc::new(crate::live::Live::new(cfg.racks.clone())),
-        rules: Arc::new(crate::live::Live::new(
-            cfg.alerts
-                .as_ref()
-                .map(|a| a.rules.clone())
-                .unwrap_or_default(),
-        )),
-        site_offsets: Arc::new(crate::live::Live::new(cfg.site_offsets.clone())),
-        engine_cfg: Arc::new(crate::live::Live::new(cfg.engine.clone())),
-        engine: engine.clone(),
-    };
+    let live = crate::reload::LiveSettings::new(&cfg, engine.clone());
     let racks = live.racks.clone();
     let sinks_stop = CancellationToken::new();
     let mut taps = Taps::default();
