@@ -69,6 +69,23 @@ impl Notify {
     }
 }
 
+/// Runs `check-config` of `exe` on `cfg`, which must be refused (exit 64); its stderr.
+fn refused(exe: &str, cfg: &std::path::Path) -> String {
+    let out = Command::new(bin(exe))
+        .arg("--config")
+        .arg(cfg)
+        .arg("check-config")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(64),
+        "{exe} accepted {}",
+        cfg.display()
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 fn kill(pid: u32, sig: &str) {
     let _ = Command::new("kill")
         .arg(format!("-{sig}"))
@@ -301,14 +318,7 @@ fn check_config_names_every_missing_file_and_every_bad_key() {
          [broker.tls]\ncert_file = \"/nonexistent/server.crt\"\nkey_file = \"/nonexistent/server.key\"\n\
          [[racks]]\nsite = \"a\"\nrack = \"r1\"\nbudget_kw = \"x\"\n",
     );
-    let out = Command::new(bin("dcwatt-collector"))
-        .arg("--config")
-        .arg(&cfg)
-        .arg("check-config")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(64));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused("dcwatt-collector", &cfg);
     for want in [
         "http.token_file",
         "/nonexistent/token",
@@ -328,14 +338,7 @@ fn check_config_names_every_missing_file_and_every_bad_key() {
         "site = \"s\"\n[mqtt]\nusername = \"u\"\npassword_file = \"/nonexistent/pw\"\n\
          [mqtt.tls]\nca_file = \"/nonexistent/ca.crt\"\n",
     );
-    let out = Command::new(bin("dcwatt-agent"))
-        .arg("--config")
-        .arg(&agent)
-        .arg("check-config")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(64));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused("dcwatt-agent", &agent);
     for want in [
         "mqtt.password_file",
         "mqtt.tls.ca_file",
