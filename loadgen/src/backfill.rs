@@ -102,10 +102,12 @@ fn main() -> anyhow::Result<()> {
     let mut past: VecDeque<(f64, f64)> = VecDeque::new();
     let mut minutes_written = 0u64;
     let mut m = from;
+    // Each minute ends where the next begins: its end power is the next one's start.
+    let mut b = powers(&cli, m);
     store.begin()?;
     while m < to {
         // Energy of the minute: the mean of its start and end power (trapezoid), × 60 s.
-        let (a, b) = (powers(&cli, m), powers(&cli, m + MINUTE_MS));
+        let a = std::mem::replace(&mut b, powers(&cli, m + MINUTE_MS));
         let mean = |f: fn(&Powers) -> f64| (f(&a) + f(&b)) / 2.0;
         let energy = [
             mean(|p| p.facility),
