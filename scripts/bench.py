@@ -34,6 +34,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 
@@ -239,7 +240,7 @@ class Bench:
         wait_until("victoria-metrics", 30, lambda: http_get(port, "/health"))
         return p, port
 
-    def collector(self, mqtt_port=None, influx_port=None, embedded_port=None):
+    def collector(self, mqtt_port=None, influx_port=None, embedded_port=None, bins=None):
         http = free_port()
         conf = os.path.join(self.work, f"collector-{http}.toml")
         lines = [f'[http]\nlisten = "127.0.0.1:{http}"\n']
@@ -262,7 +263,7 @@ class Bench:
             )
         with open(conf, "w") as f:
             f.write("".join(lines))
-        p = self.start(f"collector-{http}", [os.path.join(self.bins, "dcwatt-collector"), "--config", conf])
+        p = self.start(f"collector-{http}", [os.path.join(bins or self.bins, "dcwatt-collector"), "--config", conf])
 
         def ready():
             if not p.running():
@@ -500,6 +501,111 @@ class Bench:
         self.stop(mq)
         self.results["memory"] = res
 
+    # ---- the API under load ------------------------------------------------------------
+
+    def pollers(self, http, clients):
+        """`clients` threads, each GETting the site view and /metrics once a second; returns
+        (stop, samples) where samples is a list of (start, path, seconds, ok)."""
+        samples, stop = [], threading.Event()
+        paths = [f"/api/v1/sites/{SITE}", "/metrics"]
+
+        def poll(i):
+            # Spread over the second, as independent dashboards and scrapers are.
+            next_t = time.monotonic() + i / clients
+            while not stop.is_set():
+                delay = next_t - time.monotonic()
+                if delay > 0 and stop.wait(delay):
+                    return
+                next_t += 1.0
+                for path in paths:
+                    t = time.monotonic()
+                    ok = http_get(http, path, timeout=10) is not None
+                    samples.append((t, path, time.monotonic() - t, ok))
+
+        threads = [threading.Thread(target=poll, args=(i,), daemon=True) for i in range(clients)]
+        for t in threads:
+            t.start()
+
+        def finish():
+            stop.set()
+            for t in threads:
+                t.join(15)
+        return finish, samples
+
+    @staticmethod
+    def latencies(samples, since=None, until=None):
+        out = {}
+        for path in sorted({p for _, p, _, _ in samples}):
+            got = sorted(d for t, p, d, ok in samples
+                         if p == path and ok and (since is None or t >= since) and (until is None or t <= until))
+            failed = sum(1 for t, p, _, ok in samples if p == path and not ok)
+            if got:
+                out[path] = {"n": len(got), "failed": failed,
+                             "p50_ms": 1000 * got[len(got) // 2],
+                             "p99_ms": 1000 * got[min(len(got) - 1, int(len(got) * 0.99))]}
+        return out
+
+    def api_paced(self, bins, hosts, secs, clients):
+        mq, port = self.mosquitto()
+        col, http = self.collector(mqtt_port=port, bins=bins)
+        # The site exists before the clients start.
+        self.loadgen(port, "--hosts", 10, "--batches", 10)
+        self.wait_readings(http, 10, 60)
+        finish, samples = self.pollers(http, clients)
+        t0 = time.monotonic()
+        self.loadgen(port, "--hosts", hosts, "--interval-ms", 10_000, "--duration-secs", secs, "--connections", 16)
+        finish()
+        out = self.latencies(samples, since=t0)
+        self.stop(col)
+        self.stop(mq)
+        return out
+
+    def api_drain(self, bins, batches, clients):
+        """Batches/s draining a backlog, without and then with the polling clients."""
+        out = {}
+        for with_clients in (False, True):
+            mq, port = self.mosquitto()
+            col, http = self.collector(mqtt_port=port, bins=bins)
+            self.loadgen(port, "--hosts", 10, "--batches", 10)
+            self.wait_readings(http, 10, 60)
+            os.kill(col.pid, signal.SIGSTOP)
+            self.loadgen(port, "--hosts", 1_000, "--batches", batches)
+            finish = samples = None
+            t0 = time.monotonic()
+            os.kill(col.pid, signal.SIGCONT)
+            if with_clients:
+                finish, samples = self.pollers(http, clients)
+            self.wait_readings(http, batches + 10, 600)
+            dt = time.monotonic() - t0
+            key = "with_clients" if with_clients else "alone"
+            out[f"{key}_batches_per_s"] = batches / dt
+            if finish:
+                finish()
+                out["latency"] = self.latencies(samples, since=t0, until=t0 + dt)
+            self.stop(col)
+            self.stop(mq)
+        return out
+
+    def api(self):
+        """p50/p99 of GET /api/v1/sites/{site} and /metrics with 50 clients polling every
+        second, (a) while 10,000 hosts publish paced and (b) during a 200,000-batch backlog
+        drain, and the drain rate with and without them; with --baseline-bin-dir, the same
+        for that build in the same run."""
+        hosts, secs, batches, clients = (100, 3, 2_000, 5) if self.smoke else (10_000, 30, 200_000, 50)
+        builds = [("current", self.bins)]
+        if self.args.baseline_bin_dir:
+            builds.append(("baseline", os.path.abspath(self.args.baseline_bin_dir)))
+        res = {"hosts": hosts, "seconds": secs, "batches": batches, "clients": clients}
+        for label, bins in builds:
+            res[label] = {"paced": self.api_paced(bins, hosts, secs, clients),
+                          "drain": self.api_drain(bins, batches, clients)}
+        for label, _ in builds:
+            for phase in ("paced",):
+                for path, v in res[label][phase].items():
+                    if v["failed"]:
+                        raise BenchError(f"{label}: {v['failed']} requests to {path} failed")
+        self.results["api"] = res
+
     def agent(self):
         """The agent vs. collectd and node_exporter, running side by side."""
         secs = 3 if self.smoke else 600
@@ -725,6 +831,21 @@ def markdown(r, meta):
         rows.append(f"| Latency, {int(hosts):,} hosts × 20 readings / 10 s for {v['seconds']} s | "
                     f"p50 {v['p50_ms']:.1f} ms, p99 {v['p99_ms']:.1f} ms; collector CPU {100 * v['cpu_share']:.1f} %, "
                     f"peak RSS {v['peak_rss_mib']:.0f} MiB |")
+    a = r.get("api")
+    if a:
+        def lat(d, path):
+            v = d.get(path)
+            return f"p50 {v['p50_ms']:.1f} / p99 {v['p99_ms']:.1f} ms" if v else "n/a"
+        site = f"/api/v1/sites/{SITE}"
+        for label in ("baseline", "current"):
+            if label in a:
+                b = a[label]
+                d = b["drain"]
+                rows.append(f"| API, {label} build, {a['clients']} clients polling each second while {a['hosts']:,} hosts "
+                            f"publish | site view {lat(b['paced'], site)}; /metrics {lat(b['paced'], '/metrics')} |")
+                rows.append(f"| … during a {a['batches']:,}-batch backlog drain | site view "
+                            f"{lat(d.get('latency', {}), site)}; /metrics {lat(d.get('latency', {}), '/metrics')}; drain "
+                            f"{d['alone_batches_per_s']:,.0f} batches/s alone, {d['with_clients_batches_per_s']:,.0f} with the clients |")
     mem = r.get("memory", {})
     if mem:
         rows.append(f"| Collector idle RSS | {mem['idle_rss_mib']:.1f} MiB |")
@@ -759,10 +880,11 @@ def write_doc(path, table):
 
 def main():
     # The agent comparison last: it is the long one (10 min) and the least disturbed by load.
-    all_names = ["ceiling", "embedded", "latency", "memory", "influx_ceiling", "agent"]
+    all_names = ["ceiling", "embedded", "latency", "api", "memory", "influx_ceiling", "agent"]
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bin-dir", default=os.path.join(ROOT, "target/release"))
     ap.add_argument("--agent-bin", help="the agent to measure (default: the one in --bin-dir)")
+    ap.add_argument("--baseline-bin-dir", help="an older build's binaries, measured beside these (api)")
     ap.add_argument("--smoke", action="store_true", help="tiny scale, for CI: checks the suite works")
     ap.add_argument("--only", action="append", choices=all_names, help="run only these (repeatable)")
     ap.add_argument("--json", help="write the raw results here")

@@ -7,6 +7,9 @@
 #   scripts/bench.sh                 everything; results into docs/benchmarks.md
 #   scripts/bench.sh --only latency  one measurement (repeatable); results printed only
 #   scripts/bench.sh --smoke         seconds, debug binaries: checks the suite works (CI)
+#   scripts/bench.sh --baseline REV  also builds commit REV (into target/bench-baseline) and
+#                                    measures it beside this one where a measurement can
+#                                    (api): before/after in one run
 #
 # Other arguments go to scripts/bench.py (--json FILE, --keep).
 set -euo pipefail
@@ -14,12 +17,28 @@ cd "$(dirname "$0")/.."
 
 smoke=0
 only=0
-for a in "$@"; do
-    case "$a" in
-        --smoke) smoke=1 ;;
-        --only|--only=*) only=1 ;;
+baseline=
+args=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --smoke) smoke=1; args+=("$1") ;;
+        --only|--only=*) only=1; args+=("$1") ;;
+        --baseline) baseline="$2"; shift ;;
+        --baseline=*) baseline="${1#--baseline=}" ;;
+        *) args+=("$1") ;;
     esac
+    shift
 done
+set -- ${args[@]+"${args[@]}"}
+
+# The baseline: that commit's sources, built with their own target dir.
+if [ -n "$baseline" ]; then
+    out=target/bench-baseline
+    rm -rf "$out/src" && mkdir -p "$out/src"
+    git archive "$baseline" | tar -x -C "$out/src"
+    (cd "$out/src" && CARGO_TARGET_DIR="$PWD/../target" cargo build -q --release -p dcwatt-collector --bins)
+    set -- "$@" --baseline-bin-dir "$out/target/release"
+fi
 
 scripts/install-test-deps.sh
 if [ "$smoke" = 1 ]; then

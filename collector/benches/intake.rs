@@ -9,7 +9,7 @@ use dcwatt_collector::intake::{Intake, IntakeStats, RawMessage};
 use dcwatt_common::protocol::{decode, ReadingsMessage};
 use std::fmt::Write;
 use std::hint::black_box;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 const HOSTS: usize = 1_000;
@@ -71,7 +71,6 @@ fn main() {
 }
 
 fn intake() -> (Intake, Arc<IntakeStats>) {
-    let engine = Arc::new(Mutex::new(Engine::new(EngineConfig::default())));
     let stats = Arc::new(IntakeStats::default());
     let cfg = IntakeConfig {
         sites: Vec::new(),
@@ -81,7 +80,7 @@ fn intake() -> (Intake, Arc<IntakeStats>) {
         max_readings_per_batch: 10_000,
         max_nodes: 100_000,
     };
-    (Intake::new(engine, stats.clone(), cfg), stats)
+    (Intake::new(stats.clone(), cfg), stats)
 }
 
 fn check(stats: &IntakeStats, messages: usize) {
@@ -102,9 +101,12 @@ fn run(
         .map(|c| c.iter().map(|(t, p)| make(t.clone(), p.clone())).collect())
         .collect();
     let (mut intake, stats) = intake();
+    let mut engine = Engine::new(EngineConfig::default());
     let t = Instant::now();
     for chunk in chunks {
-        intake.handle_batch(chunk.into_iter(), now);
+        for m in chunk {
+            intake.handle_message(&mut engine, m, now);
+        }
     }
     let ns = t.elapsed().as_nanos() as f64;
     check(&stats, msgs.len());

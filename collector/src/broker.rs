@@ -16,9 +16,7 @@
 use crate::config::BrokerConfig;
 use crate::intake::RawMessage;
 use dcwatt_common::secret::Secret;
-use rumqttd::local::{LinkRx, LinkTx};
-use rumqttd::protocol::{Filter, Packet, QoS, RetainForwardRule, Subscribe};
-use rumqttd::{Broker, Config, ConnectionSettings, Notification, RouterConfig, ServerSettings};
+use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
@@ -192,7 +190,9 @@ pub async fn start(
             .link("dcwatt-collector-intake")
             .map_err(|e| BrokerError::Link(e.to_string()))
     })?;
-    subscribe(&mut link_tx, filters).await?;
+    crate::intake::embedded::subscribe(&mut link_tx, filters)
+        .await
+        .map_err(BrokerError::Link)?;
     std::thread::Builder::new()
         .name("embedded-broker".to_owned())
         .spawn(move || {
@@ -203,7 +203,7 @@ pub async fn start(
         .map_err(|e| BrokerError::Start(e.to_string()))?;
     std::thread::Builder::new()
         .name("broker-link".to_owned())
-        .spawn(move || forward(link_tx, link_rx, tx))
+        .spawn(move || crate::intake::embedded::forward(link_tx, link_rx, tx))
         .map_err(|e| BrokerError::Start(e.to_string()))?;
     let deadline = Instant::now() + Duration::from_secs(5);
     while !(answers_mqtt(internal_listen, Some(internal))
@@ -271,54 +271,6 @@ fn answers_mqtt(addr: SocketAddr, password: Option<&Secret>) -> bool {
     let mut rest = [0u8; 16];
     let _ = s.read(&mut rest);
     ok
-}
-
-async fn subscribe(link_tx: &mut LinkTx, filters: &[String]) -> Result<(), BrokerError> {
-    let filters = filters
-        .iter()
-        .map(|f| Filter {
-            path: f.clone(),
-            // In-process: no acks to wait for, nothing lost between router and intake.
-            qos: QoS::AtMostOnce,
-            nolocal: false,
-            preserve_retain: false,
-            retain_forward_rule: RetainForwardRule::OnEverySubscribe,
-        })
-        .collect();
-    link_tx
-        .send(Packet::Subscribe(Subscribe { pkid: 1, filters }, None))
-        .await
-        .map(|_| ())
-        .map_err(|e| BrokerError::Link(e.to_string()))
-}
-
-/// Moves messages from the router to the intake queue. Blocking on a full queue is the
-/// point: the router keeps the messages in its log meanwhile.
-fn forward(_link_tx: LinkTx, mut link_rx: LinkRx, tx: mpsc::Sender<RawMessage>) {
-    loop {
-        match link_rx.recv() {
-            Ok(Some(Notification::Forward(f))) => {
-                let msg = RawMessage::decoded_ahead(
-                    String::from_utf8_lossy(&f.publish.topic).into_owned(),
-                    f.publish.payload,
-                );
-                if tx.blocking_send(msg).is_err() {
-                    return;
-                }
-            }
-            Ok(Some(Notification::Unschedule)) => {
-                // The router paused us because our buffer was full; ask for more.
-                if link_rx.ready().is_err() {
-                    return;
-                }
-            }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::error!(error = %e, "embedded broker link closed; no data is coming in");
-                return;
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,21 +1,27 @@
 //! dcwatt-collector: turns the agents' MQTT stream into live, standards-correct PUE.
 //!
-//! - [`engine`]: per-site state, energy integration, PUE windows, categories, coverage.
-//!   PURE: no I/O, no clock, no tokio.
-//! - [`intake`]: decode → validate → sequence check → engine; counts every refusal.
-//! - [`broker`]: the embedded MQTT broker (rumqttd) and its in-process link to the intake.
-//! - [`alerts`]: rules and their state machine (pure), notification sinks, persistence.
-//! - [`api`]: HTTP JSON and Prometheus `/metrics`; reads the engine, never changes it.
-//! - [`config`]: configuration, validated whole before anything binds.
-//! - [`publish`]: the MQTT client for what the collector publishes itself.
-//! - [`summary`]: retained site summaries on `dcwatt/v1/{site}/summary`.
-//! - [`fleet`]: the region view from site summaries (fleet collectors).
-//! - [`sink`]: the InfluxDB sink (line protocol over the v2 write API).
-//! - [`history`]: the embedded history (SQLite): trends and energy reports.
-//! - [`state`]: the engine saved to disk, restored at start-up.
-//! - [`live`]: values SIGHUP may replace (rack budgets, alert rules, site settings).
-//! - [`reload`]: SIGHUP: re-reads the configuration and applies what can change live.
-//! - [`run`]: wiring and shutdown order.
+//! The tree is the architecture; data flows top to bottom:
+//!
+//! - [`intake`]: decode → validate → sequence check, the MQTT client and the embedded
+//!   broker's link, fleet summaries in; its [`owner`](intake::owner) is the one task that
+//!   holds the engine and publishes a [`Snapshot`](engine::Snapshot) every second.
+//! - [`engine`]: PURE (no I/O, no clock, no tokio): energy, PUE windows, categories,
+//!   coverage, zones, racks (budgets, A/B headroom, space, stranded capacity), capacity,
+//!   the fleet roll-up, and the snapshot built from them.
+//! - [`alerts`]: rules and their state machine (pure), the evaluator reading snapshots,
+//!   the notifiers, persistence.
+//! - [`sinks`]: InfluxDB, the embedded history, the saved engine state, retained site
+//!   summaries on MQTT, and the MQTT client the collector publishes with — one `Sink`
+//!   shape each.
+//! - [`api`]: HTTP JSON, `/metrics` and the dashboard; reads snapshots, sends edits.
+//! - [`config`]: each part's section turned into that part's config type, validated whole
+//!   before anything binds; [`config::reload`] applies what SIGHUP may change.
+//! - [`broker`]: starting the embedded MQTT broker (rumqttd).
+//! - [`run`]: wiring and the shutdown phases.
+//!
+//! Dependency rules, checked by `tests/architecture.rs`: `engine` imports no other part;
+//! `sinks` and `api` never import `alerts` or `intake`; `intake` never imports `sinks`
+//! or `alerts`; nothing imports `run`.
 #![forbid(unsafe_code)]
 
 pub mod alerts;
@@ -23,13 +29,6 @@ pub mod api;
 pub mod broker;
 pub mod config;
 pub mod engine;
-pub mod fleet;
-pub mod history;
 pub mod intake;
-pub mod live;
-pub mod publish;
-pub mod reload;
 pub mod run;
-pub mod sink;
-pub mod state;
-pub mod summary;
+pub mod sinks;

@@ -1,6 +1,7 @@
 use clap::{Parser, Subcommand};
+use dcwatt_collector::config::reload;
 use dcwatt_collector::config::{CollectorConfig, DEFAULT_CONFIG};
-use dcwatt_collector::{reload, run};
+use dcwatt_collector::run;
 use dcwatt_common::settings::{self, Loader, EXIT_CONFIG};
 use std::path::PathBuf;
 use std::process::ExitCode;

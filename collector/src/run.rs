@@ -1,20 +1,34 @@
-//! Wires the collector: broker (embedded or external) → intake queue → intake → engine,
-//! and the HTTP API reading the engine. One cancellation token; SIGTERM and SIGINT trigger
-//! it; inputs stop first, the queue drains, the API goes last.
+//! Wires the collector: broker (embedded or external) → intake queue → the engine's owner
+//! → snapshots, read by the API, /metrics, the alerts and the sinks. Stops in phases:
+//! inputs first, then the owner drains the queue, then the outputs flush, the API last,
+//! all within one grace period.
 
 use crate::api::{self, AppState};
 use crate::broker::{self, BrokerError};
 use crate::config::CollectorConfig;
-use crate::engine::Engine;
-use crate::intake::{mqtt, Intake, IntakeStats};
-use crate::sink::{Sinks, Tap, Taps};
+use crate::engine::{Engine, Snapshot};
+use crate::intake::owner::{ExportOutlet, Outlets, Owner};
+use crate::intake::taps::{Tap, Taps};
+use crate::intake::{mqtt, Intake, IntakeStats, QueueDepth};
+use crate::sinks::Sink;
+use dcwatt_common::metrics::Registry;
 use dcwatt_common::mqtt::MqttSettings;
 use dcwatt_common::protocol::{readings_filter, status_filter};
+use dcwatt_common::shutdown::Shutdown;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
-use tokio::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+
+/// The shutdown phases, in order.
+const INPUTS: &str = "inputs";
+const DRAIN: &str = "drain";
+const OUTPUTS: &str = "outputs";
+const API: &str = "api";
+
+/// How long a stop may take in all (systemd's TimeoutStopSec is longer).
+const GRACE: Duration = Duration::from_secs(30);
 
 /// Why the collector stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -32,7 +46,7 @@ pub enum RunError {
     Broker(#[from] BrokerError),
     /// The InfluxDB client could not be set up.
     #[error(transparent)]
-    Influx(#[from] crate::sink::influx::SetupError),
+    Influx(#[from] crate::sinks::influx::SetupError),
     /// The state directory could not be created.
     #[error(transparent)]
     StateDir(#[from] dcwatt_common::state_dir::CreateError),
@@ -42,7 +56,7 @@ pub enum RunError {
         /// The database file.
         path: std::path::PathBuf,
         /// Cause.
-        source: crate::history::store::StoreError,
+        source: crate::sinks::history::store::StoreError,
     },
 }
 
@@ -58,7 +72,7 @@ pub fn filters(sites: &[String], fleet: bool) -> Vec<String> {
             .collect()
     };
     if fleet {
-        f.push(crate::summary::topic("+"));
+        f.push(crate::sinks::summary::topic("+"));
     }
     f
 }
@@ -69,7 +83,7 @@ pub struct Reloads {
     /// Reload requests.
     pub requests: mpsc::Receiver<()>,
     /// Where the configuration comes from.
-    pub source: crate::reload::Source,
+    pub source: crate::config::reload::Source,
     /// The log level handle, when the subscriber is dcwatt's own.
     pub log: Option<dcwatt_common::logging::LogHandle>,
 }
@@ -84,26 +98,7 @@ pub async fn run(
     reloads: Option<Reloads>,
 ) -> Result<(), RunError> {
     dcwatt_common::state_dir::create(&cfg.state_dir)?;
-    let mut restored = Engine::new(cfg.engine.clone());
-    if let Some(sc) = &cfg.state {
-        match crate::state::load(&sc.path) {
-            Ok(Some((mut saved, saved_ms))) => {
-                saved.set_config(cfg.engine.clone());
-                tracing::info!(
-                    path = %sc.path.display(),
-                    age_secs = (dcwatt_common::now_ms() - saved_ms) / 1000,
-                    sites = saved.site_ids().len(),
-                    "engine state restored"
-                );
-                restored = saved;
-            }
-            Ok(None) => {}
-            Err(e) => {
-                tracing::error!(error = %e, "cannot restore the engine state; starting afresh");
-            }
-        }
-    }
-    let engine = Arc::new(Mutex::new(restored));
+    let engine = restore(&cfg);
     let stats = Arc::new(IntakeStats::default());
     let (tx, rx) = mpsc::channel(cfg.intake.queue_messages);
     let http = tokio::net::TcpListener::bind(cfg.http_listen)
@@ -113,8 +108,10 @@ pub async fn run(
             source,
         })?;
     let filters = filters(&cfg.intake.sites, cfg.fleet.is_some());
-    let tracker = TaskTracker::new();
-    let inputs = CancellationToken::new();
+    let stop = Shutdown::new(&[INPUTS, DRAIN, OUTPUTS, API], GRACE);
+    let metrics = Arc::new(Registry::default());
+    metrics.register(stats.clone());
+    metrics.register(Arc::new(QueueDepth(tx.clone())));
     // The collector's own publishers log in to its embedded broker with a password made
     // afresh at every start.
     let internal = random_password();
@@ -124,94 +121,104 @@ pub async fn run(
         stats.broker_connected.store(true, Ordering::Relaxed);
     }
     if let Some(m) = cfg.mqtt.clone() {
-        tracker.spawn(mqtt::run(
-            m,
-            filters,
-            tx.clone(),
-            stats.clone(),
-            inputs.clone(),
-        ));
+        let task = mqtt::run(m, filters, tx.clone(), stats.clone(), stop.token(INPUTS));
+        stop.spawn(INPUTS, "mqtt intake", task);
     }
-    let live = crate::reload::LiveSettings::new(&cfg, engine.clone());
-    let racks = live.racks.clone();
-    let sinks_stop = CancellationToken::new();
+    let (edits_tx, edits_rx) = mpsc::channel(64);
+    let live = crate::config::reload::LiveSettings::new(&cfg, edits_tx.clone());
+    let (snapshots_tx, snapshots) = watch::channel(Arc::new(Snapshot::default()));
     let mut taps = Taps::default();
-    let mut sinks = Sinks::default();
-    let mut influx_task = None;
+    let rules = live.rules.clone();
+    let board = crate::alerts::Board {
+        book: Arc::default(),
+        rules: rules.clone(),
+        stats: Arc::default(),
+    };
+    metrics.register(Arc::new(board.clone()));
+    let mut outlets = Outlets {
+        snapshots: snapshots_tx,
+        racks: live.racks.clone(),
+        every: crate::intake::owner::SNAPSHOT_EVERY,
+        state: None,
+        export: None,
+    };
+    // Each sink: its feeds, one registry line, one spawn.
+    let mut registered: Vec<Arc<dyn dcwatt_common::metrics::Source>> = Vec::new();
     if let Some(ic) = cfg.influx.clone() {
-        let client = crate::sink::influx::client(&ic)?;
+        let client = crate::sinks::influx::client(&ic)?;
         let rx = ic.raw.then(|| {
             let (tap, rx) = Tap::new(ic.queue_batches);
             taps.influx = Some(tap);
             rx
         });
-        let influx_stats = Arc::new(crate::sink::influx::InfluxStats::default());
-        sinks.influx = Some(influx_stats.clone());
+        let influx_stats = Arc::new(crate::sinks::influx::InfluxStats::default());
+        registered.push(influx_stats.clone());
         tracing::info!(url = %ic.url, bucket = %ic.bucket, raw = ic.raw, "writing to InfluxDB");
-        let sink = crate::sink::influx::Sink {
+        // Lines spooled to disk wait for the next start; lines in memory get longer.
+        let drain = if ic.spool_dir.is_some() { 2 } else { 10 };
+        let sink = crate::sinks::influx::InfluxSink {
             cfg: ic,
             client,
             rx,
-            engine: engine.clone(),
-            racks: racks.clone(),
+            snapshots: snapshots.clone(),
             stats: influx_stats,
+            drain: Duration::from_secs(drain),
         };
-        // Lines spooled to disk wait for the next start; lines in memory get longer.
-        let drain = if sink.cfg.spool_dir.is_some() { 2 } else { 10 };
-        influx_task = Some(tokio::spawn(
-            sink.run(sinks_stop.clone(), std::time::Duration::from_secs(drain)),
-        ));
+        spawn_sink(&stop, sink);
     }
-    let mut history_thread = None;
+    if let Some(sc) = cfg.state.clone() {
+        let state_stats = Arc::new(crate::sinks::state::StateStats::default());
+        let (copies_tx, copies) = watch::channel(None);
+        outlets.state = Some((sc.interval, copies_tx));
+        registered.push(state_stats.clone());
+        let sink = crate::sinks::state::StateSink {
+            cfg: sc,
+            copies,
+            stats: state_stats,
+        };
+        spawn_sink(&stop, sink);
+    }
+    let mut history_path = None;
     if let Some(hc) = cfg.history.clone() {
         let rx = (!hc.raw_retention.is_zero()).then(|| {
             let (tap, rx) = Tap::new(hc.queue_batches);
             taps.history = Some(tap);
             rx
         });
-        let history_stats = Arc::new(crate::history::HistoryStats::default());
+        let history_stats = Arc::new(crate::sinks::history::HistoryStats::default());
+        let (exports_tx, exports) = mpsc::channel(4);
+        outlets.export = Some(ExportOutlet {
+            every: hc.interval,
+            tx: exports_tx,
+            dropped: history_stats.snapshots_dropped.clone(),
+        });
         let path = hc.path.clone();
-        history_thread = Some(
-            crate::history::start(
-                hc,
-                rx,
-                engine.clone(),
-                racks.clone(),
-                history_stats.clone(),
-                sinks_stop.clone(),
-            )
+        let sink = crate::sinks::history::HistorySink::open(hc, rx, exports, history_stats.clone())
             .map_err(|source| RunError::History {
                 path: path.clone(),
                 source,
-            })?,
-        );
+            })?;
         tracing::info!(path = %path.display(), "history database open");
-        sinks.history = Some((path, history_stats));
+        spawn_sink(&stop, sink);
+        registered.push(history_stats);
+        history_path = Some(path);
     }
-    let state_stats = Arc::new(crate::state::StateStats::default());
-    let state_last = CancellationToken::new();
-    let state_task = cfg.state.clone().map(|sc| {
-        tokio::spawn(crate::state::run(
-            sc,
-            engine.clone(),
-            state_stats.clone(),
-            inputs.clone(),
-            state_last.clone(),
-        ))
-    });
-    sinks.state = cfg.state.is_some().then(|| state_stats.clone());
-    sinks.taps = taps.clone();
-    sinks.engine = live.engine_cfg.clone();
-    sinks.site_offsets = live.site_offsets.clone();
-    let fleet = Arc::new(Mutex::new(crate::fleet::Fleet::default()));
-    let mut intake = Intake::new(engine.clone(), stats.clone(), cfg.intake.clone()).with_taps(taps);
-    if cfg.fleet.is_some() {
-        intake = intake.with_fleet(fleet.clone());
+    // The families in the order /metrics has always listed them.
+    metrics.register(Arc::new(taps.clone()));
+    for source in registered {
+        metrics.register(source);
     }
-    let intake_stop = CancellationToken::new();
-    let intake_done = tokio::spawn(intake.run(rx, intake_stop.clone()));
-    let book = Arc::new(Mutex::new(crate::alerts::store::Book::default()));
-    let alert_stats = Arc::new(crate::alerts::notify::AlertStats::default());
+    metrics.register(Arc::new(api::SiteFamilies(snapshots.clone())));
+    let mut intake = Intake::new(stats.clone(), cfg.intake.clone()).with_taps(taps);
+    if let Some(f) = cfg.fleet.clone() {
+        intake = intake.with_fleet(f);
+    }
+    let owner = Owner::new(engine, intake, outlets);
+    stop.spawn(
+        DRAIN,
+        "engine owner",
+        owner.run(rx, edits_rx, stop.token(DRAIN)),
+    );
     // Where the collector itself publishes (summaries, alerts): its own broker or the
     // external one, each publisher with its own client id.
     let publish_to = |suffix: &str| match (internal_listen, &cfg.mqtt) {
@@ -220,7 +227,7 @@ pub async fn run(
             port: own.port(),
             client_id: format!("dcwatt-collector-{suffix}"),
             credentials: Some((broker::INTERNAL_USER.to_owned(), internal.clone())),
-            keep_alive: std::time::Duration::from_secs(30),
+            keep_alive: Duration::from_secs(30),
             tls: None,
         }),
         (None, Some(m)) => Some(MqttSettings {
@@ -229,75 +236,77 @@ pub async fn run(
         }),
         (None, None) => None,
     };
-    if let (Some(every), Some(m)) = (cfg.summary_interval, publish_to("summary")) {
-        tracker.spawn(crate::summary::run(
-            engine.clone(),
-            m,
-            every,
-            inputs.clone(),
-        ));
+    if let (Some(interval), Some(mqtt)) = (cfg.summary_interval, publish_to("summary")) {
+        let sink = crate::sinks::summary::SummarySink {
+            snapshots: snapshots.clone(),
+            mqtt,
+            interval,
+        };
+        stop.spawn(INPUTS, "summary publisher", sink.run(stop.token(INPUTS)));
     }
     if let Some(alerts) = cfg.alerts.clone() {
-        let mqtt = publish_to("alerts");
         let runner = crate::alerts::notify::Runner {
-            engine: engine.clone(),
-            book: book.clone(),
+            snapshots: snapshots.clone(),
+            book: board.book.clone(),
             cfg: alerts,
-            racks: live.racks.clone(),
-            rules: live.rules.clone(),
-            stats: alert_stats.clone(),
-            mqtt,
+            rules: rules.clone(),
+            stats: board.stats.clone(),
+            mqtt: publish_to("alerts"),
         };
         if let Err(e) = runner.restore() {
             tracing::error!(error = %e, "cannot read the alert state file; starting with no alert states");
         }
-        tracker.spawn(runner.run(inputs.clone()));
+        stop.spawn(INPUTS, "alert evaluator", runner.run(stop.token(INPUTS)));
     }
-    let watched = engine.clone();
+    let watched = snapshots.clone();
     let state = AppState {
-        engine,
-        stats,
-        queue: tx,
-        book,
-        alert_stats,
-        rules: live.rules.clone(),
-        racks,
-        sinks: Arc::new(sinks),
+        snapshots,
+        edits: edits_tx,
+        metrics,
+        alerts: Arc::new(board),
+        history: api::HistoryAccess {
+            path: history_path,
+            engine: live.engine_cfg.clone(),
+            site_offsets: live.site_offsets.clone(),
+        },
+        broker_connected: stats.broker_connected.clone(),
+        fleet: cfg.fleet.is_some(),
         token: cfg.http_token.clone().map(Arc::new),
-        fleet: cfg.fleet.clone().map(|c| (fleet.clone(), c)),
     };
-    let api_stop = CancellationToken::new();
-    let api_cancel = api_stop.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(http, api::router(state))
-            .with_graceful_shutdown(async move { api_cancel.cancelled().await })
-            .await
+    let api_stop = stop.token(API);
+    stop.spawn(API, "http api", async move {
+        let served = axum::serve(http, api::router(state))
+            .with_graceful_shutdown(async move { api_stop.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "the HTTP server stopped");
+        }
     });
     tracing::info!(http = %cfg.http_listen, state_dir = %cfg.state_dir.display(), "collector ready");
     dcwatt_common::service::notify_ready(&format!("serving on {}", cfg.http_listen));
-    tracker.spawn(dcwatt_common::service::watchdog(
-        inputs.clone(),
-        move |within| {
-            let engine = watched.clone();
-            async move {
-                // Healthy: the engine's lock can be taken (the intake is not wedged).
-                let check = tokio::task::spawn_blocking(move || engine.lock().is_ok());
-                matches!(tokio::time::timeout(within, check).await, Ok(Ok(true)))
-            }
-        },
-    ));
+    // Healthy: the owner publishes snapshots (the intake is not wedged).
+    let stale_ms = 3 * crate::intake::owner::SNAPSHOT_EVERY.as_millis() as i64;
+    stop.spawn(
+        INPUTS,
+        "watchdog",
+        dcwatt_common::service::watchdog(stop.token(INPUTS), move |within| {
+            let fresh = dcwatt_common::now_ms() - watched.borrow().taken_ms
+                <= stale_ms + within.as_millis() as i64;
+            async move { fresh }
+        }),
+    );
     if let Some(mut r) = reloads {
-        let stop = inputs.clone();
-        tracker.spawn(async move {
+        let quit = stop.token(INPUTS);
+        stop.spawn(INPUTS, "reloads", async move {
             loop {
                 tokio::select! {
-                    () = stop.cancelled() => return,
+                    () = quit.cancelled() => return,
                     got = r.requests.recv() => {
                         if got.is_none() {
                             return;
                         }
                         dcwatt_common::service::reloading(|| {
-                            crate::reload::reload_and_log(&mut r.source, &live, r.log.as_ref());
+                            crate::config::reload::reload_and_log(&mut r.source, &live, r.log.as_ref());
                         });
                     }
                 }
@@ -306,28 +315,38 @@ pub async fn run(
     }
     cancel.cancelled().await;
     tracing::info!("shutting down: stopping inputs");
-    inputs.cancel();
-    tracker.close();
-    tracker.wait().await;
-    // The intake takes what is already queued, then stops.
-    intake_stop.cancel();
-    let _ = intake_done.await;
-    // Everything taken in is in the engine: save it once more.
-    state_last.cancel();
-    if let Some(t) = state_task {
-        let _ = t.await;
-    }
-    // The intake is gone, so the sinks' queues close: they write what they hold and stop.
-    sinks_stop.cancel();
-    if let Some(t) = influx_task {
-        let _ = t.await;
-    }
-    if let Some(h) = history_thread {
-        let _ = tokio::task::spawn_blocking(move || h.join()).await;
-    }
-    api_stop.cancel();
-    let _ = server.await;
+    stop.stop().await;
     Ok(())
+}
+
+/// Spawns a sink in the outputs phase: it is told to stop once the engine's owner has
+/// drained the queue and handed over everything.
+fn spawn_sink<S: Sink>(stop: &Shutdown, sink: S) {
+    stop.spawn(OUTPUTS, S::NAME, sink.run(stop.token(OUTPUTS)));
+}
+
+/// The engine, restored from the saved state when there is one.
+fn restore(cfg: &CollectorConfig) -> Engine {
+    let Some(sc) = &cfg.state else {
+        return Engine::new(cfg.engine.clone());
+    };
+    match crate::sinks::state::load(&sc.path) {
+        Ok(Some((mut saved, saved_ms))) => {
+            saved.set_config(cfg.engine.clone());
+            tracing::info!(
+                path = %sc.path.display(),
+                age_secs = (dcwatt_common::now_ms() - saved_ms) / 1000,
+                sites = saved.site_ids().len(),
+                "engine state restored"
+            );
+            saved
+        }
+        Ok(None) => Engine::new(cfg.engine.clone()),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot restore the engine state; starting afresh");
+            Engine::new(cfg.engine.clone())
+        }
+    }
 }
 
 /// 32 random hex characters from the system's generator.

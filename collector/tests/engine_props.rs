@@ -87,7 +87,7 @@ proptest! {
             }
             e.apply_readings("s", "m", &[Reading::counter("energy_j", counter, t).at(Point::FacilityInput)], t);
         }
-        let minutes = e.export_minutes("s", T0 + 300_000);
+        let minutes = e.closed_minutes("s", Default::default(), T0 + 300_000).0;
         let total: f64 = minutes.iter().map(|m| m.energy_j).sum();
         let exact = counter - first;
         prop_assert!((total - exact).abs() <= 1e-9 * exact.max(1.0), "{} vs {}", total, exact);
@@ -151,7 +151,7 @@ proptest! {
                     }
                 }
             }
-            let minutes = e.export_minutes("s", end);
+            let minutes = e.closed_minutes("s", Default::default(), end).0;
             let view = e.site_view("s", end).expect("site");
             (minutes, view, stats)
         };

@@ -26,11 +26,7 @@ fn intake() -> (Intake, Arc<IntakeStats>, Arc<Mutex<Engine>>) {
         max_readings_per_batch: 10_000,
         max_nodes: 1_000,
     };
-    (
-        Intake::new(engine.clone(), stats.clone(), cfg),
-        stats,
-        engine,
-    )
+    (Intake::new(stats.clone(), cfg), stats, engine)
 }
 
 fn batch(node: &str, seq: u64, t: i64, w: f64, point: Point) -> Vec<u8> {

@@ -10,7 +10,7 @@
 use anyhow::Context;
 use clap::Parser;
 use dcwatt_collector::engine::{MinuteEnergy, WINDOWS};
-use dcwatt_collector::history::store::{DerivedRow, Store};
+use dcwatt_collector::sinks::history::store::{DerivedRow, Store};
 use dcwatt_common::protocol::Point;
 use std::collections::VecDeque;
 use std::f64::consts::TAU;

@@ -10,12 +10,16 @@
 //! `keep_firing_for`). Efficiency rules are suppressed, with the reason kept, when the
 //! value's quality is not good enough: alerting on a bad ratio is worse than silence.
 
+mod board;
 pub mod notify;
 pub mod store;
+
+pub use board::Board;
 
 #[cfg(test)]
 mod tests;
 
+pub use crate::engine::RackView;
 use crate::engine::{MetricSample, NodeView, SiteView};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -161,66 +165,6 @@ pub struct Observation {
     pub value: Option<f64>,
     /// Why the rule must not act on it now.
     pub suppressed: Option<String>,
-}
-
-/// A rack as alert rules see it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct RackView {
-    /// Rack id.
-    pub rack: String,
-    /// Measured IT power of its hosts now, W.
-    pub power_w: f64,
-    /// Budget × derating, W, when configured.
-    pub budget_w: Option<f64>,
-    /// power / derated budget.
-    pub utilization: Option<f64>,
-    /// With A/B feeds: derated capacity of one feed minus power, W.
-    pub failover_headroom_w: Option<f64>,
-    /// Rack units in the rack, when configured.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub u_total: Option<u32>,
-    /// Rack units occupied, when configured.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub u_used: Option<u32>,
-    /// u_used / u_total.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub space_utilization: Option<f64>,
-    /// Power budget left that cannot be used because the rack's space is (≥ 95 %) full, W.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub stranded_power_w: Option<f64>,
-    /// Rack units left that cannot be used because the rack's power is (≥ 95 %) used.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub stranded_u: Option<u32>,
-    /// Hosts whose birth names this rack.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub hosts: Option<u32>,
-    /// Mean CPU utilization of those hosts (0..1).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cpu_util: Option<f64>,
-    /// Mean utilization of their GPUs (0..1).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub gpu_util: Option<f64>,
-}
-
-impl RackView {
-    /// A rack drawing `power_w`, with nothing else known yet.
-    pub fn new(rack: &str, power_w: f64) -> Self {
-        RackView {
-            rack: rack.to_owned(),
-            power_w,
-            budget_w: None,
-            utilization: None,
-            failover_headroom_w: None,
-            u_total: None,
-            u_used: None,
-            space_utilization: None,
-            stranded_power_w: None,
-            stranded_u: None,
-            hosts: None,
-            cpu_util: None,
-            gpu_util: None,
-        }
-    }
 }
 
 /// Everything rules may look at, for one evaluation.

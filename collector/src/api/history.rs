@@ -3,7 +3,7 @@
 
 use super::AppState;
 use crate::engine::{period_view, WINDOWS};
-use crate::history::store::{Store, StoreError, SERIES};
+use crate::sinks::history::store::{Store, StoreError, SERIES};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -119,24 +119,16 @@ fn period(
 }
 
 fn db(s: &AppState) -> Result<std::path::PathBuf, ApiError> {
-    s.sinks
-        .history
-        .as_ref()
-        .map(|(p, _)| p.clone())
-        .ok_or_else(|| {
-            ApiError(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the embedded history is disabled (history.enabled = false)".to_owned(),
-            )
-        })
+    s.history.path.clone().ok_or_else(|| {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the embedded history is disabled (history.enabled = false)".to_owned(),
+        )
+    })
 }
 
 fn known_site(s: &AppState, store: &Store, site: &str) -> bool {
-    let live = s
-        .engine
-        .lock()
-        .map(|e| e.site_ids().iter().any(|x| x == site))
-        .unwrap_or(false);
+    let live = s.snapshot().site(site).is_some();
     live || store.sites().is_ok_and(|v| v.iter().any(|x| x == site))
 }
 
@@ -226,11 +218,11 @@ pub async fn history(
     }
     // Steps start on whole minutes.
     let from = from.div_euclid(MINUTE_MS) * MINUTE_MS;
-    let rule = s.sinks.level_rule(&site);
+    let rule = s.history.level_rule(&site);
     let result = query_history(&s, path, &site, "history", move |store, site| {
         if series == "pue" && key == "step" {
             let steps = store.energy_steps(site, from, to, step)?;
-            let mut out = crate::history::store::Resampled::default();
+            let mut out = crate::sinks::history::store::Resampled::default();
             for (start, totals) in steps {
                 let v = period_view(&totals, rule, start, (start + step).min(to));
                 out.time.push(start);
@@ -300,7 +292,7 @@ pub async fn energy(
         Some("csv") => true,
         Some(f) => return bad(format!("format={f:?} is not json or csv")),
     };
-    let rule = s.sinks.level_rule(&site);
+    let rule = s.history.level_rule(&site);
     let (v, minutes) = match query_history(&s, path, &site, "energy", move |store, site| {
         store.energy(site, from, to, rule)
     })
@@ -361,11 +353,17 @@ pub async fn calendar(State(s): State<AppState>, Path(site): Path<String>) -> Re
         Ok(p) => p,
         Err(r) => return r.into_response(),
     };
-    let offset = s.sinks.site_offsets.get().get(&site).copied().unwrap_or(0);
+    let offset = s
+        .history
+        .site_offsets
+        .get()
+        .get(&site)
+        .copied()
+        .unwrap_or(0);
     let Some(starts) = calendar_starts(now, offset) else {
         return bad("the site's utc_offset is out of range");
     };
-    let rule = s.sinks.level_rule(&site);
+    let rule = s.history.level_rule(&site);
     let result = query_history(&s, path, &site, "calendar", move |store, site| {
         let mut out = serde_json::Map::new();
         for (name, from) in starts {

@@ -5,44 +5,78 @@ mod history;
 mod metrics;
 mod web;
 
-use crate::alerts::notify::{rack_views_with_load, AlertStats, RackBudget};
-use crate::alerts::store::Book;
-use crate::alerts::Phase;
-use crate::engine::Engine;
-use crate::intake::{IntakeStats, RawMessage};
+pub use metrics::SiteFamilies;
+
+use crate::engine::{Edit, EngineConfig, LevelRule, Snapshot};
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use dcwatt_common::live::Live;
+use dcwatt_common::metrics::Registry;
 use serde_json::json;
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
-use tokio::sync::mpsc;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot, watch};
 
-/// What the handlers read.
+/// What the alerts show the API: the port the alert evaluator fills (the API does not
+/// know how alerts work, only what they look like).
+pub trait AlertBoard: Send + Sync {
+    /// `{"alerts": [...], "suppressed": [...]}`; None when the states cannot be read.
+    fn alerts(&self) -> Option<serde_json::Value>;
+    /// `{"history": [...]}`, newest first; None when it cannot be read.
+    fn history(&self) -> Option<serde_json::Value>;
+}
+
+/// The history database, for the trend and energy endpoints.
+#[derive(Debug, Clone)]
+pub struct HistoryAccess {
+    /// The database file (read through read-only connections of the API's own), when
+    /// the history runs.
+    pub path: Option<std::path::PathBuf>,
+    /// The engine's settings, for periods computed from the history by the same rules
+    /// (replaced on reload).
+    pub engine: Arc<Live<EngineConfig>>,
+    /// Each site's offset from UTC, seconds (calendar periods).
+    pub site_offsets: Arc<Live<BTreeMap<String, i32>>>,
+}
+
+impl HistoryAccess {
+    /// How the IT level of `site` is picked for periods computed from the history: the
+    /// same rule as the engine's.
+    pub fn level_rule(&self, site: &str) -> LevelRule {
+        self.engine.get().level_rule(site)
+    }
+}
+
+/// What the handlers read. Nothing here is the engine: its owner publishes snapshots and
+/// takes edits.
 #[derive(Clone)]
 pub struct AppState {
-    /// The engine.
-    pub engine: Arc<Mutex<Engine>>,
-    /// Intake counters.
-    pub stats: Arc<IntakeStats>,
-    /// The intake queue, for its depth.
-    pub queue: mpsc::Sender<RawMessage>,
+    /// The latest snapshot.
+    pub snapshots: watch::Receiver<Arc<Snapshot>>,
+    /// Edits for the engine's owner (retiring a node), each with its answer.
+    pub edits: mpsc::Sender<(Edit, oneshot::Sender<bool>)>,
+    /// Every part's families, for `/metrics`.
+    pub metrics: Arc<Registry>,
     /// Alert states and history.
-    pub book: Arc<Mutex<Book>>,
-    /// Alert notification counters.
-    pub alert_stats: Arc<AlertStats>,
-    /// Alert rules by name.
-    pub rules: Arc<crate::live::Live<Vec<crate::alerts::Rule>>>,
-    /// Rack budgets.
-    pub racks: Arc<crate::live::Live<Vec<RackBudget>>>,
-    /// Sinks and the history database.
-    pub sinks: Arc<crate::sink::Sinks>,
+    pub alerts: Arc<dyn AlertBoard>,
+    /// The history database.
+    pub history: HistoryAccess,
+    /// True while the intake is connected to its broker.
+    pub broker_connected: Arc<AtomicBool>,
+    /// True on a fleet collector.
+    pub fleet: bool,
     /// Bearer token the API and `/metrics` require, when set.
     pub token: Option<Arc<dcwatt_common::secret::Secret>>,
-    /// The fleet view, on a fleet collector.
-    pub fleet: Option<(Arc<Mutex<crate::fleet::Fleet>>, crate::fleet::FleetConfig)>,
+}
+
+impl AppState {
+    fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshots.borrow().clone()
+    }
 }
 
 /// The routes. The dashboard's page and assets and `/healthz` are public; the API and
@@ -129,42 +163,27 @@ pub(crate) fn not_found(site: &str) -> Response {
 }
 
 async fn healthz(State(s): State<AppState>) -> Response {
-    let connected = s.stats.broker_connected.load(Ordering::Relaxed);
-    let body = json!({"status": "ok", "broker_connected": connected, "fleet": s.fleet.is_some()});
+    let connected = s.broker_connected.load(Ordering::Relaxed);
+    let body = json!({"status": "ok", "broker_connected": connected, "fleet": s.fleet});
     ([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()
 }
 
 async fn sites(State(s): State<AppState>) -> Response {
-    let now = dcwatt_common::now_ms();
-    let Ok(engine) = s.engine.lock() else {
-        return engine_error();
-    };
-    let views: Vec<_> = engine
-        .site_ids()
-        .iter()
-        .filter_map(|id| engine.site_view(id, now))
-        .collect();
+    let snap = s.snapshot();
+    let views: Vec<_> = snap.views().collect();
     Json(json!({ "sites": views })).into_response()
 }
 
 async fn site(State(s): State<AppState>, Path(site): Path<String>) -> Response {
-    let now = dcwatt_common::now_ms();
-    let Ok(engine) = s.engine.lock() else {
-        return engine_error();
-    };
-    match engine.site_view(&site, now) {
-        Some(v) => Json(v).into_response(),
+    match s.snapshot().site(&site) {
+        Some(v) => Json(&v.view).into_response(),
         None => not_found(&site),
     }
 }
 
 async fn nodes(State(s): State<AppState>, Path(site): Path<String>) -> Response {
-    let now = dcwatt_common::now_ms();
-    let Ok(engine) = s.engine.lock() else {
-        return engine_error();
-    };
-    match engine.nodes(&site, now) {
-        Some(n) => Json(json!({ "site": site, "nodes": n })).into_response(),
+    match s.snapshot().site(&site) {
+        Some(v) => Json(json!({ "site": site, "nodes": v.nodes })).into_response(),
         None => not_found(&site),
     }
 }
@@ -181,82 +200,58 @@ async fn retire(State(s): State<AppState>, Path((site, node)): Path<(String, Str
             .into_response();
     }
     let now = dcwatt_common::now_ms();
-    let Ok(mut engine) = s.engine.lock() else {
-        return engine_error();
+    let edit = Edit::Retire {
+        site: site.clone(),
+        node: node.clone(),
+        now_ms: now,
     };
-    if engine.retire_node(&site, &node, now) {
-        tracing::info!(site = %site, node = %node, "node retired");
-        Json(json!({"site": site, "node": node, "state": "retired", "retired_ms": now}))
-            .into_response()
-    } else {
-        (
+    let (reply, answer) = oneshot::channel();
+    if s.edits.send((edit, reply)).await.is_err() {
+        return engine_error();
+    }
+    match answer.await {
+        Ok(true) => {
+            tracing::info!(site = %site, node = %node, "node retired");
+            Json(json!({"site": site, "node": node, "state": "retired", "retired_ms": now}))
+                .into_response()
+        }
+        Ok(false) => (
             StatusCode::NOT_FOUND,
             Json(json!({"error": format!("no node {node:?} at site {site:?}")})),
         )
-            .into_response()
+            .into_response(),
+        Err(_) => engine_error(),
     }
 }
 
 async fn racks(State(s): State<AppState>, Path(site): Path<String>) -> Response {
-    let now = dcwatt_common::now_ms();
-    let Ok(engine) = s.engine.lock() else {
-        return engine_error();
-    };
-    if engine.site_view(&site, now).is_none() {
-        return not_found(&site);
+    match s.snapshot().site(&site) {
+        Some(v) => Json(json!({ "site": site, "racks": v.racks })).into_response(),
+        None => not_found(&site),
     }
-    let power = engine.rack_power(&site, now);
-    let loads = engine.rack_loads(&site, now);
-    let views = rack_views_with_load(&site, &power, &loads, &s.racks.get());
-    Json(json!({ "site": site, "racks": views })).into_response()
 }
 
 async fn fleet(State(s): State<AppState>) -> Response {
-    let Some((fleet, cfg)) = &s.fleet else {
-        return (
+    match &s.snapshot().fleet {
+        Some(view) => Json(view).into_response(),
+        None => (
             StatusCode::NOT_FOUND,
             Json(json!({"error": "not a fleet collector (set fleet.enabled = true)"})),
         )
-            .into_response();
-    };
-    let Ok(f) = fleet.lock() else {
-        return engine_error();
-    };
-    Json(f.view(cfg, dcwatt_common::now_ms())).into_response()
+            .into_response(),
+    }
 }
 
 async fn alerts(State(s): State<AppState>) -> Response {
-    let Ok(book) = s.book.lock() else {
-        return engine_error();
-    };
-    let mut active = Vec::new();
-    let mut suppressed = Vec::new();
-    let rules = s.rules.get();
-    for (key, st) in &book.states {
-        let rule = rules.iter().find(|r| r.name == key.rule);
-        let severity = rule.map(|r| r.severity.clone()).unwrap_or_default();
-        if st.phase != Phase::Inactive {
-            active.push(json!({
-                "alert": key.id(), "rule": key.rule, "site": key.site, "target": key.target,
-                "state": st.phase, "severity": severity, "since_ms": st.since_ms,
-                "value": st.value, "threshold": rule.map(|r| r.limits(&key.site).0),
-                "summary": rule.map(|r| crate::alerts::render(r, key, st.value)),
-                "suppressed": st.suppressed,
-            }));
-        } else if let Some(reason) = &st.suppressed {
-            suppressed.push(json!({
-                "alert": key.id(), "rule": key.rule, "site": key.site, "target": key.target,
-                "reason": reason, "value": st.value,
-            }));
-        }
+    match s.alerts.alerts() {
+        Some(v) => Json(v).into_response(),
+        None => engine_error(),
     }
-    Json(json!({ "alerts": active, "suppressed": suppressed })).into_response()
 }
 
 async fn alert_history(State(s): State<AppState>) -> Response {
-    let Ok(book) = s.book.lock() else {
-        return engine_error();
-    };
-    let history: Vec<_> = book.history.iter().rev().collect();
-    Json(json!({ "history": history })).into_response()
+    match s.alerts.history() {
+        Some(v) => Json(v).into_response(),
+        None => engine_error(),
+    }
 }

@@ -123,34 +123,80 @@ pub fn period_view(
     v
 }
 
+/// How far a reader (the history) has taken a site's closed minutes. The reader keeps it:
+/// the engine only records what changed and when.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MinuteCursor {
+    /// End of the minutes taken so far.
+    pub exported_to_ms: Option<i64>,
+    /// The site's revision when they were taken.
+    pub revision: u64,
+}
+
+/// What the engine's owner hands the history on each of its intervals: the snapshot of
+/// that instant, and the closed minutes that changed since the last one.
+#[derive(Debug, Clone)]
+pub struct Export {
+    /// Every site's derived values.
+    pub snapshot: std::sync::Arc<super::Snapshot>,
+    /// Closed minutes per site.
+    pub minutes: Vec<(String, Vec<MinuteEnergy>)>,
+    /// The last one, at shutdown: to be written even if it must wait.
+    pub last: bool,
+}
+
+/// Minutes of energy a site remembers having changed (beyond what the minute ring holds,
+/// nothing could be exported anyway).
+const TOUCHED_MINUTES: usize = super::RINGS[MINUTE_RING].1;
+
+impl super::Site {
+    /// Notes that energy from `from_ms` on was added.
+    pub(super) fn touch(&mut self, from_ms: i64) {
+        self.revision += 1;
+        self.touched
+            .insert(from_ms.div_euclid(MINUTE_MS) * MINUTE_MS, self.revision);
+        while self.touched.len() > TOUCHED_MINUTES {
+            self.touched.pop_first();
+        }
+    }
+}
+
 impl Engine {
-    /// The closed minutes of a site that changed since the last call: every minute from
-    /// the earliest energy added since then (late data replayed from an agent's spool
-    /// included) up to the last minute before the watermark. Meant to be written with
-    /// "insert or replace": a minute exported twice carries its complete, newer totals.
-    pub fn export_minutes(&mut self, site_id: &str, now_ms: i64) -> Vec<MinuteEnergy> {
+    /// The closed minutes of a site that changed since `cursor`: every minute from the
+    /// earliest energy added since then (late data replayed from an agent's spool
+    /// included) up to the last minute before the watermark, and the cursor to keep once
+    /// they are safely handed over. Meant to be written with "insert or replace": a minute
+    /// exported twice carries its complete, newer totals.
+    pub fn closed_minutes(
+        &self,
+        site_id: &str,
+        cursor: MinuteCursor,
+        now_ms: i64,
+    ) -> (Vec<MinuteEnergy>, MinuteCursor) {
         let (gf, di) = (self.cfg.gap_factor, self.cfg.default_interval_ms);
-        let Some(site) = self.sites.get_mut(site_id) else {
-            return Vec::new();
+        let Some(site) = self.sites.get(site_id) else {
+            return (Vec::new(), cursor);
         };
         let Some(wm) = site.watermark(now_ms, gf, di) else {
-            return Vec::new();
+            return (Vec::new(), cursor);
         };
         let to = wm.div_euclid(MINUTE_MS) * MINUTE_MS;
         let dirty = site
-            .dirty_from_ms
-            .map(|d| d.div_euclid(MINUTE_MS) * MINUTE_MS);
-        let from = match (dirty, site.exported_to_ms) {
+            .touched
+            .iter()
+            .find(|(_, rev)| **rev > cursor.revision)
+            .map(|(m, _)| *m);
+        let from = match (dirty, cursor.exported_to_ms) {
             (Some(d), Some(e)) => d.min(e),
             (Some(d), None) => d,
             (None, Some(e)) => e,
-            (None, None) => return Vec::new(),
+            (None, None) => return (Vec::new(), cursor),
         };
         // Never older than the minute ring holds.
         let held = super::RINGS[MINUTE_RING].1 as i64 - 1;
         let from = from.max(to - held * MINUTE_MS);
         if from >= to {
-            return Vec::new();
+            return (Vec::new(), cursor);
         }
         let unseen = site.unseen(
             site.levels.keys().copied(),
@@ -181,8 +227,10 @@ impl Engine {
                 m += MINUTE_MS;
             }
         }
-        site.exported_to_ms = Some(to);
-        site.dirty_from_ms = None;
-        out
+        let next = MinuteCursor {
+            exported_to_ms: Some(to),
+            revision: site.revision,
+        };
+        (out, next)
     }
 }

@@ -1,7 +1,7 @@
 //! engine: per-site state and everything PUE. PURE: no I/O, no clock, no tokio — `now_ms`
 //! is always an argument, so every rule here is tested without a network.
 //!
-//! Model (see docs/engine.md):
+//! Model (see docs/measurement.md):
 //! - A *series* is one meter: (node, point, component). Its energy comes from its
 //!   `energy_j` counter when it has one, else from its `power_w` gauge by the trapezoid
 //!   rule; never across a gap longer than `gap_factor` × the node's interval.
@@ -14,7 +14,10 @@
 //!   first sample on, and a meter that stops reporting lowers coverage from then on.
 
 mod export;
+pub mod fleet;
+pub mod racks;
 mod ring;
+mod snapshot;
 mod view;
 
 #[cfg(test)]
@@ -22,7 +25,9 @@ mod scenarios;
 #[cfg(test)]
 mod tests;
 
-pub use export::{period_view, MinuteEnergy, PeriodTotals};
+pub use export::{period_view, Export, MinuteCursor, MinuteEnergy, PeriodTotals};
+pub use racks::{RackBudget, RackView};
+pub use snapshot::{SiteSnapshot, Snapshot};
 pub use view::{
     MetricSample, NodeView, PowerView, RackLoad, SiteView, WindowView, Windows, WINDOWS,
 };
@@ -105,6 +110,39 @@ const REORDER_MS: i64 = 10 * 60_000;
 const FROZEN_AFTER: u32 = 3;
 /// A counter delta implying more than this is a wrong wrap or a glitch, not energy.
 const MAX_PLAUSIBLE_W: f64 = 100e6;
+
+/// One accepted batch as the outputs see it: the readings that passed validation, with
+/// the node's place.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// Site.
+    pub site: String,
+    /// Node.
+    pub node: String,
+    /// The node's rack, from its birth.
+    pub rack: Option<String>,
+    /// The node's zone, from its birth.
+    pub zone: Option<String>,
+    /// The readings that passed validation.
+    pub readings: Vec<Reading>,
+}
+
+/// A change to the engine that does not come from the agents' stream: asked for by an
+/// operator (the API, a reload) and applied by the engine's owner.
+#[derive(Debug, Clone)]
+pub enum Edit {
+    /// A decommissioned node: its meters are no longer expected.
+    Retire {
+        /// Site.
+        site: String,
+        /// Node.
+        node: String,
+        /// When.
+        now_ms: i64,
+    },
+    /// New settings (a reload).
+    Config(EngineConfig),
+}
 
 /// What happened to a batch's sequence number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -356,10 +394,14 @@ struct Site {
     /// Per zone, the IT and overhead points' buckets, for partial PUE.
     #[serde(default)]
     zone_levels: BTreeMap<String, BTreeMap<Point, Level>>,
-    /// Earliest time energy was added since the last export to the history.
-    dirty_from_ms: Option<i64>,
-    /// End of the minutes exported to the history so far.
-    exported_to_ms: Option<i64>,
+    /// Counts the applies that added energy: a reader's [`MinuteCursor`] remembers the
+    /// last one it has seen.
+    #[serde(default)]
+    revision: u64,
+    /// Per minute (its start, ms), the last revision that added energy to it: what
+    /// changed since a cursor, found without the engine knowing who reads.
+    #[serde(default)]
+    touched: BTreeMap<i64, u64>,
     /// `now` of the last look for the start of the data (see `settle`).
     #[serde(skip)]
     settle_checked_ms: Option<i64>,
@@ -431,6 +473,17 @@ impl Engine {
     /// Replaces the settings (after restoring a saved state: the configuration wins).
     pub fn set_config(&mut self, cfg: EngineConfig) {
         self.cfg = cfg;
+    }
+
+    /// Applies an edit; false when it names nothing the engine knows.
+    pub fn edit(&mut self, edit: Edit) -> bool {
+        match edit {
+            Edit::Retire { site, node, now_ms } => self.retire_node(&site, &node, now_ms),
+            Edit::Config(cfg) => {
+                self.set_config(cfg);
+                true
+            }
+        }
     }
 
     /// The settings.
@@ -595,6 +648,7 @@ impl Engine {
             }
         }
         let max_gap = (gap_factor * node_interval(node, default_interval) as f64) as i64;
+        let mut dirty: Option<i64> = None;
         for r in readings {
             let Some(point) = r.point else {
                 let latest = &mut site.nodes[ni].latest;
@@ -666,7 +720,7 @@ impl Engine {
                 wraps_at: r.wraps_at,
                 ..Sample::new(r.ts_ms, r.value, r.quality == Quality::Estimated)
             };
-            let dirty = &mut site.dirty_from_ms;
+            let dirty = &mut dirty;
             let mut apply = |c: Change| {
                 let kept = c.to_rings(&mut level.rings);
                 if let Some(zl) = zone_level.as_deref_mut() {
@@ -692,6 +746,9 @@ impl Engine {
                 series.first_ms = Some(series.first_ms.map_or(from_ms, |f| f.min(from_ms)));
                 series.last_ms = Some(series.last_ms.map_or(placed.ts, |l| l.max(placed.ts)));
             }
+        }
+        if let Some(from) = dirty {
+            site.touch(from);
         }
         settle(site, now_ms, gap_factor, default_interval);
         stats

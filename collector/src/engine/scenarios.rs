@@ -5,7 +5,7 @@
 //! is 3 s) and is read at 90 s, when the 1-minute window is exactly [30 s, 90 s).
 
 use super::*;
-use crate::alerts::notify::{rack_views, RackBudget};
+use crate::engine::racks::{rack_views, RackBudget};
 use dcwatt_common::protocol::Reading;
 
 const T0: i64 = 1_800_000_000_000;

@@ -678,12 +678,13 @@ fn capacity_in_standard_racks_and_fp16() {
 #[test]
 fn exported_minutes_sum_to_the_energy_and_give_the_same_pue_as_a_window() {
     let mut e = engine();
+    let mut cur = MinuteCursor::default();
     let mut m = site(4, 250.0, 1500.0);
     // T0 is a whole minute: 0..=330 s covers minutes 0..4 completely.
     assert_eq!(T0 % 60_000, 0);
     run(&mut e, &mut m, 0, 330);
     let now = T0 + 330_100;
-    let minutes = e.export_minutes("dc", now);
+    let minutes = take(&e, &mut cur, now);
     // Five closed minutes for two points (the watermark is at 330 s).
     let fac: Vec<&MinuteEnergy> = minutes
         .iter()
@@ -721,10 +722,10 @@ fn exported_minutes_sum_to_the_energy_and_give_the_same_pue_as_a_window() {
     assert_eq!(v.label, "PUE₃, period");
     assert!((v.facility_kwh - 1500.0 * 300.0 / 3.6e6).abs() < 1e-9);
     // Nothing new: nothing to export.
-    assert!(e.export_minutes("dc", now).is_empty());
+    assert!(take(&e, &mut cur, now).is_empty());
     // The next minute closes: only it is exported.
     run(&mut e, &mut m, 331, 400);
-    let next = e.export_minutes("dc", T0 + 400_100);
+    let next = take(&e, &mut cur, T0 + 400_100);
     assert!(next.iter().all(|x| x.ts_ms == T0 + 300_000), "{next:?}");
     assert_eq!(next.len(), 2);
 }
@@ -732,9 +733,10 @@ fn exported_minutes_sum_to_the_energy_and_give_the_same_pue_as_a_window() {
 #[test]
 fn late_energy_reexports_the_minutes_it_lands_in() {
     let mut e = engine();
+    let mut cur = MinuteCursor::default();
     let mut m = site(2, 500.0, 1200.0);
     run(&mut e, &mut m, 0, 200);
-    let first = e.export_minutes("dc", T0 + 200_100);
+    let first = take(&e, &mut cur, T0 + 200_100);
     assert_eq!(
         first.iter().filter(|x| x.point == Point::ItInput).count(),
         3
@@ -745,7 +747,7 @@ fn late_energy_reexports_the_minutes_it_lands_in() {
         let t = T0 + s * 1000;
         e.apply_readings("dc", "h9", &late.readings(t), T0 + 200_200);
     }
-    let again = e.export_minutes("dc", T0 + 200_300);
+    let again = take(&e, &mut cur, T0 + 200_300);
     let minute1: Vec<&MinuteEnergy> = again
         .iter()
         .filter(|x| x.point == Point::ItInput && x.ts_ms == T0 + 60_000)
@@ -874,7 +876,7 @@ fn meters_named_in_the_site_inventory_are_expected_from_the_start() {
         "{w:?}"
     );
     // The history's minutes carry the same expectation.
-    let minutes = e.export_minutes("dc", T0 + 90_100);
+    let minutes = take(&e, &mut MinuteCursor::default(), T0 + 90_100);
     let fac: Vec<_> = minutes
         .iter()
         .filter(|m| m.point == Point::FacilityInput && m.ts_ms == T0)
@@ -994,4 +996,11 @@ fn a_retired_node_is_expected_only_until_it_was_retired() {
     let t = T0 + 131_000;
     e.apply_readings("dc", "h1", &h1.readings(t), t);
     assert_eq!(e.site_view("dc", t).unwrap().nodes.retired, 0);
+}
+
+/// The history's way of taking minutes: the cursor moves on once they are taken.
+fn take(e: &Engine, cur: &mut MinuteCursor, now_ms: i64) -> Vec<MinuteEnergy> {
+    let (minutes, next) = e.closed_minutes("dc", *cur, now_ms);
+    *cur = next;
+    minutes
 }

@@ -1,13 +1,26 @@
 //! intake: decode → validate → sequence check → engine. Every message is counted; every
 //! refusal is counted by reason and logged at a rate-limited WARN; nothing panics.
 //!
-//! Must not: compute PUE (the engine does), block on I/O while holding the engine.
+//! - [`owner`]: the one task that holds the engine, applies what comes in, and publishes
+//!   the snapshot every output reads.
+//! - [`mqtt`]: the MQTT client for an external broker; [`embedded`]: the in-process link
+//!   to the embedded broker.
+//! - [`validate`]: the checks on each reading; [`taps`]: the queues to the raw sinks.
+//!
+//! Must not: compute PUE (the engine does), block on I/O, import the sinks or the alerts.
 
+pub mod embedded;
+mod metrics;
 pub mod mqtt;
+pub mod owner;
+pub mod taps;
 pub mod validate;
 
+pub use metrics::QueueDepth;
+
 use crate::config::IntakeConfig;
-use crate::engine::{Engine, SeqCheck};
+use crate::engine::fleet::{Fleet, FleetConfig, FleetView};
+use crate::engine::{Batch, Engine, SeqCheck};
 use dcwatt_common::logging::RateLimiter;
 use dcwatt_common::protocol::{
     decode, parse_node_topic, validate_id, Addressed, NodeTopic, ReadingsMessage, StatusMessage,
@@ -17,8 +30,6 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 /// A message as it came off the broker.
 #[derive(Debug)]
@@ -110,7 +121,7 @@ pub struct IntakeStats {
     /// Power gauges found repeating the same non-zero value.
     pub frozen_gauges: AtomicU64,
     /// True while connected to the broker (always true with the embedded broker).
-    pub broker_connected: AtomicBool,
+    pub broker_connected: Arc<AtomicBool>,
     /// Broker connection losses.
     pub broker_disconnects: AtomicU64,
     /// From each accepted reading's timestamp to its effect in the site state.
@@ -199,41 +210,44 @@ fn snapshot(
     out.into_iter().collect()
 }
 
-/// Decodes, validates and applies messages.
+/// Decodes, validates and applies messages to the engine it is given.
 pub struct Intake {
-    engine: Arc<Mutex<Engine>>,
     stats: Arc<IntakeStats>,
     cfg: IntakeConfig,
     limiter: RateLimiter,
-    taps: crate::sink::Taps,
-    fleet: Option<Arc<Mutex<crate::fleet::Fleet>>>,
+    taps: taps::Taps,
+    fleet: Option<(Fleet, FleetConfig)>,
 }
 
 impl Intake {
-    /// An intake feeding `engine`.
-    pub fn new(engine: Arc<Mutex<Engine>>, stats: Arc<IntakeStats>, cfg: IntakeConfig) -> Self {
+    /// An intake counting into `stats`.
+    pub fn new(stats: Arc<IntakeStats>, cfg: IntakeConfig) -> Self {
         Intake {
-            engine,
             stats,
             cfg,
             limiter: RateLimiter::new(Duration::from_secs(10)),
-            taps: crate::sink::Taps::default(),
+            taps: taps::Taps::default(),
             fleet: None,
         }
     }
 
-    /// Also takes site summaries into this fleet view.
-    pub fn with_fleet(mut self, fleet: Arc<Mutex<crate::fleet::Fleet>>) -> Self {
-        self.fleet = Some(fleet);
+    /// Also takes site summaries into a fleet view (a fleet collector).
+    pub fn with_fleet(mut self, cfg: FleetConfig) -> Self {
+        self.fleet = Some((Fleet::default(), cfg));
         self
+    }
+
+    /// The region from the site summaries, on a fleet collector.
+    pub fn fleet_view(&self, now_ms: i64) -> Option<FleetView> {
+        self.fleet.as_ref().map(|(f, cfg)| f.view(cfg, now_ms))
     }
 
     /// A site summary (`dcwatt/v1/{site}/summary`) for the fleet view; false when the
     /// topic is not one.
     fn summary(&mut self, topic: &str, payload: &[u8], now_ms: i64) -> bool {
-        let Some(fleet) = self.fleet.clone() else {
+        if self.fleet.is_none() {
             return false;
-        };
+        }
         let Some(site) = topic
             .strip_prefix(dcwatt_common::protocol::TOPIC_ROOT)
             .and_then(|r| r.strip_prefix('/'))
@@ -251,18 +265,17 @@ impl Intake {
             self.refuse("payload_too_large", topic, &"summary over 1 MiB");
             return true;
         }
-        let result = match fleet.lock() {
-            Ok(mut f) => f.apply(site, payload, now_ms),
-            Err(_) => return true,
+        let Some((fleet, _)) = self.fleet.as_mut() else {
+            return true;
         };
-        if let Err(e) = result {
+        if let Err(e) = fleet.apply(site, payload, now_ms) {
             self.refuse("invalid_summary", topic, &e);
         }
         true
     }
 
     /// Also hands every accepted batch to these sinks (without waiting for them).
-    pub fn with_taps(mut self, taps: crate::sink::Taps) -> Self {
+    pub fn with_taps(mut self, taps: taps::Taps) -> Self {
         self.taps = taps;
         self
     }
@@ -278,16 +291,9 @@ impl Intake {
         self.warn(reason, topic, detail);
     }
 
-    /// Handles messages under one engine lock.
-    pub fn handle_batch(&mut self, msgs: impl ExactSizeIterator<Item = RawMessage>, now_ms: i64) {
-        let engine = self.engine.clone();
-        let Ok(mut engine) = engine.lock() else {
-            tracing::error!("engine state poisoned; dropping {} messages", msgs.len());
-            return;
-        };
-        for m in msgs {
-            self.handle_with(&mut engine, &m.topic, &m.payload, m.ahead, now_ms);
-        }
+    /// Handles one message as it came off the broker.
+    pub fn handle_message(&mut self, engine: &mut Engine, m: RawMessage, now_ms: i64) {
+        self.handle_with(engine, &m.topic, &m.payload, m.ahead, now_ms);
     }
 
     /// Decodes a payload and checks it names the topic's site and node; refusals are
@@ -453,7 +459,7 @@ impl Intake {
                     .fetch_add(applied.frozen_gauges, Ordering::Relaxed);
                 if !self.taps.is_empty() && !ok.is_empty() {
                     let (rack, zone) = engine.node_place(&msg.site, &msg.node);
-                    self.taps.offer(crate::sink::Batch {
+                    self.taps.offer(Batch {
                         site: msg.site,
                         node: msg.node,
                         rack,
@@ -463,31 +469,6 @@ impl Intake {
                 }
             }
         }
-    }
-
-    /// Consumes messages until the channel closes or `cancel`, taking whatever is waiting
-    /// (up to 512) per engine lock.
-    pub async fn run(mut self, mut rx: mpsc::Receiver<RawMessage>, cancel: CancellationToken) {
-        let mut batch = Vec::with_capacity(512);
-        loop {
-            let n = tokio::select! {
-                _ = cancel.cancelled() => break,
-                n = rx.recv_many(&mut batch, 512) => n,
-            };
-            if n == 0 {
-                break;
-            }
-            self.handle_batch(batch.drain(..), dcwatt_common::now_ms());
-        }
-        // Take what was queued when asked to stop (bounded: the embedded broker may still
-        // be sending).
-        for _ in 0..rx.max_capacity() {
-            match rx.try_recv() {
-                Ok(m) => batch.push(m),
-                Err(_) => break,
-            }
-        }
-        self.handle_batch(batch.drain(..), dcwatt_common::now_ms());
     }
 }
 

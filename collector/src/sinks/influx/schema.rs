@@ -3,7 +3,7 @@
 //! racks, zones, metric and point names, windows, categories); values are fields.
 
 use super::line::{Field, Line};
-use super::{Batch, SiteSnapshot};
+use crate::engine::{Batch, SiteSnapshot};
 
 /// Raw readings: `dcwatt_reading`, one line per reading, stamped with the reading's time.
 /// Returns the number of lines written.

@@ -7,12 +7,13 @@
 //! Must not: stop the process, or apply half of a configuration.
 
 use crate::config::CollectorConfig;
-use crate::engine::{Engine, EngineConfig};
-use crate::live::Live;
+use crate::engine::{Edit, EngineConfig, RackBudget};
+use dcwatt_common::live::Live;
 use dcwatt_common::settings::Loader;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
 
 /// Sections (or `alerts.rules`) applied without a restart.
 pub const LIVE_SECTIONS: &[&str] = &[
@@ -58,26 +59,26 @@ pub fn sections(l: &Loader) -> BTreeMap<String, String> {
 #[derive(Clone)]
 pub struct LiveSettings {
     /// Rack budgets.
-    pub racks: Arc<Live<Vec<crate::alerts::notify::RackBudget>>>,
+    pub racks: Arc<Live<Vec<RackBudget>>>,
     /// Alert rules.
     pub rules: Arc<Live<Vec<crate::alerts::Rule>>>,
     /// Each site's UTC offset.
     pub site_offsets: Arc<Live<BTreeMap<String, i32>>>,
     /// The engine's settings as the sinks see them.
     pub engine_cfg: Arc<Live<EngineConfig>>,
-    /// The engine itself.
-    pub engine: Arc<Mutex<Engine>>,
+    /// The engine's owner, which applies new engine settings.
+    pub edits: mpsc::Sender<(Edit, oneshot::Sender<bool>)>,
 }
 
 impl LiveSettings {
-    /// The live parts of `cfg` as started, shared with `engine`.
-    pub fn new(cfg: &CollectorConfig, engine: Arc<Mutex<Engine>>) -> Self {
+    /// The live parts of `cfg` as started; engine settings go to the engine's owner.
+    pub fn new(cfg: &CollectorConfig, edits: mpsc::Sender<(Edit, oneshot::Sender<bool>)>) -> Self {
         LiveSettings {
             racks: Arc::new(Live::new(cfg.racks.clone())),
             rules: Arc::new(Live::new(rules_of(cfg))),
             site_offsets: Arc::new(Live::new(cfg.site_offsets.clone())),
             engine_cfg: Arc::new(Live::new(cfg.engine.clone())),
-            engine,
+            edits,
         }
     }
 
@@ -87,8 +88,13 @@ impl LiveSettings {
         self.rules.set(rules_of(cfg));
         self.site_offsets.set(cfg.site_offsets.clone());
         self.engine_cfg.set(cfg.engine.clone());
-        if let Ok(mut e) = self.engine.lock() {
-            e.set_config(cfg.engine.clone());
+        let (reply, _) = oneshot::channel();
+        if self
+            .edits
+            .try_send((Edit::Config(cfg.engine.clone()), reply))
+            .is_err()
+        {
+            tracing::error!("the engine is not taking edits: [engine] settings not applied");
         }
     }
 }

@@ -11,9 +11,10 @@
 //!   refused, timeouts, 5xx, 429) are retried with backoff, in order; permanent ones (any
 //!   other 4xx) are logged with the server's answer, counted and dropped.
 
-use super::{schema, snapshot, Batch};
-use crate::alerts::notify::RackBudget;
-use crate::engine::Engine;
+pub mod line;
+pub mod schema;
+
+use crate::engine::{Batch, Snapshot};
 use bytes::Bytes;
 use dcwatt_common::backoff::Backoff;
 use dcwatt_common::secret::Secret;
@@ -24,6 +25,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::watch;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
@@ -465,25 +467,29 @@ async fn write(
 }
 
 /// Everything the sink needs to run.
-pub struct Sink {
+pub struct InfluxSink {
     /// Settings.
     pub cfg: InfluxConfig,
     /// The client from [`client`].
     pub client: influxdb2::Client,
     /// Raw batches from the intake (None when raw readings are not written).
     pub rx: Option<mpsc::Receiver<Arc<Batch>>>,
-    /// For derived values.
-    pub engine: Arc<Mutex<Engine>>,
-    /// Rack budgets.
-    pub racks: Arc<crate::live::Live<Vec<RackBudget>>>,
+    /// The engine owner's snapshots, for derived values.
+    pub snapshots: watch::Receiver<Arc<Snapshot>>,
     /// Counters.
     pub stats: Arc<InfluxStats>,
+    /// How long to keep writing at shutdown before what is left is given up (spooled
+    /// when there is a spool, else counted as dropped).
+    pub drain: Duration,
 }
 
-impl Sink {
+impl super::Sink for InfluxSink {
+    const NAME: &'static str = "influx";
+
     /// Runs until `cancel`, then writes what is buffered for up to `drain` before giving up
     /// (what is left is logged and counted as dropped).
-    pub async fn run(self, cancel: CancellationToken, drain: Duration) {
+    async fn run(self, cancel: CancellationToken) {
+        let drain = self.drain;
         let shared = Arc::new(Shared::new(
             self.stats.clone(),
             self.cfg.buffer_bytes,
@@ -509,15 +515,7 @@ impl Sink {
                 ))
             })
             .collect();
-        encoder(
-            &self.cfg,
-            self.rx,
-            &self.engine,
-            &self.racks,
-            &shared,
-            &cancel,
-        )
-        .await;
+        encoder(&self.cfg, self.rx, &self.snapshots, &shared, &cancel).await;
         // Drain: let the writer empty the buffer, for a while.
         let deadline = tokio::time::Instant::now() + drain;
         while tokio::time::Instant::now() < deadline && !shared.is_empty() {
@@ -551,8 +549,7 @@ impl Sink {
 async fn encoder(
     cfg: &InfluxConfig,
     mut rx: Option<mpsc::Receiver<Arc<Batch>>>,
-    engine: &Mutex<Engine>,
-    racks: &crate::live::Live<Vec<RackBudget>>,
+    snapshots: &watch::Receiver<Arc<Snapshot>>,
     shared: &Shared,
     cancel: &CancellationToken,
 ) {
@@ -575,11 +572,8 @@ async fn encoder(
                 lines += schema::readings(&mut body, &b);
             }
             _ = derive.tick() => {
-                let snaps = match engine.lock() {
-                    Ok(e) => snapshot(&e, &racks.get(), dcwatt_common::now_ms()),
-                    Err(_) => continue,
-                };
-                for s in &snaps {
+                let snap = snapshots.borrow().clone();
+                for s in &snap.sites {
                     lines += schema::derived(&mut body, s);
                 }
             }
@@ -672,6 +666,52 @@ async fn writer(
                 }
             },
         }
+    }
+}
+
+impl dcwatt_common::metrics::Source for InfluxStats {
+    fn encode(&self, o: &mut dcwatt_common::metrics::Exposition) {
+        let i = self;
+        o.counter(
+            "dcwatt_influx_lines_written_total",
+            "Lines InfluxDB accepted.",
+            &i.lines_written,
+        );
+        o.counter(
+            "dcwatt_influx_requests_total",
+            "Successful InfluxDB write requests.",
+            &i.requests_ok,
+        );
+        o.counter(
+            "dcwatt_influx_retries_total",
+            "Failed InfluxDB writes that are retried (connection, timeout, 5xx, 429).",
+            &i.retries,
+        );
+        o.counter(
+            "dcwatt_influx_lines_rejected_total",
+            "Lines InfluxDB refused for good (4xx): dropped.",
+            &i.lines_rejected,
+        );
+        o.counter(
+            "dcwatt_influx_lines_dropped_total",
+            "Lines dropped because the buffer was full while InfluxDB was unreachable.",
+            &i.lines_dropped,
+        );
+        o.gauge(
+            "dcwatt_influx_buffered_lines",
+            "Lines waiting to be written to InfluxDB.",
+            i.buffered_lines.load(Ordering::Relaxed),
+        );
+        o.gauge(
+            "dcwatt_influx_buffered_bytes",
+            "Bytes of line protocol waiting to be written to InfluxDB.",
+            i.buffered_bytes.load(Ordering::Relaxed),
+        );
+        o.gauge(
+            "dcwatt_influx_up",
+            "1 while the last InfluxDB write succeeded.",
+            u8::from(i.up.load(Ordering::Relaxed)),
+        );
     }
 }
 

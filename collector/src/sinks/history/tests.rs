@@ -1,8 +1,8 @@
 //! History store tests on a real SQLite file in a temporary directory.
 
 use super::store::*;
+use crate::engine::Batch;
 use crate::engine::MinuteEnergy;
-use crate::sink::Batch;
 use dcwatt_common::protocol::{Point, Reading};
 
 const DAY: i64 = 86_400_000;

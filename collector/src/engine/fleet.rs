@@ -2,7 +2,7 @@
 //! summaries (`dcwatt/v1/{site}/summary`, carried across Mosquitto bridges from the site
 //! brokers) and reports the region: energy-weighted PUE per window (Σ facility energy /
 //! Σ IT energy, never an average of ratios), total racks, standard racks, FP16 compute,
-//! and which sites' data is stale. Pure: `now` is an argument.
+//! and which sites' data is stale. Pure: `now` is an argument; the intake feeds it.
 
 use serde::Serialize;
 use serde_json::Value;
@@ -23,15 +23,24 @@ struct SiteSummary {
 }
 
 /// Why a summary was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SummaryError {
     /// Not JSON.
-    #[error("summary is not JSON: {0}")]
     Json(String),
     /// The payload names another site than its topic.
-    #[error("summary names site {0:?}, its topic another")]
     Mismatch(String),
 }
+
+impl std::fmt::Display for SummaryError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SummaryError::Json(e) => write!(f, "summary is not JSON: {e}"),
+            SummaryError::Mismatch(s) => write!(f, "summary names site {s:?}, its topic another"),
+        }
+    }
+}
+
+impl std::error::Error for SummaryError {}
 
 /// The region's sites by their latest summaries.
 #[derive(Debug, Clone, Default)]

@@ -2,7 +2,7 @@
 //! loss — resumes its energy accumulators, PUE windows, coverage and sequence
 //! (deduplication) state instead of starting afresh.
 //!
-//! Every `interval` the engine is cloned under its lock (a memory copy), then encoded
+//! Every `interval` the engine's owner hands over a copy (a memory clone), then encoded
 //! (CBOR) and written to one SQLite row in a blocking task: ingest never waits on disk.
 //! At start-up the saved engine is restored before any message is taken, with the current
 //! configuration.
@@ -16,8 +16,9 @@ use crate::engine::Engine;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 /// Saved-state format; a state of another format is not restored.
@@ -143,10 +144,7 @@ pub fn load(path: &Path) -> Result<Option<(Engine, i64)>, StateError> {
     }
 }
 
-async fn save_now(cfg: &StateConfig, engine: &Mutex<Engine>, stats: &StateStats) {
-    let Ok(copy) = engine.lock().map(|e| e.clone()) else {
-        return;
-    };
+async fn save_now(cfg: &StateConfig, copy: Arc<Engine>, stats: &StateStats) {
     let now = dcwatt_common::now_ms();
     let path = cfg.path.clone();
     let result = tokio::task::spawn_blocking(move || {
@@ -172,26 +170,58 @@ async fn save_now(cfg: &StateConfig, engine: &Mutex<Engine>, stats: &StateStats)
     }
 }
 
-/// Saves the engine every interval until `cancel`; then once more, after `last` is
-/// cancelled (when the intake has stopped), so a clean stop loses nothing.
-pub async fn run(
-    cfg: StateConfig,
-    engine: Arc<Mutex<Engine>>,
-    stats: Arc<StateStats>,
-    cancel: CancellationToken,
-    last: CancellationToken,
-) {
-    let mut tick = tokio::time::interval(cfg.interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => break,
-            _ = tick.tick() => save_now(&cfg, &engine, &stats).await,
+/// The state sink: saves each copy of the engine its owner hands over (every
+/// `state.interval`, and once more after the intake has stopped, so a clean stop loses
+/// nothing). A copy that arrives while one is being written replaces any older one
+/// waiting: only the newest state matters.
+pub struct StateSink {
+    /// Settings.
+    pub cfg: StateConfig,
+    /// The owner's copies.
+    pub copies: watch::Receiver<Option<Arc<Engine>>>,
+    /// Counters.
+    pub stats: Arc<StateStats>,
+}
+
+impl super::Sink for StateSink {
+    const NAME: &'static str = "state";
+
+    /// Ends when the owner has handed over its last copy (the stop signal is not needed:
+    /// the owner's end is the signal).
+    async fn run(mut self, _stop: CancellationToken) {
+        while self.copies.changed().await.is_ok() {
+            let copy = self.copies.borrow_and_update().clone();
+            if let Some(copy) = copy {
+                save_now(&self.cfg, copy, &self.stats).await;
+            }
         }
     }
-    last.cancelled().await;
-    save_now(&cfg, &engine, &stats).await;
+}
+
+impl dcwatt_common::metrics::Source for StateStats {
+    fn encode(&self, o: &mut dcwatt_common::metrics::Exposition) {
+        let st = self;
+        o.counter(
+            "dcwatt_state_saves_total",
+            "Engine state saves written (for restarts).",
+            &st.saves,
+        );
+        o.counter(
+            "dcwatt_state_save_errors_total",
+            "Engine state saves that failed.",
+            &st.save_errors,
+        );
+        o.gauge(
+            "dcwatt_state_last_save_bytes",
+            "Size of the last engine state save.",
+            st.last_bytes.load(Ordering::Relaxed),
+        );
+        o.gauge(
+            "dcwatt_state_last_save_timestamp_ms",
+            "When the last engine state save was taken.",
+            st.last_ms.load(Ordering::Relaxed),
+        );
+    }
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@
 //!   raw readings, for a shorter retention.
 
 use crate::engine::{period_view, MinuteEnergy, PeriodTotals, WindowView};
-use crate::sink::{Batch, SiteSnapshot};
+use crate::engine::{Batch, SiteSnapshot};
 use dcwatt_common::protocol::Point;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use std::collections::{BTreeMap, HashMap};

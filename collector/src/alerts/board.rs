@@ -1,0 +1,115 @@
+//! What the alerts show outside: the states and history for the API (through the API's
+//! [`AlertBoard`](crate::api::AlertBoard) port) and their families on `/metrics`.
+
+use super::notify::{AlertStats, SINKS};
+use super::store::Book;
+use super::{render, Phase, Rule};
+use crate::api::AlertBoard;
+use dcwatt_common::live::Live;
+use dcwatt_common::metrics::{Exposition, Source};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+/// The alert states and counters, shared by the evaluator, the API and `/metrics`.
+#[derive(Clone)]
+pub struct Board {
+    /// States and history.
+    pub book: Arc<Mutex<Book>>,
+    /// The rules (replaced on reload).
+    pub rules: Arc<Live<Vec<Rule>>>,
+    /// Notification counters.
+    pub stats: Arc<AlertStats>,
+}
+
+impl AlertBoard for Board {
+    fn alerts(&self) -> Option<Value> {
+        let book = self.book.lock().ok()?;
+        let mut active = Vec::new();
+        let mut suppressed = Vec::new();
+        let rules = self.rules.get();
+        for (key, st) in &book.states {
+            let rule = rules.iter().find(|r| r.name == key.rule);
+            let severity = rule.map(|r| r.severity.clone()).unwrap_or_default();
+            if st.phase != Phase::Inactive {
+                active.push(json!({
+                    "alert": key.id(), "rule": key.rule, "site": key.site, "target": key.target,
+                    "state": st.phase, "severity": severity, "since_ms": st.since_ms,
+                    "value": st.value, "threshold": rule.map(|r| r.limits(&key.site).0),
+                    "summary": rule.map(|r| render(r, key, st.value)),
+                    "suppressed": st.suppressed,
+                }));
+            } else if let Some(reason) = &st.suppressed {
+                suppressed.push(json!({
+                    "alert": key.id(), "rule": key.rule, "site": key.site, "target": key.target,
+                    "reason": reason, "value": st.value,
+                }));
+            }
+        }
+        Some(json!({ "alerts": active, "suppressed": suppressed }))
+    }
+
+    fn history(&self) -> Option<Value> {
+        let book = self.book.lock().ok()?;
+        let history: Vec<_> = book.history.iter().rev().collect();
+        Some(json!({ "history": history }))
+    }
+}
+
+impl Source for Board {
+    fn encode(&self, o: &mut Exposition) {
+        o.family(
+            "dcwatt_alerts_firing",
+            "gauge",
+            "Alerts firing, by severity.",
+        );
+        let mut firing: BTreeMap<&str, u64> = ["info", "warning", "critical"]
+            .iter()
+            .map(|s| (*s, 0))
+            .collect();
+        let rules = self.rules.get();
+        if let Ok(book) = self.book.lock() {
+            for (key, st) in &book.states {
+                if st.phase == Phase::Firing {
+                    let sev = rules
+                        .iter()
+                        .find(|r| r.name == key.rule)
+                        .map_or("warning", |r| r.severity.as_str());
+                    *firing.entry(sev).or_default() += 1;
+                }
+            }
+        }
+        for (sev, n) in &firing {
+            let _ = writeln!(o, "dcwatt_alerts_firing{{severity=\"{sev}\"}} {n}");
+        }
+        let a = &self.stats;
+        for (name, help, arr) in [
+            (
+                "dcwatt_alert_notifications_total",
+                "Alert notifications delivered, by sink.",
+                &a.sent,
+            ),
+            (
+                "dcwatt_alert_notification_failures_total",
+                "Alert notifications that failed after retries, by sink.",
+                &a.failed,
+            ),
+            (
+                "dcwatt_alert_notifications_dropped_total",
+                "Alert notifications refused by a full sink queue, by sink.",
+                &a.dropped,
+            ),
+        ] {
+            o.family(name, "counter", help);
+            for (i, sink) in SINKS.iter().enumerate() {
+                let _ = writeln!(
+                    o,
+                    "{name}{{sink=\"{sink}\"}} {}",
+                    arr[i].load(Ordering::Relaxed)
+                );
+            }
+        }
+    }
+}
