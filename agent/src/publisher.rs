@@ -51,7 +51,11 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// Runs until `cancel`, then publishes `offline`, disconnects and returns.
+    /// Runs until its queue closes (the scheduler has stopped), taking every batch still
+    /// queued (spooled, or published without a spool); then publishes `offline`,
+    /// disconnects and returns. `cancel` is the shutdown phase that lets it finish: a
+    /// publisher still waiting on a broker when the grace period ends is abandoned, its
+    /// spooled batches kept for the next start.
     pub async fn run(mut self, cancel: CancellationToken) {
         let site = self.birth.site.clone();
         let node = self.birth.node.clone();
@@ -106,7 +110,8 @@ impl Publisher {
             });
             let until = tokio::time::Instant::from_std(wake.unwrap_or_else(Instant::now));
             tokio::select! {
-                _ = cancel.cancelled() => break,
+                // Told to stop with nothing left to take: the scheduler is gone.
+                () = cancel.cancelled(), if self.rx.is_closed() && self.rx.is_empty() => break,
                 b = self.rx.recv() => {
                     let Some(batch) = b else { break };
                     let payload = to_json(&batch);

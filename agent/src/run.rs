@@ -5,11 +5,18 @@ use crate::publisher::Publisher;
 use crate::scheduler::{AgentStats, Scheduled, Scheduler};
 use crate::sources::SourceError;
 use dcwatt_common::protocol::{SourceInfo, State, StatusMessage, VERSION};
+use dcwatt_common::shutdown::Shutdown;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+/// The shutdown phases, in order.
+const SOURCES: &str = "sources";
+const PUBLISH: &str = "publish";
+/// How long a stop may take in all: the last batches, `offline`, the disconnect.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Batches buffered while the broker is slow or away (about 4 minutes at 1 s intervals).
 const QUEUE_BATCHES: usize = 256;
@@ -119,16 +126,23 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), R
         whole_system_order: config.whole_system_order.clone(),
         seq_dir: config.spool.as_ref().map(|s| s.dir.clone()),
     };
-    let publishing = tokio::spawn(publisher.run(cancel.clone()));
-    let service = tokio::spawn(serve_systemd(
-        stats.clone(),
-        config.interval,
-        cancel.clone(),
-    ));
-    scheduler.run(cancel.clone()).await;
-    cancel.cancel();
-    let _ = publishing.await;
-    let _ = service.await;
+    // Stops in phases: the sources first (no batch is built after), then the publisher,
+    // which takes what is still queued before it says offline.
+    let stop = Shutdown::new(&[SOURCES, PUBLISH], SHUTDOWN_GRACE);
+    stop.spawn(PUBLISH, "publisher", publisher.run(stop.token(PUBLISH)));
+    let service = serve_systemd(stats.clone(), config.interval, stop.token(SOURCES));
+    stop.spawn(SOURCES, "service manager", service);
+    let (done_tx, done) = tokio::sync::oneshot::channel();
+    let sources = stop.token(SOURCES);
+    stop.spawn(SOURCES, "scheduler", async move {
+        scheduler.run(sources).await;
+        let _ = done_tx.send(());
+    });
+    tokio::select! {
+        () = cancel.cancelled() => {}
+        _ = done => {}
+    }
+    stop.stop().await;
     tracing::info!(
         built = stats.batches_built.load(Ordering::Relaxed),
         published = stats.batches_published.load(Ordering::Relaxed),
