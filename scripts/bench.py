@@ -545,12 +545,17 @@ class Bench:
                              "p99_ms": 1000 * got[min(len(got) - 1, int(len(got) * 0.99))]}
         return out
 
+    def site_known(self, port, http):
+        """Some data for the site, and its view served (within a snapshot's second)."""
+        self.loadgen(port, "--hosts", 10, "--batches", 10)
+        self.wait_readings(http, 10, 60)
+        wait_until("the site view", 30, lambda: http_get(http, f"/api/v1/sites/{SITE}"))
+
     def api_paced(self, bins, hosts, secs, clients):
         mq, port = self.mosquitto()
         col, http = self.collector(mqtt_port=port, bins=bins)
         # The site exists before the clients start.
-        self.loadgen(port, "--hosts", 10, "--batches", 10)
-        self.wait_readings(http, 10, 60)
+        self.site_known(port, http)
         finish, samples = self.pollers(http, clients)
         t0 = time.monotonic()
         self.loadgen(port, "--hosts", hosts, "--interval-ms", 10_000, "--duration-secs", secs, "--connections", 16)
@@ -566,8 +571,7 @@ class Bench:
         for with_clients in (False, True):
             mq, port = self.mosquitto()
             col, http = self.collector(mqtt_port=port, bins=bins)
-            self.loadgen(port, "--hosts", 10, "--batches", 10)
-            self.wait_readings(http, 10, 60)
+            self.site_known(port, http)
             os.kill(col.pid, signal.SIGSTOP)
             self.loadgen(port, "--hosts", 1_000, "--batches", batches)
             finish = samples = None

@@ -7,7 +7,8 @@
 //! - [`scheduler`]: samples the sources on their intervals and assembles batches.
 //! - [`publisher`]: the MQTT side: birth, last will, QoS 1 batches, reconnect with backoff.
 //! - [`spool`]: the on-disk spool that keeps batches while the broker is away.
-//! - [`run`]: wires them together under one cancellation token.
+//! - [`run`]: wires them together; stops the sources first, then lets the publisher take
+//!   what is queued (phased shutdown, shared with the collector).
 #![forbid(unsafe_code)]
 
 pub mod config;

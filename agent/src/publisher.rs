@@ -4,7 +4,6 @@
 
 use crate::scheduler::AgentStats;
 use crate::spool::Spool;
-use dcwatt_common::backoff::Backoff;
 use dcwatt_common::logging::RateLimiter;
 use dcwatt_common::mqtt::MqttSettings;
 use dcwatt_common::protocol::{readings_topic, status_topic, ReadingsMessage, StatusMessage};
@@ -211,11 +210,7 @@ async fn drive(
     link: Arc<LinkState>,
 ) {
     let (connected, epoch) = (&link.connected, &link.epoch);
-    let mut backoff = Backoff::new(
-        Duration::from_millis(250),
-        Duration::from_secs(30),
-        u64::from(std::process::id()),
-    );
+    let mut backoff = dcwatt_common::mqtt::reconnect_backoff();
     let mut limiter = RateLimiter::new(Duration::from_secs(60));
     let mut stop_deadline: Option<tokio::time::Instant> = None;
     loop {

@@ -1,4 +1,4 @@
-//! Wires the agent together: sources → scheduler → publisher, under one cancellation token.
+//! Wires the agent together: sources → scheduler → publisher, stopped in that order.
 
 use crate::config::AgentConfig;
 use crate::publisher::Publisher;

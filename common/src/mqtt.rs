@@ -231,6 +231,17 @@ impl MqttSettings {
     }
 }
 
+/// The reconnect backoff every dcwatt MQTT client uses (the collector's intake and
+/// publishers, the agent): 250 ms doubling to 30 s, with jitter seeded by the process so
+/// that agents restarted together do not reconnect in step.
+pub fn reconnect_backoff() -> crate::backoff::Backoff {
+    crate::backoff::Backoff::new(
+        std::time::Duration::from_millis(250),
+        std::time::Duration::from_secs(30),
+        u64::from(std::process::id()),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,7 +4,6 @@
 //! drives the event loop and backs off with jitter after errors.
 
 use super::{IntakeStats, RawMessage};
-use dcwatt_common::backoff::Backoff;
 use dcwatt_common::logging::RateLimiter;
 use dcwatt_common::mqtt::MqttSettings;
 use rumqttc::{AsyncClient, Event, Packet, QoS};
@@ -30,11 +29,7 @@ pub async fn run(
     // unique per collector (mqtt.client_id).
     options.set_clean_session(false);
     let (client, mut eventloop) = AsyncClient::new(options, 64);
-    let mut backoff = Backoff::new(
-        Duration::from_millis(250),
-        Duration::from_secs(30),
-        u64::from(std::process::id()),
-    );
+    let mut backoff = dcwatt_common::mqtt::reconnect_backoff();
     let mut limiter = RateLimiter::new(Duration::from_secs(60));
     loop {
         let event = tokio::select! {

@@ -1,10 +1,8 @@
 //! An MQTT client for what the collector itself publishes (site summaries, alerts), with
 //! its event loop driven by a task of its own that backs off with jitter after errors.
 
-use dcwatt_common::backoff::Backoff;
 use dcwatt_common::mqtt::MqttSettings;
 use rumqttc::AsyncClient;
-use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// Connects a publishing client; `what` names it in logs. The connection is kept (and
@@ -17,11 +15,7 @@ pub fn client(
 ) -> AsyncClient {
     let (client, mut eventloop) = AsyncClient::new(settings.options(), capacity);
     tokio::spawn(async move {
-        let mut backoff = Backoff::new(
-            Duration::from_millis(250),
-            Duration::from_secs(30),
-            u64::from(std::process::id()),
-        );
+        let mut backoff = dcwatt_common::mqtt::reconnect_backoff();
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
