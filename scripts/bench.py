@@ -352,8 +352,7 @@ class Bench:
         cpu1, _, hwm = proc_stats(col.pid)
         self.check_clean(m, batches, batches * readings, label, http)
         out = {"batches_per_s": batches / dt, "cpu_s": cpu1 - cpu0, "peak_rss_mib": hwm / 2**20}
-        site = json.loads(http_get(http, f"/api/v1/sites/{SITE}") or b"{}")
-        out["live_ratio"] = (site.get("power") or {}).get("ratio")
+        out["live_ratio"] = self.live_ratio(http)
         print(f"bench:   {label}: {batches / dt:,.0f} batches/s", file=sys.stderr, flush=True)
         if with_influx:
             lines = batches * readings
@@ -366,6 +365,18 @@ class Bench:
             self.stop(vm)
         self.stop(mq)
         return out
+
+    @staticmethod
+    def live_ratio(http, timeout=5):
+        """The site's live power ratio once the API's snapshot (taken every second) has
+        the data; None when it never shows one."""
+        deadline = time.monotonic() + timeout
+        while True:
+            site = json.loads(http_get(http, f"/api/v1/sites/{SITE}") or b"{}")
+            ratio = (site.get("power") or {}).get("ratio")
+            if ratio is not None or time.monotonic() > deadline:
+                return ratio
+            time.sleep(0.1)
 
     def ceiling(self):
         """Backlog drain: Mosquitto → counting subscriber vs. Mosquitto → collector, each
