@@ -79,6 +79,7 @@ fn intake() -> (Intake, Arc<IntakeStats>) {
         queue_messages: 16,
         max_readings_per_batch: 10_000,
         max_nodes: 100_000,
+        max_sites: 1_000,
     };
     (Intake::new(stats.clone(), cfg), stats)
 }

@@ -50,14 +50,6 @@ pub enum RunError {
     /// The state directory could not be created.
     #[error(transparent)]
     StateDir(#[from] dcwatt_common::state_dir::CreateError),
-    /// The history database could not be opened.
-    #[error("{source} ({path})")]
-    History {
-        /// The database file.
-        path: std::path::PathBuf,
-        /// Cause.
-        source: crate::sinks::history::store::StoreError,
-    },
 }
 
 /// The subscription filters for the configured sites (all sites when none), and the
@@ -98,7 +90,7 @@ pub async fn run(
     reloads: Option<Reloads>,
 ) -> Result<(), RunError> {
     dcwatt_common::state_dir::create(&cfg.state_dir)?;
-    let engine = restore(&cfg);
+    let (engine, unrestored) = restore(&cfg);
     let stats = Arc::new(IntakeStats::default());
     let (tx, rx) = mpsc::channel(cfg.intake.queue_messages);
     let http = tokio::net::TcpListener::bind(cfg.http_listen)
@@ -175,6 +167,7 @@ pub async fn run(
             cfg: sc,
             copies,
             stats: state_stats,
+            unrestored,
         };
         spawn_sink(&stop, sink);
     }
@@ -193,12 +186,7 @@ pub async fn run(
             dropped: history_stats.snapshots_dropped.clone(),
         });
         let path = hc.path.clone();
-        let sink = crate::sinks::history::HistorySink::open(hc, rx, exports, history_stats.clone())
-            .map_err(|source| RunError::History {
-                path: path.clone(),
-                source,
-            })?;
-        tracing::info!(path = %path.display(), "history database open");
+        let sink = crate::sinks::history::HistorySink::open(hc, rx, exports, history_stats.clone());
         spawn_sink(&stop, sink);
         registered.push(history_stats);
         history_path = Some(path);
@@ -325,26 +313,56 @@ fn spawn_sink<S: Sink>(stop: &Shutdown, sink: S) {
     stop.spawn(OUTPUTS, S::NAME, sink.run(stop.token(OUTPUTS)));
 }
 
-/// The engine, restored from the saved state when there is one.
-fn restore(cfg: &CollectorConfig) -> Engine {
+/// The engine, restored from the saved state when there is one, and whether the state
+/// file could not be read now (it is then kept, and read again before every save).
+fn restore(cfg: &CollectorConfig) -> (Engine, bool) {
+    use crate::sinks::state::Found;
+    let fresh = || Engine::new(cfg.engine.clone());
     let Some(sc) = &cfg.state else {
-        return Engine::new(cfg.engine.clone());
+        return (fresh(), false);
     };
-    match crate::sinks::state::load(&sc.path) {
-        Ok(Some((mut saved, saved_ms))) => {
+    let path = sc.path.display();
+    match crate::sinks::state::restore(&sc.path) {
+        Found::Saved(mut saved, saved_ms) => {
             saved.set_config(cfg.engine.clone());
             tracing::info!(
-                path = %sc.path.display(),
+                %path,
                 age_secs = (dcwatt_common::now_ms() - saved_ms) / 1000,
                 sites = saved.site_ids().len(),
                 "engine state restored"
             );
-            saved
+            (*saved, false)
         }
-        Ok(None) => Engine::new(cfg.engine.clone()),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot restore the engine state; starting afresh");
-            Engine::new(cfg.engine.clone())
+        Found::Nothing => (fresh(), false),
+        Found::Empty => {
+            tracing::error!(
+                %path,
+                "the state file is empty (0 bytes): the saved windows, energy and sequence state are lost; starting afresh"
+            );
+            (fresh(), false)
+        }
+        Found::Damaged { error, aside } => match aside {
+            Ok(aside) => {
+                tracing::error!(
+                    %path, %error, aside = %aside.display(),
+                    "the state file is damaged: moved aside; the saved windows, energy and sequence state in it are lost; starting afresh"
+                );
+                (fresh(), false)
+            }
+            Err(io) => {
+                tracing::error!(
+                    %path, %error, rename = %io,
+                    "the state file is damaged and cannot be moved aside; it is kept and saves wait until it can be; starting afresh"
+                );
+                (fresh(), true)
+            }
+        },
+        Found::Unavailable(error) => {
+            tracing::error!(
+                %path, %error,
+                "cannot read the state file now; it is kept, never overwritten, and read again before each save; starting afresh meanwhile"
+            );
+            (fresh(), true)
         }
     }
 }

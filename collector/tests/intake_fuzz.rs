@@ -25,6 +25,7 @@ fn intake() -> (Intake, Arc<IntakeStats>, Arc<Mutex<Engine>>) {
         queue_messages: 16,
         max_readings_per_batch: 10_000,
         max_nodes: 1_000,
+        max_sites: 1_000,
     };
     (Intake::new(stats.clone(), cfg), stats, engine)
 }

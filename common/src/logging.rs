@@ -149,6 +149,28 @@ pub fn init(settings: &LogSettings, extra: &str) -> Option<LogHandle> {
     })
 }
 
+/// Shows a string that came from the network or a file with its control characters
+/// escaped (`\n`, `\u{1b}`), so that no input can start a line of its own or forge a log
+/// record.
+#[derive(Debug, Clone, Copy)]
+pub struct Escaped<'a>(pub &'a str);
+
+impl std::fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::fmt::Write;
+        for c in self.0.chars() {
+            if c.is_control() {
+                for e in c.escape_default() {
+                    f.write_char(e)?;
+                }
+            } else {
+                f.write_char(c)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Lets one message per key through per period and counts what it held back, so a flood of
 /// bad input yields one WARN line per reason and period, never one per message.
 #[derive(Debug)]
@@ -191,6 +213,19 @@ impl RateLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn input_cannot_start_a_log_line() {
+        let shown = Escaped("site\n2026-12-02T00:00:00Z ERROR forged\u{1b}[31m 电").to_string();
+        assert!(
+            !shown.contains('\n') && !shown.contains('\u{1b}'),
+            "{shown}"
+        );
+        assert_eq!(
+            shown,
+            "site\\n2026-12-02T00:00:00Z ERROR forged\\u{1b}[31m 电"
+        );
+    }
 
     #[test]
     fn one_per_period_and_counts_the_rest() {

@@ -28,15 +28,23 @@ pub enum IdError {
     /// A character outside `[A-Za-z0-9_.-]`.
     #[error("contains {0:?}; only letters, digits, '_', '.' and '-' are allowed")]
     BadChar(char),
+    /// `.` or `..`: path segments (spool directories, URLs), never names.
+    #[error("is {0:?}, a path segment, not a name")]
+    Dots(&'static str),
 }
 
-/// Checks an identifier against `[A-Za-z0-9_.-]{1,64}`.
+/// Checks an identifier against `[A-Za-z0-9_.-]{1,64}`, other than `.` and `..`.
 ///
 /// # Errors
 /// Returns what is wrong with it.
 pub fn validate_id(id: &str) -> Result<(), IdError> {
     if id.is_empty() {
         return Err(IdError::Empty);
+    }
+    match id {
+        "." => return Err(IdError::Dots(".")),
+        ".." => return Err(IdError::Dots("..")),
+        _ => {}
     }
     if let Some(c) = id
         .chars()
@@ -638,6 +646,9 @@ mod tests {
         assert_eq!(validate_id(""), Err(IdError::Empty));
         assert_eq!(validate_id("a b"), Err(IdError::BadChar(' ')));
         assert_eq!(validate_id("a+"), Err(IdError::BadChar('+')));
+        assert_eq!(validate_id("."), Err(IdError::Dots(".")));
+        assert_eq!(validate_id(".."), Err(IdError::Dots("..")));
+        assert!(validate_id("...").is_ok() && validate_id(".a").is_ok());
         assert_eq!(validate_id(&"x".repeat(65)), Err(IdError::TooLong(65)));
         assert!(validate_id(&"x".repeat(64)).is_ok());
     }

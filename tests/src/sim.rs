@@ -48,6 +48,85 @@ pub fn agent_toml(
     )
 }
 
+/// A well-behaved site beside hostile input: a facility meter and three hosts, each a
+/// real agent with a `sim` source whose exact energy is known here.
+pub struct CalmSite {
+    /// Site id.
+    pub site: &'static str,
+    /// The facility meter's profile.
+    pub facility: Profile,
+    /// The hosts' profiles.
+    pub hosts: Vec<Profile>,
+    /// The agents.
+    pub agents: Vec<crate::Proc>,
+}
+
+impl CalmSite {
+    /// Starts the agents against the broker on `mqtt` and waits for a 1-minute PUE.
+    pub fn start(dir: &crate::TempDir, site: &'static str, c: &crate::Collector) -> CalmSite {
+        let facility = Profile {
+            base_w: 3_000.0,
+            amplitude_w: 200.0,
+            period_secs: 31.0,
+        };
+        let hosts: Vec<Profile> = (0..3)
+            .map(|i| Profile {
+                base_w: 700.0 + 40.0 * i as f64,
+                amplitude_w: 50.0,
+                period_secs: 11.0 + 3.0 * i as f64,
+            })
+            .collect();
+        let mut agents = vec![crate::start_agent(
+            dir,
+            "meter",
+            &agent_toml(site, "meter", "meter", c.mqtt, &facility, "facility_input"),
+        )];
+        for (i, p) in hosts.iter().enumerate() {
+            let node = format!("h{i}");
+            agents.push(crate::start_agent(
+                dir,
+                &node,
+                &agent_toml(site, &node, "host", c.mqtt, p, "it_input"),
+            ));
+        }
+        crate::wait_for("a PUE value", std::time::Duration::from_secs(60), || {
+            c.site(site)?["pue"]["1m"]["value"].as_f64()
+        });
+        CalmSite {
+            site,
+            facility,
+            hosts,
+            agents,
+        }
+    }
+
+    /// Waits for a 1-minute window ending more than 5 s after `after_ms` and asserts its
+    /// PUE is the simulation's exact one (within the 1 s sampling's 0.5 %), fully covered.
+    pub fn assert_exact(&self, c: &crate::Collector, after_ms: i64) -> f64 {
+        let (view, to) = crate::wait_for(
+            "a window after the hostile input",
+            std::time::Duration::from_secs(60),
+            || {
+                let v = c.site(self.site)?;
+                let to = v["pue"]["1m"]["to_ms"].as_i64()?;
+                (to > after_ms + 5_000).then_some((v.clone(), to))
+            },
+        );
+        let w = &view["pue"]["1m"];
+        let from = w["from_ms"].as_i64().expect("from");
+        let it: f64 = self.hosts.iter().map(|h| h.energy(from, to)).sum();
+        let truth = self.facility.energy(from, to) / it;
+        let got = w["value"].as_f64().expect("value");
+        assert!(
+            (got - truth).abs() / truth < 0.005,
+            "PUE {got} vs exact {truth}\n{w:#}"
+        );
+        assert_eq!(w["coverage_it"], 1.0, "{w:#}");
+        assert_eq!(w["quality"], "measured", "{w:#}");
+        got
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -262,6 +262,7 @@ fn node(
         duplicate_batches: 0,
         restarts: 0,
         frozen_meters: Vec::new(),
+        refused: Default::default(),
     }
 }
 

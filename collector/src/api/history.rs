@@ -56,15 +56,24 @@ pub fn parse_duration_ms(s: &str) -> Option<i64> {
     n.checked_mul(unit_ms)
 }
 
+/// The latest time a query may name (the end of year 9999), ms: arithmetic on times
+/// within `0..=MAX_TIME_MS` cannot overflow.
+pub const MAX_TIME_MS: i64 = 253_402_300_799_999;
+
 /// Parses a time: ms since the epoch, RFC 3339 (`2026-11-01T00:00:00+08:00`), `now`, or
-/// `now-24h` / `-24h` relative to `now_ms`.
+/// `now-24h` / `-24h` relative to `now_ms`. Times before the epoch or after
+/// [`MAX_TIME_MS`] are not times.
 pub fn parse_time_ms(s: &str, now_ms: i64) -> Option<i64> {
+    parse_any_time_ms(s, now_ms).filter(|t| (0..=MAX_TIME_MS).contains(t))
+}
+
+fn parse_any_time_ms(s: &str, now_ms: i64) -> Option<i64> {
     let s = s.trim();
     if s == "now" {
         return Some(now_ms);
     }
     if let Some(rel) = s.strip_prefix("now-").or_else(|| s.strip_prefix('-')) {
-        return parse_duration_ms(rel).map(|d| now_ms - d);
+        return parse_duration_ms(rel).and_then(|d| now_ms.checked_sub(d));
     }
     if let Ok(ms) = s.parse::<i64>() {
         return Some(ms);
@@ -482,6 +491,10 @@ mod tests {
             Some(1_793_462_400_000)
         );
         assert_eq!(parse_time_ms("yesterday", now), None);
+        // Out of range, not wrapped round into a small window.
+        assert_eq!(parse_time_ms("now-9223372036854775807ms", now), None);
+        assert_eq!(parse_time_ms("-9223372036854775807", now), None);
+        assert_eq!(parse_time_ms("9223372036854775807", now), None);
         assert_eq!(parse_duration_ms("90"), Some(90_000));
         assert_eq!(parse_duration_ms("7d"), Some(7 * 86_400_000));
         assert_eq!(parse_duration_ms("5x"), None);

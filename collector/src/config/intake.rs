@@ -11,6 +11,10 @@ pub(super) struct IntakeRaw {
     pub(super) queue_messages: usize,
     pub(super) max_readings_per_batch: usize,
     pub(super) max_nodes: usize,
+    pub(super) max_sites: usize,
+    pub(super) max_zones_per_site: usize,
+    pub(super) max_racks_per_site: usize,
+    pub(super) max_series_per_node: usize,
 }
 
 impl Default for IntakeRaw {
@@ -22,6 +26,10 @@ impl Default for IntakeRaw {
             queue_messages: 8_192,
             max_readings_per_batch: 10_000,
             max_nodes: 100_000,
+            max_sites: 1_000,
+            max_zones_per_site: 1_000,
+            max_racks_per_site: 20_000,
+            max_series_per_node: 5_000,
         }
     }
 }
@@ -41,4 +49,6 @@ pub struct IntakeConfig {
     pub max_readings_per_batch: usize,
     /// Most nodes known over all sites; messages from further new nodes are refused.
     pub max_nodes: usize,
+    /// Most sites known; messages for further new sites are refused.
+    pub max_sites: usize,
 }

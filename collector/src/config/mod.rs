@@ -289,8 +289,16 @@ impl CollectorConfig {
                 "must be a positive number of watts",
             );
         }
-        if intake.max_nodes == 0 {
-            p.push("intake.max_nodes", "must be at least 1");
+        for (key, v) in [
+            ("intake.max_nodes", intake.max_nodes),
+            ("intake.max_sites", intake.max_sites),
+            ("intake.max_zones_per_site", intake.max_zones_per_site),
+            ("intake.max_racks_per_site", intake.max_racks_per_site),
+            ("intake.max_series_per_node", intake.max_series_per_node),
+        ] {
+            if v == 0 {
+                p.push(key, "must be at least 1");
+            }
         }
         if intake.max_readings_per_batch == 0 {
             p.push("intake.max_readings_per_batch", "must be at least 1");
@@ -371,6 +379,7 @@ impl CollectorConfig {
                 queue_messages: intake.queue_messages,
                 max_readings_per_batch: intake.max_readings_per_batch,
                 max_nodes: intake.max_nodes,
+                max_sites: intake.max_sites,
             },
             engine: EngineConfig {
                 min_coverage: engine.min_coverage,
@@ -383,6 +392,11 @@ impl CollectorConfig {
                     .collect(),
                 site_categories,
                 site_expected,
+                limits: crate::engine::Limits {
+                    zones_per_site: intake.max_zones_per_site,
+                    racks_per_site: intake.max_racks_per_site,
+                    series_per_node: intake.max_series_per_node,
+                },
             },
             alerts,
             racks,

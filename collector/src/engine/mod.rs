@@ -57,6 +57,54 @@ pub struct EngineConfig {
     /// Meters each site has per point (`[[sites]] expected_meters`): those that never
     /// reported count as missing in coverage.
     pub site_expected: BTreeMap<String, BTreeMap<Point, u32>>,
+    /// What one site and one node may make the engine hold.
+    pub limits: Limits,
+}
+
+/// What one site and one node may make the engine hold (`[intake]` in the
+/// configuration): readings beyond a limit are refused by [`Engine::admit`], counted on
+/// the node and by reason.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    /// Zones a site may name (`intake.max_zones_per_site`).
+    pub zones_per_site: usize,
+    /// Racks a site may name (`intake.max_racks_per_site`).
+    pub racks_per_site: usize,
+    /// Distinct series (a metered point and component, or a metric and component) one
+    /// node may report (`intake.max_series_per_node`).
+    pub series_per_node: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            zones_per_site: 1_000,
+            racks_per_site: 20_000,
+            series_per_node: 5_000,
+        }
+    }
+}
+
+/// Readings [`Engine::admit`] refused, by limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Refused {
+    /// The site already names `zones_per_site` zones.
+    pub zones: u64,
+    /// The site already names `racks_per_site` racks.
+    pub racks: u64,
+    /// The node already reports `series_per_node` series.
+    pub series: u64,
+}
+
+impl Refused {
+    /// By reason label (`too_many_zones`, `too_many_racks`, `too_many_series`).
+    pub fn by_reason(&self) -> [(&'static str, u64); 3] {
+        [
+            ("too_many_zones", self.zones),
+            ("too_many_racks", self.racks),
+            ("too_many_series", self.series),
+        ]
+    }
 }
 
 /// How a site's IT level is picked: the highest category whose coverage meets
@@ -89,6 +137,7 @@ impl Default for EngineConfig {
             rack_budgets: BTreeMap::new(),
             site_categories: BTreeMap::new(),
             site_expected: BTreeMap::new(),
+            limits: Limits::default(),
         }
     }
 }
@@ -98,6 +147,14 @@ impl Default for EngineConfig {
 const RINGS: [(i64, usize); 3] = [(1_000, 1_800), (60_000, 1_500), (3_600_000, 800)];
 /// How far back (in batches) redelivered or late batches are recognised.
 const SEQ_WINDOW: u64 = 4096;
+/// Batches a sequence number may jump beyond what the time since the node was last heard
+/// explains, and still count as missing (see [`Engine::check_seq`]).
+pub const SEQ_JUMP_SLACK: u64 = 64;
+/// Batches per node whose content digest is remembered, to tell a conflicting duplicate
+/// from a redelivery.
+pub const DIGESTS: usize = 32;
+/// Ranges of skipped sequence numbers remembered per node (each gap is one range).
+const HOLE_RANGES: usize = 32;
 /// Samples kept per meter stream so that one arriving late is put in its place: at most
 /// this many, and none older than `REORDER_MS` before the newest. Older samples are
 /// dropped and counted (`out_of_order`).
@@ -125,6 +182,16 @@ pub struct Batch {
     pub zone: Option<String>,
     /// The readings that passed validation.
     pub readings: Vec<Reading>,
+}
+
+/// The engine encoded (CBOR) for the state file by its owner, when it was taken, or why
+/// it could not be.
+#[derive(Debug)]
+pub struct EncodedEngine {
+    /// When, ms since the epoch.
+    pub taken_ms: i64,
+    /// The encoded engine.
+    pub cbor: Result<Vec<u8>, String>,
 }
 
 /// A change to the engine that does not come from the agents' stream: asked for by an
@@ -315,6 +382,42 @@ impl Sample {
     }
 }
 
+impl Node {
+    /// Takes a state's single-number holes into ranges.
+    fn migrate_holes(&mut self) {
+        for h in std::mem::take(&mut self.legacy_holes) {
+            match self.holes.last_mut() {
+                Some(last) if last.1 == h => last.1 = h + 1,
+                _ => self.holes.push((h, h.saturating_add(1))),
+            }
+        }
+        if self.holes.len() > HOLE_RANGES {
+            let extra = self.holes.len() - HOLE_RANGES;
+            self.holes.drain(..extra);
+        }
+    }
+
+    /// Whether `seq` was a hole; it no longer is.
+    fn take_hole(&mut self, seq: u64) -> bool {
+        let Some(i) = self.holes.iter().position(|h| h.0 <= seq && seq < h.1) else {
+            return false;
+        };
+        let (from, to) = self.holes[i];
+        match (from == seq, seq + 1 == to) {
+            (true, true) => {
+                self.holes.remove(i);
+            }
+            (true, false) => self.holes[i].0 = seq + 1,
+            (false, true) => self.holes[i].1 = seq,
+            (false, false) => {
+                self.holes[i].1 = seq;
+                self.holes.insert(i + 1, (seq + 1, to));
+            }
+        }
+        true
+    }
+}
+
 /// What the engine knows about a node.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Node {
@@ -337,13 +440,29 @@ struct Node {
     last_seen_ms: Option<i64>,
     last_reading_ms: Option<i64>,
     last_seq: Option<u64>,
-    /// Sequence numbers that were skipped recently and may still arrive late.
-    holes: std::collections::BTreeSet<u64>,
+    /// Ranges `[from, to)` of sequence numbers that were skipped recently and may still
+    /// arrive late, oldest first.
+    #[serde(default, rename = "hole_ranges")]
+    holes: Vec<(u64, u64)>,
+    /// The same as single numbers, as states saved before the ranges had them: read once,
+    /// never written.
+    #[serde(default, rename = "holes", skip_serializing)]
+    legacy_holes: std::collections::BTreeSet<u64>,
     /// GPUs by model, from the birth.
     gpus: Vec<dcwatt_common::protocol::GpuInventory>,
     missing: u64,
     duplicates: u64,
     restarts: u64,
+    /// The last batches' sequence numbers and content digests, newest last: a duplicate
+    /// whose content differs from the first copy is a conflict, not a redelivery.
+    #[serde(default)]
+    digests: std::collections::VecDeque<(u64, u64)>,
+    /// Metered series (point and component) this node has.
+    #[serde(default)]
+    metered: u32,
+    /// What was refused from this node at a limit or as invalid, by reason.
+    #[serde(default)]
+    refused: BTreeMap<String, u64>,
     /// Latest value of each (metric, component) without a measurement point: load,
     /// temperatures, UPS status, for alert rules.
     latest: BTreeMap<(String, String), (i64, f64)>,
@@ -386,6 +505,12 @@ struct Site {
     node_index: HashMap<String, usize>,
     nodes: Vec<Node>,
     components: Vec<String>,
+    /// `components` by name, rebuilt after a restore: a lookup never scans.
+    #[serde(skip)]
+    component_index: HashMap<String, usize>,
+    /// The zones and racks the site names, rebuilt after a restore (see `places`).
+    #[serde(skip)]
+    places: Option<Places>,
     series: BTreeMap<SeriesKey, Series>,
     levels: BTreeMap<Point, Level>,
     first_ingest_ms: Option<i64>,
@@ -405,6 +530,74 @@ struct Site {
     /// `now` of the last look for the start of the data (see `settle`).
     #[serde(skip)]
     settle_checked_ms: Option<i64>,
+}
+
+/// The zones and racks a site names, for its limits.
+#[derive(Debug, Clone, Default)]
+struct Places {
+    zones: std::collections::HashSet<String>,
+    racks: std::collections::HashSet<String>,
+}
+
+impl Site {
+    /// The zones and racks named so far by births and readings.
+    fn places(&mut self) -> &mut Places {
+        let (nodes, series) = (&self.nodes, &self.series);
+        self.places.get_or_insert_with(|| {
+            let mut p = Places::default();
+            for (zone, rack) in (nodes.iter().map(|n| (&n.zone, &n.rack)))
+                .chain(series.values().map(|s| (&s.zone, &s.rack)))
+            {
+                p.zones.extend(zone.iter().cloned());
+                p.racks.extend(rack.iter().cloned());
+            }
+            p
+        })
+    }
+
+    /// Whether the site may name `zone` and `rack` (known ones always), taking new ones
+    /// into its places; else the limit that refuses them.
+    fn admit_place(
+        &mut self,
+        zone: Option<&String>,
+        rack: Option<&String>,
+        lim: &Limits,
+    ) -> Result<(), &'static str> {
+        let p = self.places();
+        let new_zone = zone.filter(|z| !p.zones.contains(*z));
+        let new_rack = rack.filter(|r| !p.racks.contains(*r));
+        if new_zone.is_some() && p.zones.len() >= lim.zones_per_site {
+            return Err("too_many_zones");
+        }
+        if new_rack.is_some() && p.racks.len() >= lim.racks_per_site {
+            return Err("too_many_racks");
+        }
+        p.zones.extend(new_zone.cloned());
+        p.racks.extend(new_rack.cloned());
+        Ok(())
+    }
+
+    /// The index of a component's name, if it has one.
+    fn component_index_get(&mut self, name: &str) -> Option<usize> {
+        if self.component_index.len() != self.components.len() {
+            self.component_index = (self.components.iter().cloned())
+                .enumerate()
+                .map(|(i, c)| (c, i))
+                .collect();
+        }
+        self.component_index.get(name).copied()
+    }
+
+    /// The index of a component's name, added when new.
+    fn component(&mut self, name: &str) -> usize {
+        if let Some(i) = self.component_index_get(name) {
+            return i;
+        }
+        self.components.push(name.to_owned());
+        self.component_index
+            .insert(name.to_owned(), self.components.len() - 1);
+        self.components.len() - 1
+    }
 }
 
 /// A (metric, component) key that `(String, String)` map keys can be looked up by with
@@ -539,6 +732,110 @@ impl Engine {
         (s, idx)
     }
 
+    /// Sites known.
+    pub fn site_count(&self) -> usize {
+        self.sites.len()
+    }
+
+    /// Whether the site is known.
+    pub fn has_site(&self, site: &str) -> bool {
+        self.sites.contains_key(site)
+    }
+
+    /// Counts a refusal on a known node (shown on its `/nodes` entry).
+    pub fn note_refused(&mut self, site: &str, node: &str, reason: &str, n: u64) {
+        let Some(s) = self.sites.get_mut(site) else {
+            return;
+        };
+        let Some(&i) = s.node_index.get(node) else {
+            return;
+        };
+        if n > 0 {
+            let slot = s.nodes[i].refused.entry(reason.to_owned()).or_default();
+            *slot = slot.saturating_add(n);
+        }
+    }
+
+    /// Whether a birth's zone and rack fit the site's limits (known ones always do).
+    ///
+    /// # Errors
+    /// The limit's reason label.
+    pub fn admit_birth(&mut self, msg: &StatusMessage) -> Result<(), &'static str> {
+        let lim = self.cfg.limits;
+        let (site, _) = self.node_mut(&msg.site, &msg.node);
+        site.admit_place(msg.zone.as_ref(), msg.rack.as_ref(), &lim)
+    }
+
+    /// Keeps the readings that fit the limits (a site's zones and racks, a node's
+    /// series) and says how many were refused, by limit; the node's `refused` counts
+    /// them too. Readings of series, zones and racks already known always fit.
+    pub fn admit(&mut self, site_id: &str, node_id: &str, readings: &mut Vec<Reading>) -> Refused {
+        let lim = self.cfg.limits;
+        let (site, ni) = self.node_mut(site_id, node_id);
+        let mut refused = Refused::default();
+        let mut used = site.nodes[ni].latest.len() + site.nodes[ni].metered as usize;
+        let mut fresh: std::collections::HashSet<(Option<Point>, &str, &str)> =
+            std::collections::HashSet::new();
+        let mut keep = vec![true; readings.len()];
+        for (k, r) in readings.iter().enumerate() {
+            if let Err(reason) = site.admit_place(r.zone.as_ref(), r.rack.as_ref(), &lim) {
+                match reason {
+                    "too_many_zones" => refused.zones += 1,
+                    _ => refused.racks += 1,
+                }
+                keep[k] = false;
+                continue;
+            }
+            let known = match r.point {
+                None => {
+                    let key: &dyn PairKey = &(r.metric.as_str(), r.component.as_str());
+                    site.nodes[ni].latest.contains_key(key)
+                }
+                Some(point) => {
+                    let metered = (r.metric == "energy_j" && r.kind == Kind::Counter)
+                        || (r.metric == "power_w" && r.kind == Kind::Gauge);
+                    // Readings the engine does not keep cost nothing.
+                    !metered
+                        || site.component_index_get(&r.component).is_some_and(|c| {
+                            site.series.contains_key(&SeriesKey {
+                                point,
+                                node: ni,
+                                component: c,
+                            })
+                        })
+                }
+            };
+            let metric = if r.point.is_some() {
+                ""
+            } else {
+                r.metric.as_str()
+            };
+            if known || fresh.contains(&(r.point, metric, r.component.as_str())) {
+                continue;
+            }
+            if used >= lim.series_per_node {
+                refused.series += 1;
+                keep[k] = false;
+                continue;
+            }
+            used += 1;
+            fresh.insert((r.point, metric, r.component.as_str()));
+        }
+        drop(fresh);
+        let mut k = 0;
+        readings.retain(|_| {
+            k += 1;
+            keep[k - 1]
+        });
+        for (reason, n) in refused.by_reason() {
+            if n > 0 {
+                let slot = site.nodes[ni].refused.entry(reason.to_owned()).or_default();
+                *slot = slot.saturating_add(n);
+            }
+        }
+        refused
+    }
+
     /// Applies a birth or an offline status.
     pub fn apply_status(&mut self, msg: &StatusMessage, now_ms: i64) {
         let (site, i) = self.node_mut(&msg.site, &msg.node);
@@ -574,32 +871,51 @@ impl Engine {
         true
     }
 
-    /// Checks and records a batch's sequence number.
-    pub fn check_seq(&mut self, site: &str, node: &str, seq: u64) -> SeqCheck {
+    /// Checks and records a batch's sequence number, received at `now_ms`.
+    ///
+    /// Never overflows, whatever the numbers. A jump forward counts as missing batches
+    /// only as far as the time since the node was last heard allows (two batches per
+    /// interval, plus [`SEQ_JUMP_SLACK`]); a larger jump is an agent that started over
+    /// with new numbers (a restart), not millions of lost batches.
+    pub fn check_seq(&mut self, site: &str, node: &str, seq: u64, now_ms: i64) -> SeqCheck {
+        let default_interval = self.cfg.default_interval_ms;
         let (s, i) = self.node_mut(site, node);
         let n = &mut s.nodes[i];
-        let check = match n.last_seq {
+        let interval = node_interval(n, default_interval).max(1);
+        let elapsed = n
+            .last_seen_ms
+            .map_or(0, |t| now_ms.saturating_sub(t).max(0));
+        let plausible =
+            SEQ_JUMP_SLACK.saturating_add((elapsed / interval).saturating_mul(2) as u64);
+        n.migrate_holes();
+        let last_seq = n.last_seq;
+        let check = match last_seq {
             None => SeqCheck::InOrder,
-            Some(last) if seq == last + 1 => SeqCheck::InOrder,
-            Some(last) if seq > last => SeqCheck::Gap(seq - last - 1),
-            Some(_) if n.holes.remove(&seq) => SeqCheck::Late,
+            Some(last) if Some(seq) == last.checked_add(1) => SeqCheck::InOrder,
+            Some(last) if seq > last && seq - last - 1 <= plausible => {
+                SeqCheck::Gap(seq - last - 1)
+            }
+            Some(last) if seq > last => SeqCheck::Restart,
+            Some(_) if n.take_hole(seq) => SeqCheck::Late,
             // Within the window and not a hole: seen already (redelivery or a replay).
             Some(last) if last - seq <= SEQ_WINDOW => SeqCheck::Duplicate,
             Some(_) => SeqCheck::Restart,
         };
         match check {
-            SeqCheck::Duplicate => n.duplicates += 1,
+            SeqCheck::Duplicate => n.duplicates = n.duplicates.saturating_add(1),
             SeqCheck::Gap(k) => {
-                n.missing += k;
+                n.missing = n.missing.saturating_add(k);
                 let last = n.last_seq.unwrap_or(0);
-                // Remember recent holes, so late batches fill them instead of counting twice.
-                for h in (last + 1..seq).rev().take(SEQ_WINDOW as usize) {
-                    n.holes.insert(h);
+                // Remember recent holes (as ranges), so late batches fill them instead of
+                // counting twice.
+                n.holes.push((last + 1, seq));
+                if n.holes.len() > HOLE_RANGES {
+                    n.holes.remove(0);
                 }
             }
             SeqCheck::Late => n.missing = n.missing.saturating_sub(1),
             SeqCheck::Restart => {
-                n.restarts += 1;
+                n.restarts = n.restarts.saturating_add(1);
                 n.holes.clear();
             }
             SeqCheck::InOrder => {}
@@ -611,9 +927,38 @@ impl Engine {
             n.last_seq = Some(seq);
             // Forget holes that fell out of the window.
             let floor = seq.saturating_sub(SEQ_WINDOW);
-            n.holes.retain(|h| *h >= floor);
+            n.holes.retain_mut(|h| {
+                h.0 = h.0.max(floor);
+                h.0 < h.1
+            });
+            n.last_seen_ms = Some(n.last_seen_ms.map_or(now_ms, |t| t.max(now_ms)));
         }
         check
+    }
+
+    /// Remembers an accepted batch's content digest (see [`Engine::conflicts`]).
+    pub fn remember_digest(&mut self, site: &str, node: &str, seq: u64, digest: u64) {
+        let (s, i) = self.node_mut(site, node);
+        let d = &mut s.nodes[i].digests;
+        d.push_back((seq, digest));
+        while d.len() > DIGESTS {
+            d.pop_front();
+        }
+    }
+
+    /// Whether a duplicate batch's content differs from the first copy's (when that copy
+    /// is among the last [`DIGESTS`] remembered).
+    pub fn conflicts(&self, site: &str, node: &str, seq: u64, digest: u64) -> bool {
+        let Some(s) = self.sites.get(site) else {
+            return false;
+        };
+        let Some(&i) = s.node_index.get(node) else {
+            return false;
+        };
+        s.nodes[i]
+            .digests
+            .iter()
+            .any(|(k, d)| *k == seq && *d != digest)
     }
 
     /// Applies readings that passed validation.
@@ -670,19 +1015,20 @@ impl Engine {
             if !counter && !gauge {
                 continue;
             }
-            let component = match site.components.iter().position(|c| *c == r.component) {
-                Some(c) => c,
-                None => {
-                    site.components.push(r.component.clone());
-                    site.components.len() - 1
-                }
-            };
+            let component = site.component(&r.component);
             let key = SeriesKey {
                 point,
                 node: ni,
                 component,
             };
-            let series = site.series.entry(key).or_default();
+            let series = match site.series.entry(key) {
+                std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    let n = &mut site.nodes[ni];
+                    n.metered = n.metered.saturating_add(1);
+                    v.insert(Series::default())
+                }
+            };
             series.migrate();
             if r.rack.is_some() {
                 series.rack.clone_from(&r.rack);

@@ -34,46 +34,85 @@ pub struct Totals {
     pub filled_j: f64,
 }
 
-/// The ring. Saved sparsely: only the buckets in use.
+/// The ring. Holds at most `len` consecutive buckets, ending at the newest written, and
+/// allocates only the stretch it holds: a meter with one reading costs one bucket per
+/// ring, not the ring's whole span. Saved sparsely: only the buckets in use.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[serde(into = "SavedRing", try_from = "SavedRing")]
 pub struct Ring {
     width_ms: i64,
-    slots: Vec<Bucket>,
+    /// Most buckets held.
+    len: usize,
+    /// Absolute index of `held[0]`.
+    base: i64,
+    /// Consecutive buckets from `base`; unused ones have `idx == i64::MIN`.
+    held: std::collections::VecDeque<Bucket>,
 }
 
+const UNUSED: Bucket = Bucket {
+    idx: i64::MIN,
+    energy_j: 0.0,
+    covered_ms: 0.0,
+    estimated_j: 0.0,
+    filled_j: 0.0,
+};
+
 impl Ring {
-    /// `len` buckets of `width_ms` each.
+    /// At most `len` buckets of `width_ms` each; nothing allocated until written.
     pub fn new(width_ms: i64, len: usize) -> Self {
         Ring {
             width_ms,
-            slots: vec![
-                Bucket {
-                    idx: i64::MIN,
-                    ..Bucket::default()
-                };
-                len
-            ],
+            len: len.max(1),
+            base: 0,
+            held: std::collections::VecDeque::new(),
         }
+    }
+
+    /// Buckets allocated now (for tests of what a ring costs).
+    #[cfg(test)]
+    pub fn held(&self) -> usize {
+        self.held.len()
     }
 
     fn slot_mut(&mut self, idx: i64) -> Option<&mut Bucket> {
-        let len = self.slots.len() as i64;
-        let slot = &mut self.slots[idx.rem_euclid(len) as usize];
-        if slot.idx == idx {
-            Some(slot)
-        } else if slot.idx < idx {
-            *slot = Bucket {
-                idx,
-                ..Bucket::default()
-            };
-            Some(slot)
-        } else {
-            // Older than what the ring still holds.
-            None
+        let cap = self.len as i64;
+        if self.held.is_empty() {
+            self.base = idx;
+            self.held.push_back(UNUSED);
         }
+        let newest = self.base + self.held.len() as i64 - 1;
+        if idx > newest {
+            if idx - newest >= cap {
+                // Everything held is older than the new bucket's ring span.
+                self.held.clear();
+                self.base = idx;
+                self.held.push_back(UNUSED);
+            } else {
+                for _ in newest..idx {
+                    self.held.push_back(UNUSED);
+                }
+                while self.held.len() > self.len {
+                    self.held.pop_front();
+                    self.base += 1;
+                }
+            }
+        } else if idx < self.base {
+            let newest = self.base + self.held.len() as i64 - 1;
+            if newest - idx >= cap {
+                // Older than what the ring still holds.
+                return None;
+            }
+            for _ in idx..self.base {
+                self.held.push_front(UNUSED);
+            }
+            self.base = idx;
+        }
+        let slot = self.held.get_mut((idx - self.base) as usize)?;
+        if slot.idx != idx {
+            *slot = Bucket { idx, ..UNUSED };
+        }
+        Some(slot)
     }
-
     /// Adds measured `energy_j` spread uniformly over `[t0, t1)` (the tests' shorthand
     /// for `spread`).
     #[cfg(test)]
@@ -119,13 +158,16 @@ impl Ring {
     /// Totals over `[from, to)`; both must be multiples of the width.
     pub fn sum(&self, from: i64, to: i64) -> Totals {
         let mut t = Totals::default();
-        let len = self.slots.len() as i64;
-        let mut idx = from.div_euclid(self.width_ms);
         let end = to.div_euclid(self.width_ms);
         // Never walk more than the ring holds.
-        idx = idx.max(end - len);
-        while idx < end {
-            let b = &self.slots[idx.rem_euclid(len) as usize];
+        let start = from
+            .div_euclid(self.width_ms)
+            .max(end - self.len as i64)
+            .max(self.base);
+        let stop = end.min(self.base + self.held.len() as i64);
+        let mut idx = start;
+        while idx < stop {
+            let b = &self.held[(idx - self.base) as usize];
             if b.idx == idx {
                 t.energy_j += b.energy_j;
                 t.covered_ms += b.covered_ms;
@@ -162,8 +204,8 @@ impl From<Ring> for SavedRing {
     fn from(r: Ring) -> Self {
         SavedRing {
             width_ms: r.width_ms,
-            len: r.slots.len(),
-            used: r.slots.into_iter().filter(|b| b.idx != i64::MIN).collect(),
+            len: r.len,
+            used: r.held.into_iter().filter(|b| b.idx != i64::MIN).collect(),
         }
     }
 }
@@ -175,9 +217,13 @@ impl TryFrom<SavedRing> for Ring {
             return Err(format!("bad ring shape {} × {}", s.len, s.width_ms));
         }
         let mut r = Ring::new(s.width_ms, s.len);
-        let len = s.len as i64;
-        for b in s.used {
-            r.slots[b.idx.rem_euclid(len) as usize] = b;
+        let mut used = s.used;
+        // Oldest first, so that a bucket the ring span has left behind is dropped.
+        used.sort_by_key(|b| b.idx);
+        for b in used {
+            if let Some(slot) = r.slot_mut(b.idx) {
+                *slot = b;
+            }
         }
         Ok(r)
     }
@@ -208,5 +254,40 @@ mod tests {
         assert_eq!(r.sum(4000, 5000).energy_j, 20.0);
         assert!(!r.add(0, 1000, 5.0, false), "older than the ring holds");
         assert_eq!(r.sum(0, 5000).energy_j, 20.0);
+    }
+
+    #[test]
+    fn a_ring_holds_only_the_stretch_it_was_given() {
+        let mut r = Ring::new(1000, 1800);
+        assert_eq!(r.held(), 0);
+        r.add(5_000, 6_000, 1.0, false);
+        assert_eq!(r.held(), 1, "one reading, one bucket");
+        r.add(2_000, 3_000, 1.0, false); // late, within the span
+        assert_eq!(r.held(), 4);
+        assert_eq!(r.sum(0, 10_000).energy_j, 2.0);
+        // A jump past the span leaves nothing old behind.
+        r.add(10_000_000, 10_001_000, 3.0, false);
+        assert_eq!(r.held(), 1);
+        assert_eq!(r.sum(9_000_000, 10_100_000).energy_j, 3.0);
+        // Steady data fills the span and no more.
+        for i in 0..5_000 {
+            r.add(20_000_000 + i * 1000, 20_001_000 + i * 1000, 1.0, false);
+        }
+        assert_eq!(r.held(), 1800);
+        let end = 20_000_000 + 5_000 * 1000;
+        assert_eq!(r.sum(end - 1_800_000, end).energy_j, 1800.0);
+        assert!(!r.add(end - 1_800_001, end - 1_799_000, 1.0, false));
+    }
+
+    #[test]
+    fn a_saved_ring_comes_back_the_same() {
+        let mut r = Ring::new(1000, 10);
+        r.add(3_000, 6_000, 3.0, true);
+        r.add(12_000, 13_000, 2.0, false);
+        let json = serde_json::to_string(&r).expect("saves");
+        let back: Ring = serde_json::from_str(&json).expect("loads");
+        assert_eq!(back.sum(0, 20_000), r.sum(0, 20_000));
+        assert_eq!(back.sum(3_000, 4_000), r.sum(3_000, 4_000));
+        assert_eq!(back.held(), r.held());
     }
 }

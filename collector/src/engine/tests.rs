@@ -460,34 +460,82 @@ fn estimated_readings_mark_the_value() {
 #[test]
 fn sequence_numbers() {
     let mut e = engine();
-    assert_eq!(e.check_seq("dc", "n", 5), SeqCheck::InOrder);
-    assert_eq!(e.check_seq("dc", "n", 6), SeqCheck::InOrder);
-    assert_eq!(e.check_seq("dc", "n", 6), SeqCheck::Duplicate);
-    assert_eq!(e.check_seq("dc", "n", 10), SeqCheck::Gap(3));
+    assert_eq!(e.check_seq("dc", "n", 5, T0), SeqCheck::InOrder);
+    assert_eq!(e.check_seq("dc", "n", 6, T0), SeqCheck::InOrder);
+    assert_eq!(e.check_seq("dc", "n", 6, T0), SeqCheck::Duplicate);
+    assert_eq!(e.check_seq("dc", "n", 10, T0), SeqCheck::Gap(3));
     assert_eq!(
-        e.check_seq("dc", "n", 8),
+        e.check_seq("dc", "n", 8, T0),
         SeqCheck::Late,
         "replayed from a spool"
     );
-    assert_eq!(e.check_seq("dc", "n", 8), SeqCheck::Duplicate);
+    assert_eq!(e.check_seq("dc", "n", 8, T0), SeqCheck::Duplicate);
     assert_eq!(
-        e.check_seq("dc", "n", 5),
+        e.check_seq("dc", "n", 5, T0),
         SeqCheck::Duplicate,
         "an old redelivery inside the window"
     );
-    assert_eq!(e.check_seq("dc", "n", 11), SeqCheck::InOrder);
+    assert_eq!(e.check_seq("dc", "n", 11, T0), SeqCheck::InOrder);
     let n = &e.nodes("dc", 0).unwrap()[0];
     assert_eq!(
         (n.missing_batches, n.duplicate_batches, n.restarts, n.seq),
         (2, 3, 0, Some(11))
     );
-    assert_eq!(e.check_seq("dc", "n", 20_000), SeqCheck::Gap(19_988));
+    // 19,988 batches go missing only over the time they take (10 s each by default).
+    let later = T0 + 19_988 * 10_000 / 2;
+    assert_eq!(e.check_seq("dc", "n", 20_000, later), SeqCheck::Gap(19_988));
     assert_eq!(
-        e.check_seq("dc", "n", 1),
+        e.check_seq("dc", "n", 1, later),
         SeqCheck::Restart,
         "far below the window: the agent started over"
     );
-    assert_eq!(e.check_seq("dc", "n", 2), SeqCheck::InOrder);
+    assert_eq!(e.check_seq("dc", "n", 2, later), SeqCheck::InOrder);
+}
+
+#[test]
+fn sequence_numbers_cannot_falsify_the_counts() {
+    let mut e = engine();
+    // The largest numbers never overflow.
+    assert_eq!(e.check_seq("dc", "n", 0, T0), SeqCheck::InOrder);
+    assert_eq!(e.check_seq("dc", "n", u64::MAX, T0), SeqCheck::Restart);
+    assert_eq!(e.check_seq("dc", "n", u64::MAX, T0), SeqCheck::Duplicate);
+    assert_eq!(e.check_seq("dc", "n", 0, T0), SeqCheck::Restart);
+    assert_eq!(e.check_seq("dc", "n", u64::MAX - 5, T0), SeqCheck::Restart);
+    // A jump that the time since the last batch cannot explain is a restart: one batch
+    // numbered 100,000 a second later is not 99,899 lost ones.
+    assert_eq!(e.check_seq("dc", "n", 100, T0 + 1_000), SeqCheck::Restart);
+    assert_eq!(
+        e.check_seq("dc", "n", 100_000, T0 + 2_000),
+        SeqCheck::Restart
+    );
+    // A gap the time explains is counted: 30 batches over 5 minutes at 10 s.
+    assert_eq!(
+        e.check_seq("dc", "n", 100_031, T0 + 302_000),
+        SeqCheck::Gap(30)
+    );
+    let n = &e.nodes("dc", 0).unwrap()[0];
+    assert_eq!((n.missing_batches, n.restarts), (30, 5));
+    // Holes are ranges: many gaps never cost more than a bounded list.
+    let mut seq = 100_031;
+    for k in 0..1_000u64 {
+        seq += 3;
+        let _ = e.check_seq("dc", "n", seq, T0 + 310_000 + k as i64 * 30_000);
+    }
+    let n = &e.sites["dc"].nodes[0];
+    assert!(
+        n.holes.len() <= HOLE_RANGES,
+        "{} hole ranges",
+        n.holes.len()
+    );
+    // A late batch inside a remembered range fills it, once.
+    assert_eq!(
+        e.check_seq("dc", "n", seq - 1, T0 + 40_000_000),
+        SeqCheck::Late
+    );
+    assert_eq!(
+        e.check_seq("dc", "n", seq - 1, T0 + 40_000_000),
+        SeqCheck::Duplicate
+    );
 }
 
 #[test]

@@ -5,6 +5,7 @@ use super::{node_interval, Engine, LevelRule, Site};
 use dcwatt_common::protocol::Point;
 use serde::ser::SerializeMap;
 use serde::Serialize;
+use std::collections::BTreeMap;
 
 /// The rolling windows, by name and length.
 pub const WINDOWS: [(&str, i64); 6] = [
@@ -278,6 +279,11 @@ pub struct NodeView {
     /// Its meters flagged frozen now, as `point/component`: a counter stuck while its
     /// gauge shows power, or a gauge repeating the same non-zero value.
     pub frozen_meters: Vec<String>,
+    /// What the collector refused from this node, by reason: invalid readings and
+    /// births, and readings over a limit (`too_many_series`, `too_many_zones`,
+    /// `too_many_racks`). Absent when nothing was.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub refused: BTreeMap<String, u64>,
 }
 
 pub(super) fn round6(x: f64) -> f64 {
@@ -906,6 +912,7 @@ impl Engine {
                     duplicate_batches: n.duplicates,
                     restarts: n.restarts,
                     frozen_meters: frozen.remove(&i).unwrap_or_default(),
+                    refused: n.refused.clone(),
                 }
             })
             .collect()
@@ -953,7 +960,7 @@ impl Engine {
             }
             let mut node_pflops = 0.0;
             for g in &n.gpus {
-                c.gpus += g.count;
+                c.gpus = c.gpus.saturating_add(g.count);
                 match g.fp16_tflops {
                     Some(t) => node_pflops += f64::from(g.count) * t / 1000.0,
                     None => c.gpus_without_fp16_figure += g.count,
@@ -1093,7 +1100,7 @@ impl Engine {
                 load.cpu_hosts += 1;
             }
             load.gpu_sum += gpu_sum;
-            load.gpus += gpus;
+            load.gpus = load.gpus.saturating_add(gpus);
         }
         out
     }

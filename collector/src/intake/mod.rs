@@ -21,7 +21,7 @@ pub use metrics::QueueDepth;
 use crate::config::IntakeConfig;
 use crate::engine::fleet::{Fleet, FleetConfig, FleetView};
 use crate::engine::{Batch, Engine, SeqCheck};
-use dcwatt_common::logging::RateLimiter;
+use dcwatt_common::logging::{Escaped, RateLimiter};
 use dcwatt_common::protocol::{
     decode, parse_node_topic, validate_id, Addressed, NodeTopic, ReadingsMessage, StatusMessage,
     TopicKind,
@@ -67,7 +67,7 @@ impl RawMessage {
 }
 
 /// Every reason a whole message can be refused, for metrics that list zeros too.
-pub const MESSAGE_REASONS: [&str; 12] = [
+pub const MESSAGE_REASONS: [&str; 17] = [
     "malformed_json",
     "invalid_schema",
     "unsupported_version",
@@ -80,6 +80,11 @@ pub const MESSAGE_REASONS: [&str; 12] = [
     "too_many_readings",
     "invalid_summary",
     "too_many_nodes",
+    "too_many_sites",
+    "invalid_birth",
+    "too_many_zones",
+    "too_many_racks",
+    "duplicate_conflict",
 ];
 
 /// Pipeline counters, shown on `/metrics`.
@@ -181,8 +186,12 @@ impl IntakeStats {
     }
 
     fn reject_reading(&self, reason: &'static str) {
+        self.reject_readings(reason, 1);
+    }
+
+    fn reject_readings(&self, reason: &'static str, n: u64) {
         if let Ok(mut m) = self.readings_rejected.lock() {
-            *m.entry(reason).or_default() += 1;
+            *m.entry(reason).or_default() += n;
         }
     }
 
@@ -282,7 +291,10 @@ impl Intake {
 
     fn warn(&mut self, reason: &'static str, topic: &str, detail: &dyn std::fmt::Display) {
         if let Some(held) = self.limiter.allow(reason, Instant::now()) {
-            tracing::warn!(reason, topic, suppressed = held, "rejected: {detail}");
+            // Both come from the network: escaped, so no input forges a log line.
+            let (topic, detail) = (Escaped(topic), detail.to_string());
+            let detail = Escaped(&detail);
+            tracing::warn!(reason, %topic, suppressed = held, "rejected: {detail}");
         }
     }
 
@@ -351,7 +363,11 @@ impl Intake {
             return self.refuse("site_not_served", topic, &"site not in intake.sites");
         }
         // Memory is bounded by the inventory: a flood of valid messages for ever-new
-        // node ids must not grow it without end.
+        // site and node ids must not grow it without end.
+        if !engine.has_site(t.site) && engine.site_count() >= self.cfg.max_sites {
+            let detail = format!("already {} sites (intake.max_sites)", self.cfg.max_sites);
+            return self.refuse("too_many_sites", topic, &detail);
+        }
         if !engine.has_node(t.site, t.node) && engine.node_count() >= self.cfg.max_nodes {
             let detail = format!("already {} nodes (intake.max_nodes)", self.cfg.max_nodes);
             return self.refuse("too_many_nodes", topic, &detail);
@@ -367,8 +383,18 @@ impl Intake {
                 };
                 for id in [&msg.rack, &msg.zone].into_iter().flatten() {
                     if let Err(e) = validate_id(id) {
+                        engine.note_refused(t.site, t.node, "invalid_id", 1);
                         return self.refuse("invalid_id", topic, &format!("rack/zone {id:?} {e}"));
                     }
+                }
+                if let Err(e) = validate::check_birth(&msg) {
+                    engine.note_refused(t.site, t.node, "invalid_birth", 1);
+                    return self.refuse("invalid_birth", topic, &e);
+                }
+                if let Err(reason) = engine.admit_birth(&msg) {
+                    engine.note_refused(t.site, t.node, reason, 1);
+                    let detail = format!("zone {:?} rack {:?}", msg.zone, msg.rack);
+                    return self.refuse(reason, topic, &detail);
                 }
                 engine.apply_status(&msg, now_ms);
             }
@@ -384,16 +410,32 @@ impl Intake {
                     );
                     return self.refuse("too_many_readings", topic, &detail);
                 }
-                match engine.check_seq(&msg.site, &msg.node, msg.seq) {
+                let digest = digest(&msg.readings);
+                match engine.check_seq(&msg.site, &msg.node, msg.seq, now_ms) {
                     SeqCheck::Duplicate => {
+                        // A redelivery carries what the first copy did; anything else is
+                        // a second publisher on this node's topic, or an agent that
+                        // reused its numbers.
+                        let reason = if engine.conflicts(&msg.site, &msg.node, msg.seq, digest) {
+                            engine.note_refused(&msg.site, &msg.node, "duplicate_conflict", 1);
+                            "duplicate_conflict"
+                        } else {
+                            "duplicate_seq"
+                        };
                         return self.refuse(
-                            "duplicate_seq",
+                            reason,
                             topic,
                             &format!("seq {} seen already", msg.seq),
-                        )
+                        );
                     }
                     SeqCheck::Gap(n) => {
-                        self.stats.batches_missing.fetch_add(n, Ordering::Relaxed);
+                        // Bounded by the engine; saturating all the same, so a count can
+                        // never wrap back to a small number.
+                        let _ = self.stats.batches_missing.fetch_update(
+                            Ordering::Relaxed,
+                            Ordering::Relaxed,
+                            |m| Some(m.saturating_add(n)),
+                        );
                     }
                     SeqCheck::Restart => {
                         self.stats.agent_restarts.fetch_add(1, Ordering::Relaxed);
@@ -409,6 +451,7 @@ impl Intake {
                     }
                     SeqCheck::InOrder => {}
                 }
+                engine.remember_digest(&msg.site, &msg.node, msg.seq, digest);
                 let limits = validate::Limits {
                     max_host_power_w: self.cfg.max_host_power_w,
                     max_future_skew_ms: self.cfg.max_future_skew_ms,
@@ -421,12 +464,22 @@ impl Intake {
                         Ok(()) => ok.push(r),
                         Err(reason) => {
                             self.stats.reject_reading(reason);
+                            engine.note_refused(&msg.site, &msg.node, reason, 1);
                             self.warn(
                                 reason,
                                 topic,
                                 &format!("reading {} = {} at {}", r.metric, r.value, r.ts_ms),
                             );
                         }
+                    }
+                }
+                // What the site and the node may hold (zones, racks, series).
+                let refused = engine.admit(&msg.site, &msg.node, &mut ok);
+                for (reason, n) in refused.by_reason() {
+                    if n > 0 {
+                        self.stats.reject_readings(reason, n);
+                        let detail = format!("{n} readings over the limit");
+                        self.warn(reason, topic, &detail);
                     }
                 }
                 self.stats
@@ -470,6 +523,22 @@ impl Intake {
             }
         }
     }
+}
+
+/// A batch's content, for telling a redelivery from a conflicting batch with the same
+/// number (the send time is left out: a re-sent batch may carry a new one).
+fn digest(readings: &[dcwatt_common::protocol::Reading]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for r in readings {
+        r.metric.hash(&mut h);
+        r.component.hash(&mut h);
+        r.value.to_bits().hash(&mut h);
+        r.ts_ms.hash(&mut h);
+        r.point.map(|p| p.as_str()).hash(&mut h);
+    }
+    readings.len().hash(&mut h);
+    h.finish()
 }
 
 #[cfg(test)]

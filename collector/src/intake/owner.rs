@@ -2,10 +2,11 @@
 //! batches and the operators' edits, and on every tick publishes an immutable
 //! [`Snapshot`] that every output reads without locking anything. It also hands the
 //! history its closed minutes (keeping the history's cursor, outside the engine) and the
-//! state sink a copy of the engine to save.
+//! state sink the engine encoded for saving (never a copy of the engine: a save costs the
+//! size of its file, not a second engine).
 
 use super::{Intake, RawMessage};
-use crate::engine::{Edit, Engine, Export, MinuteCursor, RackBudget, Snapshot};
+use crate::engine::{Edit, EncodedEngine, Engine, Export, MinuteCursor, RackBudget, Snapshot};
 use dcwatt_common::live::Live;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,8 +32,8 @@ pub struct Outlets {
     pub racks: Arc<Live<Vec<RackBudget>>>,
     /// How often a snapshot is taken.
     pub every: Duration,
-    /// A copy of the engine every interval, for the state sink.
-    pub state: Option<(Duration, watch::Sender<Option<Arc<Engine>>>)>,
+    /// The engine encoded every interval, for the state sink.
+    pub state: Option<(Duration, watch::Sender<Option<Arc<EncodedEngine>>>)>,
     /// Closed minutes and a snapshot every interval, for the history.
     pub export: Option<ExportOutlet>,
 }
@@ -84,7 +85,13 @@ impl Owner {
 
     fn save_copy(&self) {
         if let Some((_, tx)) = &self.out.state {
-            tx.send_replace(Some(Arc::new(self.engine.clone())));
+            let taken_ms = dcwatt_common::now_ms();
+            let mut cbor = Vec::new();
+            let cbor = match ciborium::into_writer(&self.engine, &mut cbor) {
+                Ok(()) => Ok(cbor),
+                Err(e) => Err(e.to_string()),
+            };
+            tx.send_replace(Some(Arc::new(EncodedEngine { taken_ms, cbor })));
         }
     }
 

@@ -1,7 +1,7 @@
 //! Per-reading checks: what the engine may never see. Each failure has a reason label that
 //! `/metrics` counts.
 
-use dcwatt_common::protocol::{validate_id, Kind, Point, Reading, Role};
+use dcwatt_common::protocol::{validate_id, Kind, Point, Reading, Role, State, StatusMessage};
 
 /// Limits for [`check`].
 #[derive(Debug, Clone, Copy)]
@@ -15,7 +15,7 @@ pub struct Limits {
 }
 
 /// Every reason a reading can be refused, for metrics that list zeros too.
-pub const REASONS: [&str; 15] = [
+pub const REASONS: [&str; 20] = [
     "non_finite",
     "invalid_location",
     "invalid_metric",
@@ -31,7 +31,103 @@ pub const REASONS: [&str; 15] = [
     "invalid_source",
     "invalid_average",
     "invalid_wrap",
+    "power_above_max",
+    "value_out_of_range",
+    "too_many_zones",
+    "too_many_racks",
+    "too_many_series",
 ];
+
+/// The most power any one meter can measure, W: a whole campus is below a gigawatt. A
+/// reading above it is a glitch or an attack, and would overflow the energy sums.
+pub const MAX_POWER_W: f64 = 1e9;
+
+/// The largest magnitude any reading may have (a counter in joules of a gigawatt meter
+/// runs 30 years before it reaches 1e18).
+pub const MAX_VALUE: f64 = 1e18;
+
+/// A birth's fields and their ranges (see docs/protocol.md).
+pub mod birth {
+    /// Shortest and longest batch interval an agent may announce, ms.
+    pub const INTERVAL_MS: std::ops::RangeInclusive<u64> = 100..=3_600_000;
+    /// Longest agent version string, bytes.
+    pub const MAX_AGENT_BYTES: usize = 128;
+    /// Most sources a birth may list.
+    pub const MAX_SOURCES: usize = 64;
+    /// Most GPU models a birth may list.
+    pub const MAX_GPU_MODELS: usize = 16;
+    /// Longest GPU model name, bytes.
+    pub const MAX_MODEL_BYTES: usize = 128;
+    /// Most GPUs of one model in one node.
+    pub const MAX_GPUS_PER_MODEL: u32 = 1_024;
+    /// Highest FP16 TFLOPS one GPU may claim.
+    pub const MAX_FP16_TFLOPS: f64 = 100_000.0;
+}
+
+/// Checks a status message's fields against their ranges: an online birth's interval,
+/// agent string, sources and GPU inventory.
+///
+/// # Errors
+/// What is wrong (the message is refused as `invalid_birth`).
+pub fn check_birth(m: &StatusMessage) -> Result<(), String> {
+    use birth::*;
+    if m.state == State::Offline {
+        return Ok(());
+    }
+    if let Some(i) = m.interval_ms {
+        if !INTERVAL_MS.contains(&i) {
+            return Err(format!(
+                "interval_ms {i} outside {}..={}",
+                INTERVAL_MS.start(),
+                INTERVAL_MS.end()
+            ));
+        }
+    }
+    if let Some(a) = &m.agent {
+        if a.len() > MAX_AGENT_BYTES || a.chars().any(char::is_control) {
+            return Err(format!(
+                "agent string of {} bytes (at most {MAX_AGENT_BYTES}, no control characters)",
+                a.len()
+            ));
+        }
+    }
+    if m.sources.len() > MAX_SOURCES {
+        return Err(format!(
+            "{} sources (at most {MAX_SOURCES})",
+            m.sources.len()
+        ));
+    }
+    if let Some(s) = m
+        .sources
+        .iter()
+        .find(|s| validate_id(&s.kind).is_err() || !INTERVAL_MS.contains(&s.interval_ms.max(100)))
+    {
+        return Err(format!("source {:?} every {} ms", s.kind, s.interval_ms));
+    }
+    if m.gpus.len() > MAX_GPU_MODELS {
+        return Err(format!(
+            "{} GPU models (at most {MAX_GPU_MODELS})",
+            m.gpus.len()
+        ));
+    }
+    for g in &m.gpus {
+        if g.model.len() > MAX_MODEL_BYTES || g.model.chars().any(char::is_control) {
+            return Err(format!("GPU model name of {} bytes", g.model.len()));
+        }
+        if g.count > MAX_GPUS_PER_MODEL {
+            return Err(format!(
+                "{} GPUs of one model (at most {MAX_GPUS_PER_MODEL})",
+                g.count
+            ));
+        }
+        if let Some(t) = g.fp16_tflops {
+            if !(t.is_finite() && (0.0..=MAX_FP16_TFLOPS).contains(&t)) {
+                return Err(format!("fp16_tflops {t} outside 0..={MAX_FP16_TFLOPS}"));
+            }
+        }
+    }
+    Ok(())
+}
 
 /// Longest averaging window a reading may claim (`avg_ms`): one day.
 pub const MAX_AVG_MS: u64 = 86_400_000;
@@ -55,6 +151,9 @@ pub fn check(
 ) -> Result<(), &'static str> {
     if !r.value.is_finite() {
         return Err("non_finite");
+    }
+    if r.value.abs() > MAX_VALUE {
+        return Err("value_out_of_range");
     }
     if !valid_metric(&r.metric) {
         return Err("invalid_metric");
@@ -113,6 +212,9 @@ pub fn check(
             if one_host && r.value > lim.max_host_power_w {
                 return Err("power_above_host_max");
             }
+            if r.value > MAX_POWER_W {
+                return Err("power_above_max");
+            }
         }
         "energy_j" => {
             if r.kind != Kind::Counter {
@@ -147,7 +249,7 @@ mod tests {
     #[test]
     fn table() {
         let p = |v: f64| Reading::gauge("power_w", v, NOW).at(Point::ItInput);
-        let cases: Vec<(Reading, Option<Role>, Result<(), &str>)> = vec![
+        let mut cases: Vec<(Reading, Option<Role>, Result<(), &str>)> = vec![
             (p(350.0), None, Ok(())),
             (p(f64::NAN), None, Err("non_finite")),
             (p(f64::INFINITY), None, Err("non_finite")),
@@ -239,6 +341,28 @@ mod tests {
                 Err("invalid_average"),
             ),
         ];
+        cases.extend([
+            (
+                Reading::gauge("power_w", 1e308, NOW).at(Point::FacilityInput),
+                Some(Role::Meter),
+                Err("value_out_of_range"),
+            ),
+            (
+                Reading::gauge("power_w", 2e9, NOW).at(Point::FacilityInput),
+                Some(Role::Meter),
+                Err("power_above_max"),
+            ),
+            (
+                Reading::gauge("power_w", 9e8, NOW).at(Point::FacilityInput),
+                Some(Role::Meter),
+                Ok(()),
+            ),
+            (
+                Reading::counter("energy_j", 3e18, NOW),
+                None,
+                Err("value_out_of_range"),
+            ),
+        ]);
         for (r, role, want) in cases {
             assert_eq!(check(&r, role, NOW, &LIM), want, "{r:?}");
         }
@@ -253,5 +377,35 @@ mod tests {
         ] {
             assert!(REASONS.contains(&reason));
         }
+    }
+
+    #[test]
+    fn births_out_of_range_are_refused() {
+        let ok: StatusMessage = serde_json::from_str(
+            r#"{"v":1,"site":"s","node":"n","state":"online","ts_ms":1,"agent":"dcwatt-agent 0.3",
+                "interval_ms":10000,"sources":[{"type":"rapl","interval_ms":1000}],
+                "gpus":[{"model":"NVIDIA H200","count":8,"fp16_tflops":989.4}]}"#,
+        )
+        .expect("a birth");
+        assert_eq!(check_birth(&ok), Ok(()));
+        let bad = |f: &dyn Fn(&mut StatusMessage)| {
+            let mut m = ok.clone();
+            f(&mut m);
+            check_birth(&m)
+        };
+        assert!(bad(&|m| m.interval_ms = Some(1_000_000_000_000_000_000)).is_err());
+        assert!(bad(&|m| m.interval_ms = Some(0)).is_err());
+        assert!(bad(&|m| m.agent = Some("x".repeat(970_000))).is_err());
+        assert!(bad(&|m| m.agent = Some("a\nERROR forged".into())).is_err());
+        assert!(bad(&|m| m.gpus = vec![m.gpus[0].clone(); 10_000]).is_err());
+        assert!(bad(&|m| m.gpus[0].count = u32::MAX).is_err());
+        assert!(bad(&|m| m.gpus[0].fp16_tflops = Some(-5.0)).is_err());
+        assert!(bad(&|m| m.gpus[0].fp16_tflops = Some(f64::NAN)).is_err());
+        assert!(bad(&|m| m.sources[0].kind = "a b".into()).is_err());
+        // An offline will carries none of these.
+        let mut off = ok.clone();
+        off.state = State::Offline;
+        off.interval_ms = Some(0);
+        assert_eq!(check_birth(&off), Ok(()));
     }
 }

@@ -1,7 +1,8 @@
 //! sinks: where the collector's results go besides its API — InfluxDB ([`influx`]), the
 //! embedded history ([`history`]), the engine's saved state ([`state`]), retained site
 //! summaries on MQTT ([`summary`]), and the MQTT client the collector publishes with
-//! ([`publish`], also used by the alert notifier).
+//! ([`publish`], also used by the alert notifier). [`files`]: what happens to the state or
+//! history file when it is damaged or cannot be read.
 //!
 //! Every sink has the same shape ([`Sink`]): it is built from its config and the feeds it
 //! reads — the latest [`Snapshot`](crate::engine::Snapshot) on a `watch`, accepted batches
@@ -11,6 +12,7 @@
 //! Must not: import the intake or the alerts, take the engine's lock (sinks never see the
 //! engine, only what its owner hands out), block the intake.
 
+pub mod files;
 pub mod history;
 pub mod influx;
 pub mod publish;

@@ -2,8 +2,9 @@
 //! loss — resumes its energy accumulators, PUE windows, coverage and sequence
 //! (deduplication) state instead of starting afresh.
 //!
-//! Every `interval` the engine's owner hands over a copy (a memory clone), then encoded
-//! (CBOR) and written to one SQLite row in a blocking task: ingest never waits on disk.
+//! Every `interval` the engine's owner hands over the engine encoded (CBOR, the size of
+//! the saved row: never a second engine in memory), written to one SQLite row in a
+//! blocking task: ingest never waits on disk.
 //! At start-up the saved engine is restored before any message is taken, with the current
 //! configuration.
 //!
@@ -12,7 +13,7 @@
 //! agent spool), and batches that are in the restored sequence state are dropped as
 //! duplicates, so nothing is counted twice.
 
-use crate::engine::Engine;
+use crate::engine::{EncodedEngine, Engine};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -80,6 +81,60 @@ fn open(path: &Path) -> Result<Connection, StateError> {
     Ok(conn)
 }
 
+impl StateError {
+    /// Whether the file is damaged (move it aside) or merely unreadable now (keep it).
+    pub fn fault(&self) -> super::files::Fault {
+        match self {
+            StateError::Sqlite { source, .. } => super::files::classify(source),
+            StateError::Codec(_) => super::files::Fault::Damaged,
+        }
+    }
+}
+
+/// What start-up found in the state file.
+#[derive(Debug)]
+pub enum Found {
+    /// A saved engine and when it was saved.
+    Saved(Box<Engine>, i64),
+    /// No file, or a file without a save: a first start.
+    Nothing,
+    /// A file of 0 bytes: whatever it held is gone.
+    Empty,
+    /// A damaged file, moved aside (or, when that failed, left where it was).
+    Damaged {
+        /// What was wrong.
+        error: StateError,
+        /// Where it went.
+        aside: std::io::Result<PathBuf>,
+    },
+    /// A file that cannot be read now, kept: it is read again before every save and never
+    /// overwritten while it cannot be.
+    Unavailable(StateError),
+}
+
+/// Reads the state file at start-up, retrying a file that cannot be read now a few
+/// times, and moving a damaged one aside.
+pub fn restore(path: &Path) -> Found {
+    const TRIES: u32 = 3;
+    if std::fs::metadata(path).is_ok_and(|m| m.len() == 0) {
+        return Found::Empty;
+    }
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match load(path) {
+            Ok(Some((engine, saved_ms))) => return Found::Saved(Box::new(engine), saved_ms),
+            Ok(None) => return Found::Nothing,
+            Err(error) if error.fault() == super::files::Fault::Damaged => {
+                let aside = super::files::set_aside(path, "damaged");
+                return Found::Damaged { error, aside };
+            }
+            Err(error) if tries >= TRIES => return Found::Unavailable(error),
+            Err(_) => std::thread::sleep(Duration::from_secs(1)),
+        }
+    }
+}
+
 /// Encodes an engine.
 ///
 /// # Errors
@@ -144,15 +199,73 @@ pub fn load(path: &Path) -> Result<Option<(Engine, i64)>, StateError> {
     }
 }
 
-async fn save_now(cfg: &StateConfig, copy: Arc<Engine>, stats: &StateStats) {
-    let now = dcwatt_common::now_ms();
+/// Before saving over a file that could not be read at start-up: reads it again. Once it
+/// can be read it is moved aside (kept, never overwritten: the running engine started
+/// afresh) and saves go ahead; until then they wait.
+fn may_save(path: &Path) -> Result<(), StateError> {
+    let aside = match load(path) {
+        Ok(_) => super::files::set_aside(path, "unrestored"),
+        Err(e) if e.fault() == super::files::Fault::Damaged => {
+            super::files::set_aside(path, "damaged")
+        }
+        Err(e) => return Err(e),
+    };
+    match aside {
+        Ok(to) => tracing::warn!(
+            path = %path.display(), kept = %to.display(),
+            "the state file can be read again; it was not restored (this collector started afresh) and is kept aside"
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(StateError::Codec(format!(
+                "cannot move {} aside: {e}",
+                path.display()
+            )))
+        }
+    }
+    Ok(())
+}
+
+/// Writes a save; a file found damaged is moved aside first and the save written anew.
+fn save_or_replace(path: &Path, now: i64, data: &[u8]) -> Result<(), StateError> {
+    match save(path, now, data) {
+        Err(e) if e.fault() == super::files::Fault::Damaged => {
+            let aside = super::files::set_aside(path, "damaged")
+                .map_err(|io| StateError::Codec(format!("{e}; cannot move it aside: {io}")))?;
+            tracing::error!(
+                error = %e, path = %path.display(), aside = %aside.display(),
+                "the state file was damaged; moved aside, saving anew"
+            );
+            save(path, now, data)
+        }
+        other => other,
+    }
+}
+
+async fn save_now(
+    cfg: &StateConfig,
+    copy: Arc<EncodedEngine>,
+    stats: &StateStats,
+    unrestored: &mut bool,
+) {
+    let now = copy.taken_ms;
     let path = cfg.path.clone();
+    let check = *unrestored;
     let result = tokio::task::spawn_blocking(move || {
-        let data = encode(&copy)?;
-        save(&path, now, &data)?;
+        if check {
+            may_save(&path)?;
+        }
+        let data = copy
+            .cbor
+            .as_ref()
+            .map_err(|e| StateError::Codec(e.clone()))?;
+        save_or_replace(&path, now, data)?;
         Ok::<usize, StateError>(data.len())
     })
     .await;
+    if matches!(result, Ok(Ok(_))) {
+        *unrestored = false;
+    }
     match result {
         Ok(Ok(bytes)) => {
             stats.saves.fetch_add(1, Ordering::Relaxed);
@@ -177,10 +290,13 @@ async fn save_now(cfg: &StateConfig, copy: Arc<Engine>, stats: &StateStats) {
 pub struct StateSink {
     /// Settings.
     pub cfg: StateConfig,
-    /// The owner's copies.
-    pub copies: watch::Receiver<Option<Arc<Engine>>>,
+    /// The owner's encoded engines.
+    pub copies: watch::Receiver<Option<Arc<EncodedEngine>>>,
     /// Counters.
     pub stats: Arc<StateStats>,
+    /// The file could not be read at start-up: it is read again before every save and
+    /// never overwritten while it cannot be (see [`Found::Unavailable`]).
+    pub unrestored: bool,
 }
 
 impl super::Sink for StateSink {
@@ -192,7 +308,7 @@ impl super::Sink for StateSink {
         while self.copies.changed().await.is_ok() {
             let copy = self.copies.borrow_and_update().clone();
             if let Some(copy) = copy {
-                save_now(&self.cfg, copy, &self.stats).await;
+                save_now(&self.cfg, copy, &self.stats, &mut self.unrestored).await;
             }
         }
     }
@@ -248,7 +364,7 @@ mod tests {
                 &[Reading::gauge("power_w", 1000.0, t).at(Point::ItInput)],
                 t,
             );
-            e.check_seq("dc", "h", s as u64);
+            e.check_seq("dc", "h", s as u64, t);
         }
         let now = t0 + 600_100;
         let dir = std::env::temp_dir().join(format!("dcwatt-state-{}", std::process::id()));
@@ -266,7 +382,7 @@ mod tests {
         assert_eq!(a["pue"]["1m"]["value"], 1.5);
         // The sequence state came back too: the last batch is a duplicate.
         assert_eq!(
-            back.check_seq("dc", "h", 600),
+            back.check_seq("dc", "h", 600, now),
             crate::engine::SeqCheck::Duplicate
         );
         // A state saved by another format is refused, not misread.

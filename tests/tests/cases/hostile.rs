@@ -2,23 +2,12 @@
 //! the collector keeps running, counts every message it receives, its memory stays
 //! bounded, and the real site's PUE stays exact.
 
-use dcwatt_e2e::sim::{agent_toml, Profile};
+use dcwatt_e2e::sim::CalmSite;
 use dcwatt_e2e::*;
 use std::time::Duration;
 
 const SITE: &str = "calm";
 const HOSTILE: u64 = 100_000;
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
 
 /// The n-th hostile message: random bytes, mutated valid batches, wrong topics.
 fn hostile(n: u64) -> (String, Vec<u8>) {
@@ -84,39 +73,8 @@ fn a_hundred_thousand_hostile_payloads_change_nothing() {
         BrokerKind::Embedded,
         &[("DCWATT__ENGINE__DEFAULT_INTERVAL_SECS", "1".into())],
     );
-    let fac = Profile {
-        base_w: 3_000.0,
-        amplitude_w: 200.0,
-        period_secs: 31.0,
-    };
-    let hosts: Vec<Profile> = (0..3)
-        .map(|i| Profile {
-            base_w: 700.0 + 40.0 * i as f64,
-            amplitude_w: 50.0,
-            period_secs: 11.0 + 3.0 * i as f64,
-        })
-        .collect();
-    let _m = start_agent(
-        &dir,
-        "meter",
-        &agent_toml(SITE, "meter", "meter", c.mqtt, &fac, "facility_input"),
-    );
-    let _h: Vec<Proc> = hosts
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            let node = format!("h{i}");
-            start_agent(
-                &dir,
-                &node,
-                &agent_toml(SITE, &node, "host", c.mqtt, p, "it_input"),
-            )
-        })
-        .collect();
-    wait_for("a PUE value", Duration::from_secs(60), || {
-        c.site(SITE)?["pue"]["1m"]["value"].as_f64()
-    });
-    let rss_before = rss_kib(c.proc.pid());
+    let calm = CalmSite::start(&dir, SITE, &c);
+    let rss_before = c.proc.rss_kib();
     let received = |t: &str| {
         metric(t, "dcwatt_messages_received_total{kind=\"readings\"}").unwrap_or(0.0)
             + metric(t, "dcwatt_messages_received_total{kind=\"status\"}").unwrap_or(0.0)
@@ -132,7 +90,7 @@ fn a_hundred_thousand_hostile_payloads_change_nothing() {
         let t = c.metrics();
         (received(&t) - before >= HOSTILE as f64 * 0.75).then_some(t)
     });
-    let rss_after = rss_kib(c.proc.pid());
+    let rss_after = c.proc.rss_kib();
     assert!(c.proc.running(), "the collector died:\n{}", c.proc.log());
     let rejected: f64 = text
         .lines()
@@ -156,21 +114,7 @@ fn a_hundred_thousand_hostile_payloads_change_nothing() {
     );
 
     // The real site: exact, over a window that overlaps the storm.
-    let storm_end = dcwatt_common::now_ms();
-    let (view, to) = wait_for("a window over the storm", Duration::from_secs(60), || {
-        let v = c.site(SITE)?;
-        let to = v["pue"]["1m"]["to_ms"].as_i64()?;
-        (to > storm_end + 5_000).then_some((v.clone(), to))
-    });
-    let w = &view["pue"]["1m"];
-    let from = w["from_ms"].as_i64().expect("from");
-    let truth = fac.energy(from, to) / hosts.iter().map(|h| h.energy(from, to)).sum::<f64>();
-    let got = w["value"].as_f64().expect("value");
-    assert!(
-        (got - truth).abs() / truth < 0.005,
-        "PUE {got} vs exact {truth}\n{w:#}"
-    );
-    assert_eq!(w["coverage_it"], 1.0, "{w:#}");
+    calm.assert_exact(&c, dcwatt_common::now_ms());
     let nodes = get_json(c.http, &format!("/api/v1/sites/{SITE}/nodes")).expect("nodes");
     let names: Vec<&str> = nodes["nodes"]
         .as_array()

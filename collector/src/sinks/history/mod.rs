@@ -72,7 +72,9 @@ enum Job {
 /// The history sink: the database, opened and checked, and its feeds.
 pub struct HistorySink {
     cfg: HistoryConfig,
-    store: Store,
+    /// `None` while the file cannot be opened: the writer tries again every
+    /// [`REOPEN_EVERY`].
+    store: Option<Store>,
     raw: Option<mpsc::Receiver<Arc<Batch>>>,
     exports: mpsc::Receiver<Export>,
     stats: Arc<HistoryStats>,
@@ -83,22 +85,71 @@ impl HistorySink {
     /// accepted batches (when raw readings are kept), `exports` the engine owner's
     /// snapshots and closed minutes.
     ///
-    /// # Errors
-    /// The database cannot be opened.
+    /// Never fails: a damaged file is moved aside and a new one created; a file that
+    /// cannot be opened now is kept and opened again later (see [`open_store`]).
     pub fn open(
         cfg: HistoryConfig,
         raw: Option<mpsc::Receiver<Arc<Batch>>>,
         exports: mpsc::Receiver<Export>,
         stats: Arc<HistoryStats>,
-    ) -> Result<Self, StoreError> {
-        Ok(HistorySink {
-            store: Store::open(&cfg.path)?,
+    ) -> Self {
+        HistorySink {
+            store: open_store(&cfg.path),
             cfg,
             raw,
             exports,
             stats,
-        })
+        }
     }
+}
+
+/// How often the writer tries again to open a history file it could not open.
+pub const REOPEN_EVERY: Duration = Duration::from_secs(30);
+
+/// Opens the history database; a damaged one (not a database, corrupt, or of a schema
+/// this dcwatt does not know) is moved aside with a timestamp and a new one created. A
+/// file that cannot be opened now is kept: `None`, logged at ERROR.
+pub fn open_store(path: &std::path::Path) -> Option<Store> {
+    use crate::sinks::files::{classify, set_aside, Fault};
+    let error = match Store::open(path) {
+        Ok(s) => {
+            tracing::info!(path = %path.display(), "history database open");
+            return Some(s);
+        }
+        Err(e) => e,
+    };
+    let damaged = match &error {
+        StoreError::Sqlite(e) => classify(e) == Fault::Damaged,
+        StoreError::Schema { .. } => true,
+        StoreError::Thread(_) => false,
+    };
+    if damaged {
+        match set_aside(path, "damaged") {
+            Ok(aside) => {
+                tracing::error!(
+                    path = %path.display(), %error, aside = %aside.display(),
+                    "the history database is damaged: moved aside (its history is no longer served); starting a new one"
+                );
+                match Store::open(path) {
+                    Ok(s) => return Some(s),
+                    Err(e) => tracing::error!(
+                        path = %path.display(), error = %e,
+                        "cannot create a new history database; history is not written, trying again every 30 s"
+                    ),
+                }
+            }
+            Err(io) => tracing::error!(
+                path = %path.display(), %error, rename = %io,
+                "the history database is damaged and cannot be moved aside; history is not written, trying again every 30 s"
+            ),
+        }
+    } else {
+        tracing::error!(
+            path = %path.display(), %error,
+            "cannot open the history database now; it is kept, and opened again every 30 s; history is not written meanwhile"
+        );
+    }
+    None
 }
 
 impl super::Sink for HistorySink {
@@ -173,12 +224,13 @@ fn job_of(e: &Export) -> Job {
 }
 
 fn writer(
-    mut store: Store,
+    mut store: Option<Store>,
     cfg: HistoryConfig,
     mut rx: mpsc::Receiver<Job>,
     stats: Arc<HistoryStats>,
 ) {
     let mut last_prune: Option<std::time::Instant> = None;
+    let mut last_open = std::time::Instant::now();
     let mut jobs = Vec::with_capacity(256);
     while let Some(first) = rx.blocking_recv() {
         jobs.push(first);
@@ -188,6 +240,16 @@ fn writer(
                 Err(_) => break,
             }
         }
+        if store.is_none() && last_open.elapsed() >= REOPEN_EVERY {
+            last_open = std::time::Instant::now();
+            store = open_store(&cfg.path);
+        }
+        let Some(store) = store.as_mut() else {
+            // Counted, never silent: these rows are lost.
+            stats.write_errors.fetch_add(1, Ordering::Relaxed);
+            jobs.clear();
+            continue;
+        };
         let (mut raw, mut derived, mut minutes) = (0u64, 0u64, 0u64);
         let result = (|| -> Result<(), StoreError> {
             store.begin()?;
