@@ -247,6 +247,8 @@ pub async fn run(
         stop.spawn(INPUTS, "alert evaluator", runner.run(stop.token(INPUTS)));
     }
     let watched = snapshots.clone();
+    let http_stats = Arc::new(api::serve::HttpStats::default());
+    metrics.register(http_stats.clone());
     let state = AppState {
         snapshots,
         edits: edits_tx,
@@ -262,13 +264,9 @@ pub async fn run(
         token: cfg.http_token.clone().map(Arc::new),
     };
     let api_stop = stop.token(API);
+    let limits = cfg.http_limits;
     stop.spawn(API, "http api", async move {
-        let served = axum::serve(http, api::router(state))
-            .with_graceful_shutdown(async move { api_stop.cancelled().await })
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "the HTTP server stopped");
-        }
+        api::serve::serve(http, api::router(state), limits, http_stats, api_stop).await;
     });
     tracing::info!(http = %cfg.http_listen, state_dir = %cfg.state_dir.display(), "collector ready");
     dcwatt_common::service::notify_ready(&format!("serving on {}", cfg.http_listen));

@@ -3,6 +3,7 @@
 
 mod history;
 mod metrics;
+pub mod serve;
 mod web;
 
 pub use metrics::SiteFamilies;

@@ -54,6 +54,8 @@ struct HttpRaw {
     listen: String,
     token_file: Option<std::path::PathBuf>,
     token: Option<String>,
+    max_connections: usize,
+    header_timeout_secs: u64,
 }
 
 impl Default for HttpRaw {
@@ -62,6 +64,8 @@ impl Default for HttpRaw {
             listen: "127.0.0.1:8080".to_owned(),
             token_file: None,
             token: None,
+            max_connections: 512,
+            header_timeout_secs: 10,
         }
     }
 }
@@ -78,6 +82,8 @@ pub struct CollectorConfig {
     pub http_listen: SocketAddr,
     /// Bearer token the API and `/metrics` require, when set.
     pub http_token: Option<dcwatt_common::secret::Secret>,
+    /// The API listener's connection and header-time limits.
+    pub http_limits: crate::api::serve::Limits,
     /// The embedded broker, when `broker.embedded` is true.
     pub broker: Option<BrokerConfig>,
     /// The external broker, when `broker.embedded` is false.
@@ -235,6 +241,12 @@ impl CollectorConfig {
             "token",
             &mut p,
         );
+        if http.max_connections == 0 || http.max_connections > 1_000_000 {
+            p.push("http.max_connections", "must be between 1 and 1000000");
+        }
+        if !(1..=3_600).contains(&http.header_timeout_secs) {
+            p.push("http.header_timeout_secs", "must be between 1 and 3600");
+        }
         if http_token.as_ref().is_some_and(|t| t.expose().len() < 16) {
             p.push("http.token", "must be at least 16 characters");
         }
@@ -370,6 +382,10 @@ impl CollectorConfig {
             log,
             http_listen,
             http_token,
+            http_limits: crate::api::serve::Limits {
+                max_connections: http.max_connections,
+                header_timeout: std::time::Duration::from_secs(http.header_timeout_secs),
+            },
             broker: broker_cfg,
             mqtt: mqtt_cfg,
             intake: IntakeConfig {
