@@ -86,9 +86,17 @@ pub enum RunError {
 pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), RunError> {
     dcwatt_common::state_dir::create(&config.state_dir)?;
     let sources = build_sources(&config)?;
+    let mut first_seq = 0;
     let spool = match &config.spool {
         Some(sc) => {
-            let (spool, recovered) = crate::spool::Spool::open(&sc.dir, sc.max_bytes)?;
+            let ran_before = sc.dir.join("spool.pos").exists();
+            let (mut spool, recovered) = crate::spool::Spool::open(&sc.dir, sc.max_bytes)?;
+            first_seq = crate::spool::first_seq(&sc.dir, Some(&mut spool), ran_before);
+            // Written now, so that every later save overwrites it in place (and keeps
+            // working on a full disk).
+            if let Err(e) = crate::spool::save_seq(&sc.dir, first_seq) {
+                tracing::warn!(error = %e, "cannot write the sequence number yet");
+            }
             if recovered.torn_bytes > 0 {
                 tracing::warn!(
                     bytes = recovered.torn_bytes,
@@ -125,6 +133,7 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), R
         stats: stats.clone(),
         whole_system_order: config.whole_system_order.clone(),
         seq_dir: config.spool.as_ref().map(|s| s.dir.clone()),
+        first_seq,
     };
     // Stops in phases: the sources first (no batch is built after), then the publisher,
     // which takes what is still queued before it says offline.

@@ -93,6 +93,9 @@ pub struct Scheduler {
     pub whole_system_order: Vec<String>,
     /// Where the last sequence number is kept across restarts, if anywhere.
     pub seq_dir: Option<std::path::PathBuf>,
+    /// The last sequence number an earlier run may have used (see
+    /// [`crate::spool::first_seq`]); this run goes on after it.
+    pub first_seq: u64,
 }
 
 impl Scheduler {
@@ -103,7 +106,7 @@ impl Scheduler {
         let mut limiter = RateLimiter::new(Duration::from_secs(60));
         // Sequence numbers keep increasing across restarts when there is a place to keep
         // the last one (the spool directory); otherwise each run starts at 1.
-        let mut seq = self.seq_dir.as_deref().map_or(0, crate::spool::load_seq);
+        let mut seq = self.first_seq;
         let mut tick = 0u64;
         loop {
             tokio::select! {
@@ -142,7 +145,7 @@ impl Scheduler {
             if let Some(dir) = &self.seq_dir {
                 if let Err(e) = crate::spool::save_seq(dir, seq) {
                     if limiter.allow("seq", Instant::now()).is_some() {
-                        tracing::warn!(error = %e, "cannot persist the sequence number");
+                        tracing::error!(error = %e, "cannot persist the sequence number; after a restart numbering jumps past the spooled batches");
                     }
                 }
             }

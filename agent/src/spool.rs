@@ -13,6 +13,9 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 const MAGIC: u8 = 0xD5;
+/// Consumed bytes after which the file is rewritten without them (once they also outgrow
+/// what is still unsent).
+const COMPACT_AFTER: u64 = 256 * 1024;
 const HEADER: u64 = 9;
 
 /// Why the spool failed.
@@ -119,6 +122,11 @@ impl Spool {
             max_bytes: max_bytes.max(1024),
             dropped: 0,
         };
+        // The position file exists from the start, so that later writes overwrite it in
+        // place and keep working when the disk fills.
+        if let Err(e) = spool.save_head() {
+            tracing::warn!(error = %e, "cannot write the spool position yet");
+        }
         Ok((
             spool,
             Recovery {
@@ -219,17 +227,16 @@ impl Spool {
             self.head = 0;
             self.cursor = 0;
             self.tail = 0;
-        } else if self.head > self.max_bytes / 2 && self.head > self.bytes() {
+        } else if self.head > COMPACT_AFTER.min(self.max_bytes / 2) && self.head > self.bytes() {
+            // The consumed part outgrew the rest: with an interval shorter than the
+            // delivery grace the spool is never empty, and would grow to its cap.
             self.compact()?;
         }
         self.save_head()
     }
 
     fn save_head(&self) -> Result<(), SpoolError> {
-        let pos = self.dir.join("spool.pos");
-        let tmp = self.dir.join("spool.pos.tmp");
-        std::fs::write(&tmp, self.head.to_string()).map_err(err(&tmp))?;
-        std::fs::rename(&tmp, &pos).map_err(err(&pos))
+        write_number(&self.dir, "spool.pos", self.head)
     }
 
     /// Rewrites the file without the consumed records.
@@ -260,22 +267,96 @@ impl Spool {
 }
 
 /// The last batch sequence number, kept beside the spool so it keeps increasing across
-/// agent restarts.
-pub fn load_seq(dir: &Path) -> u64 {
+/// agent restarts (see [`first_seq`] for where a run starts).
+pub fn load_seq(dir: &Path) -> Option<u64> {
     std::fs::read_to_string(dir.join("seq"))
         .ok()
         .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0)
 }
 
-/// Stores the last sequence number (write to a temporary file, then rename).
+/// Width of the sequence and position files: every save overwrites the same bytes in
+/// place, so that a save needs no new disk block and still succeeds on a full disk.
+const SEQ_WIDTH: usize = 20;
+
+/// Stores the last sequence number (see [`write_number`]).
 ///
 /// # Errors
 /// The file cannot be written.
 pub fn save_seq(dir: &Path, seq: u64) -> Result<(), SpoolError> {
-    let tmp = dir.join("seq.tmp");
-    std::fs::write(&tmp, seq.to_string()).map_err(err(&tmp))?;
-    std::fs::rename(&tmp, dir.join("seq")).map_err(err(dir))
+    write_number(dir, "seq", seq)
+}
+
+/// Writes a number to `dir/name`: overwritten in place as a fixed-width record within one
+/// sector, so that the write needs no new disk block and still succeeds on a full disk;
+/// created with a temporary file and a rename the first time (or from an older format).
+fn write_number(dir: &Path, name: &str, n: u64) -> Result<(), SpoolError> {
+    let path = dir.join(name);
+    let line = format!("{n:>w$}\n", w = SEQ_WIDTH);
+    let in_place = OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .and_then(|mut f| {
+            if f.metadata()?.len() != line.len() as u64 {
+                return Err(std::io::Error::other("not a fixed-width record"));
+            }
+            f.write_all(line.as_bytes())?;
+            f.sync_data()
+        });
+    if in_place.is_ok() {
+        return Ok(());
+    }
+    let tmp = dir.join(format!("{name}.tmp"));
+    std::fs::write(&tmp, &line).map_err(err(&tmp))?;
+    std::fs::rename(&tmp, &path).map_err(err(&path))
+}
+
+/// The sequence numbers this run may not use again: beyond the saved one, and beyond
+/// every batch still in the spool (sent first: the spool is in order). When neither can be
+/// read although the spool has run before, or when the last save is older than what the
+/// spool holds, the run starts
+/// [`SEQ_MARGIN`] further on and says so: a number is never used twice (the collector
+/// would drop the second batch as a duplicate).
+///
+/// `ran_before`: the spool directory held a position file before this run opened it.
+pub fn first_seq(dir: &Path, spool: Option<&mut Spool>, ran_before: bool) -> u64 {
+    let saved = load_seq(dir);
+    let spooled = spool.and_then(Spool::max_seq);
+    match (saved, spooled) {
+        (Some(s), None) => s,
+        (Some(s), Some(q)) if q <= s => s,
+        // A first run: the spool has never confirmed a batch.
+        (None, None) if !ran_before => 0,
+        (saved, spooled) => {
+            let from = saved.max(spooled).unwrap_or(0).saturating_add(SEQ_MARGIN);
+            tracing::warn!(
+                saved = ?saved, spooled = ?spooled, from,
+                "the saved sequence number is missing or behind the spool (a failed save?); numbering goes on past any that may have been used"
+            );
+            from
+        }
+    }
+}
+
+/// How far a run jumps ahead when the last sequence number is not known for sure.
+pub const SEQ_MARGIN: u64 = 100_000;
+
+#[derive(serde::Deserialize)]
+struct SeqOnly {
+    seq: u64,
+}
+
+impl Spool {
+    /// The highest sequence number among the batches the file still holds.
+    pub fn max_seq(&mut self) -> Option<u64> {
+        let (mut at, mut max) = (0, None);
+        while let Some((payload, next)) = read_record(&mut self.file, at, self.tail) {
+            if let Ok(b) = serde_json::from_slice::<SeqOnly>(&payload) {
+                max = max.max(Some(b.seq));
+            }
+            at = next;
+        }
+        max
+    }
 }
 
 #[cfg(test)]
@@ -403,7 +484,53 @@ mod tests {
         assert_eq!(s.peek().unwrap()[0], 99);
         assert!(std::fs::metadata(d.join("spool.dat")).unwrap().len() <= 4096);
         save_seq(&d, 41).unwrap();
-        assert_eq!(load_seq(&d), 41);
+        assert_eq!(load_seq(&d), Some(41));
+        save_seq(&d, 4_200_000_000_000).unwrap();
+        save_seq(&d, 43).unwrap();
+        assert_eq!(load_seq(&d), Some(43), "overwritten in place, every width");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_spool_that_is_never_empty_stays_small() {
+        // An interval shorter than the delivery grace: three batches always out.
+        let d = dir("busy");
+        let (mut s, _) = Spool::open(&d, 64 << 20).unwrap();
+        let mut largest = 0;
+        for i in 0..5_000u32 {
+            s.push(&[(i % 251) as u8; 1000]).unwrap();
+            while s.len() > 3 {
+                s.pop().unwrap();
+            }
+            largest = largest.max(std::fs::metadata(d.join("spool.dat")).unwrap().len());
+        }
+        assert!(
+            largest < 2 * COMPACT_AFTER,
+            "the file reached {largest} bytes"
+        );
+        assert_eq!(s.len(), 3);
+        assert_eq!(s.peek().unwrap()[0], (4_997 % 251) as u8);
+    }
+
+    #[test]
+    fn a_run_never_reuses_a_sequence_number() {
+        let batch = |seq: u64| {
+            format!(r#"{{"v":1,"site":"s","node":"n","seq":{seq},"sent_ms":0,"readings":[]}}"#)
+        };
+        // A first start.
+        let d = dir("seq-first");
+        let (mut s, _) = Spool::open(&d, 1 << 20).unwrap();
+        assert_eq!(first_seq(&d, Some(&mut s), false), 0);
+        // Saved 10, spool holds up to 9: go on from 10.
+        save_seq(&d, 10).unwrap();
+        s.push(batch(9).as_bytes()).unwrap();
+        assert_eq!(first_seq(&d, Some(&mut s), true), 10);
+        // The last saves failed: the spool holds 14, beyond the saved 10.
+        s.push(batch(14).as_bytes()).unwrap();
+        assert_eq!(first_seq(&d, Some(&mut s), true), 14 + SEQ_MARGIN);
+        // The sequence file is gone but the spool has run before.
+        std::fs::remove_file(d.join("seq")).unwrap();
+        assert_eq!(first_seq(&d, Some(&mut s), true), 14 + SEQ_MARGIN);
         let _ = std::fs::remove_dir_all(&d);
     }
 }

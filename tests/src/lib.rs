@@ -733,3 +733,49 @@ pub fn agent_once(
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// A small tmpfs, unmounted when the test ends.
+pub struct Tmpfs(pub std::path::PathBuf);
+
+impl Tmpfs {
+    /// Mounts one of `size` (e.g. `8m`) at `at`; `None` when mounting is not allowed.
+    pub fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(at).ok()?;
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Tmpfs(at.to_owned()))
+    }
+
+    /// Fills it: a file grown until the disk refuses.
+    pub fn fill(&self) {
+        use std::io::Write;
+        let mut f = std::fs::File::create(self.0.join("filler")).expect("filler");
+        let block = vec![0u8; 64 * 1024];
+        while f.write_all(&block).is_ok() {}
+        let mut small = [0u8; 512].as_slice();
+        while f.write_all(&small[..1]).is_ok() {
+            small = &small[1..];
+            if small.is_empty() {
+                break;
+            }
+        }
+        let _ = f.sync_all();
+    }
+
+    /// Removes the filler.
+    pub fn free(&self) {
+        let _ = std::fs::remove_file(self.0.join("filler"));
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
