@@ -80,6 +80,7 @@ fn intake() -> (Intake, Arc<IntakeStats>) {
         max_readings_per_batch: 10_000,
         max_nodes: 100_000,
         max_sites: 1_000,
+        max_clock_skew_ms: 5_000,
     };
     (Intake::new(stats.clone(), cfg), stats)
 }

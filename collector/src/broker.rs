@@ -73,7 +73,10 @@ fn refusal(users: &HashMap<String, String>, user: &str, password: &str) -> Optio
 /// The agents' listener checks logins itself, so that each refusal is logged with the
 /// client id, user and reason: one WARN line per reason and user every 10 s, with the
 /// number held back, however hard a client retries.
-fn login_checker(users: HashMap<String, String>) -> rumqttd::AuthHandler {
+fn login_checker(
+    users: HashMap<String, String>,
+    refused: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> rumqttd::AuthHandler {
     let users = std::sync::Arc::new(users);
     let limiter = std::sync::Arc::new(std::sync::Mutex::new(
         dcwatt_common::logging::RateLimiter::new(std::time::Duration::from_secs(10)),
@@ -81,6 +84,7 @@ fn login_checker(users: HashMap<String, String>) -> rumqttd::AuthHandler {
     std::sync::Arc::new(move |client_id: String, user: String, password: String| {
         let why = refusal(&users, &user, &password);
         if let Some(reason) = why {
+            refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let key = format!("{reason}/{user}");
             let allowed = limiter
                 .lock()
@@ -97,7 +101,12 @@ fn login_checker(users: HashMap<String, String>) -> rumqttd::AuthHandler {
 /// Two listeners: the agents' (TLS when configured, passwords when configured) and a
 /// plain one on an ephemeral loopback port for the collector's own publishers, which
 /// admits only the internal user.
-fn rumqttd_config(cfg: &BrokerConfig, internal: &Secret, internal_listen: SocketAddr) -> Config {
+fn rumqttd_config(
+    cfg: &BrokerConfig,
+    internal: &Secret,
+    internal_listen: SocketAddr,
+    refused: &std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> Config {
     let auth = cfg.users.as_ref().map(|users| {
         users
             .iter()
@@ -114,7 +123,7 @@ fn rumqttd_config(cfg: &BrokerConfig, internal: &Secret, internal_listen: Socket
         listen: cfg.listen,
         tls,
         next_connection_delay_ms: 0,
-        connections: connection_settings(None, auth.map(login_checker)),
+        connections: connection_settings(None, auth.map(|u| login_checker(u, refused.clone()))),
     };
     let own = ServerSettings {
         name: "dcwatt-internal".to_owned(),
@@ -159,6 +168,7 @@ pub async fn start(
     filters: &[String],
     tx: mpsc::Sender<RawMessage>,
     internal: &Secret,
+    logins_refused: std::sync::Arc<std::sync::atomic::AtomicU64>,
 ) -> Result<SocketAddr, BrokerError> {
     // rumqttd only logs a bind failure from its server thread: check first, to fail clearly.
     drop(
@@ -184,7 +194,12 @@ pub async fn start(
             }
         }
     }
-    let mut broker = Broker::new(rumqttd_config(cfg, internal, internal_listen));
+    let mut broker = Broker::new(rumqttd_config(
+        cfg,
+        internal,
+        internal_listen,
+        &logins_refused,
+    ));
     let (mut link_tx, link_rx) = tokio::task::block_in_place(|| {
         broker
             .link("dcwatt-collector-intake")
@@ -218,6 +233,9 @@ pub async fn start(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tracing::info!(listen = %cfg.listen, tls = cfg.tls.is_some(), log_mib = (cfg.segment_bytes >> 20) * cfg.segments, "embedded broker listening");
+    tracing::warn!(
+        "the embedded broker has no per-topic ACL: any user it admits may publish as any site and node (the collector counts a second publisher's batches as duplicate_conflict); run it on a trusted network, or use Mosquitto with configs/mosquitto/dcwatt.acl"
+    );
     Ok(internal_listen)
 }
 

@@ -109,7 +109,8 @@ pub async fn run(
     let internal = random_password();
     let mut internal_listen = None;
     if let Some(b) = &cfg.broker {
-        internal_listen = Some(broker::start(b, &filters, tx.clone(), &internal).await?);
+        let refused = stats.broker_logins_refused.clone();
+        internal_listen = Some(broker::start(b, &filters, tx.clone(), &internal, refused).await?);
         stats.broker_connected.store(true, Ordering::Relaxed);
     }
     if let Some(m) = cfg.mqtt.clone() {
@@ -264,7 +265,10 @@ pub async fn run(
         token: cfg.http_token.clone().map(Arc::new),
     };
     let api_stop = stop.token(API);
-    let limits = cfg.http_limits;
+    let limits = api::serve::Limits {
+        max_connections: cfg.http_max_connections,
+        header_timeout: cfg.http_header_timeout,
+    };
     stop.spawn(API, "http api", async move {
         api::serve::serve(http, api::router(state), limits, http_stats, api_stop).await;
     });

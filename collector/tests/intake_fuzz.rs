@@ -26,6 +26,7 @@ fn intake() -> (Intake, Arc<IntakeStats>, Arc<Mutex<Engine>>) {
         max_readings_per_batch: 10_000,
         max_nodes: 1_000,
         max_sites: 1_000,
+        max_clock_skew_ms: 5_000,
     };
     (Intake::new(stats.clone(), cfg), stats, engine)
 }

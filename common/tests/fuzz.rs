@@ -124,8 +124,9 @@ proptest! {
 
     #[test]
     fn topics_built_from_valid_ids_parse_back(
-        site in "[A-Za-z0-9_.-]{1,64}",
-        node in "[A-Za-z0-9_.-]{1,64}",
+        // Valid ids: the pattern, other than the path segments `.` and `..`.
+        site in "[A-Za-z0-9_.-]{1,64}".prop_filter("not . or ..", |s| s != "." && s != ".."),
+        node in "[A-Za-z0-9_.-]{1,64}".prop_filter("not . or ..", |s| s != "." && s != ".."),
     ) {
         let t = readings_topic(&site, &node);
         let parsed = parse_node_topic(&t).expect("valid ids");

@@ -355,7 +355,15 @@ pub struct AlertState {
     pub suppressed: Option<String>,
     /// When notifications for it were last sent (for repeats).
     pub notified_ms: i64,
+    /// When a rule last observed it (0: not since a restore).
+    #[serde(default)]
+    pub seen_ms: i64,
 }
+
+/// An alert no rule has observed for this long (its node retired, refused or gone, its
+/// rack unconfigured) is dropped from the states — resolved first if it was firing — so
+/// that the alert state file stays bounded by what is observed.
+pub const UNOBSERVED_MS: i64 = 3_600_000;
 
 /// A change worth telling someone about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -482,7 +490,8 @@ pub fn labels(rule: &Rule, key: &AlertKey) -> BTreeMap<String, String> {
 }
 
 /// Evaluates every rule: advances states and returns the transitions. Alerts whose
-/// observation disappeared (a node removed) keep their state.
+/// observation disappeared (a node removed) keep their state for [`UNOBSERVED_MS`]; then
+/// they are dropped, a firing one resolved.
 pub fn evaluate(
     rules: &[Rule],
     states: &mut BTreeMap<AlertKey, AlertState>,
@@ -496,7 +505,8 @@ pub fn evaluate(
             continue;
         };
         let prev = states.get(&o.key).cloned().unwrap_or_default();
-        let (next, change) = step(rule, &o.key.site, &prev, o, now_ms);
+        let (mut next, change) = step(rule, &o.key.site, &prev, o, now_ms);
+        next.seen_ms = now_ms;
         if let Some(change) = change {
             out.push(Transition {
                 alert: o.key.id(),
@@ -520,6 +530,38 @@ pub fn evaluate(
         } else {
             states.insert(o.key.clone(), next);
         }
+    }
+    let mut gone = Vec::new();
+    for (key, st) in states.iter_mut() {
+        if st.seen_ms == 0 {
+            // Restored from a state written before `seen_ms`: the clock starts now.
+            st.seen_ms = now_ms;
+        } else if now_ms - st.seen_ms > UNOBSERVED_MS {
+            gone.push(key.clone());
+        }
+    }
+    for key in gone {
+        let Some(st) = states.remove(&key) else {
+            continue;
+        };
+        let Some(rule) = by_name
+            .get(key.rule.as_str())
+            .filter(|_| st.phase == Phase::Firing)
+        else {
+            continue;
+        };
+        out.push(Transition {
+            alert: key.id(),
+            summary: format!("{} (no longer observed)", render(rule, &key, st.value)),
+            change: Change::Resolved,
+            at_ms: now_ms,
+            since_ms: st.since_ms,
+            value: st.value,
+            threshold: rule.limits(&key.site).0,
+            severity: rule.severity.clone(),
+            labels: labels(rule, &key),
+            key,
+        });
     }
     out
 }

@@ -262,6 +262,7 @@ fn node(
         duplicate_batches: 0,
         restarts: 0,
         frozen_meters: Vec::new(),
+        clock_offset_ms: None,
         refused: Default::default(),
     }
 }
@@ -417,5 +418,41 @@ fn every_subject_observes_what_it_should() {
             .suppressed
             .is_some(),
         "the suppression reason stays visible"
+    );
+}
+
+#[test]
+fn alerts_of_targets_no_longer_observed_are_resolved_and_dropped() {
+    let r = rule(Op::Gt, 1.5, None, 0, 0);
+    let mut states = BTreeMap::new();
+    // 10,000 nodes' alerts fire once (made-up nodes, later refused or gone).
+    let node = |i: u32| Observation {
+        key: AlertKey {
+            rule: "r".into(),
+            site: "dc".into(),
+            target: format!("n{i}"),
+        },
+        value: Some(2.0),
+        suppressed: None,
+    };
+    let fired: Vec<Observation> = (0..10_000).map(node).collect();
+    let t = evaluate(std::slice::from_ref(&r), &mut states, &fired, 1_000);
+    assert_eq!((t.len(), states.len()), (10_000, 10_000));
+    // Only n0 is still observed; an hour later the rest are resolved and dropped.
+    let later = 1_000 + UNOBSERVED_MS + 1;
+    evaluate(
+        std::slice::from_ref(&r),
+        &mut states,
+        &fired[..1],
+        later - 10,
+    );
+    let t = evaluate(std::slice::from_ref(&r), &mut states, &fired[..1], later);
+    assert_eq!(states.len(), 1, "bounded by what is observed");
+    assert_eq!(t.len(), 9_999);
+    assert!(t.iter().all(|x| x.change == Change::Resolved));
+    assert!(
+        t[0].summary.contains("no longer observed"),
+        "{}",
+        t[0].summary
     );
 }

@@ -15,6 +15,7 @@ pub(super) struct IntakeRaw {
     pub(super) max_zones_per_site: usize,
     pub(super) max_racks_per_site: usize,
     pub(super) max_series_per_node: usize,
+    pub(super) max_clock_skew_secs: u64,
 }
 
 impl Default for IntakeRaw {
@@ -30,6 +31,7 @@ impl Default for IntakeRaw {
             max_zones_per_site: 1_000,
             max_racks_per_site: 20_000,
             max_series_per_node: 5_000,
+            max_clock_skew_secs: 5,
         }
     }
 }
@@ -51,4 +53,7 @@ pub struct IntakeConfig {
     pub max_nodes: usize,
     /// Most sites known; messages for further new sites are refused.
     pub max_sites: usize,
+    /// A batch sent further ahead of the collector's clock than this has its readings'
+    /// times corrected by the difference, ms.
+    pub max_clock_skew_ms: i64,
 }

@@ -82,8 +82,10 @@ pub struct CollectorConfig {
     pub http_listen: SocketAddr,
     /// Bearer token the API and `/metrics` require, when set.
     pub http_token: Option<dcwatt_common::secret::Secret>,
-    /// The API listener's connection and header-time limits.
-    pub http_limits: crate::api::serve::Limits,
+    /// Connections the API serves at once (`http.max_connections`).
+    pub http_max_connections: usize,
+    /// Time an API client has to send its request headers (`http.header_timeout_secs`).
+    pub http_header_timeout: std::time::Duration,
     /// The embedded broker, when `broker.embedded` is true.
     pub broker: Option<BrokerConfig>,
     /// The external broker, when `broker.embedded` is false.
@@ -301,6 +303,9 @@ impl CollectorConfig {
                 "must be a positive number of watts",
             );
         }
+        if intake.max_clock_skew_secs == 0 {
+            p.push("intake.max_clock_skew_secs", "must be at least 1");
+        }
         for (key, v) in [
             ("intake.max_nodes", intake.max_nodes),
             ("intake.max_sites", intake.max_sites),
@@ -382,10 +387,8 @@ impl CollectorConfig {
             log,
             http_listen,
             http_token,
-            http_limits: crate::api::serve::Limits {
-                max_connections: http.max_connections,
-                header_timeout: std::time::Duration::from_secs(http.header_timeout_secs),
-            },
+            http_max_connections: http.max_connections,
+            http_header_timeout: std::time::Duration::from_secs(http.header_timeout_secs),
             broker: broker_cfg,
             mqtt: mqtt_cfg,
             intake: IntakeConfig {
@@ -396,6 +399,7 @@ impl CollectorConfig {
                 max_readings_per_batch: intake.max_readings_per_batch,
                 max_nodes: intake.max_nodes,
                 max_sites: intake.max_sites,
+                max_clock_skew_ms: (intake.max_clock_skew_secs.min(86_400) * 1000) as i64,
             },
             engine: EngineConfig {
                 min_coverage: engine.min_coverage,
@@ -408,6 +412,7 @@ impl CollectorConfig {
                     .collect(),
                 site_categories,
                 site_expected,
+                max_clock_skew_ms: (intake.max_clock_skew_secs.min(86_400) * 1000) as i64,
                 limits: crate::engine::Limits {
                     zones_per_site: intake.max_zones_per_site,
                     racks_per_site: intake.max_racks_per_site,

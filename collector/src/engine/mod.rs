@@ -59,6 +59,10 @@ pub struct EngineConfig {
     pub site_expected: BTreeMap<String, BTreeMap<Point, u32>>,
     /// What one site and one node may make the engine hold.
     pub limits: Limits,
+    /// A node whose batches arrive later than this after they were sent, at the least
+    /// over its last [`CLOCK_BATCHES`] batches (its clock is behind, or its batches are
+    /// held up), makes the values it enters `partial` (`intake.max_clock_skew_secs`).
+    pub max_clock_skew_ms: i64,
 }
 
 /// What one site and one node may make the engine hold (`[intake]` in the
@@ -138,6 +142,7 @@ impl Default for EngineConfig {
             site_categories: BTreeMap::new(),
             site_expected: BTreeMap::new(),
             limits: Limits::default(),
+            max_clock_skew_ms: 5_000,
         }
     }
 }
@@ -150,6 +155,9 @@ const SEQ_WINDOW: u64 = 4096;
 /// Batches a sequence number may jump beyond what the time since the node was last heard
 /// explains, and still count as missing (see [`Engine::check_seq`]).
 pub const SEQ_JUMP_SLACK: u64 = 64;
+/// Batches per node whose delivery delay (receive time − `sent_ms`) is remembered; the
+/// least of them is the node's clock offset.
+pub const CLOCK_BATCHES: usize = 16;
 /// Batches per node whose content digest is remembered, to tell a conflicting duplicate
 /// from a redelivery.
 pub const DIGESTS: usize = 32;
@@ -383,6 +391,12 @@ impl Sample {
 }
 
 impl Node {
+    /// The least delay of its recent batches: its clock offset plus the shortest delivery
+    /// time (positive: behind ours, or held up; negative: ahead).
+    fn clock_offset_ms(&self) -> Option<i64> {
+        self.delays.iter().copied().min()
+    }
+
     /// Takes a state's single-number holes into ranges.
     fn migrate_holes(&mut self) {
         for h in std::mem::take(&mut self.legacy_holes) {
@@ -457,6 +471,9 @@ struct Node {
     /// whose content differs from the first copy is a conflict, not a redelivery.
     #[serde(default)]
     digests: std::collections::VecDeque<(u64, u64)>,
+    /// Receive time − `sent_ms` of the last batches, ms, newest last.
+    #[serde(default)]
+    delays: std::collections::VecDeque<i64>,
     /// Metered series (point and component) this node has.
     #[serde(default)]
     metered: u32,
@@ -934,6 +951,17 @@ impl Engine {
             n.last_seen_ms = Some(n.last_seen_ms.map_or(now_ms, |t| t.max(now_ms)));
         }
         check
+    }
+
+    /// Records how long after its `sent_ms` a node's batch arrived (negative: the node's
+    /// clock is ahead of ours).
+    pub fn observe_delay(&mut self, site: &str, node: &str, delay_ms: i64) {
+        let (s, i) = self.node_mut(site, node);
+        let d = &mut s.nodes[i].delays;
+        d.push_back(delay_ms);
+        while d.len() > CLOCK_BATCHES {
+            d.pop_front();
+        }
     }
 
     /// Remembers an accepted batch's content digest (see [`Engine::conflicts`]).

@@ -279,6 +279,11 @@ pub struct NodeView {
     /// Its meters flagged frozen now, as `point/component`: a counter stuck while its
     /// gauge shows power, or a gauge repeating the same non-zero value.
     pub frozen_meters: Vec<String>,
+    /// The least delay of its last batches, ms: receive time − `sent_ms`. Positive: its
+    /// clock is behind the collector's, or its batches are held up (a backlog); negative:
+    /// its clock is ahead (its readings' times are then corrected by it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clock_offset_ms: Option<i64>,
     /// What the collector refused from this node, by reason: invalid readings and
     /// births, and readings over a limit (`too_many_series`, `too_many_zones`,
     /// `too_many_racks`). Absent when nothing was.
@@ -389,6 +394,39 @@ pub(super) fn judge(
         );
     }
     (Some(ratio), "measured", None)
+}
+
+/// A value whose inputs include a node with a clock behind (or held-up batches) is
+/// `partial`, never `measured`: its readings may not line up with the other meters'.
+pub(super) fn skewed(
+    site: &Site,
+    max_skew_ms: i64,
+    judged: (Option<f64>, &'static str, Option<String>),
+) -> (Option<f64>, &'static str, Option<String>) {
+    let (value, quality, reason) = judged;
+    if !matches!(quality, "measured" | "estimated") {
+        return (value, quality, reason);
+    }
+    let late = site
+        .nodes
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| n.retired_ms.is_none() && n.offline_since_ms.is_none())
+        .filter_map(|(i, n)| Some((i, n.clock_offset_ms()?)))
+        .filter(|(_, off)| *off > max_skew_ms)
+        .max_by_key(|(_, off)| *off);
+    match late {
+        Some((i, off)) => (
+            value,
+            "partial",
+            Some(format!(
+                "clock skew: node {}'s batches arrive {:.1} s after they were sent (its clock is behind, or its batches are held up), so its readings may not line up with the other meters'",
+                site.node_ids[i],
+                off as f64 / 1000.0
+            )),
+        ),
+        None => (value, quality, reason),
+    }
 }
 
 pub(super) const IT_LEVELS: [u8; 3] = [3, 2, 1];
@@ -634,7 +672,7 @@ impl Engine {
         let (ratio, quality, reason, category, it_w, cov_it) = match chosen {
             Some(i) => {
                 let (c, it) = &its[i];
-                let (r, q, why) = judge(&fac, it);
+                let (r, q, why) = skewed(site, self.cfg.max_clock_skew_ms, judge(&fac, it));
                 (r, q, why, Some(*c), Some(it.value), it.coverage)
             }
             None => (None, "no_data", Some(no_it_meter(rule)), None, None, 0.0),
@@ -728,7 +766,7 @@ impl Engine {
             return v;
         };
         let (category, it) = &its[i];
-        let (value, quality, reason) = judge(&fac, it);
+        let (value, quality, reason) = skewed(site, self.cfg.max_clock_skew_ms, judge(&fac, it));
         WindowView {
             label: quality_label(*category, name),
             value,
@@ -912,6 +950,7 @@ impl Engine {
                     duplicate_batches: n.duplicates,
                     restarts: n.restarts,
                     frozen_meters: frozen.remove(&i).unwrap_or_default(),
+                    clock_offset_ms: n.clock_offset_ms(),
                     refused: n.refused.clone(),
                 }
             })

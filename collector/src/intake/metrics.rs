@@ -130,9 +130,24 @@ impl Source for IntakeStats {
         &st.frozen_gauges,
     );
         o.counter(
+            "dcwatt_clock_corrected_batches_total",
+            "Batches from an agent clock ahead of the collector's by more than intake.max_clock_skew_secs: their readings' times were corrected by the difference.",
+            &st.clock_corrected,
+        );
+        o.counter(
+            "dcwatt_clock_late_batches_total",
+            "Batches that arrived more than intake.max_clock_skew_secs after they were sent (an agent clock behind, or a backlog); values such a node enters are partial.",
+            &st.clock_late,
+        );
+        o.counter(
             "dcwatt_broker_disconnects_total",
             "Connections to the broker lost.",
             &st.broker_disconnects,
+        );
+        o.counter(
+            "dcwatt_broker_logins_refused_total",
+            "Logins the embedded broker refused (unknown user or wrong password; each reason and user is logged at most once per 10 s).",
+            &st.broker_logins_refused,
         );
         o.gauge(
             "dcwatt_broker_connected",

@@ -125,10 +125,18 @@ pub struct IntakeStats {
     pub frozen_counters: AtomicU64,
     /// Power gauges found repeating the same non-zero value.
     pub frozen_gauges: AtomicU64,
+    /// Batches from a clock ahead of the collector's (beyond `intake.max_clock_skew_secs`)
+    /// whose readings' times were corrected.
+    pub clock_corrected: AtomicU64,
+    /// Batches that arrived later than `intake.max_clock_skew_secs` after they were sent
+    /// (a clock behind, or a backlog).
+    pub clock_late: AtomicU64,
     /// True while connected to the broker (always true with the embedded broker).
     pub broker_connected: Arc<AtomicBool>,
     /// Broker connection losses.
     pub broker_disconnects: AtomicU64,
+    /// Logins the embedded broker refused (unknown user, wrong password).
+    pub broker_logins_refused: Arc<AtomicU64>,
     /// From each accepted reading's timestamp to its effect in the site state.
     pub latency: LatencyHistogram,
 }
@@ -399,7 +407,8 @@ impl Intake {
                 engine.apply_status(&msg, now_ms);
             }
             TopicKind::Readings => {
-                let Some(msg) = self.decode::<ReadingsMessage>(&t, topic, payload, ahead) else {
+                let Some(mut msg) = self.decode::<ReadingsMessage>(&t, topic, payload, ahead)
+                else {
                     return;
                 };
                 if msg.readings.len() > self.cfg.max_readings_per_batch {
@@ -452,6 +461,26 @@ impl Intake {
                     SeqCheck::InOrder => {}
                 }
                 engine.remember_digest(&msg.site, &msg.node, msg.seq, digest);
+                // A batch cannot arrive before it was sent: one sent "later" than now
+                // comes from a clock ahead of ours, by at least that much. Its readings'
+                // times are corrected by it (to within the delivery time). A clock
+                // behind cannot be told from a held-up batch: the engine marks what
+                // such a node's readings enter partial instead.
+                let delay = now_ms.saturating_sub(msg.sent_ms);
+                engine.observe_delay(&msg.site, &msg.node, delay);
+                if delay < -self.cfg.max_clock_skew_ms {
+                    for r in &mut msg.readings {
+                        r.ts_ms = r.ts_ms.saturating_add(delay);
+                    }
+                    self.stats.clock_corrected.fetch_add(1, Ordering::Relaxed);
+                    let detail = format!("sent_ms {} is {} ms ahead", msg.sent_ms, -delay);
+                    if let Some(held) = self.limiter.allow("clock_ahead", Instant::now()) {
+                        let node = Escaped(&msg.node);
+                        tracing::warn!(%node, suppressed = held, "clock ahead, readings' times corrected: {detail}");
+                    }
+                } else if delay > self.cfg.max_clock_skew_ms {
+                    self.stats.clock_late.fetch_add(1, Ordering::Relaxed);
+                }
                 let limits = validate::Limits {
                     max_host_power_w: self.cfg.max_host_power_w,
                     max_future_skew_ms: self.cfg.max_future_skew_ms,

@@ -3,6 +3,7 @@ mod bad_input;
 mod broker_auth;
 mod burst;
 mod cli;
+mod clocks;
 mod damaged;
 mod dashboard;
 mod fleet;

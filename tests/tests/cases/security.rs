@@ -338,6 +338,17 @@ fn the_embedded_broker_speaks_tls_and_checks_passwords() {
         Some(true),
         "{m}"
     );
+    // The refused login is counted, not only logged.
+    assert!(
+        metric(&m, "dcwatt_broker_logins_refused_total").unwrap_or(0.0) >= 1.0,
+        "{m}"
+    );
+    assert!(
+        c.proc
+            .log()
+            .contains("the embedded broker has no per-topic ACL"),
+        "the startup says the embedded broker is for trusted networks"
+    );
 }
 
 /// Open file descriptors of a process.
