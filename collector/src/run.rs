@@ -90,7 +90,12 @@ pub async fn run(
     reloads: Option<Reloads>,
 ) -> Result<(), RunError> {
     dcwatt_common::state_dir::create(&cfg.state_dir)?;
-    let (engine, unrestored) = restore(&cfg);
+    let (mut engine, unrestored) = restore(&cfg);
+    if engine.site_count() == 0 {
+        if let Some(h) = &cfg.history {
+            expect_known_nodes(&mut engine, &h.path, &cfg.intake);
+        }
+    }
     let stats = Arc::new(IntakeStats::default());
     let (tx, rx) = mpsc::channel(cfg.intake.queue_messages);
     let http = tokio::net::TcpListener::bind(cfg.http_listen)
@@ -313,6 +318,44 @@ pub async fn run(
 /// drained the queue and handed over everything.
 fn spawn_sink<S: Sink>(stop: &Shutdown, sink: S) {
     stop.spawn(OUTPUTS, S::NAME, sink.run(stop.token(OUTPUTS)));
+}
+
+/// After the engine state was lost (or never kept): the nodes the history's inventory knows
+/// are expected again from now, so that until they report the values they enter are
+/// partial (their meters missing), not "measured" without them — whatever the broker
+/// still holds of their births.
+fn expect_known_nodes(
+    engine: &mut Engine,
+    path: &std::path::Path,
+    intake: &crate::config::IntakeConfig,
+) {
+    let now = dcwatt_common::now_ms();
+    let mut expected = 0;
+    for birth in crate::sinks::history::known_nodes(path, now) {
+        let ids_ok = [&birth.rack, &birth.zone]
+            .into_iter()
+            .flatten()
+            .all(|id| dcwatt_common::protocol::validate_id(id).is_ok());
+        let served = intake.sites.is_empty() || intake.sites.contains(&birth.site);
+        if !ids_ok || !served || crate::intake::validate::check_birth(&birth).is_err() {
+            continue;
+        }
+        if engine.node_count() >= intake.max_nodes
+            || (!engine.has_site(&birth.site) && engine.site_count() >= intake.max_sites)
+            || engine.admit_birth(&birth).is_err()
+        {
+            continue;
+        }
+        engine.apply_status(&birth, now);
+        expected += 1;
+    }
+    if expected > 0 {
+        tracing::info!(
+            nodes = expected,
+            path = %path.display(),
+            "no engine state: the nodes the history knows are expected again (values stay partial until they report)"
+        );
+    }
 }
 
 /// The engine, restored from the saved state when there is one, and whether the state

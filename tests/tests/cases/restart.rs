@@ -200,3 +200,51 @@ fn with_the_default_save_interval_a_kill_loses_at_most_five_seconds_and_says_so(
         other => panic!("the 1h window is {other}: {w:#}"),
     }
 }
+
+/// After the engine state is lost (deleted here) and the embedded broker has no retained
+/// births, a host that is still away is expected all the same: the history's node
+/// inventory brings it back, so the site's values are partial until it reports, never
+/// "measured" without it.
+#[test]
+fn after_a_state_reset_the_known_nodes_are_expected_again() {
+    let dir = TempDir::new("state-reset");
+    let config = dir.write("collector.toml", "");
+    let port = free_port();
+    let env = [
+        ("DCWATT__ENGINE__DEFAULT_INTERVAL_SECS", "1".to_owned()),
+        ("DCWATT__HISTORY__INTERVAL_SECS", "1".to_owned()),
+    ];
+    let mut c = Collector::start_with_config(&dir, BrokerKind::Embedded, &config, Some(port), &env);
+    let mut calm = dcwatt_e2e::sim::CalmSite::start(&dir, "reset", &c);
+    // The inventory is written with the history, every second here.
+    std::thread::sleep(Duration::from_secs(3));
+    c.proc.kill();
+    calm.agents[3].kill(); // h2 stays away
+    for f in [
+        "dcwatt-state.sqlite",
+        "dcwatt-state.sqlite-wal",
+        "dcwatt-state.sqlite-shm",
+    ] {
+        let _ = std::fs::remove_file(dir.0.join(f));
+    }
+    c = Collector::start_with_config(&dir, BrokerKind::Embedded, &config, Some(port), &env);
+    let view = wait_for("a PUE without h2", Duration::from_secs(60), || {
+        let v = c.site("reset")?;
+        v["pue"]["1m"]["value"].as_f64()?;
+        Some(v)
+    });
+    let w = &view["pue"]["1m"];
+    assert_eq!(w["quality"], "partial", "without h2: {w:#}");
+    assert!(f(&w["coverage_it"]) < 1.0, "{w:#}");
+    let nodes = get_json(c.http, "/api/v1/sites/reset/nodes").expect("nodes");
+    assert!(
+        nodes["nodes"]
+            .as_array()
+            .is_some_and(|n| n.iter().any(|x| x["node"] == "h2")),
+        "h2 is known again: {nodes:#}"
+    );
+    assert!(c
+        .proc
+        .log()
+        .contains("the nodes the history knows are expected again"));
+}

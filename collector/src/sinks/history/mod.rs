@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use store::{derived_rows, DerivedRow, Store, StoreError};
+use store::{derived_rows, inventory_rows, DerivedRow, InventoryRow, Store, StoreError};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -66,6 +66,7 @@ enum Job {
     Snapshot {
         rows: Vec<DerivedRow>,
         minutes: Vec<(String, Vec<MinuteEnergy>)>,
+        nodes: Vec<InventoryRow>,
     },
 }
 
@@ -101,6 +102,40 @@ impl HistorySink {
             stats,
         }
     }
+}
+
+/// How long a node stays in the inventory's memory without being heard from.
+pub const INVENTORY_DAYS: i64 = 7;
+
+/// The nodes the history's inventory has heard from in the last [`INVENTORY_DAYS`], as
+/// births: what a collector whose engine state was lost expects again, independently of
+/// the broker's retained messages. Empty when there is no history file or it cannot be
+/// read (logged).
+pub fn known_nodes(
+    path: &std::path::Path,
+    now_ms: i64,
+) -> Vec<dcwatt_common::protocol::StatusMessage> {
+    if !path.exists() {
+        return Vec::new();
+    }
+    let rows =
+        Store::open_read(path).and_then(|s| s.inventory(now_ms - INVENTORY_DAYS * 86_400_000));
+    let rows = match rows {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, path = %path.display(), "cannot read the node inventory from the history");
+            return Vec::new();
+        }
+    };
+    rows.into_iter()
+        .filter_map(|r| {
+            let birth = serde_json::json!({
+                "v": 1, "site": r.site, "node": r.node, "state": "online", "ts_ms": now_ms,
+                "role": r.role, "rack": r.rack, "zone": r.zone, "interval_ms": r.interval_ms,
+            });
+            serde_json::from_value(birth).ok()
+        })
+        .collect()
 }
 
 /// How often the writer tries again to open a history file it could not open.
@@ -220,6 +255,7 @@ fn job_of(e: &Export) -> Job {
     Job::Snapshot {
         rows: e.snapshot.sites.iter().flat_map(derived_rows).collect(),
         minutes: e.minutes.clone(),
+        nodes: e.snapshot.sites.iter().flat_map(inventory_rows).collect(),
     }
 }
 
@@ -259,8 +295,13 @@ fn writer(
                         raw += store.put_raw(b)? as u64;
                     }
                     Job::Raw(_) => {}
-                    Job::Snapshot { rows, minutes: m } => {
+                    Job::Snapshot {
+                        rows,
+                        minutes: m,
+                        nodes,
+                    } => {
                         store.put_derived(rows)?;
+                        store.put_inventory(nodes)?;
                         derived += rows.len() as u64;
                         for (site, ms) in m {
                             store.put_minutes(site, ms)?;

@@ -128,6 +128,47 @@ pub struct Resampled {
     pub quality: Vec<Option<String>>,
 }
 
+/// A node as the inventory keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InventoryRow {
+    /// Site.
+    pub site: String,
+    /// Node.
+    pub node: String,
+    /// `host` or `meter`, from its birth.
+    pub role: Option<String>,
+    /// Rack, from its birth.
+    pub rack: Option<String>,
+    /// Zone, from its birth.
+    pub zone: Option<String>,
+    /// Batch interval, ms.
+    pub interval_ms: Option<i64>,
+    /// When it was last heard from.
+    pub last_seen_ms: i64,
+    /// Retired by an operator: leaves the inventory.
+    pub retired: bool,
+}
+
+/// The nodes of a snapshot, as the inventory keeps them (those never heard from are left
+/// out).
+pub fn inventory_rows(s: &crate::engine::SiteSnapshot) -> Vec<InventoryRow> {
+    s.nodes
+        .iter()
+        .filter_map(|n| {
+            Some(InventoryRow {
+                site: s.view.site.clone(),
+                node: n.node.clone(),
+                role: n.role.map(str::to_owned),
+                rack: n.rack.clone(),
+                zone: n.zone.clone(),
+                interval_ms: Some(n.interval_ms),
+                last_seen_ms: n.last_seen_ms?,
+                retired: n.state == "retired",
+            })
+        })
+        .collect()
+}
+
 /// The history database.
 pub struct Store {
     conn: Connection,
@@ -161,6 +202,10 @@ impl Store {
                  id INTEGER PRIMARY KEY, site TEXT NOT NULL, node TEXT NOT NULL,
                  metric TEXT NOT NULL, component TEXT NOT NULL, point TEXT NOT NULL,
                  UNIQUE(site, node, metric, component, point));
+             CREATE TABLE IF NOT EXISTS inventory(
+                 site TEXT NOT NULL, node TEXT NOT NULL, role TEXT, rack TEXT, zone TEXT,
+                 interval_ms INTEGER, last_seen_ms INTEGER NOT NULL,
+                 PRIMARY KEY(site, node)) WITHOUT ROWID;
              CREATE TABLE IF NOT EXISTS raw(
                  series INTEGER NOT NULL, ts INTEGER NOT NULL, value REAL NOT NULL,
                  PRIMARY KEY(series, ts)) WITHOUT ROWID;",
@@ -236,6 +281,60 @@ impl Store {
     pub fn rollback(&mut self) {
         let _ = self.conn.execute_batch("ROLLBACK");
         self.series_ids.clear();
+    }
+
+    /// Records the nodes a snapshot lists (a retired node leaves the inventory): the
+    /// collector knows them again after its state was lost (see [`Store::inventory`]).
+    ///
+    /// # Errors
+    /// The database refused.
+    pub fn put_inventory(&mut self, nodes: &[InventoryRow]) -> Result<(), StoreError> {
+        let mut put = self.conn.prepare_cached(
+            "INSERT OR REPLACE INTO inventory(site, node, role, rack, zone, interval_ms, last_seen_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
+        for n in nodes.iter().filter(|n| !n.retired) {
+            put.execute(rusqlite::params![
+                n.site,
+                n.node,
+                n.role,
+                n.rack,
+                n.zone,
+                n.interval_ms,
+                n.last_seen_ms
+            ])?;
+        }
+        let mut del = self
+            .conn
+            .prepare_cached("DELETE FROM inventory WHERE site = ?1 AND node = ?2")?;
+        for n in nodes.iter().filter(|n| n.retired) {
+            del.execute(rusqlite::params![n.site, n.node])?;
+        }
+        Ok(())
+    }
+
+    /// The nodes heard from since `since_ms`.
+    ///
+    /// # Errors
+    /// The database refused.
+    pub fn inventory(&self, since_ms: i64) -> Result<Vec<InventoryRow>, StoreError> {
+        let mut q = self.conn.prepare(
+            "SELECT site, node, role, rack, zone, interval_ms, last_seen_ms FROM inventory
+             WHERE last_seen_ms >= ?1 ORDER BY site, node",
+        )?;
+        let rows = q.query_map([since_ms], |r| {
+            Ok(InventoryRow {
+                site: r.get(0)?,
+                node: r.get(1)?,
+                role: r.get(2)?,
+                rack: r.get(3)?,
+                zone: r.get(4)?,
+                interval_ms: r.get(5)?,
+                last_seen_ms: r.get(6)?,
+                retired: false,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Writes derived rows (a minute written twice keeps the newer row).
