@@ -85,11 +85,12 @@ pub struct Reloads {
 /// # Errors
 /// An address could not be bound or the broker did not start.
 pub async fn run(
-    cfg: CollectorConfig,
+    mut cfg: CollectorConfig,
     cancel: CancellationToken,
     reloads: Option<Reloads>,
 ) -> Result<(), RunError> {
     dcwatt_common::state_dir::create(&cfg.state_dir)?;
+    fit_descriptors(&mut cfg);
     let (mut engine, unrestored) = restore(&cfg);
     if engine.site_count() == 0 {
         if let Some(h) = &cfg.history {
@@ -169,12 +170,7 @@ pub async fn run(
         let (copies_tx, copies) = watch::channel(None);
         outlets.state = Some((sc.interval, copies_tx));
         registered.push(state_stats.clone());
-        let sink = crate::sinks::state::StateSink {
-            cfg: sc,
-            copies,
-            stats: state_stats,
-            unrestored,
-        };
+        let sink = crate::sinks::state::StateSink::open(sc, copies, state_stats, unrestored);
         spawn_sink(&stop, sink);
     }
     let mut history_path = None;
@@ -320,6 +316,54 @@ fn spawn_sink<S: Sink>(stop: &Shutdown, sink: S) {
     stop.spawn(OUTPUTS, S::NAME, sink.run(stop.token(OUTPUTS)));
 }
 
+/// Descriptors kept for everything but client connections: the state and history files
+/// (with their journals), the API's readers, the listeners, the logs.
+const RESERVED_FDS: u64 = 128;
+
+/// The process's soft limit on open files, from `/proc/self/limits`.
+fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// How many broker and API connections fit under a soft limit of `soft` open files with
+/// [`RESERVED_FDS`] kept back: as configured when they fit, else the API gets at most a
+/// quarter of what is left and the broker the rest.
+fn share_descriptors(soft: u64, broker: u64, http: u64) -> (u64, u64) {
+    let room = soft.saturating_sub(RESERVED_FDS).max(2);
+    if broker + http <= room {
+        return (broker, http);
+    }
+    let http = http.min((room / 4).max(1));
+    (broker.min(room - http).max(1), http)
+}
+
+/// Connections can never take the descriptors the state and history need: when the
+/// configured connection limits do not fit under the process's open-files limit, they are
+/// lowered to fit, with a WARN saying how to raise it.
+fn fit_descriptors(cfg: &mut CollectorConfig) {
+    let Some(soft) = open_files_limit() else {
+        return;
+    };
+    let broker = cfg.broker.as_ref().map_or(0, |b| b.max_connections as u64);
+    let http = cfg.http_max_connections as u64;
+    let (b, h) = share_descriptors(soft, broker, http);
+    if (b, h) == (broker, http) {
+        return;
+    }
+    tracing::warn!(
+        open_files_limit = soft,
+        broker_connections = b,
+        http_connections = h,
+        "broker.max_connections + http.max_connections do not fit under the open-files limit (with {RESERVED_FDS} kept for files): lowered to fit; raise LimitNOFILE (the packaged unit sets 65536) or ulimit -n"
+    );
+    if let Some(bc) = cfg.broker.as_mut() {
+        bc.max_connections = usize::try_from(b).unwrap_or(usize::MAX);
+    }
+    cfg.http_max_connections = usize::try_from(h).unwrap_or(usize::MAX);
+}
+
 /// After the engine state was lost (or never kept): the nodes the history's inventory knows
 /// are expected again from now, so that until they report the values they enter are
 /// partial (their meters missing), not "measured" without them — whatever the broker
@@ -420,4 +464,22 @@ fn random_password() -> dcwatt_common::secret::Secret {
         tracing::error!("no system randomness: the internal broker password is weak");
     }
     dcwatt_common::secret::Secret::new(bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_are_fitted_under_the_open_files_limit() {
+        // The packaged unit's 65,536 fits the defaults.
+        assert_eq!(share_descriptors(65_536, 20_000, 512), (20_000, 512));
+        // A shell's 1,024: 896 left for connections, a quarter at most for the API.
+        let (b, h) = share_descriptors(1_024, 20_000, 512);
+        assert_eq!((b, h), (672, 224));
+        assert!(b + h + RESERVED_FDS <= 1_024);
+        // No broker (an external one): the API keeps what fits.
+        assert_eq!(share_descriptors(1_024, 0, 512), (0, 512));
+        assert!(open_files_limit().is_some_and(|n| n > 0));
+    }
 }

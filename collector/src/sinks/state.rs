@@ -227,19 +227,50 @@ fn may_save(path: &Path) -> Result<(), StateError> {
 }
 
 /// Writes a save; a file found damaged is moved aside first and the save written anew.
-fn save_or_replace(path: &Path, now: i64, data: &[u8]) -> Result<(), StateError> {
-    match save(path, now, data) {
+fn save_or_replace(
+    conn: &mut Option<Connection>,
+    path: &Path,
+    now: i64,
+    data: &[u8],
+) -> Result<(), StateError> {
+    match save_on(conn, path, now, data) {
         Err(e) if e.fault() == super::files::Fault::Damaged => {
+            *conn = None;
             let aside = super::files::set_aside(path, "damaged")
                 .map_err(|io| StateError::Codec(format!("{e}; cannot move it aside: {io}")))?;
             tracing::error!(
                 error = %e, path = %path.display(), aside = %aside.display(),
                 "the state file was damaged; moved aside, saving anew"
             );
-            save(path, now, data)
+            save_on(conn, path, now, data)
         }
         other => other,
     }
+}
+
+/// Writes a save on the connection kept open between saves (opened when there is none):
+/// a save needs no new file descriptor, so clients that take every other descriptor
+/// cannot stop it. A failed save drops the connection; the next one opens it again.
+fn save_on(
+    conn: &mut Option<Connection>,
+    path: &Path,
+    now: i64,
+    data: &[u8],
+) -> Result<(), StateError> {
+    let c = match conn.take() {
+        Some(c) => c,
+        None => open(path)?,
+    };
+    c.execute(
+        "INSERT OR REPLACE INTO engine(id, format, saved_ms, data) VALUES (1, ?1, ?2, ?3)",
+        params![FORMAT, now, data],
+    )
+    .map_err(|source| StateError::Sqlite {
+        path: path.to_owned(),
+        source,
+    })?;
+    *conn = Some(c);
+    Ok(())
 }
 
 async fn save_now(
@@ -247,19 +278,25 @@ async fn save_now(
     copy: Arc<EncodedEngine>,
     stats: &StateStats,
     unrestored: &mut bool,
+    conn: &Arc<std::sync::Mutex<Option<Connection>>>,
 ) {
     let now = copy.taken_ms;
     let path = cfg.path.clone();
     let check = *unrestored;
+    let conn = conn.clone();
     let result = tokio::task::spawn_blocking(move || {
+        let mut conn = conn
+            .lock()
+            .map_err(|_| StateError::Codec("the state connection's lock is poisoned".into()))?;
         if check {
+            *conn = None;
             may_save(&path)?;
         }
         let data = copy
             .cbor
             .as_ref()
             .map_err(|e| StateError::Codec(e.clone()))?;
-        save_or_replace(&path, now, data)?;
+        save_or_replace(&mut conn, &path, now, data)?;
         Ok::<usize, StateError>(data.len())
     })
     .await;
@@ -297,6 +334,29 @@ pub struct StateSink {
     /// The file could not be read at start-up: it is read again before every save and
     /// never overwritten while it cannot be (see [`Found::Unavailable`]).
     pub unrestored: bool,
+    /// The database, kept open between saves (see [`StateSink::open`]).
+    conn: Arc<std::sync::Mutex<Option<Connection>>>,
+}
+
+impl StateSink {
+    /// A sink saving to `cfg.path`. Its database is opened now and kept open, so that a
+    /// save needs no new descriptor (unless the file could not be read at start-up: then
+    /// it is left alone until it can be).
+    pub fn open(
+        cfg: StateConfig,
+        copies: watch::Receiver<Option<Arc<EncodedEngine>>>,
+        stats: Arc<StateStats>,
+        unrestored: bool,
+    ) -> Self {
+        let conn = (!unrestored).then(|| open(&cfg.path).ok()).flatten();
+        StateSink {
+            cfg,
+            copies,
+            stats,
+            unrestored,
+            conn: Arc::new(std::sync::Mutex::new(conn)),
+        }
+    }
 }
 
 impl super::Sink for StateSink {
@@ -308,7 +368,14 @@ impl super::Sink for StateSink {
         while self.copies.changed().await.is_ok() {
             let copy = self.copies.borrow_and_update().clone();
             if let Some(copy) = copy {
-                save_now(&self.cfg, copy, &self.stats, &mut self.unrestored).await;
+                save_now(
+                    &self.cfg,
+                    copy,
+                    &self.stats,
+                    &mut self.unrestored,
+                    &self.conn,
+                )
+                .await;
             }
         }
     }

@@ -430,3 +430,70 @@ fn idle_and_half_sent_connections_cannot_take_the_api() {
     assert_eq!(metric(&text, "dcwatt_state_save_errors_total"), Some(0.0));
     assert!(metric(&text, "dcwatt_state_saves_total").unwrap_or(0.0) >= 1.0);
 }
+
+#[test]
+fn connections_never_take_the_descriptors_the_state_needs() {
+    let Some(prlimit) = find_program("prlimit") else {
+        return skip_or_fail(
+            "connections_never_take_the_descriptors_the_state_needs",
+            "prlimit (util-linux) is not installed",
+        );
+    };
+    let dir = TempDir::new("fd-limit");
+    let (http, mqtt) = (free_port(), free_port());
+    // A shell's limit far below the defaults' 20,000 + 512 connections.
+    let mut cmd = std::process::Command::new(prlimit);
+    cmd.arg("--nofile=400:400")
+        .arg(bin("dcwatt-collector"))
+        .current_dir(&dir.0)
+        .env("DCWATT__HTTP__LISTEN", format!("127.0.0.1:{http}"))
+        .env("DCWATT__BROKER__LISTEN", format!("127.0.0.1:{mqtt}"))
+        .env("DCWATT__HTTP__HEADER_TIMEOUT_SECS", "2")
+        .env("DCWATT__STATE__INTERVAL_SECS", "1");
+    let mut proc = Proc::spawn("collector", cmd, dir.0.join("collector.log"));
+    wait_for("/healthz", Duration::from_secs(20), || {
+        assert!(proc.running(), "collector exited:\n{}", proc.log());
+        get_json(http, "/healthz").map(|_| ())
+    });
+    assert!(
+        proc.log().contains("lowered to fit"),
+        "the limits were fitted and said so:\n{}",
+        proc.log()
+    );
+    let saves = |t: &str| metric(t, "dcwatt_state_saves_total").unwrap_or(0.0);
+    let before = saves(&http_get(http, "/metrics").map(|r| r.1).unwrap_or_default());
+    // 600 raw connections to each listener, held.
+    let mut held = Vec::new();
+    for port in [mqtt, http] {
+        for _ in 0..600 {
+            if let Ok(s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+                held.push(s);
+            }
+        }
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let fds = open_fds(proc.pid());
+    assert!(fds < 400, "{fds} descriptors open");
+    let text = wait_for("the API again", Duration::from_secs(10), || {
+        http_get(http, "/metrics")
+            .filter(|(s, _)| *s == 200)
+            .map(|r| r.1)
+    });
+    eprintln!(
+        "{} connections held; the collector has {fds} descriptors open (limit 400)",
+        held.len()
+    );
+    assert!(saves(&text) >= before + 2.0, "state saves went on:\n{text}");
+    assert_eq!(
+        metric(&text, "dcwatt_state_save_errors_total"),
+        Some(0.0),
+        "{}",
+        proc.log()
+            .lines()
+            .filter(|l| l.contains("ERROR"))
+            .take(5)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(proc.running());
+}
