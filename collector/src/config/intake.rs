@@ -16,6 +16,7 @@ pub(super) struct IntakeRaw {
     pub(super) max_racks_per_site: usize,
     pub(super) max_series_per_node: usize,
     pub(super) max_clock_skew_secs: u64,
+    pub(super) max_readings_per_node_per_sec: f64,
 }
 
 impl Default for IntakeRaw {
@@ -32,6 +33,7 @@ impl Default for IntakeRaw {
             max_racks_per_site: 20_000,
             max_series_per_node: 5_000,
             max_clock_skew_secs: 5,
+            max_readings_per_node_per_sec: 100_000.0,
         }
     }
 }

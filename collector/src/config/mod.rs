@@ -303,6 +303,13 @@ impl CollectorConfig {
                 "must be a positive number of watts",
             );
         }
+        let rate = intake.max_readings_per_node_per_sec;
+        if !rate.is_finite() || rate * 2.0 < intake.max_readings_per_batch as f64 {
+            p.push(
+                "intake.max_readings_per_node_per_sec",
+                "must be a number, at least half of intake.max_readings_per_batch (a whole batch must fit in its 2 s burst)",
+            );
+        }
         if intake.max_clock_skew_secs == 0 {
             p.push("intake.max_clock_skew_secs", "must be at least 1");
         }
@@ -417,6 +424,7 @@ impl CollectorConfig {
                     zones_per_site: intake.max_zones_per_site,
                     racks_per_site: intake.max_racks_per_site,
                     series_per_node: intake.max_series_per_node,
+                    readings_per_node_per_sec: intake.max_readings_per_node_per_sec,
                 },
             },
             alerts,

@@ -77,6 +77,10 @@ pub struct Limits {
     /// Distinct series (a metered point and component, or a metric and component) one
     /// node may report (`intake.max_series_per_node`).
     pub series_per_node: usize,
+    /// Readings one node may send per second, over a burst of two seconds
+    /// (`intake.max_readings_per_node_per_sec`): enough for an agent replaying its spool
+    /// at 50 batches a second with 2,000 readings each.
+    pub readings_per_node_per_sec: f64,
 }
 
 impl Default for Limits {
@@ -85,6 +89,7 @@ impl Default for Limits {
             zones_per_site: 1_000,
             racks_per_site: 20_000,
             series_per_node: 5_000,
+            readings_per_node_per_sec: 100_000.0,
         }
     }
 }
@@ -98,15 +103,18 @@ pub struct Refused {
     pub racks: u64,
     /// The node already reports `series_per_node` series.
     pub series: u64,
+    /// The node sent more than `readings_per_node_per_sec` (over a 2 s burst).
+    pub fast: u64,
 }
 
 impl Refused {
     /// By reason label (`too_many_zones`, `too_many_racks`, `too_many_series`).
-    pub fn by_reason(&self) -> [(&'static str, u64); 3] {
+    pub fn by_reason(&self) -> [(&'static str, u64); 4] {
         [
             ("too_many_zones", self.zones),
             ("too_many_racks", self.racks),
             ("too_many_series", self.series),
+            ("too_fast", self.fast),
         ]
     }
 }
@@ -471,6 +479,10 @@ struct Node {
     /// whose content differs from the first copy is a conflict, not a redelivery.
     #[serde(default)]
     digests: std::collections::VecDeque<(u64, u64)>,
+    /// Readings this node may still send now (a token bucket refilled at
+    /// `readings_per_node_per_sec`, holding two seconds' worth), and when it was filled.
+    #[serde(skip)]
+    budget: Option<(i64, f64)>,
     /// Receive time − `sent_ms` of the last batches, ms, newest last.
     #[serde(default)]
     delays: std::collections::VecDeque<i64>,
@@ -783,13 +795,31 @@ impl Engine {
         site.admit_place(msg.zone.as_ref(), msg.rack.as_ref(), &lim)
     }
 
-    /// Keeps the readings that fit the limits (a site's zones and racks, a node's
-    /// series) and says how many were refused, by limit; the node's `refused` counts
+    /// Keeps the readings that fit the limits (a node's rate, a site's zones and racks, a
+    /// node's series) and says how many were refused, by limit; the node's `refused` counts
     /// them too. Readings of series, zones and racks already known always fit.
-    pub fn admit(&mut self, site_id: &str, node_id: &str, readings: &mut Vec<Reading>) -> Refused {
+    pub fn admit(
+        &mut self,
+        site_id: &str,
+        node_id: &str,
+        readings: &mut Vec<Reading>,
+        now_ms: i64,
+    ) -> Refused {
         let lim = self.cfg.limits;
         let (site, ni) = self.node_mut(site_id, node_id);
         let mut refused = Refused::default();
+        // The rate first: readings beyond the node's budget are refused, the batch's
+        // later ones first.
+        let rate = lim.readings_per_node_per_sec.max(1.0);
+        let cap = 2.0 * rate;
+        let (at, tokens) = site.nodes[ni].budget.unwrap_or((now_ms, cap));
+        let tokens = (tokens + (now_ms - at).max(0) as f64 / 1000.0 * rate).min(cap);
+        let allowed = tokens.floor().max(0.0) as usize;
+        if readings.len() > allowed {
+            refused.fast = (readings.len() - allowed) as u64;
+            readings.truncate(allowed);
+        }
+        site.nodes[ni].budget = Some((now_ms, tokens - readings.len() as f64));
         let mut used = site.nodes[ni].latest.len() + site.nodes[ni].metered as usize;
         let mut fresh: std::collections::HashSet<(Option<Point>, &str, &str)> =
             std::collections::HashSet::new();

@@ -1052,3 +1052,34 @@ fn take(e: &Engine, cur: &mut MinuteCursor, now_ms: i64) -> Vec<MinuteEnergy> {
     *cur = next;
     minutes
 }
+
+#[test]
+fn a_node_sending_faster_than_its_rate_is_refused_beyond_it() {
+    let mut cfg = EngineConfig::default();
+    cfg.limits.readings_per_node_per_sec = 1_000.0;
+    let mut e = Engine::new(cfg);
+    let batch = |t: i64| -> Vec<Reading> {
+        (0..1_500)
+            .map(|i| {
+                let mut r = Reading::gauge("temp_c", 20.0, t);
+                r.component = format!("c{}", i % 100);
+                r
+            })
+            .collect()
+    };
+    // A 2 s burst: the first batch fits, a second at once only in part.
+    let mut b = batch(T0);
+    assert_eq!(e.admit("dc", "n", &mut b, T0).fast, 0);
+    assert_eq!(b.len(), 1_500);
+    let mut b = batch(T0);
+    assert_eq!(e.admit("dc", "n", &mut b, T0).fast, 1_000);
+    assert_eq!(b.len(), 500);
+    // A second later, a second's worth more.
+    let mut b = batch(T0 + 1_000);
+    assert_eq!(e.admit("dc", "n", &mut b, T0 + 1_000).fast, 500);
+    // Another node has its own budget.
+    let mut b = batch(T0);
+    assert_eq!(e.admit("dc", "other", &mut b, T0).fast, 0);
+    let n = &e.nodes("dc", T0).unwrap()[0];
+    assert_eq!(n.refused.get("too_fast"), Some(&1_500));
+}

@@ -503,7 +503,7 @@ impl Intake {
                     }
                 }
                 // What the site and the node may hold (zones, racks, series).
-                let refused = engine.admit(&msg.site, &msg.node, &mut ok);
+                let refused = engine.admit(&msg.site, &msg.node, &mut ok, now_ms);
                 for (reason, n) in refused.by_reason() {
                     if n > 0 {
                         self.stats.reject_readings(reason, n);

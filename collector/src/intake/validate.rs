@@ -15,7 +15,7 @@ pub struct Limits {
 }
 
 /// Every reason a reading can be refused, for metrics that list zeros too.
-pub const REASONS: [&str; 20] = [
+pub const REASONS: [&str; 21] = [
     "non_finite",
     "invalid_location",
     "invalid_metric",
@@ -36,6 +36,7 @@ pub const REASONS: [&str; 20] = [
     "too_many_zones",
     "too_many_racks",
     "too_many_series",
+    "too_fast",
 ];
 
 /// The most power any one meter can measure, W: a whole campus is below a gigawatt. A

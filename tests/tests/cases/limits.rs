@@ -83,6 +83,11 @@ fn hostile_input_costs_what_the_limits_allow() {
         &[
             ("DCWATT__ENGINE__DEFAULT_INTERVAL_SECS", "1".into()),
             ("DCWATT__INTAKE__MAX_SITES", "20".into()),
+            // The rate limit is another test's (engine); here every reading counts.
+            (
+                "DCWATT__INTAKE__MAX_READINGS_PER_NODE_PER_SEC",
+                "1000000".into(),
+            ),
         ],
     );
     let calm = CalmSite::start(&dir, "calm", &c);
