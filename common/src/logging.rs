@@ -122,7 +122,9 @@ pub fn init(settings: &LogSettings, extra: &str) -> Option<LogHandle> {
     });
     let (filter, handle) = reload::Layer::new(filter);
     let ansi = std::io::stderr().is_terminal();
-    let registry = tracing_subscriber::registry().with(filter);
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(once_per_place(NOISY_TARGETS, Duration::from_secs(10)));
     let installed = match settings.format {
         LogFormat::Text => registry
             .with(
@@ -146,6 +148,37 @@ pub fn init(settings: &LogSettings, extra: &str) -> Option<LogHandle> {
         handle,
         extra: extra.to_owned(),
         from_env,
+    })
+}
+
+/// Dependencies that can log in a tight loop: the embedded broker (rumqttd) retries a
+/// failed `accept` at once and logs each failure, thousands of lines a second when
+/// descriptors run out.
+pub const NOISY_TARGETS: &[&str] = &["rumqttd"];
+
+/// Lets through at most one event per place in the code (callsite) every `period` for
+/// targets under any of `prefixes`; every other event passes. A flood of the same line
+/// from a dependency becomes one line per period.
+pub fn once_per_place<S: tracing::Subscriber>(
+    prefixes: &'static [&'static str],
+    period: Duration,
+) -> impl tracing_subscriber::Layer<S> {
+    let last: std::sync::Mutex<HashMap<&'static str, Instant>> = std::sync::Mutex::default();
+    tracing_subscriber::filter::dynamic_filter_fn(move |m, _| {
+        if !m.is_event() || !prefixes.iter().any(|p| m.target().starts_with(p)) {
+            return true;
+        }
+        let now = Instant::now();
+        let Ok(mut last) = last.lock() else {
+            return true;
+        };
+        match last.get(m.name()) {
+            Some(t) if now.duration_since(*t) < period => false,
+            _ => {
+                last.insert(m.name(), now);
+                true
+            }
+        }
     })
 }
 
@@ -213,6 +246,35 @@ impl RateLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dependency_in_a_tight_loop_logs_once_per_period() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        struct Count(Arc<AtomicUsize>);
+        impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Count {
+            fn on_event(
+                &self,
+                _: &tracing::Event<'_>,
+                _: tracing_subscriber::layer::Context<'_, S>,
+            ) {
+                self.0.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let seen = Arc::new(AtomicUsize::new(0));
+        let subscriber = tracing_subscriber::registry()
+            .with(once_per_place(&["rumqttd"], Duration::from_secs(10)))
+            .with(Count(seen.clone()));
+        tracing::subscriber::with_default(subscriber, || {
+            for _ in 0..10_000 {
+                tracing::error!(target: "rumqttd::server::broker", "Unable to accept socket.");
+            }
+            for _ in 0..3 {
+                tracing::error!(target: "dcwatt_collector::run", "ours");
+            }
+        });
+        assert_eq!(seen.load(Ordering::Relaxed), 1 + 3);
+    }
 
     #[test]
     fn input_cannot_start_a_log_line() {
