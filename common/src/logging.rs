@@ -7,6 +7,7 @@ use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer as _;
 use tracing_subscriber::{reload, EnvFilter, Registry};
 
 /// How log lines are written to standard error.
@@ -122,26 +123,32 @@ pub fn init(settings: &LogSettings, extra: &str) -> Option<LogHandle> {
     });
     let (filter, handle) = reload::Layer::new(filter);
     let ansi = std::io::stderr().is_terminal();
-    let registry = tracing_subscriber::registry()
-        .with(filter)
-        .with(once_per_place(NOISY_TARGETS, Duration::from_secs(10)));
+    // The level filter belongs to the log lines only, so that the embedded broker's
+    // refusals are counted even while its lines are off.
+    let once = once_per_place(NOISY_TARGETS, Duration::from_secs(10));
     let installed = match settings.format {
-        LogFormat::Text => registry
+        LogFormat::Text => tracing_subscriber::registry()
             .with(
                 tracing_subscriber::fmt::layer()
                     .with_writer(std::io::stderr)
-                    .with_ansi(ansi),
+                    .with_ansi(ansi)
+                    .with_filter(once)
+                    .with_filter(filter),
             )
+            .with(broker_refusals())
             .try_init(),
-        LogFormat::Json => registry
+        LogFormat::Json => tracing_subscriber::registry()
             .with(
                 tracing_subscriber::fmt::layer()
                     .json()
                     .flatten_event(true)
                     .with_current_span(true)
                     .with_span_list(false)
-                    .with_writer(std::io::stderr),
+                    .with_writer(std::io::stderr)
+                    .with_filter(once)
+                    .with_filter(filter),
             )
+            .with(broker_refusals())
             .try_init(),
     };
     installed.ok().map(|()| LogHandle {
@@ -162,7 +169,7 @@ pub const NOISY_TARGETS: &[&str] = &["rumqttd"];
 pub fn once_per_place<S: tracing::Subscriber>(
     prefixes: &'static [&'static str],
     period: Duration,
-) -> impl tracing_subscriber::Layer<S> {
+) -> impl tracing_subscriber::layer::Filter<S> {
     let last: std::sync::Mutex<HashMap<&'static str, Instant>> = std::sync::Mutex::default();
     tracing_subscriber::filter::dynamic_filter_fn(move |m, _| {
         if !m.is_event() || !prefixes.iter().any(|p| m.target().starts_with(p)) {
@@ -180,6 +187,39 @@ pub fn once_per_place<S: tracing::Subscriber>(
             }
         }
     })
+}
+
+/// Packets the embedded broker refused for their size (over `broker` max payload),
+/// counted from its own error events: rumqttd drops such a connection and tells its
+/// embedder nothing else.
+pub static BROKER_PACKETS_TOO_LARGE: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(0);
+
+/// Counts the embedded broker's refusals of oversized packets
+/// ([`BROKER_PACKETS_TOO_LARGE`]); sees rumqttd's ERROR events only.
+fn broker_refusals<S>() -> impl tracing_subscriber::Layer<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    struct Refusals;
+    struct Find(bool);
+    impl tracing::field::Visit for Find {
+        fn record_debug(&mut self, _: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+            self.0 = self.0 || format!("{v:?}").contains("PayloadSizeLimitExceeded");
+        }
+    }
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Refusals {
+        fn on_event(&self, e: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+            let mut found = Find(false);
+            e.record(&mut found);
+            if found.0 {
+                BROKER_PACKETS_TOO_LARGE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+    Refusals.with_filter(tracing_subscriber::filter::filter_fn(|m| {
+        m.is_event() && m.target().starts_with("rumqttd") && *m.level() == tracing::Level::ERROR
+    }))
 }
 
 /// Shows a string that came from the network or a file with its control characters
@@ -262,9 +302,9 @@ mod tests {
             }
         }
         let seen = Arc::new(AtomicUsize::new(0));
-        let subscriber = tracing_subscriber::registry()
-            .with(once_per_place(&["rumqttd"], Duration::from_secs(10)))
-            .with(Count(seen.clone()));
+        let subscriber = tracing_subscriber::registry().with(
+            Count(seen.clone()).with_filter(once_per_place(&["rumqttd"], Duration::from_secs(10))),
+        );
         tracing::subscriber::with_default(subscriber, || {
             for _ in 0..10_000 {
                 tracing::error!(target: "rumqttd::server::broker", "Unable to accept socket.");

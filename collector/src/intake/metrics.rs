@@ -145,6 +145,11 @@ impl Source for IntakeStats {
             &st.broker_disconnects,
         );
         o.counter(
+            "dcwatt_broker_packets_refused_total",
+            "Packets the embedded broker refused for their size (over 1 MiB of payload): it drops the connection.",
+            &dcwatt_common::logging::BROKER_PACKETS_TOO_LARGE,
+        );
+        o.counter(
             "dcwatt_broker_logins_refused_total",
             "Logins the embedded broker refused (unknown user or wrong password; each reason and user is logged at most once per 10 s).",
             &st.broker_logins_refused,

@@ -176,5 +176,17 @@ fn counts_and_values_cannot_be_forged() {
     .expect("an answer");
     assert_eq!(status, 400, "{body}");
 
+    // A packet over the embedded broker's size limit: the broker drops the connection,
+    // and the collector counts it.
+    let big = ("dcwatt/v1/odd/big/readings".to_owned(), vec![b' '; 3 << 19]);
+    let _ = std::panic::catch_unwind(|| {
+        publish_all(c.mqtt, std::iter::once(big), Duration::from_secs(5))
+    });
+    wait_for(
+        "the oversized packet counted",
+        Duration::from_secs(10),
+        || (metric(&c.metrics(), "dcwatt_broker_packets_refused_total")? >= 1.0).then_some(()),
+    );
+
     calm.assert_exact(&c, dcwatt_common::now_ms());
 }
