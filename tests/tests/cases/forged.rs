@@ -99,13 +99,27 @@ fn counts_and_values_cannot_be_forged() {
         publish_all(c.mqtt, msgs.into_iter(), Duration::from_secs(60)),
         n
     );
-    let text = wait_for("the log line refused", Duration::from_secs(30), || {
+    // Statuses and readings travel on different topics: wait for every refusal.
+    let expected = [
+        ("topic_mismatch", 1.0),
+        ("invalid_birth", 3.0),
+        ("invalid_schema", 1.0),
+        ("duplicate_conflict", 1.0),
+        ("invalid_topic", 2.0),
+    ];
+    let text = wait_for("every refusal counted", Duration::from_secs(30), || {
         let t = c.metrics();
         let d = |reason: &str| {
             let s = format!("dcwatt_messages_rejected_total{{reason=\"{reason}\"}}");
             counter(&t, &s) - counter(&before, &s)
         };
-        (d("topic_mismatch") >= 1.0).then_some(t)
+        let read = "dcwatt_readings_rejected_total{reason=\"value_out_of_range\"}";
+        let done = expected.iter().all(|(r, n)| d(r) >= *n)
+            && counter(&t, read) - counter(&before, read) >= 1.0
+            && counter(&t, "dcwatt_agent_restarts_total")
+                - counter(&before, "dcwatt_agent_restarts_total")
+                >= 3.0;
+        done.then_some(t)
     });
     let delta = |series: &str| counter(&text, series) - counter(&before, series);
     let msg = |r: &str| delta(&format!("dcwatt_messages_rejected_total{{reason=\"{r}\"}}"));
