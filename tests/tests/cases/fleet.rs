@@ -99,7 +99,18 @@ fn a_fleet_collector_reports_the_energy_weighted_region() {
         Duration::from_secs(90),
         || {
             let v = get_json(fleet.http, "/api/v1/fleet")?;
-            (v["pue"]["1m"]["sites"] == 2).then_some(v)
+            // Both sites' 1m windows must hold at least ten seconds of data (10 kW and 1 kW
+            // of IT): just after start-up a window of one second would weigh the sites by
+            // their start times, not by their loads.
+            let it = |site: &str| {
+                v["by_site"]
+                    .as_array()?
+                    .iter()
+                    .find(|s| s["site"] == site)?["pue"]["1m"]["it_kwh"]
+                    .as_f64()
+            };
+            let ten_secs = |site, kw: f64| it(site).is_some_and(|kwh| kwh >= kw * 10.0 / 3600.0);
+            (v["pue"]["1m"]["sites"] == 2 && ten_secs("a", 10.0) && ten_secs("b", 1.0)).then_some(v)
         },
     );
     let w = &view["pue"]["1m"];
