@@ -376,17 +376,8 @@ fn expect_known_nodes(
     let now = dcwatt_common::now_ms();
     let mut expected = 0;
     for birth in crate::sinks::history::known_nodes(path, now) {
-        let ids_ok = [&birth.rack, &birth.zone]
-            .into_iter()
-            .flatten()
-            .all(|id| dcwatt_common::protocol::validate_id(id).is_ok());
-        let served = intake.sites.is_empty() || intake.sites.contains(&birth.site);
-        if !ids_ok || !served || crate::intake::validate::check_birth(&birth).is_err() {
-            continue;
-        }
-        if engine.node_count() >= intake.max_nodes
-            || (!engine.has_site(&birth.site) && engine.site_count() >= intake.max_sites)
-            || engine.admit_birth(&birth).is_err()
+        if crate::intake::admit_node(intake, engine, &birth.site, &birth.node).is_err()
+            || crate::intake::admit_birth(engine, &birth).is_err()
         {
             continue;
         }

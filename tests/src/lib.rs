@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 pub mod sim;
 pub mod webdriver;
+pub mod wire;
 
 /// The directory holding the workspace's binaries (`DCWATT_BIN_DIR` overrides).
 ///

@@ -497,6 +497,16 @@ struct Node {
     latest: BTreeMap<(String, String), (i64, f64)>,
 }
 
+impl Node {
+    /// Counts `n` refusals of this node's input for `reason`.
+    fn count_refused(&mut self, reason: &str, n: u64) {
+        if n > 0 {
+            let slot = self.refused.entry(reason.to_owned()).or_default();
+            *slot = slot.saturating_add(n);
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Level {
     rings: [Ring; 3],
@@ -779,10 +789,7 @@ impl Engine {
         let Some(&i) = s.node_index.get(node) else {
             return;
         };
-        if n > 0 {
-            let slot = s.nodes[i].refused.entry(reason.to_owned()).or_default();
-            *slot = slot.saturating_add(n);
-        }
+        s.nodes[i].count_refused(reason, n);
     }
 
     /// Whether a birth's zone and rack fit the site's limits (known ones always do).
@@ -875,10 +882,7 @@ impl Engine {
             keep[k - 1]
         });
         for (reason, n) in refused.by_reason() {
-            if n > 0 {
-                let slot = site.nodes[ni].refused.entry(reason.to_owned()).or_default();
-                *slot = slot.saturating_add(n);
-            }
+            site.nodes[ni].count_refused(reason, n);
         }
         refused
     }

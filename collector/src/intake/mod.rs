@@ -367,18 +367,8 @@ impl Intake {
             TopicKind::Readings => self.stats.readings_messages.fetch_add(1, Ordering::Relaxed),
             TopicKind::Status => self.stats.status_messages.fetch_add(1, Ordering::Relaxed),
         };
-        if !self.cfg.sites.is_empty() && !self.cfg.sites.iter().any(|s| s == t.site) {
-            return self.refuse("site_not_served", topic, &"site not in intake.sites");
-        }
-        // Memory is bounded by the inventory: a flood of valid messages for ever-new
-        // site and node ids must not grow it without end.
-        if !engine.has_site(t.site) && engine.site_count() >= self.cfg.max_sites {
-            let detail = format!("already {} sites (intake.max_sites)", self.cfg.max_sites);
-            return self.refuse("too_many_sites", topic, &detail);
-        }
-        if !engine.has_node(t.site, t.node) && engine.node_count() >= self.cfg.max_nodes {
-            let detail = format!("already {} nodes (intake.max_nodes)", self.cfg.max_nodes);
-            return self.refuse("too_many_nodes", topic, &detail);
+        if let Err((reason, detail)) = admit_node(&self.cfg, engine, t.site, t.node) {
+            return self.refuse(reason, topic, &detail);
         }
         match t.kind {
             TopicKind::Status => {
@@ -389,19 +379,8 @@ impl Intake {
                 let Some(msg) = self.decode::<StatusMessage>(&t, topic, payload, None) else {
                     return;
                 };
-                for id in [&msg.rack, &msg.zone].into_iter().flatten() {
-                    if let Err(e) = validate_id(id) {
-                        engine.note_refused(t.site, t.node, "invalid_id", 1);
-                        return self.refuse("invalid_id", topic, &format!("rack/zone {id:?} {e}"));
-                    }
-                }
-                if let Err(e) = validate::check_birth(&msg) {
-                    engine.note_refused(t.site, t.node, "invalid_birth", 1);
-                    return self.refuse("invalid_birth", topic, &e);
-                }
-                if let Err(reason) = engine.admit_birth(&msg) {
+                if let Err((reason, detail)) = admit_birth(engine, &msg) {
                     engine.note_refused(t.site, t.node, reason, 1);
-                    let detail = format!("zone {:?} rack {:?}", msg.zone, msg.rack);
                     return self.refuse(reason, topic, &detail);
                 }
                 engine.apply_status(&msg, now_ms);
@@ -556,6 +535,48 @@ impl Intake {
 
 /// A batch's content, for telling a redelivery from a conflicting batch with the same
 /// number (the send time is left out: a re-sent batch may carry a new one).
+/// Whether a site and node may be taken in: the site is served, and a new site or node
+/// fits `intake.max_sites` and `intake.max_nodes` (memory is bounded by the inventory: a
+/// flood of valid messages for ever-new ids must not grow it without end). The reason
+/// label and a detail when not.
+pub(crate) fn admit_node(
+    cfg: &IntakeConfig,
+    engine: &Engine,
+    site: &str,
+    node: &str,
+) -> Result<(), (&'static str, String)> {
+    if !cfg.sites.is_empty() && !cfg.sites.iter().any(|s| s == site) {
+        return Err(("site_not_served", "site not in intake.sites".into()));
+    }
+    if !engine.has_site(site) && engine.site_count() >= cfg.max_sites {
+        let detail = format!("already {} sites (intake.max_sites)", cfg.max_sites);
+        return Err(("too_many_sites", detail));
+    }
+    if !engine.has_node(site, node) && engine.node_count() >= cfg.max_nodes {
+        let detail = format!("already {} nodes (intake.max_nodes)", cfg.max_nodes);
+        return Err(("too_many_nodes", detail));
+    }
+    Ok(())
+}
+
+/// Whether a birth may be applied: its rack and zone ids, its content, and its zone and
+/// rack within the site's limits. The reason label and a detail when not. Births off the
+/// broker and the nodes the history knows at start-up pass the same checks.
+pub(crate) fn admit_birth(
+    engine: &mut Engine,
+    msg: &StatusMessage,
+) -> Result<(), (&'static str, String)> {
+    for id in [&msg.rack, &msg.zone].into_iter().flatten() {
+        if let Err(e) = validate_id(id) {
+            return Err(("invalid_id", format!("rack/zone {id:?} {e}")));
+        }
+    }
+    validate::check_birth(msg).map_err(|e| ("invalid_birth", e))?;
+    engine
+        .admit_birth(msg)
+        .map_err(|reason| (reason, format!("zone {:?} rack {:?}", msg.zone, msg.rack)))
+}
+
 fn digest(readings: &[dcwatt_common::protocol::Reading]) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();

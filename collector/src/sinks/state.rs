@@ -158,16 +158,7 @@ pub fn decode(bytes: &[u8]) -> Result<Engine, StateError> {
 /// # Errors
 /// The database refused.
 pub fn save(path: &Path, saved_ms: i64, data: &[u8]) -> Result<(), StateError> {
-    let conn = open(path)?;
-    conn.execute(
-        "INSERT OR REPLACE INTO engine(id, format, saved_ms, data) VALUES (1, ?1, ?2, ?3)",
-        params![FORMAT, saved_ms, data],
-    )
-    .map_err(|source| StateError::Sqlite {
-        path: path.to_owned(),
-        source,
-    })?;
-    Ok(())
+    save_on(&mut None, path, saved_ms, data)
 }
 
 /// The saved engine and when it was saved, if there is one of this format.

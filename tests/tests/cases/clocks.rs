@@ -6,35 +6,10 @@
 //! clock would (readings and `sent_ms` from the same wrong clock); the facility meter's
 //! clock is right. Constant powers: the exact PUE is 1500 / 1000.
 
+use dcwatt_e2e::wire::{birth, readings_sent_at};
 use dcwatt_e2e::*;
 use serde_json::json;
 use std::time::Duration;
-
-fn batch(
-    site: &str,
-    node: &str,
-    seq: u64,
-    clock_ms: i64,
-    w: f64,
-    point: &str,
-) -> (String, Vec<u8>) {
-    let body = json!({"v": 1, "site": site, "node": node, "seq": seq, "sent_ms": clock_ms,
-                      "readings": [{"metric": "power_w", "value": w, "ts_ms": clock_ms,
-                                    "point": point}]});
-    (
-        format!("dcwatt/v1/{site}/{node}/readings"),
-        serde_json::to_vec(&body).expect("json"),
-    )
-}
-
-fn birth(site: &str, node: &str, role: &str) -> (String, Vec<u8>) {
-    let body = json!({"v": 1, "site": site, "node": node, "state": "online",
-                      "ts_ms": dcwatt_common::now_ms(), "role": role, "interval_ms": 1000});
-    (
-        format!("dcwatt/v1/{site}/{node}/status"),
-        serde_json::to_vec(&body).expect("json"),
-    )
-}
 
 #[test]
 fn a_host_clock_ahead_is_corrected_and_one_behind_is_partial() {
@@ -47,16 +22,28 @@ fn a_host_clock_ahead_is_corrected_and_one_behind_is_partial() {
     let sites = [("ahead", 240_000i64), ("behind", -600_000i64)];
     let mut first = Vec::new();
     for (site, _) in sites {
-        first.push(birth(site, "meter", "meter"));
-        first.push(birth(site, "host", "host"));
+        for role in ["meter", "host"] {
+            first.push(birth(
+                site,
+                role,
+                json!({"role": role, "interval_ms": 1000}),
+            ));
+        }
     }
     publish_all(c.mqtt, first.into_iter(), Duration::from_secs(10));
     for seq in 0..15u64 {
         let now = dcwatt_common::now_ms();
         let mut msgs = Vec::new();
         for (site, skew) in sites {
-            msgs.push(batch(site, "meter", seq, now, 1500.0, "facility_input"));
-            msgs.push(batch(site, "host", seq, now + skew, 1000.0, "it_input"));
+            // Readings and `sent_ms` from the same clock.
+            for (node, clock, w, point) in [
+                ("meter", now, 1500.0, "facility_input"),
+                ("host", now + skew, 1000.0, "it_input"),
+            ] {
+                let power = json!([{"metric": "power_w", "value": w, "ts_ms": clock,
+                                    "point": point}]);
+                msgs.push(readings_sent_at(site, node, seq, clock, power));
+            }
         }
         publish_all(c.mqtt, msgs.into_iter(), Duration::from_secs(10));
         std::thread::sleep(Duration::from_millis(1000));

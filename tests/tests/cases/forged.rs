@@ -5,33 +5,13 @@
 //! time that overflows. Each is refused or bounded and counted; the calm site stays exact.
 
 use dcwatt_e2e::sim::CalmSite;
+use dcwatt_e2e::wire::{birth, readings as batch};
 use dcwatt_e2e::*;
 use serde_json::json;
 use std::time::Duration;
 
-fn batch(site: &str, node: &str, seq: u64, readings: serde_json::Value) -> (String, Vec<u8>) {
-    let body = json!({"v": 1, "site": site, "node": node, "seq": seq,
-                      "sent_ms": dcwatt_common::now_ms(), "readings": readings});
-    (
-        format!("dcwatt/v1/{site}/{node}/readings"),
-        serde_json::to_vec(&body).expect("json"),
-    )
-}
-
 fn temp(value: f64) -> serde_json::Value {
     json!([{"metric": "temp_c", "value": value, "ts_ms": dcwatt_common::now_ms()}])
-}
-
-fn birth(site: &str, node: &str, extra: serde_json::Value) -> (String, Vec<u8>) {
-    let mut body = json!({"v": 1, "site": site, "node": node, "state": "online",
-                          "ts_ms": dcwatt_common::now_ms(), "role": "meter"});
-    if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
-        b.extend(e.clone());
-    }
-    (
-        format!("dcwatt/v1/{site}/{node}/status"),
-        serde_json::to_vec(&body).expect("json"),
-    )
 }
 
 /// The node's entry, once the snapshot (taken every second) has it.
@@ -70,10 +50,10 @@ fn counts_and_values_cannot_be_forged() {
         batch("odd", "dup", 1, temp(20.0)),
         batch("odd", "dup", 1, temp(99.0)),
         // Births and readings out of range.
-        birth("odd", "slow", json!({"interval_ms": 1_000_000_000_000_000_000u64})),
-        birth("odd", "gpus", json!({"gpus": [{"model": "X", "count": 4_294_967_295u32}]})),
-        birth("odd", "gpus", json!({"gpus": [{"model": "X", "count": 8_600_000_000u64}]})),
-        birth("odd", "gpus", json!({"gpus": [{"model": "X", "count": 8, "fp16_tflops": -5.0}]})),
+        birth("odd", "slow", json!({"role": "meter", "interval_ms": 1_000_000_000_000_000_000u64})),
+        birth("odd", "gpus", json!({"role": "meter", "gpus": [{"model": "X", "count": 4_294_967_295u32}]})),
+        birth("odd", "gpus", json!({"role": "meter", "gpus": [{"model": "X", "count": 8_600_000_000u64}]})),
+        birth("odd", "gpus", json!({"role": "meter", "gpus": [{"model": "X", "count": 8, "fp16_tflops": -5.0}]})),
         batch(
             "odd",
             "huge",

@@ -6,6 +6,7 @@
 //! it, while a well-behaved site beside it keeps its exact PUE.
 
 use dcwatt_e2e::sim::CalmSite;
+use dcwatt_e2e::wire::{birth, readings};
 use dcwatt_e2e::*;
 use serde_json::json;
 use std::time::Duration;
@@ -13,59 +14,50 @@ use std::time::Duration;
 /// Readings per hostile batch: just under the 1 MiB payload limit.
 const PER_BATCH: usize = 8_000;
 
-fn batch(site: &str, node: &str, seq: u64, readings: Vec<serde_json::Value>) -> (String, Vec<u8>) {
-    let now = dcwatt_common::now_ms();
-    let body = json!({"v": 1, "site": site, "node": node, "seq": seq, "sent_ms": now,
-                      "readings": readings});
-    let payload = serde_json::to_vec(&body).expect("json");
-    assert!(payload.len() < 1 << 20, "{} bytes", payload.len());
-    (format!("dcwatt/v1/{site}/{node}/readings"), payload)
-}
-
-fn birth(site: &str, node: &str, extra: serde_json::Value) -> (String, Vec<u8>) {
-    let mut body = json!({"v": 1, "site": site, "node": node, "state": "online",
-                          "ts_ms": dcwatt_common::now_ms(), "role": "host", "interval_ms": 1000});
-    if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
-        b.extend(e.clone());
-    }
-    let payload = serde_json::to_vec(&body).expect("json");
-    assert!(payload.len() < 1 << 20, "{} bytes", payload.len());
-    (format!("dcwatt/v1/{site}/{node}/status"), payload)
-}
-
 /// The hostile messages, in order.
 fn hostile() -> Vec<(String, Vec<u8>)> {
     let now = dcwatt_common::now_ms();
     let mut out = Vec::new();
     // Five batches from five nodes, each reading naming a zone of its own: 40,000 zones.
     for b in 0..5 {
-        let readings = (0..PER_BATCH)
+        let batch: Vec<_> = (0..PER_BATCH)
             .map(|i| {
                 json!({"metric": "power_w", "value": 100.0, "ts_ms": now, "point": "it_input",
                        "component": format!("c{i}"), "zone": format!("z{b}-{i}")})
             })
             .collect();
-        out.push(batch("zoo", &format!("n{b}"), 0, readings));
+        out.push(readings("zoo", &format!("n{b}"), 0, json!(batch)));
     }
     // 30 births of ~970 KB: a long agent string, or 10,000 GPU entries.
     for i in 0..30 {
-        let extra = if i % 2 == 0 {
-            json!({"agent": "x".repeat(970_000)})
+        let mut fields = json!({"role": "host", "interval_ms": 1000});
+        if i % 2 == 0 {
+            fields["agent"] = json!("x".repeat(970_000));
         } else {
-            json!({"gpus": vec![json!({"model": "NVIDIA H200", "count": 8, "fp16_tflops": 989.4}); 10_000]})
-        };
-        out.push(birth("zoo", &format!("big{i}"), extra));
+            fields["gpus"] = json!(vec![
+                json!({"model": "NVIDIA H200", "count": 8, "fp16_tflops": 989.4});
+                10_000
+            ]);
+        }
+        out.push(birth("zoo", &format!("big{i}"), fields));
     }
     // 200,000 metric names from one node.
     for b in 0..25u64 {
-        let readings = (0..PER_BATCH)
+        let batch: Vec<_> = (0..PER_BATCH)
             .map(|i| json!({"metric": format!("m_{b}_{i}"), "value": 1.0, "ts_ms": now}))
             .collect();
-        out.push(batch("names", "n", b, readings));
+        out.push(readings("names", "n", b, json!(batch)));
     }
     // 300 new sites, one birth each.
     for i in 0..300 {
-        out.push(birth(&format!("s{i}"), "n", json!({})));
+        out.push(birth(
+            &format!("s{i}"),
+            "n",
+            json!({"role": "host", "interval_ms": 1000}),
+        ));
+    }
+    for (topic, payload) in &out {
+        assert!(payload.len() < 1 << 20, "{topic}: {} bytes", payload.len());
     }
     out
 }
