@@ -88,6 +88,16 @@ pub struct AgentConfig {
 }
 
 impl AgentConfig {
+    /// Warnings about a valid configuration, by source (`check-config` prints them, the
+    /// agent logs them at start).
+    pub fn warnings(&self) -> Vec<String> {
+        self.sources
+            .iter()
+            .enumerate()
+            .flat_map(|(i, s)| s.warnings(&format!("sources[{i}]")))
+            .collect()
+    }
+
     /// Loads the file (if any), the `DCWATT__` environment and command-line values that win
     /// over both (`--state-dir`), and validates the result.
     ///

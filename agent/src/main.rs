@@ -46,7 +46,8 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Probe { json, sysfs_root }) => {
             let mut probes = sources::probe_all(&sysfs_root);
-            // With a configuration, configured BMCs are asked for real.
+            // With a configuration, configured BMCs and facility devices are asked for
+            // real, each in place of its type's generic line.
             if let Some(cfg) = file
                 .as_deref()
                 .and_then(|f| AgentConfig::load_with(Some(f), &overrides).ok())
@@ -54,17 +55,10 @@ fn main() -> ExitCode {
                 let configured: Vec<_> = cfg
                     .sources
                     .iter()
-                    .filter_map(|s| match s {
-                        sources::SourceConfig::Redfish(r) => {
-                            Some(sources::redfish::probe_configured(r))
-                        }
-                        _ => None,
-                    })
+                    .filter_map(sources::probe_configured)
                     .collect();
-                if !configured.is_empty() {
-                    probes.retain(|p| p.kind != sources::redfish::KIND);
-                    probes.extend(configured);
-                }
+                probes.retain(|p| !configured.iter().any(|c| c.kind == p.kind));
+                probes.extend(configured);
             }
             if json {
                 match serde_json::to_string_pretty(&probes) {
@@ -100,7 +94,11 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG as u8);
         }
     };
+    let warnings = config.warnings();
     if matches!(cli.command, Some(Command::CheckConfig)) {
+        for w in &warnings {
+            eprintln!("dcwatt-agent: warning: {w}");
+        }
         println!(
             "configuration ok: site {} node {}, {} source(s)",
             config.site,
@@ -110,6 +108,9 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let log = dcwatt_common::logging::init(&config.log, "");
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
     if cli.once {
         return once(&config);
     }

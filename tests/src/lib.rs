@@ -669,8 +669,20 @@ impl SnmpSim {
             let src = root
                 .join("../.venv/snmpsim-data")
                 .join(format!("{name}.snmprec"));
-            let file = Path::new(name).file_name()?;
-            std::fs::copy(&src, data.join(file).with_extension("snmprec")).ok()?;
+            let to = data
+                .join(Path::new(name).file_name()?)
+                .with_extension("snmprec");
+            if std::fs::copy(&src, &to).is_err() {
+                // snmpsim-data ships most recordings compressed.
+                let out = Command::new("bzcat")
+                    .arg(src.with_extension("snmprec.bz2"))
+                    .output()
+                    .ok()?;
+                if !out.status.success() {
+                    return None;
+                }
+                std::fs::write(&to, out.stdout).ok()?;
+            }
         }
         let port = free_udp_port();
         let mut cmd = Command::new(exe);

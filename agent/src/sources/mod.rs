@@ -181,6 +181,30 @@ impl SourceConfig {
         }
     }
 
+    /// What is valid but will not do what an operator likely wants: a facility device
+    /// whose power and energy have no measurement point never counts towards PUE.
+    pub fn warnings(&self, path: &str) -> Vec<String> {
+        let unplaced = match self {
+            SourceConfig::Snmp(c) => {
+                c.point.is_none()
+                    && c.oid_map().iter().any(|e| {
+                        e.point.is_none()
+                            && matches!(e.metric.as_str(), "power_w" | "energy_j")
+                            && !c.disable.contains(&e.name())
+                    })
+            }
+            SourceConfig::Modbus(c) => c.point.is_none(),
+            _ => false,
+        };
+        if unplaced {
+            vec![format!(
+                "{path}: its power and energy have no point, so they never count towards PUE (set point, e.g. point = \"pdu_input\")"
+            )]
+        } else {
+            Vec::new()
+        }
+    }
+
     /// The files this source reads, by key.
     fn files(&self) -> Vec<(&'static str, &std::path::Path)> {
         let named: Vec<(&'static str, Option<&std::path::PathBuf>)> = match self {
@@ -224,6 +248,53 @@ impl SourceConfig {
             SourceConfig::Snmp(c) => Box::new(snmp::SnmpSource::new(c.clone())?),
         })
     }
+}
+
+/// A configured device read once now, for `probe --config`: what it gave and every
+/// problem; `None` for the source types that are probed on the host instead.
+pub fn probe_configured(cfg: &SourceConfig) -> Option<Probe> {
+    let kind = cfg.kind();
+    match cfg {
+        SourceConfig::Redfish(r) => return Some(redfish::probe_configured(r)),
+        SourceConfig::Snmp(_) | SourceConfig::RedfishPdu(_) | SourceConfig::Modbus(_) => {}
+        _ => return None,
+    }
+    let mut source = match cfg.build() {
+        Ok(s) => s,
+        Err(e) => {
+            return Some(Probe {
+                kind,
+                available: false,
+                detail: e.detail().to_owned(),
+            })
+        }
+    };
+    let mut out = Vec::new();
+    let result = source.read(dcwatt_common::now_ms(), &mut out);
+    let answered = out
+        .iter()
+        .any(|r| r.metric == "device_up" && r.value == 1.0);
+    let values: Vec<String> = out
+        .iter()
+        .filter(|r| r.metric != "device_up")
+        .map(|r| match r.point {
+            Some(p) => format!("{} {}@{} = {}", r.component, r.metric, p.as_str(), r.value),
+            None => format!("{} {} = {}", r.component, r.metric, r.value),
+        })
+        .collect();
+    let mut detail = if values.is_empty() {
+        "nothing read".to_owned()
+    } else {
+        values.join(", ")
+    };
+    if let Err(e) = result {
+        detail = format!("{detail}; {}", e.detail());
+    }
+    Some(Probe {
+        kind,
+        available: answered && !values.is_empty(),
+        detail,
+    })
 }
 
 /// Why a meter's value is not believable, if it is not: the check that turns a wrong

@@ -9,11 +9,20 @@
 //!   max upsOutputPercentLoad → `ups_load_ratio`;
 //! - `apc_rpdu2`: rPDU2DeviceStatusPower (0.01 kW) and rPDU2DeviceStatusEnergy (0.1 kWh,
 //!   column 9 — column 7 is a timestamp);
-//! - `raritan_pdu2`: inlet 1 activePower (W) and activeEnergy (Wh) — the inlet's decimal
-//!   digits are not read: set `scale` if the unit reports decimals;
-//! - `servertech_sentry4`: Σ st4InputCordActivePower (W).
+//! - `raritan_pdu2`: inlet 1 activePower (W) and activeEnergy (Wh), divided by 10 to the
+//!   power of the sensor's own inletSensorDecimalDigits;
+//! - `servertech_sentry4`: Σ st4InputCordActivePower (W) and Σ st4InputCordEnergy
+//!   (0.1 kWh).
 //!
 //! Power and energy take the device's `point`; a row reporting −1 (unsupported) is skipped.
+//!
+//! A value is published only when it is a measurement (docs/sources.md, "What is
+//! refused"): of the type the MIB defines (a TimeTicks or Counter32 is never a power),
+//! consistent with what the same device says about the same line (real power at most
+//! V × I and not under a tenth of it, near percent load × rated power, at most the
+//! apparent or peak power; a 0 W beside load or current is "not measured"). An entry the
+//! device does not have is reported once and skipped until the device is back from an
+//! outage; `disable` switches entries off by name.
 
 use super::{implausible, Probe, Source, SourceError};
 use dcwatt_common::protocol::{Kind, Point, Reading};
@@ -99,6 +108,62 @@ pub struct OidConfig {
     pub kind: Kind,
     /// Measurement point; power and energy default to the device's.
     pub point: Option<Point>,
+    /// The MIB object's name, for messages (profiles set it).
+    #[serde(skip)]
+    pub object: &'static str,
+    /// What the device must agree with before the value is published (profiles set it;
+    /// an entry from the configuration is read as configured).
+    #[serde(skip)]
+    pub check: Check,
+    /// The OID (instance or column, like `oid`) of the value's decimal digits: the value
+    /// is divided by 10 to that power (Raritan's inletSensorDecimalDigits).
+    #[serde(skip)]
+    pub digits: Option<&'static str>,
+}
+
+impl OidConfig {
+    /// The entry's name for `disable` and in messages: `metric@point`, or `metric`.
+    pub fn name(&self) -> String {
+        match self.point {
+            Some(p) => format!("{}@{}", self.metric, p.as_str()),
+            None => self.metric.clone(),
+        }
+    }
+
+    /// The entry for messages: the MIB object's name and OID.
+    fn label(&self) -> String {
+        if self.object.is_empty() {
+            format!("{} ({})", self.metric, self.oid)
+        } else {
+            format!("{} ({})", self.object, self.oid)
+        }
+    }
+}
+
+/// What a profile's value must agree with on the same device.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub enum Check {
+    /// Nothing beyond its type and plausibility.
+    #[default]
+    None,
+    /// UPS-MIB output lines: against each line's voltage, current and percent load, and
+    /// the rated output power (upsConfigOutputPower).
+    UpsOutput,
+    /// UPS-MIB input lines: against each line's voltage and current; 0 W on every line
+    /// while the UPS runs on mains is not a measurement.
+    UpsInput,
+    /// At most another value of the same row: apparent or peak power, times `scale` to
+    /// W or VA, with its own decimal digits where it has them.
+    AtMost {
+        /// Column (or instance) of the bound.
+        oid: &'static str,
+        /// Its MIB object's name.
+        object: &'static str,
+        /// Multiplier to W or VA.
+        scale: f64,
+        /// Its decimal digits' column (or instance).
+        digits: Option<&'static str>,
+    },
 }
 
 fn one() -> f64 {
@@ -142,6 +207,10 @@ pub struct SnmpConfig {
     /// OIDs added to (or replacing, same metric and point) the profile's.
     #[serde(default)]
     pub oids: Vec<OidConfig>,
+    /// Entries not to read, by name (`metric@point` or `metric`, as `probe` lists them):
+    /// e.g. `["power_w@ups_input"]` for a UPS whose input power is known to be wrong.
+    #[serde(default)]
+    pub disable: Vec<String>,
     /// Point of the device's power and energy (the UPS profile sets its own).
     pub point: Option<Point>,
     /// Component label (the device's name).
@@ -168,120 +237,192 @@ fn default_retries() -> u32 {
     1
 }
 
-fn o(
-    oid: &str,
-    metric: &str,
+/// A profile entry: the MIB object `object` at `oid`.
+struct Entry {
+    object: &'static str,
+    oid: &'static str,
+    metric: &'static str,
     walk: bool,
     aggregate: Aggregate,
     scale: f64,
     kind: Kind,
     point: Option<Point>,
-) -> OidConfig {
-    OidConfig {
-        oid: oid.into(),
-        metric: metric.into(),
-        walk,
-        aggregate,
-        scale,
-        kind,
-        point,
+    check: Check,
+    digits: Option<&'static str>,
+}
+
+impl Entry {
+    fn gauge(object: &'static str, oid: &'static str, metric: &'static str) -> Self {
+        Entry {
+            object,
+            oid,
+            metric,
+            walk: false,
+            aggregate: Aggregate::Sum,
+            scale: 1.0,
+            kind: Kind::Gauge,
+            point: None,
+            check: Check::None,
+            digits: None,
+        }
+    }
+
+    fn counter(object: &'static str, oid: &'static str, metric: &'static str) -> Self {
+        Entry {
+            kind: Kind::Counter,
+            ..Entry::gauge(object, oid, metric)
+        }
+    }
+
+    fn walked(self, aggregate: Aggregate) -> Self {
+        Entry {
+            walk: true,
+            aggregate,
+            ..self
+        }
+    }
+
+    fn scaled(self, scale: f64) -> Self {
+        Entry { scale, ..self }
+    }
+
+    fn at(self, point: Point) -> Self {
+        Entry {
+            point: Some(point),
+            ..self
+        }
+    }
+
+    fn checked(self, check: Check) -> Self {
+        Entry { check, ..self }
+    }
+
+    fn decimals(self, digits: &'static str) -> Self {
+        Entry {
+            digits: Some(digits),
+            ..self
+        }
     }
 }
+
+impl From<Entry> for OidConfig {
+    fn from(e: Entry) -> Self {
+        OidConfig {
+            oid: e.oid.into(),
+            metric: e.metric.into(),
+            walk: e.walk,
+            aggregate: e.aggregate,
+            scale: e.scale,
+            kind: e.kind,
+            point: e.point,
+            object: e.object,
+            check: e.check,
+            digits: e.digits,
+        }
+    }
+}
+
+/// UPS-MIB upsOutputEntry: .2 voltage (V), .3 current (0.1 A), .4 power (W), .5 load (%).
+const UPS_OUTPUT: &str = "1.3.6.1.2.1.33.1.4.4.1";
+/// UPS-MIB upsInputEntry: .3 voltage (V), .4 current (0.1 A), .5 true power (W).
+const UPS_INPUT: &str = "1.3.6.1.2.1.33.1.3.3.1";
+/// upsOutputSource: 3 normal, 4 bypass, 5 battery, 6 booster, 7 reducer.
+const UPS_OUTPUT_SOURCE: &str = "1.3.6.1.2.1.33.1.4.1.0";
+/// upsConfigOutputPower: the rated output power, W.
+const UPS_RATED_POWER: &str = "1.3.6.1.2.1.33.1.9.6.0";
 
 /// A built-in profile's OIDs.
 pub fn profile(name: &str) -> Option<Vec<OidConfig>> {
     use Aggregate::{Max, Sum};
-    use Kind::{Counter, Gauge};
-    Some(match name {
+    let entries = match name {
         "ups_mib" => vec![
-            o(
-                "1.3.6.1.2.1.33.1.4.4.1.4",
-                "power_w",
-                true,
-                Sum,
-                1.0,
-                Gauge,
-                Some(Point::UpsOutput),
-            ),
-            o(
-                "1.3.6.1.2.1.33.1.3.3.1.5",
-                "power_w",
-                true,
-                Sum,
-                1.0,
-                Gauge,
-                Some(Point::UpsInput),
-            ),
-            o(
-                "1.3.6.1.2.1.33.1.4.1.0",
-                "ups_output_source",
-                false,
-                Sum,
-                1.0,
-                Gauge,
-                None,
-            ),
-            o(
+            Entry::gauge("upsOutputPower", "1.3.6.1.2.1.33.1.4.4.1.4", "power_w")
+                .walked(Sum)
+                .at(Point::UpsOutput)
+                .checked(Check::UpsOutput),
+            Entry::gauge("upsInputTruePower", "1.3.6.1.2.1.33.1.3.3.1.5", "power_w")
+                .walked(Sum)
+                .at(Point::UpsInput)
+                .checked(Check::UpsInput),
+            Entry::gauge("upsOutputSource", UPS_OUTPUT_SOURCE, "ups_output_source"),
+            Entry::gauge(
+                "upsOutputPercentLoad",
                 "1.3.6.1.2.1.33.1.4.4.1.5",
                 "ups_load_ratio",
-                true,
-                Max,
-                0.01,
-                Gauge,
-                None,
-            ),
+            )
+            .walked(Max)
+            .scaled(0.01),
         ],
         "apc_rpdu2" => vec![
-            o(
+            Entry::gauge(
+                "rPDU2DeviceStatusPower",
                 "1.3.6.1.4.1.318.1.1.26.4.3.1.5",
                 "power_w",
-                true,
-                Sum,
-                10.0,
-                Gauge,
-                None,
-            ),
-            o(
+            )
+            .walked(Sum)
+            .scaled(10.0)
+            .checked(Check::AtMost {
+                oid: "1.3.6.1.4.1.318.1.1.26.4.3.1.6",
+                object: "rPDU2DeviceStatusPeakPower",
+                scale: 10.0,
+                digits: None,
+            }),
+            Entry::counter(
+                "rPDU2DeviceStatusEnergy",
                 "1.3.6.1.4.1.318.1.1.26.4.3.1.9",
                 "energy_j",
-                true,
-                Sum,
-                360_000.0,
-                Counter,
-                None,
-            ),
+            )
+            .walked(Sum)
+            .scaled(360_000.0),
         ],
+        // PDU2-MIB, PDU 1 inlet 1: measurementsInletSensorValue (…6.5.2.3.1.4) and
+        // inletSensorDecimalDigits (…6.3.3.4.1.7) by sensor type (5 active power, 6
+        // apparent power, 8 active energy).
         "raritan_pdu2" => vec![
-            o(
+            Entry::gauge(
+                "measurementsInletSensorValue (activePower)",
                 "1.3.6.1.4.1.13742.6.5.2.3.1.4.1.1.5",
                 "power_w",
-                false,
-                Sum,
-                1.0,
-                Gauge,
-                None,
-            ),
-            o(
+            )
+            .decimals("1.3.6.1.4.1.13742.6.3.3.4.1.7.1.1.5")
+            .checked(Check::AtMost {
+                oid: "1.3.6.1.4.1.13742.6.5.2.3.1.4.1.1.6",
+                object: "measurementsInletSensorValue (apparentPower)",
+                scale: 1.0,
+                digits: Some("1.3.6.1.4.1.13742.6.3.3.4.1.7.1.1.6"),
+            }),
+            Entry::counter(
+                "measurementsInletSensorValue (activeEnergy)",
                 "1.3.6.1.4.1.13742.6.5.2.3.1.4.1.1.8",
                 "energy_j",
-                false,
-                Sum,
-                3600.0,
-                Counter,
-                None,
-            ),
+            )
+            .decimals("1.3.6.1.4.1.13742.6.3.3.4.1.7.1.1.8")
+            .scaled(3600.0),
         ],
-        "servertech_sentry4" => vec![o(
-            "1.3.6.1.4.1.1718.4.1.3.3.1.3",
-            "power_w",
-            true,
-            Sum,
-            1.0,
-            Gauge,
-            None,
-        )],
+        "servertech_sentry4" => vec![
+            Entry::gauge(
+                "st4InputCordActivePower",
+                "1.3.6.1.4.1.1718.4.1.3.3.1.3",
+                "power_w",
+            )
+            .walked(Sum)
+            .checked(Check::AtMost {
+                oid: "1.3.6.1.4.1.1718.4.1.3.3.1.5",
+                object: "st4InputCordApparentPower",
+                scale: 1.0,
+                digits: None,
+            }),
+            Entry::counter(
+                "st4InputCordEnergy",
+                "1.3.6.1.4.1.1718.4.1.3.3.1.10",
+                "energy_j",
+            )
+            .walked(Sum)
+            .scaled(360_000.0),
+        ],
         _ => return None,
-    })
+    };
+    Some(entries.into_iter().map(OidConfig::from).collect())
 }
 
 fn parse_oid(s: &str) -> Option<Vec<u64>> {
@@ -341,6 +482,18 @@ impl SnmpConfig {
                 );
             }
         }
+        let names: Vec<String> = self.oid_map().iter().map(OidConfig::name).collect();
+        for (i, d) in self.disable.iter().enumerate() {
+            if !names.contains(d) {
+                p.push(
+                    format!("{path}.disable[{i}]"),
+                    format!(
+                        "{d:?} names no entry of this device (its entries: {})",
+                        names.join(", ")
+                    ),
+                );
+            }
+        }
         if self.version == SnmpVersion::V3
             && (self.username.is_none() || self.auth_password_file.is_none())
         {
@@ -355,26 +508,71 @@ impl SnmpConfig {
     }
 }
 
-fn number(v: &Value<'_>) -> Option<f64> {
+/// A value and the SNMP type it came as.
+fn typed(v: &Value<'_>) -> Option<(f64, &'static str)> {
     match v {
-        Value::Integer(i) => Some(*i as f64),
-        Value::Counter32(n) | Value::Unsigned32(n) | Value::Timeticks(n) => Some(f64::from(*n)),
-        Value::Counter64(n) => Some(*n as f64),
+        Value::Integer(i) => Some((*i as f64, "INTEGER")),
+        Value::Unsigned32(n) => Some((f64::from(*n), "Gauge32")),
+        Value::Counter32(n) => Some((f64::from(*n), "Counter32")),
+        Value::Counter64(n) => Some((*n as f64, "Counter64")),
+        Value::Timeticks(n) => Some((f64::from(*n), "TimeTicks")),
         Value::OctetString(s) => std::str::from_utf8(s)
             .ok()
-            .and_then(|t| t.trim().parse().ok()),
+            .and_then(|t| t.trim().parse().ok())
+            .map(|v| (v, "OCTET STRING")),
         _ => None,
     }
 }
 
-/// An answer: the OID it is for and its numeric value, if it has one.
-type Answer = Option<(Vec<u64>, Option<f64>)>;
+/// Whether a value of SNMP type `ty` may be this metric. Electrical quantities come as
+/// the MIBs define them — INTEGER or Gauge32, and energy also as a counter — never as
+/// TimeTicks, text, or (for a gauge) a counter; other metrics take any number.
+fn type_fits(metric: &str, kind: Kind, ty: &str) -> bool {
+    let electrical = ["_w", "_j", "_v", "_a", "_hz", "_va", "_ratio"]
+        .iter()
+        .any(|suffix| metric.ends_with(suffix));
+    match ty {
+        "INTEGER" | "Gauge32" => true,
+        "Counter32" | "Counter64" => !electrical || kind == Kind::Counter,
+        _ => !electrical,
+    }
+}
+
+/// One row a GET or walk answered: the full OID, the value and its type.
+#[derive(Debug, Clone)]
+struct Row {
+    oid: Vec<u64>,
+    value: Option<(f64, &'static str)>,
+}
+
+fn dotted(oid: &[u64]) -> String {
+    oid.iter().map(u64::to_string).collect::<Vec<_>>().join(".")
+}
+
+/// What one entry gave this poll.
+enum Outcome {
+    /// A value to publish.
+    Value(f64),
+    /// The device does not have it (reported once, then skipped).
+    Absent(String),
+    /// Refused this time, with the reason.
+    Refused(String),
+}
 
 /// One SNMP device.
 pub struct SnmpSource {
     cfg: SnmpConfig,
     max_power_w: f64,
     map: Vec<(OidConfig, Vec<u64>)>,
+    /// Entries found missing on the device, by index in `map`; cleared when the device
+    /// comes back from an outage (it may have been replaced).
+    absent: Vec<bool>,
+    /// Whether the device answered the last poll.
+    was_up: bool,
+    /// Whether the device answered a request in this poll.
+    answered: bool,
+    /// Columns and scalars read this poll for the checks, by OID.
+    seen: std::collections::HashMap<String, Vec<Row>>,
     session: Option<SyncSession>,
     community: Secret,
     auth: Option<(Secret, Option<Secret>)>,
@@ -386,9 +584,10 @@ impl SnmpSource {
     /// # Errors
     /// A password file cannot be read.
     pub fn new(cfg: SnmpConfig) -> Result<Self, SourceError> {
-        let map = cfg
+        let map: Vec<(OidConfig, Vec<u64>)> = cfg
             .oid_map()
             .into_iter()
+            .filter(|e| !cfg.disable.contains(&e.name()))
             .filter_map(|e| parse_oid(&e.oid).map(|o| (e, o)))
             .collect();
         let read = |f: &PathBuf| {
@@ -411,9 +610,13 @@ impl SnmpSource {
             _ => 50e6,
         });
         Ok(SnmpSource {
+            absent: vec![false; map.len()],
             cfg,
             max_power_w,
             map,
+            was_up: true,
+            answered: false,
+            seen: std::collections::HashMap::new(),
             session: None,
             community,
             auth,
@@ -475,8 +678,9 @@ impl SnmpSource {
             .ok_or_else(|| SourceError::Read("no session".into()))
     }
 
-    /// GET with retries; the value and the OID it answered for.
-    fn get(&mut self, oid: &[u64], next: bool) -> Result<Answer, SourceError> {
+    /// GET (or GETNEXT) with retries: the row it answered, or `None` when the device
+    /// has no such object.
+    fn get(&mut self, oid: &[u64], next: bool) -> Result<Option<Row>, SourceError> {
         let retries = self.cfg.retries;
         let target = Oid::from(oid).map_err(|e| SourceError::Read(format!("bad OID: {e:?}")))?;
         let mut last = String::new();
@@ -489,23 +693,29 @@ impl SnmpSource {
             };
             match resp {
                 Ok(mut pdu) => {
-                    if pdu.error_status != 0 {
-                        return Err(SourceError::Read(format!(
+                    let answer = if pdu.error_status == 2 {
+                        // noSuchName: how v1-style agents say "no such object".
+                        Ok(None)
+                    } else if pdu.error_status != 0 {
+                        Err(SourceError::Read(format!(
                             "SNMP error status {}",
                             pdu.error_status
-                        )));
-                    }
-                    let Some((name, value)) = pdu.varbinds.next() else {
-                        return Ok(None);
+                        )))
+                    } else {
+                        match pdu.varbinds.next() {
+                            None
+                            | Some((
+                                _,
+                                Value::EndOfMibView | Value::NoSuchObject | Value::NoSuchInstance,
+                            )) => Ok(None),
+                            Some((name, value)) => Ok(Some(Row {
+                                oid: parse_oid(&name.to_id_string()).unwrap_or_default(),
+                                value: typed(&value),
+                            })),
+                        }
                     };
-                    if matches!(
-                        value,
-                        Value::EndOfMibView | Value::NoSuchObject | Value::NoSuchInstance
-                    ) {
-                        return Ok(None);
-                    }
-                    let name = parse_oid(&name.to_id_string()).unwrap_or_default();
-                    return Ok(Some((name, number(&value))));
+                    self.answered = true;
+                    return answer;
                 }
                 Err(e) => {
                     last = format!("{e:?}");
@@ -521,22 +731,247 @@ impl SnmpSource {
         )))
     }
 
-    fn walk(&mut self, column: &[u64]) -> Result<Vec<f64>, SourceError> {
+    /// The rows of a column (walked) or the one instance (a GET).
+    fn rows(&mut self, oid: &[u64], walk: bool) -> Result<Vec<Row>, SourceError> {
+        if !walk {
+            return Ok(self.get(oid, false)?.into_iter().collect());
+        }
         let mut out = Vec::new();
-        let mut at = column.to_vec();
+        let mut at = oid.to_vec();
         for _ in 0..4096 {
             match self.get(&at, true)? {
-                Some((name, value)) if name.starts_with(column) && name > at => {
-                    if let Some(v) = value {
-                        out.push(v);
-                    }
-                    at = name;
+                Some(row) if row.oid.starts_with(oid) && row.oid > at => {
+                    at.clone_from(&row.oid);
+                    out.push(row);
                 }
                 _ => break,
             }
         }
         Ok(out)
     }
+
+    /// A companion column (or instance) for a check, read once per poll: its numeric
+    /// INTEGER and Gauge32 rows by index (the part of the OID after `oid`). Missing or
+    /// unreadable, it is empty and the check that needs it is skipped.
+    fn companion(&mut self, oid: &str, walk: bool) -> std::collections::BTreeMap<Vec<u64>, f64> {
+        if !self.seen.contains_key(oid) {
+            let rows = parse_oid(oid)
+                .and_then(|o| self.rows(&o, walk).ok())
+                .unwrap_or_default();
+            self.seen.insert(oid.to_owned(), rows);
+        }
+        let base = parse_oid(oid).unwrap_or_default();
+        self.seen
+            .get(oid)
+            .into_iter()
+            .flatten()
+            .filter_map(|r| {
+                let (v, ty) = r.value?;
+                let index = if walk {
+                    r.oid.get(base.len()..)?.to_vec()
+                } else {
+                    Vec::new()
+                };
+                matches!(ty, "INTEGER" | "Gauge32").then_some((index, v))
+            })
+            .collect()
+    }
+
+    /// Reads one entry and decides whether its value is a measurement.
+    fn entry(&mut self, e: &OidConfig, oid: &[u64]) -> Result<Outcome, SourceError> {
+        let rows = self.rows(oid, e.walk)?;
+        if rows.is_empty() {
+            return Ok(Outcome::Absent(format!(
+                "{}: not on this device (no such object)",
+                e.label()
+            )));
+        }
+        let mut lines = Vec::new();
+        for r in &rows {
+            let Some((v, ty)) = r.value else {
+                return Ok(Outcome::Refused(format!(
+                    "{} = {}: not a number",
+                    e.label(),
+                    dotted(&r.oid)
+                )));
+            };
+            if !type_fits(&e.metric, e.kind, ty) {
+                return Ok(Outcome::Refused(format!(
+                    "{} is a {ty}, not the INTEGER or Gauge32 the MIB defines for {}: refused",
+                    dotted(&r.oid),
+                    e.metric
+                )));
+            }
+            // −1 marks an unsupported row (e.g. rPDU2 power on some models).
+            if v >= 0.0 {
+                let index = if e.walk {
+                    r.oid.get(oid.len()..).unwrap_or_default().to_vec()
+                } else {
+                    Vec::new()
+                };
+                lines.push((index, v));
+            }
+        }
+        if lines.is_empty() {
+            return Ok(Outcome::Absent(format!(
+                "{}: the device reports −1 (not supported by this model)",
+                e.label()
+            )));
+        }
+        let digits = e.digits.map(|d| self.companion(d, e.walk));
+        for (index, v) in &mut lines {
+            let d = digits
+                .as_ref()
+                .and_then(|d| d.get(index))
+                .copied()
+                .unwrap_or(0.0);
+            *v = dcwatt_common::units::scaled(*v, e.scale) / 10f64.powi(d.clamp(0.0, 9.0) as i32);
+        }
+        if let Err(why) = self.check(e, &lines) {
+            return Ok(Outcome::Refused(why));
+        }
+        let value = match e.aggregate {
+            Aggregate::Sum => lines.iter().map(|(_, v)| v).sum(),
+            Aggregate::Max => lines.iter().map(|(_, v)| *v).fold(f64::MIN, f64::max),
+        };
+        Ok(Outcome::Value(value))
+    }
+
+    /// What the same device says about the same lines, against the values (in SI units)
+    /// of an entry by row index.
+    fn check(&mut self, e: &OidConfig, lines: &[(Vec<u64>, f64)]) -> Result<(), String> {
+        let at = |index: &[u64]| {
+            if index.is_empty() {
+                e.oid.clone()
+            } else {
+                format!("{}.{}", e.oid, dotted(index))
+            }
+        };
+        match e.check {
+            Check::None => Ok(()),
+            Check::UpsOutput => {
+                let volts = self.companion(&format!("{UPS_OUTPUT}.2"), true);
+                let amps = self.companion(&format!("{UPS_OUTPUT}.3"), true);
+                let load = self.companion(&format!("{UPS_OUTPUT}.5"), true);
+                let rated = self
+                    .companion(UPS_RATED_POWER, false)
+                    .get(&Vec::new())
+                    .copied()
+                    .filter(|w| *w > 0.0);
+                for (index, w) in lines {
+                    let a = amps.get(index).map(|a| a / 10.0);
+                    let l = load.get(index).copied();
+                    line_agrees(&at(index), *w, volts.get(index).copied(), a)?;
+                    if *w == 0.0 && l.is_some_and(|l| l > 0.0) {
+                        return Err(format!(
+                            "{} = 0 W beside {} % load on the same line: this UPS does not measure its output power",
+                            at(index),
+                            l.unwrap_or_default()
+                        ));
+                    }
+                    if let (Some(rated), Some(l)) = (rated, l) {
+                        let per_line = rated / lines.len() as f64;
+                        let expected = l / 100.0 * per_line;
+                        if *w > 3.0 * expected + 0.02 * per_line
+                            || (l >= 5.0 && *w < expected / 3.0)
+                        {
+                            return Err(format!(
+                                "{} = {w} W, but {l} % load of the rated {rated} W (upsConfigOutputPower) is about {expected:.0} W on this line: another unit? (override the entry with its scale)",
+                                at(index)
+                            ));
+                        }
+                    }
+                }
+                Ok(())
+            }
+            Check::UpsInput => {
+                let volts = self.companion(&format!("{UPS_INPUT}.3"), true);
+                let amps = self.companion(&format!("{UPS_INPUT}.4"), true);
+                for (index, w) in lines {
+                    let a = amps.get(index).map(|a| a / 10.0);
+                    line_agrees(&at(index), *w, volts.get(index).copied(), a)?;
+                }
+                if lines.iter().all(|(_, w)| *w == 0.0) {
+                    let source = self
+                        .companion(UPS_OUTPUT_SOURCE, false)
+                        .get(&Vec::new())
+                        .copied();
+                    let on_mains = matches!(source.map(|s| s as i64), Some(3 | 4 | 6 | 7));
+                    let powered = volts.values().any(|v| *v > 0.0);
+                    let loaded = [".3", ".4", ".5"].iter().any(|c| {
+                        self.companion(&format!("{UPS_OUTPUT}{c}"), true)
+                            .values()
+                            .any(|v| *v > 0.0)
+                    });
+                    if on_mains && (powered || loaded) {
+                        return Err(format!(
+                            "{} = 0 W on every input line while the UPS runs on mains (upsOutputSource = {}): a UPS on mains draws power, so this one does not measure it",
+                            e.label(),
+                            source.unwrap_or_default()
+                        ));
+                    }
+                }
+                Ok(())
+            }
+            Check::AtMost {
+                oid,
+                object,
+                scale,
+                digits,
+            } => {
+                let bound = self.companion(oid, e.walk);
+                let digits = digits.map(|d| self.companion(d, e.walk));
+                for (index, w) in lines {
+                    let Some(raw) = bound.get(index).copied().filter(|b| *b >= 0.0) else {
+                        continue;
+                    };
+                    let d = digits
+                        .as_ref()
+                        .and_then(|d| d.get(index))
+                        .copied()
+                        .unwrap_or(0.0);
+                    let b = raw * scale / 10f64.powi(d.clamp(0.0, 9.0) as i32);
+                    // One step of the bound's resolution, and 2 % for its rounding.
+                    if *w > b * 1.02 + scale {
+                        return Err(format!(
+                            "{} = {w} W is above the {b} of {object} on the same row: refused",
+                            at(index)
+                        ));
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A line's real power against its own voltage and current (either may be missing): a
+/// zero beside current is not measured; real power is at most V × I (10 % and 50 W for
+/// rounding) and not under a tenth of it where the line carries 200 VA or more.
+fn line_agrees(at: &str, w: f64, volts: Option<f64>, amps: Option<f64>) -> Result<(), String> {
+    if w == 0.0 && amps.is_some_and(|a| a > 0.0) {
+        return Err(format!(
+            "{at} = 0 W beside {} A on the same line: this UPS does not measure the line's power",
+            amps.unwrap_or_default()
+        ));
+    }
+    let (Some(v), Some(a)) = (volts, amps) else {
+        return Ok(());
+    };
+    let va = v * a;
+    if w > 0.0 && va > 0.0 {
+        if w > 1.1 * va + 50.0 {
+            return Err(format!(
+                "{at} = {w} W is more than the line's V × I = {va:.0} VA: refused (another unit? override the entry with its scale)"
+            ));
+        }
+        if va >= 200.0 && w < 0.1 * va {
+            return Err(format!(
+                "{at} = {w} W is under a tenth of the line's V × I = {va:.0} VA: refused (another unit? override the entry with its scale)"
+            ));
+        }
+    }
+    Ok(())
 }
 
 impl Source for SnmpSource {
@@ -546,51 +981,46 @@ impl Source for SnmpSource {
 
     fn read(&mut self, now_ms: i64, out: &mut Vec<Reading>) -> Result<(), SourceError> {
         let mut problems = Vec::new();
-        for (e, oid) in self.map.clone() {
-            let raw = if e.walk {
-                match self.walk(&oid) {
-                    // −1 marks an unsupported row (e.g. rPDU2 power on some models).
-                    Ok(rows) => {
-                        let rows: Vec<f64> = rows.into_iter().filter(|v| *v >= 0.0).collect();
-                        match e.aggregate {
-                            Aggregate::Sum => (!rows.is_empty()).then(|| rows.iter().sum()),
-                            Aggregate::Max => rows.into_iter().reduce(f64::max),
-                        }
-                    }
-                    Err(err) => {
-                        problems.push(err.detail().to_owned());
-                        break;
-                    }
-                }
-            } else {
-                match self.get(&oid, false) {
-                    Ok(v) => v.and_then(|(_, v)| v).filter(|v| *v >= 0.0),
-                    Err(err) => {
-                        problems.push(err.detail().to_owned());
-                        break;
-                    }
-                }
-            };
-            let Some(raw) = raw else {
-                problems.push(format!("{} ({}): no value", e.metric, e.oid));
+        self.answered = false;
+        self.seen.clear();
+        let (mut expected, mut read) = (0usize, 0usize);
+        let mut down = None;
+        for k in 0..self.map.len() {
+            if self.absent[k] {
                 continue;
+            }
+            let (e, oid) = self.map[k].clone();
+            let outcome = match self.entry(&e, &oid) {
+                Ok(o) => o,
+                Err(err) => {
+                    down = Some(err.detail().to_owned());
+                    break;
+                }
             };
-            let value = dcwatt_common::units::scaled(raw, e.scale);
+            let value = match outcome {
+                Outcome::Value(v) => v,
+                Outcome::Absent(why) => {
+                    self.absent[k] = true;
+                    problems.push(format!(
+                        "{why}; {} is not read again until the device is back from an outage",
+                        e.name()
+                    ));
+                    continue;
+                }
+                Outcome::Refused(why) => {
+                    expected += 1;
+                    problems.push(why);
+                    continue;
+                }
+            };
+            expected += 1;
             if let Some(why) = implausible(&e.metric, value, self.max_power_w) {
-                problems.push(format!("rejected {why}"));
+                problems.push(format!("{}: rejected {why}", e.label()));
                 continue;
             }
             let mut r = match e.kind {
-                Kind::Gauge => Reading::gauge(
-                    &e.metric,
-                    dcwatt_common::units::scaled(raw, e.scale),
-                    now_ms,
-                ),
-                Kind::Counter => Reading::counter(
-                    &e.metric,
-                    dcwatt_common::units::scaled(raw, e.scale),
-                    now_ms,
-                ),
+                Kind::Gauge => Reading::gauge(&e.metric, value, now_ms),
+                Kind::Counter => Reading::counter(&e.metric, value, now_ms),
             }
             .from_source(KIND);
             r.point = e
@@ -604,15 +1034,40 @@ impl Source for SnmpSource {
             r.rack.clone_from(&self.cfg.rack);
             r.zone.clone_from(&self.cfg.zone);
             out.push(r);
+            read += 1;
         }
-        let mut up = Reading::gauge(
-            "device_up",
-            f64::from(u8::from(self.session.is_some() && !out.is_empty())),
-            now_ms,
-        )
-        .from_source(KIND);
-        up.component.clone_from(&self.cfg.component);
-        out.push(up);
+        let up = self.answered;
+        if up && !self.was_up {
+            // Back from an outage: it may be another device now; look for everything.
+            self.absent.iter_mut().for_each(|a| *a = false);
+        }
+        self.was_up = up;
+        let mut status = vec![("device_up", f64::from(u8::from(up)))];
+        if up {
+            let all_absent = !self.absent.is_empty() && self.absent.iter().all(|a| *a);
+            if all_absent {
+                problems.push(format!(
+                    "the device answers but has none of this source's {} entries (is it the device the profile is for?)",
+                    self.map.len()
+                ));
+            }
+            status.push((
+                "device_read_ratio",
+                if expected == 0 {
+                    0.0
+                } else {
+                    read as f64 / expected as f64
+                },
+            ));
+        }
+        if let Some(err) = down {
+            problems.push(err);
+        }
+        for (metric, value) in status {
+            let mut r = Reading::gauge(metric, value, now_ms).from_source(KIND);
+            r.component.clone_from(&self.cfg.component);
+            out.push(r);
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -624,6 +1079,23 @@ impl Source for SnmpSource {
                 problems.join("; ")
             )))
         }
+    }
+}
+
+/// The entries a configured device reads and those it skips, for `probe`.
+impl SnmpSource {
+    /// Names of the entries read and of those found missing on the device.
+    pub fn entries(&self) -> (Vec<String>, Vec<String>) {
+        let mut read = Vec::new();
+        let mut absent = Vec::new();
+        for ((e, _), gone) in self.map.iter().zip(&self.absent) {
+            if *gone {
+                absent.push(e.name());
+            } else {
+                read.push(e.name());
+            }
+        }
+        (read, absent)
     }
 }
 
@@ -639,6 +1111,21 @@ pub fn probe() -> Probe {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn entry(oid: &str, metric: &str) -> OidConfig {
+        OidConfig {
+            oid: oid.into(),
+            metric: metric.into(),
+            walk: false,
+            aggregate: Aggregate::Sum,
+            scale: 1.0,
+            kind: Kind::Gauge,
+            point: None,
+            object: "",
+            check: Check::None,
+            digits: None,
+        }
+    }
 
     #[test]
     fn profiles_and_overrides() {
@@ -663,15 +1150,11 @@ mod tests {
             timeout_secs: 2,
             retries: 1,
             profile: Some("raritan_pdu2".into()),
-            oids: vec![o(
-                "1.3.6.1.4.1.13742.6.5.2.3.1.4.1.1.5",
-                "power_w",
-                false,
-                Aggregate::Sum,
-                0.1,
-                Kind::Gauge,
-                None,
-            )],
+            oids: vec![OidConfig {
+                scale: 0.1,
+                ..entry("1.3.6.1.4.1.13742.6.5.2.3.1.4.1.1.5", "power_w")
+            }],
+            disable: Vec::new(),
             point: Some(Point::PduInput),
             component: "pdu".into(),
             rack: None,
@@ -685,20 +1168,37 @@ mod tests {
         let mut p = Problems::default();
         SnmpConfig {
             profile: Some("acme".into()),
-            oids: vec![o(
-                "not.an.oid",
-                "x",
-                false,
-                Aggregate::Sum,
-                1.0,
-                Kind::Gauge,
-                None,
-            )],
+            oids: vec![entry("not.an.oid", "x")],
+            disable: vec!["energy_j".into(), "power_w@ups_input".into()],
             ..cfg
         }
         .validate("s", &mut p);
         let paths: Vec<&str> = p.0.iter().map(|x| x.path.as_str()).collect();
-        assert_eq!(paths, vec!["s.profile", "s.oids[0].oid"]);
+        assert_eq!(
+            paths,
+            vec!["s.profile", "s.oids[0].oid", "s.disable[0]", "s.disable[1]"]
+        );
         assert_eq!(parse_oid(".1.3.6.1"), Some(vec![1, 3, 6, 1]));
+    }
+
+    #[test]
+    fn types_and_lines() {
+        assert!(type_fits("power_w", Kind::Gauge, "Gauge32"));
+        assert!(!type_fits("power_w", Kind::Gauge, "TimeTicks"));
+        assert!(!type_fits("power_w", Kind::Gauge, "Counter32"));
+        assert!(!type_fits("power_w", Kind::Gauge, "OCTET STRING"));
+        assert!(type_fits("energy_j", Kind::Counter, "Counter64"));
+        assert!(type_fits("uptime_s", Kind::Gauge, "TimeTicks"));
+        // The Eaton 93E's output line 1: 220 V, 27.0 A, 5100 W (power factor 0.86).
+        assert!(line_agrees("x", 5100.0, Some(220.0), Some(27.0)).is_ok());
+        // 34 beside 2199 × 18.3 A: another unit, refused.
+        assert!(line_agrees("x", 34.0, Some(2199.0), Some(18.3)).is_err());
+        // 0 W beside 21 A: not measured; 0 W beside 0 A: a measured zero.
+        assert!(line_agrees("x", 0.0, Some(227.0), Some(21.0)).is_err());
+        assert!(line_agrees("x", 0.0, Some(231.0), Some(0.0)).is_ok());
+        // More real power than V × I.
+        assert!(line_agrees("x", 9000.0, Some(220.0), Some(10.0)).is_err());
+        // Without voltage or current there is nothing to compare.
+        assert!(line_agrees("x", 34.0, None, Some(18.3)).is_ok());
     }
 }
