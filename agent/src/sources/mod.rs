@@ -64,6 +64,12 @@ pub trait Source: Send {
     fn gpus(&self) -> Vec<dcwatt_common::protocol::GpuInventory> {
         Vec::new()
     }
+
+    /// What the last read found worth a warning without failing (logged once by the
+    /// source; `probe` prints it).
+    fn notes(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Whether a source type can read on this host, as `dcwatt-agent probe` prints it.
@@ -289,6 +295,9 @@ pub fn probe_configured(cfg: &SourceConfig) -> Option<Probe> {
     };
     if let Err(e) = result {
         detail = format!("{detail}; {}", e.detail());
+    }
+    for note in source.notes() {
+        detail = format!("{detail}; note: {note}");
     }
     Some(Probe {
         kind,

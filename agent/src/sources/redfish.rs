@@ -6,7 +6,13 @@
 //! power supplies' `InputPowerWatts`), then the legacy `Power`
 //! (`PowerControl[0].PowerConsumedWatts`, deprecated since 2020.4 but the most deployed).
 //! The path that answered is kept, logged and shown by `probe`. Whole-system power is
-//! `it_input`. BMCs are slow and limit sessions: one client, one connection pool, a
+//! `it_input`.
+//!
+//! Without a configured `chassis`, the chassis is chosen by its `ChassisType`: a server
+//! (`RackMount`, `StandAlone`, `Blade`, `Sled`) that offers one of the paths. Cards (a
+//! SmartNIC), enclosures, racks and power equipment are skipped, each with its reason;
+//! when none or several qualify, the error names every chassis and what decided, and
+//! `chassis` chooses. BMCs are slow and limit sessions: one client, one connection pool, a
 //! per-request timeout, and the discovery done once.
 
 use super::{Probe, Source, SourceError};
@@ -97,6 +103,39 @@ fn base64(input: &[u8]) -> String {
         }
     }
     out
+}
+
+/// Chassis types whose power is one host's whole-system power.
+const SERVER_TYPES: [&str; 4] = ["RackMount", "StandAlone", "Blade", "Sled"];
+
+/// The members of a Redfish collection, each once (a service may list one twice).
+pub(crate) fn members(v: &Value) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for m in v["Members"].as_array().into_iter().flatten() {
+        if let Some(id) = m["@odata.id"].as_str() {
+            if !out.iter().any(|o| o == id) {
+                out.push(id.to_owned());
+            }
+        }
+    }
+    out
+}
+
+/// A chassis' type as its resource says, for messages.
+fn chassis_type(res: &Value) -> &str {
+    res["ChassisType"].as_str().unwrap_or("no ChassisType")
+}
+
+/// Why a chassis is not a server whose power is the host's, if it is not.
+fn not_a_server(res: &Value) -> Option<String> {
+    match res["ChassisType"].as_str() {
+        Some(t) if SERVER_TYPES.contains(&t) => None,
+        Some(t) => Some(format!("{t}, not a server")),
+        None if !res["Links"]["PowerDistribution"].is_null() => {
+            Some("power distribution equipment (Links.PowerDistribution)".to_owned())
+        }
+        None => None,
+    }
 }
 
 /// What a discovery found and what one read yields.
@@ -253,20 +292,20 @@ impl RedfishSource {
     fn read_path(&self, chassis: &str, path: PowerPath) -> Result<PowerReading, SourceError> {
         match path {
             PowerPath::EnvironmentMetrics => {
-                let v = self.get(&format!("{chassis}/EnvironmentMetrics"))?;
-                let watts = v["PowerWatts"]["Reading"].as_f64().ok_or_else(|| {
-                    SourceError::Read("EnvironmentMetrics has no PowerWatts.Reading".into())
-                })?;
+                let at = format!("{chassis}/EnvironmentMetrics");
+                let v = self.get(&at)?;
+                let watts = v["PowerWatts"]["Reading"]
+                    .as_f64()
+                    .ok_or_else(|| SourceError::Read(format!("{at} has no PowerWatts.Reading")))?;
                 let energy_j = v["EnergykWh"]["Reading"].as_f64().map(|kwh| kwh * 3.6e6);
                 Ok(PowerReading { watts, energy_j })
             }
             PowerPath::PowerSubsystem => {
-                let list = self.get(&format!("{chassis}/PowerSubsystem/PowerSupplies"))?;
+                let at = format!("{chassis}/PowerSubsystem/PowerSupplies");
+                let list = self.get(&at)?;
                 let mut watts = None;
-                for m in list["Members"].as_array().into_iter().flatten() {
-                    let Some(psu) = m["@odata.id"].as_str() else {
-                        continue;
-                    };
+                // Each supply once, even if the collection lists it twice.
+                for psu in members(&list) {
                     // A bay without metrics (empty or unmanaged) contributes nothing.
                     if let Ok(metrics) = self.get(&format!("{psu}/Metrics")) {
                         if let Some(w) = metrics["InputPowerWatts"]["Reading"].as_f64() {
@@ -275,7 +314,7 @@ impl RedfishSource {
                     }
                 }
                 let watts = watts.ok_or_else(|| {
-                    SourceError::Read("no power supply reports InputPowerWatts".into())
+                    SourceError::Read(format!("no power supply of {at} reports InputPowerWatts"))
                 })?;
                 Ok(PowerReading {
                     watts,
@@ -283,11 +322,12 @@ impl RedfishSource {
                 })
             }
             PowerPath::Power => {
-                let v = self.get(&format!("{chassis}/Power"))?;
+                let at = format!("{chassis}/Power");
+                let v = self.get(&at)?;
                 let watts = v["PowerControl"][0]["PowerConsumedWatts"]
                     .as_f64()
                     .ok_or_else(|| {
-                        SourceError::Read("Power has no PowerControl[0].PowerConsumedWatts".into())
+                        SourceError::Read(format!("{at} has no PowerControl[0].PowerConsumedWatts"))
                     })?;
                 Ok(PowerReading {
                     watts,
@@ -298,23 +338,10 @@ impl RedfishSource {
         }
     }
 
-    /// Finds the chassis and the resource that answers, once.
-    ///
-    /// # Errors
-    /// Nothing answered with a power reading.
-    pub fn discover(&mut self) -> Result<(String, PowerPath), SourceError> {
-        if let Some(f) = &self.found {
-            return Ok(f.clone());
-        }
-        let chassis: Vec<String> = match &self.cfg.chassis {
-            Some(id) => vec![format!("/redfish/v1/Chassis/{id}")],
-            None => self.get("/redfish/v1/Chassis")?["Members"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|m| m["@odata.id"].as_str().map(str::to_owned))
-                .collect(),
-        };
+    /// The first of `paths` that gives a reading on this chassis (in `auto`, only those
+    /// its resource links), or why none does.
+    fn first_path(&self, chassis: &str, res: &Value) -> Result<PowerPath, SourceError> {
+        let auto = self.cfg.path == PowerPath::Auto;
         let paths: &[PowerPath] = match self.cfg.path {
             PowerPath::Auto => &[
                 PowerPath::EnvironmentMetrics,
@@ -323,21 +350,102 @@ impl RedfishSource {
             ],
             ref p => std::slice::from_ref(p),
         };
-        let mut last = SourceError::Unavailable("the BMC lists no chassis".into());
-        for c in &chassis {
-            for &p in paths {
-                match self.read_path(c, p) {
-                    Ok(_) => {
-                        tracing::info!(chassis = %c, path = p.as_str(), "redfish power found");
-                        self.found = Some((c.clone(), p));
-                        return Ok((c.clone(), p));
-                    }
-                    Err(e @ SourceError::Unavailable(_)) => return Err(e),
-                    Err(e) => last = e,
-                }
+        let mut why = Vec::new();
+        for &p in paths {
+            if auto && res[p.as_str()].is_null() {
+                continue;
+            }
+            match self.read_path(chassis, p) {
+                Ok(_) => return Ok(p),
+                Err(e @ SourceError::Unavailable(_)) => return Err(e),
+                Err(e) => why.push(e.detail().to_owned()),
             }
         }
-        Err(last)
+        Err(SourceError::Read(if why.is_empty() {
+            "offers no EnvironmentMetrics, PowerSubsystem or Power".to_owned()
+        } else {
+            why.join(", ")
+        }))
+    }
+
+    /// Finds the chassis and the resource that answers, once.
+    ///
+    /// # Errors
+    /// No chassis, or several, give whole-system power: the error names each chassis
+    /// and what decided.
+    pub fn discover(&mut self) -> Result<(String, PowerPath), SourceError> {
+        if let Some(f) = &self.found {
+            return Ok(f.clone());
+        }
+        if let Some(id) = &self.cfg.chassis {
+            let c = format!("/redfish/v1/Chassis/{id}");
+            let res = self.get(&c)?;
+            let p = self.first_path(&c, &res).map_err(|e| match e {
+                SourceError::Read(why) => {
+                    SourceError::Read(format!("{c} ({}): {why}", chassis_type(&res)))
+                }
+                other => other,
+            })?;
+            match not_a_server(&res) {
+                Some(what) => tracing::warn!(
+                    chassis = %c, path = p.as_str(),
+                    "the configured chassis is {what}: its power is published as this host's whole-system power"
+                ),
+                None => {
+                    tracing::info!(chassis = %c, kind = chassis_type(&res), path = p.as_str(), "redfish power found")
+                }
+            }
+            self.found = Some((c.clone(), p));
+            return Ok((c, p));
+        }
+        let list = members(&self.get("/redfish/v1/Chassis")?);
+        if list.is_empty() {
+            return Err(SourceError::Unavailable("the BMC lists no chassis".into()));
+        }
+        let mut skipped = Vec::new();
+        let mut found = Vec::new();
+        for c in &list {
+            let res = match self.get(c) {
+                Ok(v) => v,
+                Err(e @ SourceError::Unavailable(_)) => return Err(e),
+                Err(e) => {
+                    skipped.push(e.detail().to_owned());
+                    continue;
+                }
+            };
+            let kind = chassis_type(&res).to_owned();
+            if let Some(what) = not_a_server(&res) {
+                skipped.push(format!("{c} ({kind}): {what}"));
+                continue;
+            }
+            match self.first_path(c, &res) {
+                Ok(p) => found.push((c.clone(), kind, p)),
+                Err(e @ SourceError::Unavailable(_)) => return Err(e),
+                Err(e) => skipped.push(format!("{c} ({kind}): {}", e.detail())),
+            }
+        }
+        match found.as_slice() {
+            [] => Err(SourceError::Read(format!(
+                "no chassis gives whole-system power: {}; set chassis to read one anyway",
+                skipped.join("; ")
+            ))),
+            [(c, kind, p)] => {
+                tracing::info!(
+                    chassis = %c, kind = %kind, path = p.as_str(), skipped = %skipped.join("; "),
+                    "redfish power found"
+                );
+                self.found = Some((c.clone(), *p));
+                Ok((c.clone(), *p))
+            }
+            several => Err(SourceError::Read(format!(
+                "several chassis give whole-system power: {}; set chassis = \"ID\" to choose the one that is this host",
+                several
+                    .iter()
+                    .map(|(c, kind, p)| format!("{c} ({kind}, {})", p.as_str()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        }
     }
 
     /// One reading through the discovered path.

@@ -1,13 +1,22 @@
-//! `redfish_pdu`: rack and floor PDUs through Redfish `PowerEquipment` (DSP0268 2020.4+).
+//! `redfish_pdu`: power distribution through Redfish `PowerEquipment` (DSP0268 2020.4+).
 //!
-//! For each PDU under `/redfish/v1/PowerEquipment/{RackPDUs,FloorPDUs}`, following the
-//! links the PDU itself lists (a PDU without metering publishes nothing): its `Metrics`
-//! (`PowerWatts`, `EnergykWh`) are its input, `point = pdu_input`, component
-//! `pdu-{id}`; with `outlets = true` (default) each outlet's `PowerWatts` and `EnergykWh`
-//! are published as `pdu_output`, component `pdu-{id}.{outlet}` — the sum of outlets is
-//! category-2 IT energy. Energy is converted kWh → J and published as counters.
+//! Every `PowerDistribution` collection the schema defines is read: `RackPDUs`,
+//! `FloorPDUs`, `PowerShelves`, `TransferSwitches`, `Switchgear` and `ElectricalBuses`.
+//! For each member (once per `@odata.id`, following the links the resource itself lists:
+//! equipment without metering publishes nothing), its `Metrics` (`PowerWatts`,
+//! `EnergykWh`) — or, without metrics, each of its `Mains` — are its input; with `outlets
+//! = true` (default) each outlet, and each circuit of type `Bus` that feeds a bus (a power
+//! shelf's DC output), is an output. Energy is converted kWh → J and published as counters.
+//!
+//! Where the readings count is configuration (`count`): rack PDUs, floor PDUs and power
+//! shelves by default, their inputs at `pdu_input` and outputs at `pdu_output` (the sum
+//! of outputs is category-2 IT energy). Transfer switches and electrical buses usually
+//! feed PDUs that are metered too, and switchgear is upstream of everything: they are
+//! published without a point (never counted twice) and named in a warning, until `count`
+//! names them — switchgear then counts at `facility_input`. A collection the service lists
+//! that dcwatt does not know is named in a warning too.
 
-use super::redfish::{Client, Connection};
+use super::redfish::{members, Client, Connection};
 use super::{Probe, Source, SourceError};
 use dcwatt_common::protocol::{Point, Reading};
 use serde::Deserialize;
@@ -36,9 +45,14 @@ pub struct RedfishPduConfig {
     pub rack: Option<String>,
     /// Zone, room or row.
     pub zone: Option<String>,
-    /// Publish every outlet as `pdu_output`.
+    /// Publish every outlet (and bus feed) as an output.
     #[serde(default = "yes")]
     pub outlets: bool,
+    /// The collections whose readings count at a measurement point (the others are
+    /// published without one): `RackPDUs`, `FloorPDUs`, `PowerShelves`,
+    /// `TransferSwitches`, `Switchgear`, `ElectricalBuses`.
+    #[serde(default = "counted_by_default")]
+    pub count: Vec<String>,
     /// Per-request timeout, seconds.
     #[serde(default = "ten")]
     pub timeout_secs: u64,
@@ -54,14 +68,64 @@ fn ten() -> u64 {
     10
 }
 
-fn members(v: &Value) -> Vec<String> {
-    v["Members"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|m| m["@odata.id"].as_str().map(str::to_owned))
-        .collect()
+fn counted_by_default() -> Vec<String> {
+    ["RackPDUs", "FloorPDUs", "PowerShelves"]
+        .map(str::to_owned)
+        .to_vec()
 }
+
+/// A `PowerDistribution` collection of `PowerEquipment`: its property name, the prefix of
+/// its members' components, and the point its inputs count at when counted.
+struct Collection {
+    name: &'static str,
+    prefix: &'static str,
+    input: Point,
+    outputs: bool,
+}
+
+/// Every collection the PowerEquipment schema defines (v1.2: DSP0268 2023.3).
+const COLLECTIONS: [Collection; 6] = [
+    Collection {
+        name: "RackPDUs",
+        prefix: "pdu",
+        input: Point::PduInput,
+        outputs: true,
+    },
+    Collection {
+        name: "FloorPDUs",
+        prefix: "pdu",
+        input: Point::PduInput,
+        outputs: true,
+    },
+    Collection {
+        name: "PowerShelves",
+        prefix: "shelf",
+        input: Point::PduInput,
+        outputs: true,
+    },
+    Collection {
+        name: "TransferSwitches",
+        prefix: "ats",
+        input: Point::PduInput,
+        outputs: true,
+    },
+    Collection {
+        name: "ElectricalBuses",
+        prefix: "bus",
+        input: Point::PduInput,
+        outputs: true,
+    },
+    // Switchgear's feeders go to UPSs and distribution that have their own meters.
+    Collection {
+        name: "Switchgear",
+        prefix: "switchgear",
+        input: Point::FacilityInput,
+        outputs: false,
+    },
+];
+
+/// Properties of `PowerEquipment` that are not collections of equipment.
+const NOT_EQUIPMENT: [&str; 4] = ["Links", "Actions", "Oem", "Status"];
 
 fn id_of(path: &str) -> String {
     let last = path
@@ -84,14 +148,15 @@ fn id_of(path: &str) -> String {
 /// Power and energy readings of one resource that has `PowerWatts` / `EnergykWh`.
 fn power_and_energy(
     v: &Value,
-    point: Point,
+    point: Option<Point>,
     component: &str,
     cfg: &RedfishPduConfig,
     now_ms: i64,
     out: &mut Vec<Reading>,
 ) {
     let mut push = |r: Reading| {
-        let mut r = r.at(point).from_source(KIND);
+        let mut r = r.from_source(KIND);
+        r.point = point;
         r.component = component.to_owned();
         r.rack.clone_from(&cfg.rack);
         r.zone.clone_from(&cfg.zone);
@@ -105,10 +170,21 @@ fn power_and_energy(
     }
 }
 
-/// The PDU reader.
+/// The PowerEquipment reader.
 pub struct RedfishPduSource {
     cfg: RedfishPduConfig,
     client: Client,
+    /// The warnings about uncounted and unknown collections, once found.
+    warnings: Option<Vec<String>>,
+}
+
+/// One piece of equipment to read: its path, component and where its readings count.
+struct Equipment {
+    path: String,
+    component: String,
+    input: Option<Point>,
+    output: Option<Point>,
+    outputs: bool,
 }
 
 impl RedfishPduSource {
@@ -125,22 +201,149 @@ impl RedfishPduSource {
             insecure_skip_verify: cfg.insecure_skip_verify,
             timeout_secs: cfg.timeout_secs,
         })?;
-        Ok(RedfishPduSource { cfg, client })
+        Ok(RedfishPduSource {
+            cfg,
+            client,
+            warnings: None,
+        })
     }
 
-    /// Every PDU's resource path.
+    /// Every PDU's resource path (rack and floor PDUs).
     ///
     /// # Errors
     /// The service does not answer.
     pub fn pdus(&self) -> Result<Vec<String>, SourceError> {
+        Ok(self
+            .equipment()?
+            .0
+            .into_iter()
+            .filter(|e| e.component.starts_with("pdu-"))
+            .map(|e| e.path)
+            .collect())
+    }
+
+    /// Every piece of equipment the service lists, once each, and the warnings about
+    /// what is not counted or not known.
+    fn equipment(&self) -> Result<(Vec<Equipment>, Vec<String>), SourceError> {
         let root = self.client.get("/redfish/v1/PowerEquipment")?;
-        let mut out = Vec::new();
-        for kind in ["RackPDUs", "FloorPDUs"] {
-            if let Some(path) = root[kind]["@odata.id"].as_str() {
-                out.extend(members(&self.client.get(path)?));
+        let mut out: Vec<Equipment> = Vec::new();
+        let mut warnings = Vec::new();
+        for c in &COLLECTIONS {
+            let Some(path) = root[c.name]["@odata.id"].as_str() else {
+                continue;
+            };
+            let counted = self.cfg.count.iter().any(|n| n == c.name);
+            let list = members(&self.client.get(path)?);
+            if !counted && !list.is_empty() {
+                warnings.push(format!(
+                    "{path}: {} {} published without a measurement point (a {} usually feeds or is fed by equipment metered too); add \"{}\" to count to count it",
+                    list.len(),
+                    if list.len() == 1 { "member is" } else { "members are" },
+                    c.name,
+                    c.name
+                ));
+            }
+            for m in list {
+                // A member listed by two collections is read once.
+                if out.iter().any(|e| e.path == m) {
+                    continue;
+                }
+                out.push(Equipment {
+                    component: format!("{}-{}", c.prefix, id_of(&m)),
+                    input: counted.then_some(c.input),
+                    output: counted.then_some(Point::PduOutput),
+                    outputs: c.outputs,
+                    path: m,
+                });
             }
         }
-        Ok(out)
+        for (key, v) in root.as_object().into_iter().flatten() {
+            let known = COLLECTIONS.iter().any(|c| c.name == key)
+                || NOT_EQUIPMENT.contains(&key.as_str())
+                || key.starts_with('@');
+            if let (false, Some(link)) = (known, v["@odata.id"].as_str()) {
+                warnings.push(format!(
+                    "{link}: PowerEquipment lists {key}, which this dcwatt does not read"
+                ));
+            }
+        }
+        Ok((out, warnings))
+    }
+
+    /// Reads one piece of equipment.
+    fn read_one(
+        &self,
+        e: &Equipment,
+        now_ms: i64,
+        out: &mut Vec<Reading>,
+        failed: &mut Vec<String>,
+    ) {
+        let cfg = &self.cfg;
+        let res = match self.client.get(&e.path) {
+            Ok(v) => v,
+            Err(err) => {
+                failed.push(err.detail().to_owned());
+                return;
+            }
+        };
+        if let Some(metrics) = res["Metrics"]["@odata.id"].as_str() {
+            match self.client.get(metrics) {
+                Ok(m) => power_and_energy(&m, e.input, &e.component, cfg, now_ms, out),
+                Err(err) => failed.push(err.detail().to_owned()),
+            }
+        } else if let Some(mains) = res["Mains"]["@odata.id"].as_str() {
+            // No equipment-level metrics: each main (inlet circuit) is an input.
+            match self.client.get(mains) {
+                Ok(list) => {
+                    for main in members(&list) {
+                        match self.client.get(&main) {
+                            Ok(v) => power_and_energy(
+                                &v,
+                                e.input,
+                                &format!("{}.{}", e.component, id_of(&main)),
+                                cfg,
+                                now_ms,
+                                out,
+                            ),
+                            Err(err) => failed.push(err.detail().to_owned()),
+                        }
+                    }
+                }
+                Err(err) => failed.push(err.detail().to_owned()),
+            }
+        }
+        if !(cfg.outlets && e.outputs) {
+            return;
+        }
+        let mut outputs = Vec::new();
+        if let Some(link) = res["Outlets"]["@odata.id"].as_str() {
+            match self.client.get(link) {
+                Ok(v) => outputs.extend(members(&v).into_iter().map(|o| (o, None))),
+                Err(err) => failed.push(err.detail().to_owned()),
+            }
+        }
+        // A circuit that feeds a bus (a power shelf's DC output to the rack's busbar)
+        // is an output; branch circuits feed outlets, which are read already.
+        if let Some(link) = res["Branches"]["@odata.id"].as_str() {
+            match self.client.get(link) {
+                Ok(v) => outputs.extend(members(&v).into_iter().map(|b| (b, Some("Bus")))),
+                Err(err) => failed.push(err.detail().to_owned()),
+            }
+        }
+        for (o, only) in outputs {
+            match self.client.get(&o) {
+                Ok(v) if only.is_none_or(|t| v["CircuitType"] == t) => power_and_energy(
+                    &v,
+                    e.output,
+                    &format!("{}.{}", e.component, id_of(&o)),
+                    cfg,
+                    now_ms,
+                    out,
+                ),
+                Ok(_) => {}
+                Err(err) => failed.push(err.detail().to_owned()),
+            }
+        }
     }
 }
 
@@ -149,82 +352,34 @@ impl Source for RedfishPduSource {
         KIND
     }
 
+    fn notes(&self) -> Vec<String> {
+        self.warnings.clone().unwrap_or_default()
+    }
+
     fn read(&mut self, now_ms: i64, out: &mut Vec<Reading>) -> Result<(), SourceError> {
         let mut failed = Vec::new();
-        let pdus = match self.pdus() {
-            Ok(p) => p,
+        let service = format!("redfish-{}", id_of(&self.cfg.url));
+        let (equipment, warnings) = match self.equipment() {
+            Ok(e) => e,
             Err(e) => {
                 let mut up = Reading::gauge("device_up", 0.0, now_ms).from_source(KIND);
-                up.component = format!("redfish-{}", id_of(&self.cfg.url));
+                up.component = service;
                 out.push(up);
                 return Err(e);
             }
         };
-        for pdu in pdus {
-            let component = format!("pdu-{}", id_of(&pdu));
-            // Follow the PDU's own links: not every PDU offers metrics or metered outlets.
-            let res = match self.client.get(&pdu) {
-                Ok(v) => v,
-                Err(e) => {
-                    failed.push(e.detail().to_owned());
-                    continue;
-                }
-            };
-            if let Some(metrics) = res["Metrics"]["@odata.id"].as_str() {
-                match self.client.get(metrics) {
-                    Ok(m) => {
-                        power_and_energy(&m, Point::PduInput, &component, &self.cfg, now_ms, out)
-                    }
-                    Err(e) => failed.push(e.detail().to_owned()),
-                }
-            } else if let Some(mains) = res["Mains"]["@odata.id"].as_str() {
-                // No PDU-level metrics: each main (inlet circuit) is an input.
-                match self.client.get(mains) {
-                    Ok(list) => {
-                        for main in members(&list) {
-                            match self.client.get(&main) {
-                                Ok(v) => power_and_energy(
-                                    &v,
-                                    Point::PduInput,
-                                    &format!("{component}.{}", id_of(&main)),
-                                    &self.cfg,
-                                    now_ms,
-                                    out,
-                                ),
-                                Err(e) => failed.push(e.detail().to_owned()),
-                            }
-                        }
-                    }
-                    Err(e) => failed.push(e.detail().to_owned()),
-                }
+        if self.warnings.is_none() {
+            for w in &warnings {
+                tracing::warn!(url = %self.cfg.url, "{w}");
             }
-            let outlets = match res["Outlets"]["@odata.id"].as_str() {
-                Some(link) if self.cfg.outlets => match self.client.get(link) {
-                    Ok(v) => members(&v),
-                    Err(e) => {
-                        failed.push(e.detail().to_owned());
-                        continue;
-                    }
-                },
-                _ => Vec::new(),
-            };
-            for o in outlets {
-                match self.client.get(&o) {
-                    Ok(v) => power_and_energy(
-                        &v,
-                        Point::PduOutput,
-                        &format!("{component}.{}", id_of(&o)),
-                        &self.cfg,
-                        now_ms,
-                        out,
-                    ),
-                    Err(e) => failed.push(e.detail().to_owned()),
-                }
-            }
+            self.warnings = Some(warnings);
+        }
+        for e in &equipment {
+            self.read_one(e, now_ms, out, &mut failed);
         }
         let mut up = Reading::gauge("device_up", f64::from(u8::from(failed.is_empty())), now_ms)
             .from_source(KIND);
-        up.component = format!("redfish-{}", id_of(&self.cfg.url));
+        up.component = service;
         out.push(up);
         if failed.is_empty() {
             Ok(())

@@ -62,7 +62,36 @@ fn certs() -> (
 }
 
 fn serve(mockup: &str, mode: Mode) -> Bmc {
-    let root = fixtures().join(mockup);
+    serve_dir(fixtures().join(mockup), mode)
+}
+
+/// Serves a copy of a mockup with some resources replaced (what a real service may do
+/// that no mockup shows): each `(path, json)` under the copy's root.
+fn serve_edited(mockup: &str, tag: &str, edits: &[(&str, serde_json::Value)]) -> (Bmc, PathBuf) {
+    let copy = scratch(tag).join("service");
+    let _ = std::fs::remove_dir_all(&copy);
+    copy_dir(&fixtures().join(mockup), &copy);
+    for (path, json) in edits {
+        let file = copy.join(path).join("index.json");
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(file, json.to_string()).unwrap();
+    }
+    (serve_dir(copy.clone(), Mode::Normal), copy)
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+fn serve_dir(root: PathBuf, mode: Mode) -> Bmc {
     let (cert, key, ca_pem) = certs();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = Arc::new(
@@ -346,6 +375,7 @@ fn pdu_mockup_inputs_and_outlets() {
         rack: Some("r7".into()),
         zone: None,
         outlets: true,
+        count: vec!["RackPDUs".into(), "FloorPDUs".into(), "PowerShelves".into()],
         timeout_secs: 5,
         interval_secs: None,
     };
@@ -385,4 +415,303 @@ fn pdu_mockup_inputs_and_outlets() {
         "A4 and A5 have no meter"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn pdu_config(
+    bmc: &Bmc,
+    dir: &Path,
+    count: &[&str],
+) -> crate::sources::redfish_pdu::RedfishPduConfig {
+    let c = config(bmc, dir);
+    crate::sources::redfish_pdu::RedfishPduConfig {
+        url: c.url,
+        username: c.username,
+        password_file: c.password_file,
+        ca_file: c.ca_file,
+        insecure_skip_verify: false,
+        rack: None,
+        zone: None,
+        outlets: true,
+        count: count.iter().map(|s| (*s).to_owned()).collect(),
+        timeout_secs: 5,
+        interval_secs: None,
+    }
+}
+
+fn watts(out: &[Reading], point: Option<Point>, prefix: &str) -> (usize, f64) {
+    let rows: Vec<&Reading> = out
+        .iter()
+        .filter(|r| r.metric == "power_w" && r.point == point && r.component.starts_with(prefix))
+        .collect();
+    (rows.len(), rows.iter().map(|r| r.value).sum())
+}
+
+#[test]
+fn transfer_switches_are_read_and_counted_only_when_configured() {
+    use crate::sources::redfish_pdu::RedfishPduSource;
+    let bmc = serve("public-pdu", Mode::Normal);
+    let dir = scratch("ats");
+    let default = ["RackPDUs", "FloorPDUs", "PowerShelves"];
+    let mut src = RedfishPduSource::new(pdu_config(&bmc, &dir, &default)).unwrap();
+    let mut out = Vec::new();
+    src.read(7, &mut out).unwrap();
+    // TransferSwitches/1: Metrics 1500.1 W; outlets A1–A3, B1–B3: 435.2 + 384.5 +
+    // 230.7 + 202.4 + 202.4 + 180.1 = 1635.3 W — read, but at no point.
+    assert_eq!(watts(&out, None, "ats-1").0, 7);
+    let input = out
+        .iter()
+        .find(|r| r.component == "ats-1" && r.metric == "power_w");
+    assert_eq!(input.map(|r| (r.value, r.point)), Some((1500.1, None)));
+    assert!((watts(&out, None, "ats-1.").1 - 1635.3).abs() < 1e-9);
+    assert_eq!(
+        watts(&out, Some(Point::PduOutput), "").0,
+        9,
+        "the rack PDU's outlets only"
+    );
+    let notes = src.notes();
+    assert!(
+        notes.iter().any(|n| n.contains("/redfish/v1/PowerEquipment/TransferSwitches: 1 member is published without a measurement point")
+            && n.contains("add \"TransferSwitches\" to count")),
+        "{notes:?}"
+    );
+
+    // probe --config reads it the same way, warnings included.
+    let p = crate::sources::probe_configured(&crate::sources::SourceConfig::RedfishPdu(
+        pdu_config(&bmc, &dir, &default),
+    ))
+    .unwrap();
+    assert!(p.available, "{}", p.detail);
+    assert!(
+        p.detail.contains("pdu-1 power_w@pdu_input = 6438"),
+        "{}",
+        p.detail
+    );
+    assert!(p.detail.contains("ats-1 power_w = 1500.1"), "{}", p.detail);
+    assert!(
+        p.detail
+            .contains("note: /redfish/v1/PowerEquipment/TransferSwitches"),
+        "{}",
+        p.detail
+    );
+
+    let mut counted =
+        RedfishPduSource::new(pdu_config(&bmc, &dir, &["RackPDUs", "TransferSwitches"])).unwrap();
+    let mut out = Vec::new();
+    counted.read(7, &mut out).unwrap();
+    assert_eq!(watts(&out, Some(Point::PduInput), "ats-1"), (1, 1500.1));
+    let (n, w) = watts(&out, Some(Point::PduOutput), "ats-1.");
+    assert!(n == 6 && (w - 1635.3).abs() < 1e-9, "{n} {w}");
+    assert_eq!(
+        watts(&out, Some(Point::PduInput), "pdu-Row1").0,
+        0,
+        "FloorPDUs not counted now"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn power_shelf_mockup_input_outlets_and_dc_bus_output() {
+    use crate::sources::redfish_pdu::RedfishPduSource;
+    let bmc = serve("public-power-shelf", Mode::Normal);
+    let dir = scratch("shelf");
+    let mut src = RedfishPduSource::new(pdu_config(
+        &bmc,
+        &dir,
+        &["RackPDUs", "FloorPDUs", "PowerShelves"],
+    ))
+    .unwrap();
+    let mut out = Vec::new();
+    src.read(7, &mut out).unwrap();
+    // PowerShelves/1/Metrics: 6438 W, 56438 kWh.
+    assert_eq!(watts(&out, Some(Point::PduInput), "shelf-1"), (1, 6438.0));
+    let energy = out
+        .iter()
+        .find(|r| r.component == "shelf-1" && r.metric == "energy_j")
+        .unwrap();
+    assert_eq!(energy.value, 56_438.0 * 3.6e6);
+    // Outputs: outlets A1 and B1 (192.4 W each) and the DC circuit to the busbar
+    // (CircuitType Bus, 816.5 W, 121666 kWh); branch circuits A and B feed the outlets
+    // and are not read again.
+    let (n, w) = watts(&out, Some(Point::PduOutput), "shelf-1.");
+    assert!(n == 3 && (w - 1201.3).abs() < 1e-9, "{n} {w}");
+    let dc = out
+        .iter()
+        .find(|r| r.component == "shelf-1.DC" && r.metric == "energy_j")
+        .unwrap();
+    assert_eq!(
+        (dc.value, dc.point),
+        (121_666.0 * 3.6e6, Some(Point::PduOutput))
+    );
+    assert!(src.notes().is_empty(), "{:?}", src.notes());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_member_listed_twice_counts_once_and_unknown_collections_are_named() {
+    use crate::sources::redfish_pdu::RedfishPduSource;
+    let root = serde_json::json!({
+        "@odata.id": "/redfish/v1/PowerEquipment",
+        "RackPDUs": {"@odata.id": "/redfish/v1/PowerEquipment/RackPDUs"},
+        "ElectricalBuses": {"@odata.id": "/redfish/v1/PowerEquipment/ElectricalBuses"},
+        "Generators": {"@odata.id": "/redfish/v1/PowerEquipment/Generators"},
+        "Status": {"State": "Enabled"}
+    });
+    let pdu = "/redfish/v1/PowerEquipment/RackPDUs/1";
+    let twice = collection("/redfish/v1/PowerEquipment/RackPDUs", &[pdu, pdu]);
+    let buses = collection("/redfish/v1/PowerEquipment/ElectricalBuses", &[pdu]);
+    let (bmc, copy) = serve_edited(
+        "public-pdu",
+        "twice",
+        &[
+            ("PowerEquipment", root),
+            ("PowerEquipment/RackPDUs", twice),
+            ("PowerEquipment/ElectricalBuses", buses),
+        ],
+    );
+    let dir = scratch("twice-cfg");
+    let mut src = RedfishPduSource::new(pdu_config(&bmc, &dir, &["RackPDUs"])).unwrap();
+    let mut out = Vec::new();
+    src.read(7, &mut out).unwrap();
+    assert_eq!(
+        watts(&out, Some(Point::PduInput), "pdu-1"),
+        (1, 6438.0),
+        "once"
+    );
+    assert!((watts(&out, Some(Point::PduOutput), "pdu-1.").1 - 2714.5).abs() < 1e-9);
+    assert_eq!(
+        watts(&out, None, "bus-").0,
+        0,
+        "listed by two collections: read once"
+    );
+    assert!(
+        src.notes().iter().any(|n| n.contains("PowerEquipment lists Generators, which this dcwatt does not read")),
+        "{:?}",
+        src.notes()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(copy.parent().unwrap());
+}
+
+/// The discovery's error, as the log shows it.
+fn error_of(cfg: RedfishConfig) -> String {
+    RedfishSource::new(cfg)
+        .unwrap()
+        .read_power()
+        .unwrap_err()
+        .to_string()
+}
+
+/// A collection resource listing `members`, in order, duplicates included.
+fn collection(id: &str, members: &[&str]) -> serde_json::Value {
+    let members: Vec<serde_json::Value> = members
+        .iter()
+        .map(|m| serde_json::json!({ "@odata.id": m }))
+        .collect();
+    serde_json::json!({ "@odata.id": id, "Members": members })
+}
+
+#[test]
+fn a_blade_enclosure_says_which_chassis_decided_and_what_to_set() {
+    let bmc = serve("public-bladed", Mode::Normal);
+    let dir = scratch("bladed");
+    let cfg = config(&bmc, &dir);
+    let e = error_of(cfg.clone());
+    assert!(e.contains("no chassis gives whole-system power"), "{e}");
+    assert!(
+        e.contains("/redfish/v1/Chassis/MultiBladeEncl (Enclosure): Enclosure, not a server"),
+        "{e}"
+    );
+    assert!(
+        e.contains("/redfish/v1/Chassis/Blade1 (Blade): offers no EnvironmentMetrics, PowerSubsystem or Power"),
+        "{e}"
+    );
+    assert!(!e.contains("404"), "the cause, not the last 404: {e}");
+    assert!(e.contains("set chassis"), "{e}");
+    // Chosen explicitly, the enclosure's own resource decides.
+    let encl = RedfishConfig {
+        chassis: Some("MultiBladeEncl".into()),
+        ..cfg
+    };
+    let e = error_of(encl);
+    assert!(
+        e.contains(
+            "/redfish/v1/Chassis/MultiBladeEncl/Power has no PowerControl[0].PowerConsumedWatts"
+        ),
+        "{e}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_network_card_or_a_power_shelf_is_never_the_host() {
+    // The SmartNIC's card chassis listed first: the server is still the one read.
+    let list = collection(
+        "/redfish/v1/Chassis",
+        &[
+            "/redfish/v1/Chassis/Card1",
+            "/redfish/v1/Chassis/1U",
+            "/redfish/v1/Chassis/1U",
+        ],
+    );
+    let (bmc, copy) = serve_edited("public-smartnic", "nic", &[("Chassis", list.clone())]);
+    let dir = scratch("nic-cfg");
+    let mut src = RedfishSource::new(config(&bmc, &dir)).unwrap();
+    let (r, path) = src.read_power().unwrap();
+    assert_eq!((r.watts, path), (374.0, PowerPath::EnvironmentMetrics));
+    assert_eq!(src.found.as_ref().unwrap().0, "/redfish/v1/Chassis/1U");
+    drop(bmc);
+    let _ = std::fs::remove_dir_all(copy.parent().unwrap());
+
+    // Two servers behind one service: named, with the key that chooses.
+    let mut card: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("public-smartnic/Chassis/Card1/index.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    card["ChassisType"] = "Sled".into();
+    let (bmc, copy) = serve_edited(
+        "public-smartnic",
+        "two",
+        &[("Chassis", list), ("Chassis/Card1", card)],
+    );
+    let e = error_of(config(&bmc, &dir));
+    assert!(
+        e.contains("several chassis give whole-system power: /redfish/v1/Chassis/Card1 (Sled, EnvironmentMetrics), /redfish/v1/Chassis/1U (RackMount, EnvironmentMetrics)")
+            && e.contains("set chassis"),
+        "{e}"
+    );
+    drop(bmc);
+    let _ = std::fs::remove_dir_all(copy.parent().unwrap());
+
+    // A power shelf's chassis has power, but it is not a host's.
+    let bmc = serve("public-power-shelf", Mode::Normal);
+    let e = error_of(config(&bmc, &dir));
+    assert!(
+        e.contains("/redfish/v1/Chassis/PowerShelf (no ChassisType): power distribution equipment"),
+        "{e}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_power_supply_listed_twice_counts_once() {
+    let bay = |n: u8| format!("/redfish/v1/Chassis/1U/PowerSubsystem/PowerSupplies/Bay{n}");
+    let supplies = collection(
+        "/redfish/v1/Chassis/1U/PowerSubsystem/PowerSupplies",
+        &[&bay(1), &bay(1), &bay(2)],
+    );
+    let (bmc, copy) = serve_edited(
+        "public-liquid-cooled-server",
+        "psu-twice",
+        &[("Chassis/1U/PowerSubsystem/PowerSupplies", supplies)],
+    );
+    let dir = scratch("psu-cfg");
+    let psu = RedfishConfig {
+        path: PowerPath::PowerSubsystem,
+        ..config(&bmc, &dir)
+    };
+    let (r, _) = RedfishSource::new(psu).unwrap().read_power().unwrap();
+    assert_eq!(r.watts, 937.4, "Bay1 once");
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(copy.parent().unwrap());
 }
