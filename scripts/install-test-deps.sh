@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what dcwatt's tests talk to, when missing: Mosquitto, Prometheus Alertmanager,
-# ipmitool, net-snmp's snmpd, VictoriaMetrics (it accepts the InfluxDB v2 write API) and
+# ipmitool, net-snmp's snmpd, bzip2, VictoriaMetrics (it accepts the InfluxDB v2 write API) and
 # headless Chromium with its WebDriver for the dashboard tests, collectd and node_exporter for
 # the benchmarks (Debian packages), and the
 # BMC, Modbus and SNMP simulators (PyPI, into .venv).
@@ -18,6 +18,8 @@ command -v chromedriver >/dev/null 2>&1 || need+=(chromium chromium-driver)
 # The benchmarks' peers: collectd (with its MQTT plugin) and Prometheus node_exporter.
 [ -x /usr/sbin/collectd ] || need+=(collectd-core)
 command -v prometheus-node-exporter >/dev/null 2>&1 || need+=(prometheus-node-exporter)
+# bzcat: snmpsim-data ships most real devices' recordings compressed.
+command -v bzcat >/dev/null 2>&1 || need+=(bzip2)
 # A CJK font, so that the Chinese dashboard renders in screenshots.
 [ -d /usr/share/fonts/truetype/wqy ] || need+=(fonts-wqy-microhei)
 
