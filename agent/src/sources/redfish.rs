@@ -492,12 +492,21 @@ pub fn probe() -> Probe {
 
 /// Probes a configured BMC: which path answered and a sample reading.
 pub fn probe_configured(cfg: &RedfishConfig) -> Probe {
-    let result = RedfishSource::new(cfg.clone()).and_then(|mut s| s.read_power());
+    let result = RedfishSource::new(cfg.clone()).and_then(|mut s| {
+        let (r, path) = s.read_power()?;
+        let chassis = s.found.map(|(c, _)| c).unwrap_or_default();
+        Ok((r, path, chassis))
+    });
     match result {
-        Ok((r, path)) => Probe {
+        Ok((r, path, chassis)) => Probe {
             kind: KIND,
             available: true,
-            detail: format!("{} via {}: {:.0} W", cfg.url, path.as_str(), r.watts),
+            detail: format!(
+                "{} via {chassis} {}: {:.0} W",
+                cfg.url,
+                path.as_str(),
+                r.watts
+            ),
         },
         Err(e) => Probe {
             kind: KIND,

@@ -220,7 +220,10 @@ fn rackmount_mockup_environment_metrics_first_legacy_power_on_request() {
     assert_eq!((r.watts, path), (344.0, PowerPath::Power));
     let p = probe_configured(&cfg);
     assert!(
-        p.available && p.detail.contains("EnvironmentMetrics") && p.detail.contains("374 W"),
+        p.available
+            && p.detail
+                .contains("via /redfish/v1/Chassis/1U EnvironmentMetrics")
+            && p.detail.contains("374 W"),
         "{}",
         p.detail
     );
