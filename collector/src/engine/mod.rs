@@ -781,6 +781,16 @@ impl Engine {
         self.sites.contains_key(site)
     }
 
+    /// The engine's tick (every second, from its owner): what is due by time alone, with
+    /// or without new batches — a site whose backlog came at once and then stopped has
+    /// its windows opened here.
+    pub fn tick(&mut self, now_ms: i64) {
+        let (gap_factor, default_interval) = (self.cfg.gap_factor, self.cfg.default_interval_ms);
+        for site in self.sites.values_mut() {
+            settle(site, now_ms, gap_factor, default_interval);
+        }
+    }
+
     /// Counts a refusal on a known node (shown on its `/nodes` entry).
     pub fn note_refused(&mut self, site: &str, node: &str, reason: &str, n: u64) {
         let Some(s) = self.sites.get_mut(site) else {
@@ -1538,12 +1548,18 @@ fn gauge_step(prev: Option<&Sample>, b: &Sample, max_gap: i64) -> Step {
 /// Fixes the start of the site's data once the meters present at start-up have all
 /// reported: windows never reach before it, so numerator and denominator cover the same
 /// time even while the first meters trickle in.
+///
+/// Decided from the data and the engine's tick alone, so that the same data gives the
+/// same windows whatever its arrival: it is due once the data spans the settle time, or
+/// once that time has passed since the first batch (the engine's tick looks even when no
+/// batch comes, as after a backlog delivered at once); the meters present at start-up are
+/// those whose data starts within the settle time of the earliest.
 fn settle(site: &mut Site, now_ms: i64, gap_factor: f64, default_interval: i64) {
     if site.data_start_ms.is_some() {
         return;
     }
-    // Looking at every node is done once per `now`, not once per batch: the intake hands
-    // many batches over with the same `now`.
+    // Looking at every series is done once per `now`, not once per batch: the intake
+    // hands many batches over with the same `now`.
     if site.settle_checked_ms == Some(now_ms) {
         return;
     }
@@ -1558,13 +1574,24 @@ fn settle(site: &mut Site, now_ms: i64, gap_factor: f64, default_interval: i64) 
         .max()
         .unwrap_or(default_interval);
     let settle_ms = ((gap_factor.min(2.0) * longest as f64) as i64).max(2_000);
-    if now_ms - first < settle_ms {
+    let pue_series = || {
+        site.series
+            .iter()
+            .filter(|(k, _)| k.point == Point::FacilityInput || k.point.it_category().is_some())
+            .map(|(_, s)| s)
+    };
+    let Some(earliest) = pue_series().filter_map(|s| s.first_ms).min() else {
+        return;
+    };
+    let latest = pue_series()
+        .filter_map(|s| s.last_ms)
+        .max()
+        .unwrap_or(earliest);
+    if now_ms - first < settle_ms && latest - earliest < settle_ms {
         return;
     }
-    site.data_start_ms = site
-        .series
-        .iter()
-        .filter(|(k, _)| k.point == Point::FacilityInput || k.point.it_category().is_some())
-        .filter_map(|(_, s)| s.first_ms)
+    site.data_start_ms = pue_series()
+        .filter_map(|s| s.first_ms)
+        .filter(|f| *f <= earliest + settle_ms)
         .max();
 }

@@ -1083,3 +1083,45 @@ fn a_node_sending_faster_than_its_rate_is_refused_beyond_it() {
     let n = &e.nodes("dc", T0).unwrap()[0];
     assert_eq!(n.refused.get("too_fast"), Some(&1_500));
 }
+
+#[test]
+fn a_backlog_delivered_at_once_opens_the_windows_as_a_live_trickle_does() {
+    // Three minutes of one site's data: once as it happened, once all in one second
+    // (an import, the last spool replay) and then silence.
+    let end = T0 + 180_000;
+    let mut live = engine();
+    run(&mut live, &mut site(2, 100.0, 300.0), 0, 180);
+    let mut burst = engine();
+    let mut meters = site(2, 100.0, 300.0);
+    for s in 0..=180 {
+        let t = T0 + s * 1000;
+        for m in meters.iter_mut() {
+            let r = m.readings(t);
+            burst.apply_readings("dc", m.node, &r, end + 100);
+        }
+    }
+    let b = burst.site_view("dc", end + 100).unwrap();
+    assert_eq!(
+        b.pue.get("1m").unwrap().quality,
+        "no_data",
+        "not settled by a batch's arrival alone"
+    );
+    // Silence: only the engine's tick.
+    let later = end + 1_000;
+    live.tick(later);
+    burst.tick(later);
+    let (a, b) = (
+        live.site_view("dc", later).unwrap(),
+        burst.site_view("dc", later).unwrap(),
+    );
+    for name in ["1m", "15m"] {
+        let (x, y) = (a.pue.get(name).unwrap(), b.pue.get(name).unwrap());
+        assert!(y.value.is_some(), "{name}: {y:?}");
+        assert_eq!(
+            (x.value, x.from_ms, x.to_ms, x.quality),
+            (y.value, y.from_ms, y.to_ms, y.quality),
+            "{name}"
+        );
+    }
+}
+

@@ -163,7 +163,10 @@ impl Owner {
                     self.publish();
                     let _ = reply.send(done);
                 }
-                _ = snap_tick.tick() => self.publish(),
+                _ = snap_tick.tick() => {
+                    self.engine.tick(dcwatt_common::now_ms());
+                    self.publish();
+                }
                 _ = state_tick.tick() => self.save_copy(),
                 _ = export_tick.tick() => self.export(false).await,
             }
