@@ -30,6 +30,9 @@ impl Exposition {
 
     /// One sample: `name{labels} value`; `labels` is the inside of the braces, or empty.
     pub fn sample(&mut self, name: &str, labels: &str, value: impl Display) {
+        // A float −0 (an empty sum, a product with −0) is written as 0.
+        let value = value.to_string();
+        let value = if value == "-0" { "0" } else { value.as_str() };
         if labels.is_empty() {
             let _ = writeln!(self.0, "{name} {value}");
         } else {
@@ -119,5 +122,13 @@ mod tests {
             text,
             format!("{expected}{}", expected.replace(" 3\n", " 4\n"))
         );
+    }
+
+    #[test]
+    fn minus_zero_is_written_as_zero() {
+        let mut out = Exposition::default();
+        out.sample("z", "", -0.0_f64);
+        out.sample("z", "k=\"a\"", -0.0_f64 / 2500.0);
+        assert_eq!(out.into_text(), "z 0\nz{k=\"a\"} 0\n");
     }
 }

@@ -15,9 +15,33 @@ pub fn scaled(raw: f64, scale: f64) -> f64 {
     raw * scale
 }
 
+/// The sum of `values`, 0 (never −0) when there are none: `Iterator::sum` of floats
+/// starts from −0, which JSON and the metrics text would print as `-0`.
+pub fn total(values: impl IntoIterator<Item = f64>) -> f64 {
+    values.into_iter().fold(0.0, |a, b| a + b)
+}
+
+/// `v`, with −0 as 0: what is shown never says "-0".
+pub fn unsigned_zero(v: f64) -> f64 {
+    if v == 0.0 {
+        0.0
+    } else {
+        v
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sum_of_nothing_is_zero_not_minus_zero() {
+        let none: [f64; 0] = [];
+        assert!(total(none).is_sign_positive());
+        assert!(unsigned_zero(-0.0).is_sign_positive());
+        assert_eq!(total([1.5, 2.5]), 4.0);
+        assert_eq!(format!("{}", total(none) / 2500.0), "0");
+    }
 
     #[test]
     fn scale_factors_are_exact() {

@@ -1125,3 +1125,13 @@ fn a_backlog_delivered_at_once_opens_the_windows_as_a_live_trickle_does() {
     }
 }
 
+#[test]
+fn no_budgets_are_zero_standard_racks_never_minus_zero() {
+    let mut e = engine();
+    run(&mut e, &mut site(1, 100.0, 150.0), 0, 3);
+    let v = e.site_view("dc", T0 + 3_100).unwrap();
+    assert!(v.capacity.standard_racks.is_sign_positive());
+    assert!(v.capacity.standard_racks_in_use.is_sign_positive());
+    let json = serde_json::to_string(&v).unwrap();
+    assert!(!json.contains("-0.0") && !json.contains(":-0,"), "{json}");
+}

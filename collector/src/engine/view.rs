@@ -3,6 +3,7 @@
 
 use super::{node_interval, Engine, LevelRule, Site};
 use dcwatt_common::protocol::Point;
+use dcwatt_common::units::total;
 use serde::ser::SerializeMap;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -433,9 +434,7 @@ pub(super) const IT_LEVELS: [u8; 3] = [3, 2, 1];
 
 /// Meter-time the spans `(from, until)` put inside `[from, to)`, ms.
 pub(super) fn expected_ms(spans: impl Iterator<Item = (i64, i64)>, from: i64, to: i64) -> f64 {
-    spans
-        .map(|(a, b)| (to.min(b) - from.max(a)).max(0) as f64)
-        .sum()
+    dcwatt_common::units::total(spans.map(|(a, b)| (to.min(b) - from.max(a)).max(0) as f64))
 }
 
 impl Site {
@@ -528,17 +527,18 @@ impl Site {
         from: i64,
         to: i64,
     ) -> f64 {
-        self.series
-            .iter()
-            .filter(|(k, s)| pick(k, s))
-            .filter_map(|(k, s)| {
-                let (last, (_, w)) = (s.last_ms?, s.live?);
-                let start = last.max(from).max(s.first_ms.unwrap_or(last));
-                // A retired node is not estimated past its retirement.
-                let end = to.min(self.nodes[k.node].retired_ms.unwrap_or(i64::MAX));
-                (start < end).then(|| w * (end - start) as f64 / 1000.0)
-            })
-            .sum()
+        total(
+            self.series
+                .iter()
+                .filter(|(k, s)| pick(k, s))
+                .filter_map(|(k, s)| {
+                    let (last, (_, w)) = (s.last_ms?, s.live?);
+                    let start = last.max(from).max(s.first_ms.unwrap_or(last));
+                    // A retired node is not estimated past its retirement.
+                    let end = to.min(self.nodes[k.node].retired_ms.unwrap_or(i64::MAX));
+                    (start < end).then(|| w * (end - start) as f64 / 1000.0)
+                }),
+        )
     }
 
     fn max_gap(&self, node: usize, gap_factor: f64, default_interval: i64) -> i64 {
@@ -981,13 +981,13 @@ impl Engine {
         let mut c = CapacityView {
             racks: racks.len(),
             racks_in_use: in_use.len(),
-            standard_racks: budgets.iter().map(|(_, w)| w).sum::<f64>() / STANDARD_RACK_W,
-            standard_racks_in_use: budgets
-                .iter()
-                .filter(|(r, _)| in_use.iter().any(|u| u == r))
-                .map(|(_, w)| w)
-                .sum::<f64>()
-                / STANDARD_RACK_W,
+            standard_racks: total(budgets.iter().map(|(_, w)| *w)) / STANDARD_RACK_W,
+            standard_racks_in_use: total(
+                budgets
+                    .iter()
+                    .filter(|(r, _)| in_use.iter().any(|u| u == r))
+                    .map(|(_, w)| *w),
+            ) / STANDARD_RACK_W,
             ..CapacityView::default()
         };
         let (gf, di) = (self.cfg.gap_factor, self.cfg.default_interval_ms);
@@ -1017,7 +1017,7 @@ impl Engine {
                 .collect();
             if node_pflops > 0.0 && !utils.is_empty() {
                 measured = true;
-                in_use_pflops += node_pflops * utils.iter().sum::<f64>() / utils.len() as f64;
+                in_use_pflops += node_pflops * total(utils.iter().copied()) / utils.len() as f64;
             }
         }
         c.fp16_pflops_in_use = measured.then_some(in_use_pflops);
