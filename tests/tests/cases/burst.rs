@@ -47,3 +47,55 @@ fn embedded_broker_delivers_a_200k_burst_without_loss() {
         Some(0.0)
     );
 }
+
+/// Three minutes of a whole site's data delivered in one go (an import, the last spool
+/// replay before a site goes quiet), then silence: the windows open from the data and the
+/// engine's tick, without waiting for a later batch. Constant powers: PUE 1500 / 1000.
+#[test]
+fn a_backlog_delivered_at_once_then_silence_opens_the_windows() {
+    use dcwatt_e2e::wire::{birth, readings_sent_at};
+    use serde_json::json;
+    let dir = TempDir::new("backlog");
+    let c = Collector::start(
+        &dir,
+        BrokerKind::Embedded,
+        &[("DCWATT__ENGINE__DEFAULT_INTERVAL_SECS", "1".into())],
+    );
+    let start = dcwatt_common::now_ms() - 180_000;
+    let nodes = [
+        ("meter", "meter", 1500.0, "facility_input"),
+        ("h1", "host", 600.0, "it_input"),
+        ("h2", "host", 400.0, "it_input"),
+    ];
+    let mut msgs: Vec<(String, Vec<u8>)> = nodes
+        .iter()
+        .map(|(node, role, _, _)| birth("import", node, json!({"role": role, "interval_ms": 1000})))
+        .collect();
+    for s in 0..=180u64 {
+        let ts = start + s as i64 * 1000;
+        for (node, _, w, point) in nodes {
+            let power = json!([{"metric": "power_w", "value": w, "ts_ms": ts, "point": point}]);
+            msgs.push(readings_sent_at("import", node, s, ts, power));
+        }
+    }
+    publish_all(c.mqtt, msgs.into_iter(), Duration::from_secs(30));
+    let w = wait_for(
+        "the 1m window from the backlog alone",
+        Duration::from_secs(20),
+        || {
+            let v = c.site("import")?;
+            let w = v["pue"]["1m"].clone();
+            w["value"].as_f64().map(|_| w)
+        },
+    );
+    let value = w["value"].as_f64().unwrap_or_default();
+    assert!((value - 1.5).abs() < 1e-9, "{w:#}");
+    let (from, to) = (
+        w["from_ms"].as_i64().unwrap_or(0),
+        w["to_ms"].as_i64().unwrap_or(0),
+    );
+    assert!(
+        from >= start && to <= start + 181_000,
+        "the backlog's own minute: {w:#}"
+    );
+}
