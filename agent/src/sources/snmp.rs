@@ -1082,23 +1082,6 @@ impl Source for SnmpSource {
     }
 }
 
-/// The entries a configured device reads and those it skips, for `probe`.
-impl SnmpSource {
-    /// Names of the entries read and of those found missing on the device.
-    pub fn entries(&self) -> (Vec<String>, Vec<String>) {
-        let mut read = Vec::new();
-        let mut absent = Vec::new();
-        for ((e, _), gone) in self.map.iter().zip(&self.absent) {
-            if *gone {
-                absent.push(e.name());
-            } else {
-                read.push(e.name());
-            }
-        }
-        (read, absent)
-    }
-}
-
 /// SNMP needs a configured device.
 pub fn probe() -> Probe {
     Probe {
