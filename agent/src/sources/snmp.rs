@@ -237,45 +237,32 @@ fn default_retries() -> u32 {
     1
 }
 
-/// A profile entry: the MIB object `object` at `oid`.
-struct Entry {
-    object: &'static str,
-    oid: &'static str,
-    metric: &'static str,
-    walk: bool,
-    aggregate: Aggregate,
-    scale: f64,
-    kind: Kind,
-    point: Option<Point>,
-    check: Check,
-    digits: Option<&'static str>,
-}
-
-impl Entry {
-    fn gauge(object: &'static str, oid: &'static str, metric: &'static str) -> Self {
-        Entry {
-            object,
-            oid,
-            metric,
+/// Builders of profile entries: the MIB object `object` at `oid`.
+impl OidConfig {
+    fn gauge(object: &'static str, oid: &str, metric: &str) -> Self {
+        OidConfig {
+            oid: oid.into(),
+            metric: metric.into(),
             walk: false,
             aggregate: Aggregate::Sum,
             scale: 1.0,
             kind: Kind::Gauge,
             point: None,
+            object,
             check: Check::None,
             digits: None,
         }
     }
 
-    fn counter(object: &'static str, oid: &'static str, metric: &'static str) -> Self {
-        Entry {
+    fn counter(object: &'static str, oid: &str, metric: &str) -> Self {
+        OidConfig {
             kind: Kind::Counter,
-            ..Entry::gauge(object, oid, metric)
+            ..OidConfig::gauge(object, oid, metric)
         }
     }
 
     fn walked(self, aggregate: Aggregate) -> Self {
-        Entry {
+        OidConfig {
             walk: true,
             aggregate,
             ..self
@@ -283,41 +270,24 @@ impl Entry {
     }
 
     fn scaled(self, scale: f64) -> Self {
-        Entry { scale, ..self }
+        OidConfig { scale, ..self }
     }
 
     fn at(self, point: Point) -> Self {
-        Entry {
+        OidConfig {
             point: Some(point),
             ..self
         }
     }
 
     fn checked(self, check: Check) -> Self {
-        Entry { check, ..self }
+        OidConfig { check, ..self }
     }
 
     fn decimals(self, digits: &'static str) -> Self {
-        Entry {
+        OidConfig {
             digits: Some(digits),
             ..self
-        }
-    }
-}
-
-impl From<Entry> for OidConfig {
-    fn from(e: Entry) -> Self {
-        OidConfig {
-            oid: e.oid.into(),
-            metric: e.metric.into(),
-            walk: e.walk,
-            aggregate: e.aggregate,
-            scale: e.scale,
-            kind: e.kind,
-            point: e.point,
-            object: e.object,
-            check: e.check,
-            digits: e.digits,
         }
     }
 }
@@ -336,16 +306,16 @@ pub fn profile(name: &str) -> Option<Vec<OidConfig>> {
     use Aggregate::{Max, Sum};
     let entries = match name {
         "ups_mib" => vec![
-            Entry::gauge("upsOutputPower", "1.3.6.1.2.1.33.1.4.4.1.4", "power_w")
+            OidConfig::gauge("upsOutputPower", "1.3.6.1.2.1.33.1.4.4.1.4", "power_w")
                 .walked(Sum)
                 .at(Point::UpsOutput)
                 .checked(Check::UpsOutput),
-            Entry::gauge("upsInputTruePower", "1.3.6.1.2.1.33.1.3.3.1.5", "power_w")
+            OidConfig::gauge("upsInputTruePower", "1.3.6.1.2.1.33.1.3.3.1.5", "power_w")
                 .walked(Sum)
                 .at(Point::UpsInput)
                 .checked(Check::UpsInput),
-            Entry::gauge("upsOutputSource", UPS_OUTPUT_SOURCE, "ups_output_source"),
-            Entry::gauge(
+            OidConfig::gauge("upsOutputSource", UPS_OUTPUT_SOURCE, "ups_output_source"),
+            OidConfig::gauge(
                 "upsOutputPercentLoad",
                 "1.3.6.1.2.1.33.1.4.4.1.5",
                 "ups_load_ratio",
@@ -354,7 +324,7 @@ pub fn profile(name: &str) -> Option<Vec<OidConfig>> {
             .scaled(0.01),
         ],
         "apc_rpdu2" => vec![
-            Entry::gauge(
+            OidConfig::gauge(
                 "rPDU2DeviceStatusPower",
                 "1.3.6.1.4.1.318.1.1.26.4.3.1.5",
                 "power_w",
@@ -367,7 +337,7 @@ pub fn profile(name: &str) -> Option<Vec<OidConfig>> {
                 scale: 10.0,
                 digits: None,
             }),
-            Entry::counter(
+            OidConfig::counter(
                 "rPDU2DeviceStatusEnergy",
                 "1.3.6.1.4.1.318.1.1.26.4.3.1.9",
                 "energy_j",
@@ -379,7 +349,7 @@ pub fn profile(name: &str) -> Option<Vec<OidConfig>> {
         // inletSensorDecimalDigits (…6.3.3.4.1.7) by sensor type (5 active power, 6
         // apparent power, 8 active energy).
         "raritan_pdu2" => vec![
-            Entry::gauge(
+            OidConfig::gauge(
                 "measurementsInletSensorValue (activePower)",
                 "1.3.6.1.4.1.13742.6.5.2.3.1.4.1.1.5",
                 "power_w",
@@ -391,7 +361,7 @@ pub fn profile(name: &str) -> Option<Vec<OidConfig>> {
                 scale: 1.0,
                 digits: Some("1.3.6.1.4.1.13742.6.3.3.4.1.7.1.1.6"),
             }),
-            Entry::counter(
+            OidConfig::counter(
                 "measurementsInletSensorValue (activeEnergy)",
                 "1.3.6.1.4.1.13742.6.5.2.3.1.4.1.1.8",
                 "energy_j",
@@ -400,7 +370,7 @@ pub fn profile(name: &str) -> Option<Vec<OidConfig>> {
             .scaled(3600.0),
         ],
         "servertech_sentry4" => vec![
-            Entry::gauge(
+            OidConfig::gauge(
                 "st4InputCordActivePower",
                 "1.3.6.1.4.1.1718.4.1.3.3.1.3",
                 "power_w",
@@ -412,7 +382,7 @@ pub fn profile(name: &str) -> Option<Vec<OidConfig>> {
                 scale: 1.0,
                 digits: None,
             }),
-            Entry::counter(
+            OidConfig::counter(
                 "st4InputCordEnergy",
                 "1.3.6.1.4.1.1718.4.1.3.3.1.10",
                 "energy_j",
@@ -422,7 +392,7 @@ pub fn profile(name: &str) -> Option<Vec<OidConfig>> {
         ],
         _ => return None,
     };
-    Some(entries.into_iter().map(OidConfig::from).collect())
+    Some(entries)
 }
 
 fn parse_oid(s: &str) -> Option<Vec<u64>> {
@@ -462,7 +432,8 @@ impl SnmpConfig {
                 p.push(format!("{path}.profile"), format!("unknown profile {name:?} (ups_mib, apc_rpdu2, raritan_pdu2, servertech_sentry4)"));
             }
         }
-        if self.oid_map().is_empty() {
+        let map = self.oid_map();
+        if map.is_empty() {
             p.push(
                 format!("{path}.oids"),
                 "nothing to read: set a profile or list oids",
@@ -482,7 +453,7 @@ impl SnmpConfig {
                 );
             }
         }
-        let names: Vec<String> = self.oid_map().iter().map(OidConfig::name).collect();
+        let names: Vec<String> = map.iter().map(OidConfig::name).collect();
         for (i, d) in self.disable.iter().enumerate() {
             if !names.contains(d) {
                 p.push(
@@ -543,6 +514,26 @@ fn type_fits(metric: &str, kind: Kind, ty: &str) -> bool {
 struct Row {
     oid: Vec<u64>,
     value: Option<(f64, &'static str)>,
+}
+
+impl Row {
+    /// The row's index: the part of its OID after the column `base` (empty for a GET).
+    fn index(&self, base: &[u64], walk: bool) -> Vec<u64> {
+        if walk {
+            self.oid.get(base.len()..).unwrap_or_default().to_vec()
+        } else {
+            Vec::new()
+        }
+    }
+}
+
+/// The divisor of a value with `digits` decimal digits (as Raritan reports them).
+fn decimal_divisor(
+    digits: Option<&std::collections::BTreeMap<Vec<u64>, f64>>,
+    index: &[u64],
+) -> f64 {
+    let d = digits.and_then(|d| d.get(index)).copied().unwrap_or(0.0);
+    10f64.powi(d.clamp(0.0, 9.0) as i32)
 }
 
 fn dotted(oid: &[u64]) -> String {
@@ -754,27 +745,29 @@ impl SnmpSource {
     /// INTEGER and Gauge32 rows by index (the part of the OID after `oid`). Missing or
     /// unreadable, it is empty and the check that needs it is skipped.
     fn companion(&mut self, oid: &str, walk: bool) -> std::collections::BTreeMap<Vec<u64>, f64> {
+        let base = parse_oid(oid).unwrap_or_default();
         if !self.seen.contains_key(oid) {
-            let rows = parse_oid(oid)
-                .and_then(|o| self.rows(&o, walk).ok())
-                .unwrap_or_default();
+            let rows = if base.is_empty() {
+                Vec::new()
+            } else {
+                self.rows(&base, walk).unwrap_or_default()
+            };
             self.seen.insert(oid.to_owned(), rows);
         }
-        let base = parse_oid(oid).unwrap_or_default();
         self.seen
             .get(oid)
             .into_iter()
             .flatten()
             .filter_map(|r| {
                 let (v, ty) = r.value?;
-                let index = if walk {
-                    r.oid.get(base.len()..)?.to_vec()
-                } else {
-                    Vec::new()
-                };
-                matches!(ty, "INTEGER" | "Gauge32").then_some((index, v))
+                matches!(ty, "INTEGER" | "Gauge32").then(|| (r.index(&base, walk), v))
             })
             .collect()
+    }
+
+    /// A companion scalar (an instance OID), read once per poll.
+    fn scalar(&mut self, oid: &str) -> Option<f64> {
+        self.companion(oid, false).get(&Vec::new()).copied()
     }
 
     /// Reads one entry and decides whether its value is a measurement.
@@ -804,12 +797,7 @@ impl SnmpSource {
             }
             // −1 marks an unsupported row (e.g. rPDU2 power on some models).
             if v >= 0.0 {
-                let index = if e.walk {
-                    r.oid.get(oid.len()..).unwrap_or_default().to_vec()
-                } else {
-                    Vec::new()
-                };
-                lines.push((index, v));
+                lines.push((r.index(oid, e.walk), v));
             }
         }
         if lines.is_empty() {
@@ -820,12 +808,8 @@ impl SnmpSource {
         }
         let digits = e.digits.map(|d| self.companion(d, e.walk));
         for (index, v) in &mut lines {
-            let d = digits
-                .as_ref()
-                .and_then(|d| d.get(index))
-                .copied()
-                .unwrap_or(0.0);
-            *v = dcwatt_common::units::scaled(*v, e.scale) / 10f64.powi(d.clamp(0.0, 9.0) as i32);
+            *v =
+                dcwatt_common::units::scaled(*v, e.scale) / decimal_divisor(digits.as_ref(), index);
         }
         if let Err(why) = self.check(e, &lines) {
             return Ok(Outcome::Refused(why));
@@ -853,11 +837,7 @@ impl SnmpSource {
                 let volts = self.companion(&format!("{UPS_OUTPUT}.2"), true);
                 let amps = self.companion(&format!("{UPS_OUTPUT}.3"), true);
                 let load = self.companion(&format!("{UPS_OUTPUT}.5"), true);
-                let rated = self
-                    .companion(UPS_RATED_POWER, false)
-                    .get(&Vec::new())
-                    .copied()
-                    .filter(|w| *w > 0.0);
+                let rated = self.scalar(UPS_RATED_POWER).filter(|w| *w > 0.0);
                 for (index, w) in lines {
                     let a = amps.get(index).map(|a| a / 10.0);
                     let l = load.get(index).copied();
@@ -892,10 +872,7 @@ impl SnmpSource {
                     line_agrees(&at(index), *w, volts.get(index).copied(), a)?;
                 }
                 if lines.iter().all(|(_, w)| *w == 0.0) {
-                    let source = self
-                        .companion(UPS_OUTPUT_SOURCE, false)
-                        .get(&Vec::new())
-                        .copied();
+                    let source = self.scalar(UPS_OUTPUT_SOURCE);
                     let on_mains = matches!(source.map(|s| s as i64), Some(3 | 4 | 6 | 7));
                     let powered = volts.values().any(|v| *v > 0.0);
                     let loaded = [".3", ".4", ".5"].iter().any(|c| {
@@ -925,12 +902,7 @@ impl SnmpSource {
                     let Some(raw) = bound.get(index).copied().filter(|b| *b >= 0.0) else {
                         continue;
                     };
-                    let d = digits
-                        .as_ref()
-                        .and_then(|d| d.get(index))
-                        .copied()
-                        .unwrap_or(0.0);
-                    let b = raw * scale / 10f64.powi(d.clamp(0.0, 9.0) as i32);
+                    let b = raw * scale / decimal_divisor(digits.as_ref(), index);
                     // One step of the bound's resolution, and 2 % for its rounding.
                     if *w > b * 1.02 + scale {
                         return Err(format!(
@@ -1096,18 +1068,7 @@ mod tests {
     use super::*;
 
     fn entry(oid: &str, metric: &str) -> OidConfig {
-        OidConfig {
-            oid: oid.into(),
-            metric: metric.into(),
-            walk: false,
-            aggregate: Aggregate::Sum,
-            scale: 1.0,
-            kind: Kind::Gauge,
-            point: None,
-            object: "",
-            check: Check::None,
-            digits: None,
-        }
+        OidConfig::gauge("", oid, metric)
     }
 
     #[test]
