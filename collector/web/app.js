@@ -193,9 +193,15 @@
     if (u == null) return 'u0';
     return u < 0.5 ? 'u1' : u < 0.7 ? 'u2' : u < 0.85 ? 'u3' : u < 1 ? 'u4' : 'u5';
   }
+  // A rack whose meters are silent has no power, not 0 kW; with some silent, a lower bound.
+  function rackPower(r) {
+    if (r.power_w == null) return '<span class="badge no_data">' + esc(t('q_no_data')) + '</span>';
+    return (r.quality === 'partial' ? '≥ ' : '') + kw(r.power_w) + ' kW';
+  }
   function rackDetail(r) {
     var u = (r.u_total != null) ? (r.u_used == null ? '?' : r.u_used) + ' / ' + r.u_total + ' U' : t('not_configured');
-    return '<b>' + esc(r.rack) + '</b> — ' + esc(t('power')) + ' ' + kw(r.power_w) + ' kW · ' +
+    return '<b>' + esc(r.rack) + '</b> — ' + esc(t('power')) + ' ' + rackPower(r) +
+      (r.reason ? ' (' + esc(r.reason) + ')' : '') + ' · ' +
       esc(t('budget')) + ' ' + (r.budget_w == null ? t('not_configured') : kw(r.budget_w) + ' kW') + ' · ' +
       esc(t('utilization')) + ' ' + pct(r.utilization) + ' · ' + esc(t('headroom')) + ' ' +
       (r.failover_headroom_w == null ? t('not_configured') : kw(r.failover_headroom_w) + ' kW') + ' · ' +
@@ -400,7 +406,7 @@
       $('racks').innerHTML = racks.length ? racks.map(function (rk) {
         return '<div class="rack ' + rackClass(rk.utilization) + '" data-rack="' + esc(rk.rack) + '" data-detail="' + esc(rackDetail(rk)) +
           '" title="' + esc(rackDetail(rk).replace(/<[^>]+>/g, '')) + '"><div class="id">' + esc(rk.rack) + '</div>' +
-          kw(rk.power_w) + ' kW<br>' + pct(rk.utilization) + '</div>';
+          rackPower(rk) + '<br>' + pct(rk.utilization) + '</div>';
       }).join('') : '<p class="muted">' + esc(t('racks_none')) + '</p>';
       $('alerts').innerHTML = alerts.length ? '<table><thead><tr><th>' + esc(t('alert')) + '</th><th>' + esc(t('severity')) + '</th><th class="num">' +
         esc(t('value')) + '</th><th>' + esc(t('since')) + '</th></tr></thead><tbody>' + alerts.map(function (a) {

@@ -40,11 +40,14 @@ impl AlertBoard for Board {
                     "value": st.value, "threshold": rule.map(|r| r.limits(&key.site).0),
                     "summary": rule.map(|r| render(r, key, st.value)),
                     "suppressed": st.suppressed,
+                    "no_data": st.no_data_since_ms.is_some(),
+                    "no_data_since_ms": st.no_data_since_ms,
                 }));
             } else if let Some(reason) = &st.suppressed {
                 suppressed.push(json!({
                     "alert": key.id(), "rule": key.rule, "site": key.site, "target": key.target,
                     "reason": reason, "value": st.value,
+                    "no_data_since_ms": st.no_data_since_ms,
                 }));
             }
         }

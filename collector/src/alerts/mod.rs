@@ -9,6 +9,9 @@
 //! waiting `for`) → firing → resolved (condition false past the clear threshold for
 //! `keep_firing_for`). Efficiency rules are suppressed, with the reason kept, when the
 //! value's quality is not good enough: alerting on a bad ratio is worse than silence.
+//! "No data" — a value that is missing (its meters silent, its node offline), not
+//! trustworthy, or only a bound that does not decide the condition — never moves an alert:
+//! it keeps its phase, says why, and records since when, until the data is back.
 
 mod board;
 pub mod notify;
@@ -156,6 +159,15 @@ impl AlertKey {
     }
 }
 
+/// What a partial value says about the true one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bound {
+    /// The true value is at least this (a rack's power with some meters silent).
+    AtLeast,
+    /// The true value is at most this (a feed's headroom with some meters silent).
+    AtMost,
+}
+
 /// One rule's view of one alert at one instant.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Observation {
@@ -165,6 +177,37 @@ pub struct Observation {
     pub value: Option<f64>,
     /// Why the rule must not act on it now.
     pub suppressed: Option<String>,
+    /// When the value is only a bound on the true one: which, and why. The rule acts on
+    /// it only where the bound decides the condition (at least 0.97 decides `> 0.95`).
+    pub partial: Option<(Bound, String)>,
+}
+
+impl Observation {
+    /// An exact value, or none.
+    pub fn exact(key: AlertKey, value: Option<f64>, suppressed: Option<String>) -> Self {
+        Observation {
+            key,
+            value,
+            suppressed,
+            partial: None,
+        }
+    }
+}
+
+/// Whether `value op limit` holds for the true value, of which `value` is `bound`; `None`
+/// when the bound does not decide it.
+fn decide(op: Op, value: f64, limit: f64, bound: Option<Bound>) -> Option<bool> {
+    let holds = op.holds(value, limit);
+    match (bound, op) {
+        (None, _) => Some(holds),
+        (Some(Bound::AtLeast), Op::Gt | Op::Ge) | (Some(Bound::AtMost), Op::Lt | Op::Le) => {
+            holds.then_some(true)
+        }
+        (Some(Bound::AtLeast), Op::Lt | Op::Le) | (Some(Bound::AtMost), Op::Gt | Op::Ge) => {
+            (!holds).then_some(false)
+        }
+        (Some(_), Op::Eq | Op::Ne) => None,
+    }
 }
 
 /// Everything rules may look at, for one evaluation.
@@ -212,11 +255,7 @@ pub fn observe(rules: &[Rule], input: &Inputs, now_ms: i64) -> Vec<Observation> 
                     } else {
                         None
                     };
-                    out.push(Observation {
-                        key: key(""),
-                        value,
-                        suppressed,
-                    });
+                    out.push(Observation::exact(key(""), value, suppressed));
                 }
                 Subject::PowerRatio => {
                     let p = &site.power;
@@ -227,11 +266,7 @@ pub fn observe(rules: &[Rule], input: &Inputs, now_ms: i64) -> Vec<Observation> 
                         p.coverage_facility,
                         rule.min_coverage,
                     );
-                    out.push(Observation {
-                        key: key(""),
-                        value: p.ratio,
-                        suppressed,
-                    });
+                    out.push(Observation::exact(key(""), p.ratio, suppressed));
                 }
                 Subject::NodeOffline => {
                     // A retired node is gone on purpose: no alert, and a firing one resolves.
@@ -243,11 +278,7 @@ pub fn observe(rules: &[Rule], input: &Inputs, now_ms: i64) -> Vec<Observation> 
                         .filter(|n| n.state != "retired")
                     {
                         let down = f64::from(u8::from(n.state != "online"));
-                        out.push(Observation {
-                            key: key(&n.node),
-                            value: Some(down),
-                            suppressed: None,
-                        });
+                        out.push(Observation::exact(key(&n.node), Some(down), None));
                     }
                 }
                 Subject::StaleMeter => {
@@ -261,43 +292,64 @@ pub fn observe(rules: &[Rule], input: &Inputs, now_ms: i64) -> Vec<Observation> 
                         let age = n
                             .last_reading_ms
                             .map(|t| (now_ms - t).max(0) as f64 / 1000.0);
-                        out.push(Observation {
-                            key: key(&n.node),
-                            value: age,
-                            suppressed: None,
-                        });
+                        out.push(Observation::exact(key(&n.node), age, None));
                     }
                 }
                 Subject::NodeMetric { metric, component } => {
+                    // A reading is only as current as its node: the latest one of a node
+                    // that has gone silent is no data, and a retired node's alerts end.
+                    let state: BTreeMap<&str, &str> = input
+                        .nodes
+                        .get(&site.site)
+                        .into_iter()
+                        .flatten()
+                        .map(|n| (n.node.as_str(), n.state))
+                        .collect();
                     for m in input.metrics.get(&site.site).into_iter().flatten() {
-                        if m.metric == *metric && m.component.starts_with(component.as_str()) {
-                            let target = if m.component == "system" {
-                                m.node.clone()
-                            } else {
-                                format!("{}.{}", m.node, m.component)
-                            };
-                            out.push(Observation {
-                                key: key(&target),
-                                value: Some(m.value),
-                                suppressed: None,
-                            });
+                        if m.metric != *metric || !m.component.starts_with(component.as_str()) {
+                            continue;
                         }
+                        let st = state.get(m.node.as_str()).copied().unwrap_or("online");
+                        if st == "retired" {
+                            continue;
+                        }
+                        let target = if m.component == "system" {
+                            m.node.clone()
+                        } else {
+                            format!("{}.{}", m.node, m.component)
+                        };
+                        let (value, suppressed) = if st == "online" {
+                            (Some(m.value), None)
+                        } else {
+                            (None, Some(format!("no data: node {} is {st}", m.node)))
+                        };
+                        out.push(Observation::exact(key(&target), value, suppressed));
                     }
                 }
                 Subject::RackUtilization | Subject::RackFailoverHeadroom => {
+                    let util = rule.subject == Subject::RackUtilization;
                     for r in input.racks.get(&site.site).into_iter().flatten() {
-                        let value = if rule.subject == Subject::RackUtilization {
-                            r.utilization
+                        // Racks the rule can apply to: a budget, or A/B feeds.
+                        let (applies, value, bound) = if util {
+                            (r.budget_w.is_some(), r.utilization, Bound::AtLeast)
                         } else {
-                            r.failover_headroom_w
+                            (r.feed_w.is_some(), r.failover_headroom_w, Bound::AtMost)
                         };
-                        if value.is_some() {
-                            out.push(Observation {
-                                key: key(&r.rack),
-                                value,
-                                suppressed: None,
-                            });
+                        if !applies {
+                            continue;
                         }
+                        let why = || r.reason.clone().unwrap_or_else(|| r.quality.to_owned());
+                        let (suppressed, partial) = match (value, r.quality) {
+                            (None, _) => (Some(format!("no data: {}", why())), None),
+                            (Some(_), "partial") => (None, Some((bound, why()))),
+                            _ => (None, None),
+                        };
+                        out.push(Observation {
+                            key: key(&r.rack),
+                            value,
+                            suppressed,
+                            partial,
+                        });
                     }
                 }
             }
@@ -314,7 +366,7 @@ fn efficiency_suppression(
     min: f64,
 ) -> Option<String> {
     if value.is_none() || quality == "invalid" || quality == "no_data" {
-        return Some(format!("no trustworthy value (quality {quality})"));
+        return Some(format!("no data: no trustworthy value (quality {quality})"));
     }
     if cov_it < min || cov_fac < min {
         return Some(format!(
@@ -358,6 +410,10 @@ pub struct AlertState {
     /// When a rule last observed it (0: not since a restore).
     #[serde(default)]
     pub seen_ms: i64,
+    /// Since when the rule has had no value it can act on (missing, untrustworthy, or a
+    /// bound that does not decide); `None` while it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_data_since_ms: Option<i64>,
 }
 
 /// An alert no rule has observed for this long (its node retired, refused or gone, its
@@ -387,20 +443,33 @@ pub fn step(
     let mut s = prev.clone();
     s.value = obs.value;
     s.suppressed.clone_from(&obs.suppressed);
-    let value = match (obs.value, &obs.suppressed) {
-        (Some(v), None) => v,
-        // No value, or not trustworthy: nothing new starts; a firing alert holds (it is
-        // neither confirmed nor cleared by missing data).
-        _ => {
-            if s.phase == Phase::Pending {
-                s.phase = Phase::Inactive;
-            }
-            return (s, None);
-        }
+    let limit = if prev.phase == Phase::Firing {
+        clear
+    } else {
+        threshold
     };
+    let bound = obs.partial.as_ref().map(|(b, _)| *b);
+    let verdict = match (obs.value, &obs.suppressed) {
+        (Some(v), None) => decide(rule.op, v, limit, bound),
+        _ => None,
+    };
+    let Some(bad) = verdict else {
+        // No value the rule can act on: the alert keeps its phase — nothing starts, a
+        // pending alert keeps waiting, a firing one keeps firing — and says why. Missing
+        // data never resolves an alert.
+        if s.suppressed.is_none() {
+            s.suppressed = Some(match &obs.partial {
+                Some((_, why)) => format!("no data: {why}, which does not decide the rule"),
+                None => "no data".to_owned(),
+            });
+        }
+        s.no_data_since_ms.get_or_insert(now_ms);
+        return (s, None);
+    };
+    s.no_data_since_ms = None;
     match prev.phase {
         Phase::Inactive | Phase::Pending => {
-            if !rule.op.holds(value, threshold) {
+            if !bad {
                 s.phase = Phase::Inactive;
                 return (s, None);
             }
@@ -418,7 +487,7 @@ pub fn step(
             (s, None)
         }
         Phase::Firing => {
-            if rule.op.holds(value, clear) {
+            if bad {
                 s.last_bad_ms = now_ms;
                 return (s, None);
             }

@@ -1,6 +1,7 @@
 //! Alert rules and state machine, by table.
 
 use super::*;
+use crate::engine::RackPower;
 
 fn rule(op: Op, threshold: f64, clear: Option<f64>, for_ms: i64, keep_ms: i64) -> Rule {
     Rule {
@@ -29,6 +30,7 @@ fn obs(v: Option<f64>, suppressed: Option<&str>) -> Observation {
         },
         value: v,
         suppressed: suppressed.map(str::to_owned),
+        partial: None,
     }
 }
 
@@ -156,7 +158,7 @@ fn suppression_by_quality_holds_state_and_never_fires() {
     );
     assert_eq!(phases, vec![F, F, I]);
     assert_eq!(changes, vec![(0, Change::Fired), (2_000, Change::Resolved)]);
-    // Pending is dropped by bad data.
+    // Pending keeps waiting through missing data: the condition held before and after.
     let r = rule(Op::Gt, 1.5, None, 10_000, 0);
     let (phases, _) = run(
         &r,
@@ -166,7 +168,96 @@ fn suppression_by_quality_holds_state_and_never_fires() {
             (11_000, Some(1.6), None),
         ],
     );
-    assert_eq!(phases, vec![P, I, P]);
+    assert_eq!(phases, vec![P, P, F]);
+}
+
+#[test]
+fn missing_data_never_resolves_and_says_since_when() {
+    // A stalled collector: the rack's meters all look silent for 25 s.
+    let r = rule(Op::Gt, 0.9, None, 0, 0);
+    let mut s = AlertState::default();
+    let (next, c) = step(&r, "dc", &s, &obs(Some(0.95), None), 0);
+    assert_eq!((next.phase, c), (F, Some(Change::Fired)));
+    s = next;
+    for t in [5_000, 10_000, 25_000] {
+        let (next, c) = step(
+            &r,
+            "dc",
+            &s,
+            &obs(None, Some("no data: none of the rack's 4 meters reports")),
+            t,
+        );
+        assert_eq!((next.phase, c), (F, None), "still firing at {t}");
+        assert_eq!(next.no_data_since_ms, Some(5_000), "since the first gap");
+        s = next;
+    }
+    let (next, c) = step(&r, "dc", &s, &obs(Some(0.96), None), 26_000);
+    assert_eq!((next.phase, c, next.no_data_since_ms), (F, None, None));
+    let (next, c) = step(&r, "dc", &next, &obs(Some(0.5), None), 27_000);
+    assert_eq!(
+        (next.phase, c),
+        (I, Some(Change::Resolved)),
+        "data that clears it does"
+    );
+}
+
+#[test]
+fn a_partial_value_acts_only_where_its_bound_decides() {
+    let bound = |v: f64, b: Bound| Observation {
+        partial: Some((b, "2 of the rack's 4 meters report".into())),
+        ..obs(Some(v), None)
+    };
+    let r = rule(Op::Gt, 0.9, None, 0, 0);
+    // At least 0.95 of the budget: over 0.9 whatever the silent meters draw.
+    let (s, c) = step(
+        &r,
+        "dc",
+        &AlertState::default(),
+        &bound(0.95, Bound::AtLeast),
+        0,
+    );
+    assert_eq!((s.phase, c), (F, Some(Change::Fired)));
+    // At least 0.5: could be anything above, so no data — and it keeps firing.
+    let (s, c) = step(&r, "dc", &s, &bound(0.5, Bound::AtLeast), 1_000);
+    assert_eq!((s.phase, c), (F, None));
+    assert_eq!(
+        s.suppressed.as_deref(),
+        Some("no data: 2 of the rack's 4 meters report, which does not decide the rule")
+    );
+    // Nor does it start one.
+    let (s, c) = step(
+        &r,
+        "dc",
+        &AlertState::default(),
+        &bound(0.5, Bound::AtLeast),
+        0,
+    );
+    assert_eq!((s.phase, c, s.no_data_since_ms), (I, None, Some(0)));
+    // Headroom below 0: at most -100 W decides it; at most +100 W does not.
+    let h = rule(Op::Lt, 0.0, None, 0, 0);
+    let (s, c) = step(
+        &h,
+        "dc",
+        &AlertState::default(),
+        &bound(-100.0, Bound::AtMost),
+        0,
+    );
+    assert_eq!((s.phase, c), (F, Some(Change::Fired)));
+    let (s, _) = step(
+        &h,
+        "dc",
+        &AlertState::default(),
+        &bound(100.0, Bound::AtMost),
+        0,
+    );
+    assert_eq!(s.phase, I);
+    assert!(s.no_data_since_ms.is_some());
+    // A lower bound at or above the clear level decides a `<` rule the other way: at
+    // least 2.0 is not under 1.5.
+    let low = rule(Op::Lt, 1.5, None, 0, 0);
+    let (s, _) = step(&low, "dc", &AlertState::default(), &obs(Some(1.0), None), 0);
+    let (s, c) = step(&low, "dc", &s, &bound(2.0, Bound::AtLeast), 1_000);
+    assert_eq!((s.phase, c), (I, Some(Change::Resolved)));
 }
 
 #[test]
@@ -307,10 +398,11 @@ fn every_subject_observes_what_it_should() {
             RackView {
                 budget_w: Some(8000.0),
                 utilization: Some(0.875),
+                feed_w: Some(6500.0),
                 failover_headroom_w: Some(-500.0),
-                ..RackView::new("r1", 7000.0)
+                ..RackView::new("r1", RackPower::measured(7000.0))
             },
-            RackView::new("r2", 100.0),
+            RackView::new("r2", RackPower::measured(100.0)),
         ],
     );
     let mk = |name: &str, subject: Subject, op: Op, t: f64| Rule {
@@ -434,6 +526,7 @@ fn alerts_of_targets_no_longer_observed_are_resolved_and_dropped() {
         },
         value: Some(2.0),
         suppressed: None,
+        partial: None,
     };
     let fired: Vec<Observation> = (0..10_000).map(node).collect();
     let t = evaluate(std::slice::from_ref(&r), &mut states, &fired, 1_000);

@@ -26,7 +26,7 @@ mod scenarios;
 mod tests;
 
 pub use export::{period_view, Export, MinuteCursor, MinuteEnergy, PeriodTotals};
-pub use racks::{RackBudget, RackView};
+pub use racks::{RackBudget, RackPower, RackView};
 pub use snapshot::{SiteSnapshot, Snapshot};
 pub use view::{
     MetricSample, NodeView, PowerView, RackLoad, SiteView, WindowView, Windows, WINDOWS,

@@ -5,17 +5,53 @@
 use serde::Serialize;
 use std::collections::BTreeMap;
 
+/// The live IT power of one rack and how much of it is known.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RackPower {
+    /// Sum of the reporting meters, W.
+    pub w: f64,
+    /// Meters the rack's power comes from (PDU outlets or host inputs, never both).
+    pub meters: u32,
+    /// Of those, the ones that report now.
+    pub reporting: u32,
+}
+
+impl RackPower {
+    /// Every meter of the rack reporting `w` in all.
+    pub fn measured(w: f64) -> Self {
+        RackPower {
+            w,
+            meters: 1,
+            reporting: 1,
+        }
+    }
+}
+
 /// A rack as alert rules see it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RackView {
     /// Rack id.
     pub rack: String,
-    /// Measured IT power of its hosts now, W.
-    pub power_w: f64,
+    /// IT power of its reporting meters now, W; `None` when none of them reports. With
+    /// `quality` "partial" it is a lower bound (the silent meters draw something).
+    pub power_w: Option<f64>,
+    /// measured (every meter reports), partial (some do), no_data (none does, or the rack
+    /// has no meter).
+    pub quality: &'static str,
+    /// Why the power is partial or missing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Meters the power comes from (PDU outlets, else host inputs).
+    pub meters: u32,
+    /// Of those, the ones that report now.
+    pub meters_reporting: u32,
     /// Budget × derating, W, when configured.
     pub budget_w: Option<f64>,
     /// power / derated budget.
     pub utilization: Option<f64>,
+    /// With A/B feeds: derated capacity of one feed, W.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feed_w: Option<f64>,
     /// With A/B feeds: derated capacity of one feed minus power, W.
     pub failover_headroom_w: Option<f64>,
     /// Rack units in the rack, when configured.
@@ -45,13 +81,32 @@ pub struct RackView {
 }
 
 impl RackView {
-    /// A rack drawing `power_w`, with nothing else known yet.
-    pub fn new(rack: &str, power_w: f64) -> Self {
+    /// A rack with `power`, with nothing else known yet.
+    pub fn new(rack: &str, power: RackPower) -> Self {
+        let (power_w, quality, reason) = match (power.reporting, power.meters) {
+            (0, 0) => (None, "no_data", Some("no meter in this rack".to_owned())),
+            (0, n) => (
+                None,
+                "no_data",
+                Some(format!("none of the rack's {n} meters reports")),
+            ),
+            (k, n) if k < n => (
+                Some(power.w),
+                "partial",
+                Some(format!("{k} of the rack's {n} meters report")),
+            ),
+            _ => (Some(power.w), "measured", None),
+        };
         RackView {
             rack: rack.to_owned(),
             power_w,
+            quality,
+            reason,
+            meters: power.meters,
+            meters_reporting: power.reporting,
             budget_w: None,
             utilization: None,
+            feed_w: None,
             failover_headroom_w: None,
             u_total: None,
             u_used: None,
@@ -85,23 +140,27 @@ pub struct RackBudget {
 }
 
 /// Rack views for one site from the engine's rack power and the configured budgets.
+///
+/// Utilization and headroom follow the power: absent when it is, a lower (utilization) or
+/// upper (headroom) bound when it is partial.
 pub fn rack_views(
     site: &str,
-    power: &BTreeMap<String, f64>,
+    power: &BTreeMap<String, RackPower>,
     budgets: &[RackBudget],
 ) -> Vec<RackView> {
     let mut racks: BTreeMap<String, RackView> = power
         .iter()
-        .map(|(r, w)| (r.clone(), RackView::new(r, *w)))
+        .map(|(r, p)| (r.clone(), RackView::new(r, *p)))
         .collect();
     for b in budgets.iter().filter(|b| b.site == site) {
         let v = racks
             .entry(b.rack.clone())
-            .or_insert_with(|| RackView::new(&b.rack, 0.0));
+            .or_insert_with(|| RackView::new(&b.rack, RackPower::default()));
         let derated = b.budget_w * b.derating;
         v.budget_w = Some(derated);
-        v.utilization = (derated > 0.0).then(|| v.power_w / derated);
-        v.failover_headroom_w = b.feed_w.map(|f| f * b.derating - v.power_w);
+        v.utilization = v.power_w.filter(|_| derated > 0.0).map(|w| w / derated);
+        v.feed_w = b.feed_w.map(|f| f * b.derating);
+        v.failover_headroom_w = v.feed_w.and_then(|f| v.power_w.map(|w| f - w));
         v.u_total = b.u_total;
         v.u_used = b.u_used;
     }
@@ -115,7 +174,7 @@ const FULL_SHARE: f64 = 0.95;
 /// power left where the space is full, space left where the power is used up.
 pub fn rack_views_with_load(
     site: &str,
-    power: &BTreeMap<String, f64>,
+    power: &BTreeMap<String, RackPower>,
     loads: &BTreeMap<String, super::RackLoad>,
     budgets: &[RackBudget],
 ) -> Vec<RackView> {
@@ -126,7 +185,7 @@ pub fn rack_views_with_load(
     for r in loads.keys() {
         views
             .entry(r.clone())
-            .or_insert_with(|| RackView::new(r, 0.0));
+            .or_insert_with(|| RackView::new(r, RackPower::default()));
     }
     for v in views.values_mut() {
         if let Some(l) = loads.get(&v.rack) {
@@ -137,9 +196,9 @@ pub fn rack_views_with_load(
         if let (Some(used), Some(total)) = (v.u_used, v.u_total) {
             let space = f64::from(used) / f64::from(total.max(1));
             v.space_utilization = Some(space);
-            if let Some(budget) = v.budget_w {
+            if let (Some(budget), Some(w)) = (v.budget_w, v.power_w) {
                 v.stranded_power_w = Some(if space >= FULL_SHARE {
-                    (budget - v.power_w).max(0.0)
+                    (budget - w).max(0.0)
                 } else {
                     0.0
                 });
@@ -164,8 +223,8 @@ mod tests {
     #[test]
     fn racks_from_power_and_budgets() {
         let mut power = BTreeMap::new();
-        power.insert("r1".to_owned(), 6_000.0);
-        power.insert("r9".to_owned(), 100.0);
+        power.insert("r1".to_owned(), RackPower::measured(6_000.0));
+        power.insert("r9".to_owned(), RackPower::measured(100.0));
         let budgets = vec![
             RackBudget {
                 site: "dc".into(),
@@ -208,8 +267,10 @@ mod tests {
                 v[1].utilization,
                 v[1].failover_headroom_w
             ),
-            ("r2", Some(0.0), None)
+            ("r2", None, None),
+            "a budgeted rack without meters has no utilization, not 0"
         );
+        assert_eq!((v[1].power_w, v[1].quality), (None, "no_data"));
         assert_eq!((v[2].rack.as_str(), v[2].budget_w), ("r9", None));
     }
 
@@ -231,10 +292,11 @@ mod tests {
             budget("hot", 5.0, 20),
             budget("ok", 10.0, 20),
         ];
-        let power: BTreeMap<String, f64> = [("full", 4_000.0), ("hot", 4_900.0), ("ok", 5_000.0)]
-            .into_iter()
-            .map(|(r, w)| (r.to_owned(), w))
-            .collect();
+        let power: BTreeMap<String, RackPower> =
+            [("full", 4_000.0), ("hot", 4_900.0), ("ok", 5_000.0)]
+                .into_iter()
+                .map(|(r, w)| (r.to_owned(), RackPower::measured(w)))
+                .collect();
         let mut loads = BTreeMap::new();
         loads.insert(
             "hot".to_owned(),
@@ -269,5 +331,56 @@ mod tests {
             (Some(0.0), Some(0))
         );
         assert!((get("ok").space_utilization.expect("space") - 20.0 / 42.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn silent_meters_make_power_unknown_or_a_bound() {
+        let budgets = vec![RackBudget {
+            site: "dc".into(),
+            rack: "r1".into(),
+            budget_w: 10_000.0,
+            derating: 1.0,
+            feed_w: Some(8_000.0),
+            u_total: None,
+            u_used: None,
+        }];
+        let one = |p: RackPower| {
+            let power = [("r1".to_owned(), p)].into_iter().collect();
+            rack_views("dc", &power, &budgets).remove(0)
+        };
+        let silent = one(RackPower {
+            w: 0.0,
+            meters: 4,
+            reporting: 0,
+        });
+        assert_eq!(
+            (
+                silent.power_w,
+                silent.utilization,
+                silent.failover_headroom_w
+            ),
+            (None, None, None),
+            "four silent hosts: unknown, not 0 W"
+        );
+        assert_eq!(silent.quality, "no_data");
+        assert_eq!(
+            silent.reason.as_deref(),
+            Some("none of the rack's 4 meters reports")
+        );
+        let half = one(RackPower {
+            w: 3_000.0,
+            meters: 4,
+            reporting: 2,
+        });
+        assert_eq!(
+            (half.power_w, half.utilization, half.quality),
+            (Some(3_000.0), Some(0.3), "partial")
+        );
+        assert_eq!(half.failover_headroom_w, Some(5_000.0));
+        assert_eq!(
+            (half.meters, half.meters_reporting),
+            (4, 2),
+            "the coverage is carried"
+        );
     }
 }

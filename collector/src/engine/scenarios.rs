@@ -469,7 +469,13 @@ fn scenarios() -> Vec<Scenario> {
     ]
 }
 
-fn run(sc: &Scenario) -> (SiteView, ApplyStats, BTreeMap<String, f64>) {
+fn run(
+    sc: &Scenario,
+) -> (
+    SiteView,
+    ApplyStats,
+    BTreeMap<String, crate::engine::RackPower>,
+) {
     let mut cfg = EngineConfig::default();
     if let Some(c) = sc.category {
         cfg.site_categories.insert("dc".into(), c);
@@ -577,7 +583,8 @@ fn scenarios_match_their_hand_computed_values() {
                 .collect();
             let v = rack_views("dc", &racks, &budgets);
             let r = v.iter().find(|v| v.rack == rack).expect("rack view");
-            assert!(close(r.power_w, power), "{name}: rack power {}", r.power_w);
+            let got = r.power_w.expect("rack power");
+            assert!(close(got, power), "{name}: rack power {got}");
             let got = r.failover_headroom_w.expect("headroom");
             assert!(close(got, headroom), "{name}: headroom {got} ≠ {headroom}");
         }

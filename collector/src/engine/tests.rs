@@ -587,16 +587,26 @@ fn rack_power_prefers_pdu_outputs_over_host_inputs() {
     outlet.component = "pdu-2.A1".into();
     e.apply_readings("dc", "facility", &[outlet], T0);
     let racks = e.rack_power("dc", T0 + 100);
-    assert_eq!(racks.get("r1"), Some(&500.0), "hosts' inputs");
+    let w = |r: &str| racks.get(r).map(|p| (p.w, p.reporting, p.meters));
+    assert_eq!(w("r1"), Some((500.0, 2, 2)), "hosts' inputs");
     assert_eq!(
-        racks.get("r2"),
-        Some(&450.0),
+        w("r2"),
+        Some((450.0, 1, 1)),
         "the PDU's outlets, not the host as well"
     );
+    let later = e.rack_power("dc", T0 + 10_000);
     assert_eq!(
-        e.rack_power("dc", T0 + 10_000).get("r1"),
-        None,
-        "stale meters are not live power"
+        later.get("r1").map(|p| (p.reporting, p.meters)),
+        Some((0, 2)),
+        "stale meters are known but not live power"
+    );
+    let fresh = Reading::gauge("power_w", 410.0, T0 + 9_000).at(Point::ItInput);
+    e.apply_readings("dc", "h3", &[fresh], T0 + 9_000);
+    let later = e.rack_power("dc", T0 + 10_000);
+    assert_eq!(
+        later.get("r2").map(|p| (p.w, p.reporting, p.meters)),
+        Some((410.0, 1, 1)),
+        "a silent PDU gives way to the host that reports"
     );
 }
 

@@ -961,7 +961,7 @@ impl Engine {
         let in_use: Vec<String> = self
             .rack_power(site_id, now_ms)
             .into_iter()
-            .filter(|(_, w)| *w > 0.0)
+            .filter(|(_, p)| p.reporting > 0 && p.w > 0.0)
             .map(|(r, _)| r)
             .collect();
         let mut racks: std::collections::BTreeSet<&str> = site
@@ -1063,17 +1063,19 @@ impl Engine {
             .collect()
     }
 
-    /// Live IT power per rack, W: the rack PDUs' outputs where the rack has metered PDU
-    /// outlets, else the sum of its hosts' inputs — never both. A meter's rack is the one
-    /// its readings name, else its node's (from the birth).
+    /// Live IT power per rack: the rack PDUs' outputs where any of its metered PDU
+    /// outlets reports, else the sum of its hosts' inputs — never both. A meter's rack is
+    /// the one its readings name, else its node's (from the birth). Meters of retired
+    /// nodes are left out; a meter that is silent past its gap bound counts as known but
+    /// not reporting, so a rack whose meters are all silent has no power, not 0 W.
     pub fn rack_power(
         &self,
         site_id: &str,
         now_ms: i64,
-    ) -> std::collections::BTreeMap<String, f64> {
+    ) -> std::collections::BTreeMap<String, super::RackPower> {
         use std::collections::BTreeMap;
-        let mut hosts: BTreeMap<String, f64> = BTreeMap::new();
-        let mut pdus: BTreeMap<String, f64> = BTreeMap::new();
+        let mut hosts: BTreeMap<String, super::RackPower> = BTreeMap::new();
+        let mut pdus: BTreeMap<String, super::RackPower> = BTreeMap::new();
         let Some(site) = self.sites.get(site_id) else {
             return hosts;
         };
@@ -1084,17 +1086,27 @@ impl Engine {
                 Point::PduOutput => &mut pdus,
                 _ => continue,
             };
-            let Some(rack) = s.rack.as_ref().or(site.nodes[k.node].rack.as_ref()) else {
+            let node = &site.nodes[k.node];
+            if node.retired_ms.is_some() {
+                continue;
+            }
+            let Some(rack) = s.rack.as_ref().or(node.rack.as_ref()) else {
                 continue;
             };
+            let p = sums.entry(rack.clone()).or_default();
+            p.meters += 1;
             if let (Some(last), Some((_, w))) = (s.last_ms, s.live) {
                 if site.is_active(last, k.node, now_ms, gf, di) {
-                    *sums.entry(rack.clone()).or_insert(0.0) += w;
+                    p.reporting += 1;
+                    p.w += w;
                 }
             }
         }
-        for (rack, w) in pdus {
-            hosts.insert(rack, w);
+        for (rack, p) in pdus {
+            let use_pdus = p.reporting > 0 || hosts.get(&rack).is_none_or(|h| h.reporting == 0);
+            if use_pdus {
+                hosts.insert(rack, p);
+            }
         }
         hosts
     }

@@ -21,3 +21,4 @@ mod retire;
 mod security;
 mod service;
 mod snmp;
+mod stall;

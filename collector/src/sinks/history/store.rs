@@ -91,7 +91,13 @@ pub fn derived_rows(s: &SiteSnapshot) -> Vec<DerivedRow> {
     rows.push(row("it_w", "", v.power.it_w));
     rows.push(row("nodes_online", "", Some(v.nodes.online as f64)));
     for r in &s.racks {
-        rows.push(row("rack_power_w", &r.rack, Some(r.power_w)));
+        if r.power_w.is_some() {
+            rows.push(DerivedRow {
+                quality: Some(r.quality),
+                coverage: Some(f64::from(r.meters_reporting) / f64::from(r.meters.max(1))),
+                ..row("rack_power_w", &r.rack, r.power_w)
+            });
+        }
         if r.utilization.is_some() {
             rows.push(row("rack_utilization", &r.rack, r.utilization));
         }
