@@ -24,7 +24,7 @@
       missing: 'Missing batches', power: 'Power', budget: 'Budget', utilization: 'Utilization',
       headroom: 'A/B failover headroom', u_space: 'U space', not_configured: 'not configured',
       no_history: 'No history yet for this range.', updated: 'Updated {0}',
-      q_measured: 'measured', q_estimated: 'estimated', q_partial: 'partial', q_invalid: 'invalid', q_no_data: 'no data',
+      span: 'span', q_measured: 'measured', q_estimated: 'estimated', q_partial: 'partial', q_invalid: 'invalid', q_no_data: 'no data',
       q_filling: 'filling', filling_hint: 'The collector has less data than this window is long; the embedded history below already has the past.',
       category: 'category', facility: 'Facility', it: 'IT', dcie: 'DCiE',
       footer: 'PUE per ISO/IEC 30134-2: facility energy ÷ IT energy over a window, at one measurement category (PUE₁ UPS output, PUE₂ PDU output, PUE₃ IT input). The live power ratio is an indication, not PUE.',
@@ -52,7 +52,7 @@
       missing: '缺失批次', power: '功率', budget: '功率预算', utilization: '利用率',
       headroom: 'A/B 路切换余量', u_space: 'U 位', not_configured: '未配置',
       no_history: '该时间范围内暂无历史数据。', updated: '更新于 {0}',
-      q_measured: '实测', q_estimated: '估算', q_partial: '部分覆盖', q_invalid: '无效', q_no_data: '无数据',
+      span: '时长占比', q_measured: '实测', q_estimated: '估算', q_partial: '部分覆盖', q_invalid: '无效', q_no_data: '无数据',
       q_filling: '数据积累中', filling_hint: '采集器的数据尚短于该窗口；下方的内置历史已包含过去的数据。',
       category: '类别', facility: '总用电', it: 'IT', dcie: 'DCiE',
       footer: 'PUE 按 ISO/IEC 30134-2 与 GB/T 32910.3 计算：一个时间窗口内数据中心总耗电量 ÷ IT 设备耗电量，IT 能耗取同一计量类别（PUE₁ UPS 输出、PUE₂ PDU 输出、PUE₃ IT 设备输入）。实时功率比仅供参考，不是 PUE。',
@@ -388,6 +388,7 @@
           '<div>' + (w.category ? '<span class="badge">PUE' + sub(w.category) + '</span>' : '') +
           '<span class="badge ' + w.quality + '">' + esc(t('q_' + w.quality)) + '</span>' +
           '<span class="badge">' + esc(t('coverage')) + ' ' + pct(w.coverage_it) + '</span>' +
+          (w.span_share != null && w.span_share < 1 ? '<span class="badge span" data-span="' + w.span_share + '">' + esc(t('span')) + ' ' + pct(w.span_share) + '</span>' : '') +
           (w.dcie ? '<span class="badge">' + esc(t('dcie')) + ' ' + pct(w.dcie) + '</span>' : '') + '</div></div>';
       }).join('');
       var zones = s.zones || [];

@@ -237,6 +237,30 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// Asserts that a PUE window (site JSON) is as good as its span allows: `measured` once its
+/// data spans the whole window, and before that `partial` for that reason alone — the
+/// reason says how much of the window there is ("40 s of 1 min so far") and nothing else.
+///
+/// # Panics
+/// When the window is anything else.
+pub fn assert_measured_so_far(w: &serde_json::Value) {
+    let span = w["span_share"].as_f64().unwrap_or(0.0);
+    assert!(span > 0.0 && span <= 1.0, "span_share in (0, 1]: {w:#}");
+    if span < 1.0 {
+        assert_eq!(
+            w["quality"], "partial",
+            "a window shorter than its length: {w:#}"
+        );
+        let why = w["reason"].as_str().unwrap_or("");
+        assert!(
+            why.ends_with("so far") && !why.contains(';'),
+            "partial for its span alone: {w:#}"
+        );
+    } else {
+        assert_eq!(w["quality"], "measured", "{w:#}");
+    }
+}
+
 /// True when `DCWATT_REQUIRE_SERVICES=1`: a missing service fails instead of skipping.
 pub fn services_required() -> bool {
     std::env::var("DCWATT_REQUIRE_SERVICES").is_ok_and(|v| v == "1")

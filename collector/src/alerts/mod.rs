@@ -112,6 +112,8 @@ pub struct Rule {
     pub severity: String,
     /// Efficiency rules: minimum IT and facility coverage of the value.
     pub min_coverage: f64,
+    /// Window rules: act only once the window's data spans its whole length.
+    pub require_full_window: bool,
     /// Extra labels for notifications.
     pub labels: BTreeMap<String, String>,
     /// Summary template: {site} {target} {value} {threshold} {rule} {severity}.
@@ -244,7 +246,13 @@ pub fn observe(rules: &[Rule], input: &Inputs, now_ms: i64) -> Vec<Observation> 
                     } else {
                         win.value
                     };
-                    let suppressed = if matches!(rule.subject, Subject::SitePue(_)) {
+                    let span = win.span_share.unwrap_or(1.0);
+                    let suppressed = if rule.require_full_window && span < 1.0 {
+                        Some(format!(
+                            "waiting for a full {w} window: its data spans {:.1}% of it so far",
+                            span * 100.0
+                        ))
+                    } else if matches!(rule.subject, Subject::SitePue(_)) {
                         efficiency_suppression(
                             win.value,
                             win.quality,

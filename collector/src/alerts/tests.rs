@@ -14,6 +14,7 @@ fn rule(op: Op, threshold: f64, clear: Option<f64>, for_ms: i64, keep_ms: i64) -
         keep_firing_for_ms: keep_ms,
         severity: "warning".into(),
         min_coverage: 0.95,
+        require_full_window: true,
         labels: BTreeMap::new(),
         summary: "PUE {window} of {site} is {value} (target {threshold})".into(),
         sites: Vec::new(),
@@ -304,6 +305,7 @@ fn site_view(value: Option<f64>, quality: &'static str, coverage: f64) -> SiteVi
         dcie: None,
         from_ms: None,
         to_ms: None,
+        span_share: Some(1.0),
         facility_kwh: 0.0,
         it_kwh: 0.0,
         facility_fill_kwh: 0.0,
@@ -548,4 +550,28 @@ fn alerts_of_targets_no_longer_observed_are_resolved_and_dropped() {
         "{}",
         t[0].summary
     );
+}
+
+#[test]
+fn window_rules_wait_for_a_full_window_unless_told_otherwise() {
+    let mut site = site_view(Some(1.8), "partial", 1.0);
+    for (_, w) in site.pue.0.iter_mut() {
+        w.span_share = Some(1.0 / 60.0);
+    }
+    let input = Inputs {
+        sites: vec![site],
+        ..Default::default()
+    };
+    let mut r = Rule {
+        subject: Subject::SitePue("1h".into()),
+        ..rule(Op::Gt, 1.5, None, 0, 0)
+    };
+    let o = observe(std::slice::from_ref(&r), &input, 0);
+    assert_eq!(
+        o[0].suppressed.as_deref(),
+        Some("waiting for a full 1h window: its data spans 1.7% of it so far")
+    );
+    r.require_full_window = false;
+    let o = observe(std::slice::from_ref(&r), &input, 0);
+    assert_eq!((o[0].value, o[0].suppressed.as_deref()), (Some(1.8), None));
 }

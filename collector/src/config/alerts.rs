@@ -81,6 +81,8 @@ pub(super) struct RuleRaw {
     pub(super) severity: String,
     #[serde(default = "min_cov")]
     pub(super) min_coverage: f64,
+    #[serde(default = "yes")]
+    pub(super) require_full_window: bool,
     #[serde(default)]
     pub(super) labels: std::collections::BTreeMap<String, String>,
     pub(super) summary: Option<String>,
@@ -90,6 +92,10 @@ pub(super) struct RuleRaw {
 
 pub(super) fn warning() -> String {
     "warning".to_owned()
+}
+
+pub(super) fn yes() -> bool {
+    true
 }
 
 pub(super) fn min_cov() -> f64 {
@@ -193,6 +199,7 @@ pub(super) fn rule_from_raw(
         keep_firing_for_ms: (r.keep_firing_for_secs.min(86_400 * 30) * 1000) as i64,
         severity: r.severity,
         min_coverage: r.min_coverage,
+        require_full_window: r.require_full_window,
         labels: r.labels,
         summary,
         sites: r.sites,

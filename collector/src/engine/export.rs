@@ -98,6 +98,7 @@ pub fn period_view(
         dcie: None,
         from_ms: Some(from_ms),
         to_ms: Some(to_ms),
+        span_share: None,
         facility_kwh: fac.value / 3.6e6,
         it_kwh: 0.0,
         facility_fill_kwh: fac.fill / 3.6e6,

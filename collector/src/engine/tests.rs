@@ -108,6 +108,12 @@ fn exact_pue_on_clean_counters() {
     let w15 = v.pue.get("15m").unwrap();
     assert_eq!(w15.value, Some(1.5));
     assert!(w15.to_ms.unwrap() - w15.from_ms.unwrap() <= 130_000);
+    // ... and says so: a 15 min PUE after two minutes is not a 15 min PUE.
+    let span = w15.to_ms.unwrap() - w15.from_ms.unwrap();
+    assert_eq!(w15.span_share, Some(view::round6(span as f64 / 900_000.0)));
+    assert_eq!(w15.quality, "partial");
+    assert_eq!(w15.reason.as_deref(), Some("2 min of 15 min so far"));
+    assert_eq!(w.span_share, Some(1.0));
     // Live ratio is labelled as such.
     assert_eq!(v.power.ratio, Some(1.5));
     assert_eq!(v.power.facility_w, Some(1500.0));

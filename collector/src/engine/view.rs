@@ -75,6 +75,11 @@ pub struct WindowView {
     pub from_ms: Option<i64>,
     /// End of that interval.
     pub to_ms: Option<i64>,
+    /// Share of the window's length that its data spans, (to − from) / length, 0..1: below
+    /// 1 while the site's data is younger than the window, and then the quality is at best
+    /// `partial`. Absent for a period asked for by its dates (`/energy`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub span_share: Option<f64>,
     /// Facility energy in the interval, kWh.
     pub facility_kwh: f64,
     /// IT energy in the interval at the chosen category, kWh.
@@ -159,8 +164,10 @@ pub struct ZoneWindow {
     pub coverage_it: f64,
     /// Covered / expected overhead meter-time of the zone.
     pub coverage_overhead: f64,
-    /// measured, estimated, partial or no_data.
+    /// measured, estimated, partial or no_data; partial while `span_share` < 1.
     pub quality: &'static str,
+    /// Share of the window's length that the zone's data spans, 0..1.
+    pub span_share: f64,
     /// The zone's IT energy, kWh.
     pub it_kwh: f64,
     /// The zone's own overhead energy (cooling, lighting, other), kWh.
@@ -348,6 +355,46 @@ pub(super) fn no_it_meter(rule: LevelRule) -> String {
 }
 
 /// Ratio, quality and reason from the two sides.
+/// (to − from) / len, rounded to 6 places, at most 1.
+fn span_share(from: i64, to: i64, len: i64) -> f64 {
+    if len <= 0 {
+        return 0.0;
+    }
+    round6(((to - from).max(0) as f64 / len as f64).min(1.0))
+}
+
+/// A window whose data spans less than its length is at best partial: "1 min of 24 h so
+/// far" (a 24 h PUE after one minute is not a 24 h PUE).
+fn short_span(
+    judged: (Option<f64>, &'static str, Option<String>),
+    from: i64,
+    to: i64,
+    len: i64,
+) -> (Option<f64>, &'static str, Option<String>) {
+    let (value, quality, reason) = judged;
+    if to - from >= len || !matches!(quality, "measured" | "estimated") {
+        return (value, quality, reason);
+    }
+    let span = format!("{} of {} so far", duration(to - from), duration(len));
+    let reason = match reason {
+        Some(r) => format!("{span}; {r}"),
+        None => span,
+    };
+    (value, "partial", Some(reason))
+}
+
+/// A length of time the way an operator says it: "45 s", "1 min", "15 min", "1 h", "24 h",
+/// "2 h 30 min".
+pub fn duration(ms: i64) -> String {
+    let s = ms.max(0) / 1000;
+    match s {
+        0..60 => format!("{s} s"),
+        60..3600 => format!("{} min", s / 60),
+        _ if s % 3600 < 60 => format!("{} h", s / 3600),
+        _ => format!("{} h {} min", s / 3600, s % 3600 / 60),
+    }
+}
+
 pub(super) fn judge(
     fac: &LevelStat,
     it: &LevelStat,
@@ -711,6 +758,7 @@ impl Engine {
             dcie: None,
             from_ms: None,
             to_ms: None,
+            span_share: Some(0.0),
             facility_kwh: 0.0,
             it_kwh: 0.0,
             facility_fill_kwh: 0.0,
@@ -763,10 +811,16 @@ impl Engine {
             v.facility_kwh = fac.value / 3.6e6;
             v.from_ms = Some(from);
             v.to_ms = Some(to);
+            v.span_share = Some(span_share(from, to, len));
             return v;
         };
         let (category, it) = &its[i];
-        let (value, quality, reason) = skewed(site, self.cfg.max_clock_skew_ms, judge(&fac, it));
+        let (value, quality, reason) = short_span(
+            skewed(site, self.cfg.max_clock_skew_ms, judge(&fac, it)),
+            from,
+            to,
+            len,
+        );
         WindowView {
             label: quality_label(*category, name),
             value,
@@ -778,6 +832,7 @@ impl Engine {
             dcie: value.map(|v| 1.0 / v),
             from_ms: Some(from),
             to_ms: Some(to),
+            span_share: Some(span_share(from, to, len)),
             facility_kwh: fac.value / 3.6e6,
             it_kwh: it.value / 3.6e6,
             facility_fill_kwh: fac.fill / 3.6e6,
@@ -880,6 +935,7 @@ impl Engine {
                 } else {
                     (filled, "measured")
                 };
+                let (_, quality, _) = short_span((value, quality, None), from, to, len);
                 let sub = match category {
                     1 => '₁',
                     2 => '₂',
@@ -894,6 +950,7 @@ impl Engine {
                         coverage_it: round6(it.coverage),
                         coverage_overhead: round6(coverage_overhead),
                         quality,
+                        span_share: span_share(from, to, len),
                         it_kwh: it.value / 3.6e6,
                         overhead_kwh: oh / 3.6e6,
                     },

@@ -438,6 +438,13 @@ mod tests {
         let b = serde_json::to_value(back.site_view("dc", now)).expect("json");
         assert_eq!(a, b);
         assert_eq!(a["pue"]["1m"]["value"], 1.5);
+        // The windows keep their span: ten minutes of data are a sixth of the hour.
+        assert_eq!(a["pue"]["1m"]["span_share"], 1.0);
+        assert_eq!(
+            (&b["pue"]["1h"]["span_share"], &b["pue"]["1h"]["quality"]),
+            (&serde_json::json!(0.166667), &serde_json::json!("partial"))
+        );
+        assert_eq!(b["pue"]["1h"]["reason"], "10 min of 1 h so far");
         // The sequence state came back too: the last batch is a duplicate.
         assert_eq!(
             back.check_seq("dc", "h", 600, now),

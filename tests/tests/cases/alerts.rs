@@ -120,6 +120,8 @@ threshold = 1.5
 clear = 1.45
 severity = "critical"
 min_coverage = 0.9
+# A young site's 1m window: act on it before it spans a full minute.
+require_full_window = false
 labels = {{ team = "facilities" }}
 summary = "PUE {{window}} of {{site}} is {{value}}"
 "#,

@@ -192,6 +192,19 @@ fn the_dashboard_shows_the_api_numbers_in_a_real_browser() {
     assert_eq!(window_1h, format!("{pue_1h:.3}"));
     let label = browser.js("return document.querySelector('[data-window=\"1h\"] .l').textContent");
     assert_eq!(label, api["pue"]["1h"]["label"]);
+    // A 24 h window over minutes of data shows how much of it there is.
+    let api_span = api["pue"]["24h"]["span_share"]
+        .as_f64()
+        .expect("24h span_share");
+    assert!(api_span > 0.0 && api_span < 1.0, "{:#}", api["pue"]["24h"]);
+    let shown = browser.js(
+        "var e = document.querySelector('[data-window=\"24h\"] .badge.span'); return e && Number(e.getAttribute('data-span'))",
+    );
+    let shown = shown.as_f64().expect("a span badge on the 24h window");
+    assert!(
+        (shown - api_span).abs() < 0.01,
+        "the 24h window's span: {shown} shown, {api_span} in the API"
+    );
     browser.click("#racks .rack[data-rack=\"r1\"]");
     let detail = browser.js("return document.querySelector('#rack-detail').textContent");
     let detail = detail.as_str().expect("detail text");
