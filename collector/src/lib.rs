@@ -16,12 +16,14 @@
 //! - [`api`]: HTTP JSON, `/metrics` and the dashboard; reads snapshots, sends edits.
 //! - [`config`]: each part's section turned into that part's config type, validated whole
 //!   before anything binds; [`config::reload`] applies what SIGHUP may change.
+//! - [`zone`]: a site's time zone (IANA or a fixed offset) and its calendar: local days,
+//!   months, year to date; a leaf every part may use.
 //! - [`broker`]: starting the embedded MQTT broker (rumqttd).
 //! - [`run`]: wiring and the shutdown phases.
 //!
 //! Dependency rules, checked by `tests/architecture.rs`: `engine` imports no other part;
 //! `sinks` and `api` never import `alerts` or `intake`; `intake` never imports `sinks`
-//! or `alerts`; nothing imports `run`.
+//! or `alerts`; `zone` imports no other part; nothing imports `run`.
 #![forbid(unsafe_code)]
 
 pub mod alerts;
@@ -32,3 +34,4 @@ pub mod engine;
 pub mod intake;
 pub mod run;
 pub mod sinks;
+pub mod zone;

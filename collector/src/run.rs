@@ -259,7 +259,7 @@ pub async fn run(
         history: api::HistoryAccess {
             path: history_path,
             engine: live.engine_cfg.clone(),
-            site_offsets: live.site_offsets.clone(),
+            site_zones: live.site_zones.clone(),
         },
         broker_connected: stats.broker_connected.clone(),
         fleet: cfg.fleet.is_some(),

@@ -17,6 +17,7 @@
       trend: 'PUE trend', power_chart: 'Facility vs IT power', racks: 'Racks',
       racks_none: 'No rack known (racks come from agent births and [[racks]] budgets).',
       agents: 'Agents', node: 'Node', role: 'Role', rack: 'Rack', state: 'State', last_seen: 'Last seen',
+      report_loading: 'Computing the report from the history…', report_failed: 'The report failed: {0}', report_zone: 'Days in the site\'s time zone ({0}).',
       energy_report: 'Energy report', from: 'From', to: 'To', show: 'Show', download_csv: 'Download CSV',
       facility_kwh: 'Facility energy (kWh)', it_kwh: 'IT energy (kWh)', period_pue: 'PUE of the period',
       minutes: 'minutes with data', no_alerts: 'No active alert.', alert: 'Alert', severity: 'Severity',
@@ -45,6 +46,7 @@
       trend: 'PUE 趋势', power_chart: '总用电与 IT 用电功率', racks: '机架',
       racks_none: '暂无机架（机架来自代理上线信息和 [[racks]] 配置）。',
       agents: '采集代理', node: '节点', role: '角色', rack: '机架', state: '状态', last_seen: '最后上报',
+      report_loading: '正在从历史数据计算报表…', report_failed: '报表失败：{0}', report_zone: '按站点时区（{0}）计日。',
       energy_report: '能耗报表', from: '开始', to: '结束', show: '查询', download_csv: '下载 CSV',
       facility_kwh: '总耗电量 (kWh)', it_kwh: 'IT 设备耗电量 (kWh)', period_pue: '该时段 PUE',
       minutes: '分钟有数据', no_alerts: '无活动告警。', alert: '告警', severity: '级别',
@@ -106,7 +108,12 @@
           return api(path, true);
         }
       }
-      if (!r.ok) throw new Error(path + ': HTTP ' + r.status);
+      if (!r.ok) {
+        // The collector says why in {"error": ...}; keep it for the page.
+        return r.json().catch(function () { return {}; }).then(function (body) {
+          throw new Error('HTTP ' + r.status + (body && body.error ? ': ' + body.error : ''));
+        });
+      }
       return r.json();
     });
   }
@@ -274,17 +281,10 @@
     reportLink(id);
   }
 
-  function isoDate(v) {
-    // A local date at midnight, as RFC 3339 with the browser's offset.
-    var d = new Date(v + 'T00:00:00');
-    var off = -d.getTimezoneOffset();
-    var sign = off >= 0 ? '+' : '-';
-    off = Math.abs(off);
-    return v + 'T00:00:00' + sign + String(Math.floor(off / 60)).padStart(2, '0') + ':' + String(off % 60).padStart(2, '0');
-  }
   function reportQuery(id) {
-    return '/api/v1/sites/' + encodeURIComponent(id) + '/energy?from=' + encodeURIComponent(isoDate($('report-from').value)) +
-      '&to=' + encodeURIComponent(isoDate($('report-to').value));
+    // Local dates, which the collector reads in the site's time zone (not the browser's).
+    return '/api/v1/sites/' + encodeURIComponent(id) + '/energy?from=' + encodeURIComponent($('report-from').value) +
+      '&to=' + encodeURIComponent($('report-to').value);
   }
   function reportLink(id) {
     $('report-csv').setAttribute('href', reportQuery(id) + '&format=csv');
@@ -292,6 +292,7 @@
   }
   function report(id) {
     reportLink(id);
+    $('report-out').innerHTML = '<p class="muted" id="report-loading">' + esc(t('report_loading')) + '</p>';
     api(reportQuery(id)).then(function (e) {
       $('report-out').innerHTML = '<div class="kpis">' +
         '<div class="kpi"><div class="v" id="report-facility">' + num(e.facility_kwh, 1) + '</div><div class="l">' + esc(t('facility_kwh')) + '</div></div>' +
@@ -300,8 +301,11 @@
         (e.category ? '<span class="badge">PUE' + sub(e.category) + '</span>' : '') + '<span class="badge ' + e.quality + '">' + esc(t('q_' + e.quality)) + '</span>' +
         '<span class="badge">' + esc(t('coverage')) + ' ' + pct(e.coverage_it) + '</span></div></div>' +
         '<div class="kpi"><div class="v">' + e.minutes + '</div><div class="l">' + esc(t('minutes')) + '</div></div></div>' +
-        (e.reason ? '<p class="muted">' + esc(e.reason) + '</p>' : '');
-    }).catch(function (err) { $('report-out').textContent = String(err.message || err); });
+        (e.reason ? '<p class="muted">' + esc(e.reason) + '</p>' : '') +
+        '<p class="muted" id="report-zone">' + esc(t('report_zone', e.time_zone || 'UTC')) + '</p>';
+    }).catch(function (err) {
+      $('report-out').innerHTML = '<p class="bad" id="report-error">' + esc(t('report_failed', String(err.message || err))) + '</p>';
+    });
   }
 
   function chart(el, range, times, series, colors, unit) {

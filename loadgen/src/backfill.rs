@@ -29,9 +29,13 @@ struct Cli {
     /// Site id.
     #[arg(long, default_value = "demo")]
     site: String,
-    /// Days of history, ending at the current minute.
+    /// Days of history, ending at the current minute (or at `--end`).
     #[arg(long, default_value_t = 7)]
     days: u32,
+    /// Where the history ends, ms since the epoch (a past stretch, e.g. across a daylight
+    /// saving change); the current minute when not given.
+    #[arg(long)]
+    end_ms: Option<i64>,
     /// Hosts (the last ten are GPU servers), ten per rack.
     #[arg(long, default_value_t = 50)]
     hosts: u32,
@@ -85,7 +89,12 @@ fn main() -> anyhow::Result<()> {
     let mut store =
         Store::open(&cli.db).with_context(|| format!("opening {}", cli.db.display()))?;
     let now = dcwatt_common::now_ms();
-    let to = now.div_euclid(MINUTE_MS) * MINUTE_MS;
+    let end = cli.end_ms.unwrap_or(now);
+    anyhow::ensure!(
+        (0..=now).contains(&end),
+        "--end-ms {end} is not a time between the epoch and now"
+    );
+    let to = end.div_euclid(MINUTE_MS) * MINUTE_MS;
     let from = to - i64::from(cli.days) * DAY_MS;
     let meters = [
         (Point::FacilityInput, 1.0),

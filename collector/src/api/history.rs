@@ -4,6 +4,7 @@
 use super::AppState;
 use crate::engine::{period_view, WINDOWS};
 use crate::sinks::history::store::{Store, StoreError, SERIES};
+use crate::zone::{LocalDays, SiteZone};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -94,28 +95,36 @@ pub struct HistoryQuery {
     step: Option<String>,
 }
 
+/// A time in a query: anything [`parse_time_ms`] takes, or a local date or date and time
+/// in the site's zone (`2026-03-29`, `2026-03-29T06:00`).
+fn parse_site_time(s: &str, now: i64, zone: &SiteZone) -> Option<i64> {
+    parse_time_ms(s, now)
+        .or_else(|| crate::zone::parse_local(s, zone).filter(|t| (0..=MAX_TIME_MS).contains(t)))
+}
+
 fn period(
     from: Option<&str>,
     to: Option<&str>,
     default_span_ms: i64,
     now: i64,
+    zone: &SiteZone,
 ) -> Result<(i64, i64), ApiError> {
+    let not_a_time = |name: &str, t: &str| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "{name}={t:?} is not a time (ms since the epoch, RFC 3339, a local date or \
+                 date and time in the site's zone such as 2026-11-01 or 2026-11-01T08:00, now \
+                 or -24h)"
+            ),
+        )
+    };
     let to = match to {
-        Some(t) => parse_time_ms(t, now).ok_or_else(|| {
-            ApiError(
-                StatusCode::BAD_REQUEST,
-                format!("to={t:?} is not a time (ms since the epoch, RFC 3339, now or -24h)"),
-            )
-        })?,
+        Some(t) => parse_site_time(t, now, zone).ok_or_else(|| not_a_time("to", t))?,
         None => now,
     };
     let from = match from {
-        Some(f) => parse_time_ms(f, now).ok_or_else(|| {
-            ApiError(
-                StatusCode::BAD_REQUEST,
-                format!("from={f:?} is not a time (ms since the epoch, RFC 3339, now or -24h)"),
-            )
-        })?,
+        Some(f) => parse_site_time(f, now, zone).ok_or_else(|| not_a_time("from", f))?,
         None => to - default_span_ms,
     };
     if from >= to {
@@ -125,6 +134,16 @@ fn period(
         ));
     }
     Ok((from, to))
+}
+
+/// The site's time zone (UTC when the configuration names none).
+fn zone_of(s: &AppState, site: &str) -> SiteZone {
+    s.history
+        .site_zones
+        .get()
+        .get(site)
+        .copied()
+        .unwrap_or_default()
 }
 
 fn db(s: &AppState) -> Result<std::path::PathBuf, ApiError> {
@@ -204,7 +223,8 @@ pub async fn history(
         },
         _ => String::new(),
     };
-    let (from, to) = match period(q.from.as_deref(), q.to.as_deref(), 86_400_000, now) {
+    let zone = zone_of(&s, &site);
+    let (from, to) = match period(q.from.as_deref(), q.to.as_deref(), 86_400_000, now, &zone) {
         Ok(p) => p,
         Err(r) => return r.into_response(),
     };
@@ -225,15 +245,28 @@ pub async fn history(
             "from..to / step is over {MAX_POINTS} points: use a larger step"
         ));
     }
-    // Steps start on whole minutes.
+    // Steps start on whole minutes; steps of whole days are the site's local days (23 or
+    // 25 hours where the clocks change), from local midnight.
     let from = from.div_euclid(MINUTE_MS) * MINUTE_MS;
+    let days = (step % 86_400_000 == 0)
+        .then(|| LocalDays::new(zone, from, (step / 86_400_000) as u64))
+        .flatten();
+    let from = days.map_or(from, |d| d.start(from));
+    let bucket = move |ts: i64| match &days {
+        Some(d) => d.start(ts),
+        None => from + (ts - from).div_euclid(step) * step,
+    };
+    let end = move |start: i64| match &days {
+        Some(d) => d.next(start).min(to),
+        None => (start + step).min(to),
+    };
     let rule = s.history.level_rule(&site);
     let result = query_history(&s, path, &site, "history", move |store, site| {
         if series == "pue" && key == "step" {
-            let steps = store.energy_steps(site, from, to, step)?;
+            let steps = store.energy_steps(site, from, to, &bucket)?;
             let mut out = crate::sinks::history::store::Resampled::default();
             for (start, totals) in steps {
-                let v = period_view(&totals, rule, start, (start + step).min(to));
+                let v = period_view(&totals, rule, start, end(start));
                 out.time.push(start);
                 out.value.push(v.value);
                 out.category.push(v.category);
@@ -242,7 +275,7 @@ pub async fn history(
             }
             return Ok(out);
         }
-        store.series(site, &series, &key, from, to, step)
+        store.series(site, &series, &key, from, to, &bucket)
     })
     .await;
     let out = match result {
@@ -255,6 +288,7 @@ pub async fn history(
         "from_ms": from,
         "to_ms": to,
         "step_s": step / 1000,
+        "time_zone": zone.name(),
     });
     if let Some(m) = body.as_object_mut() {
         match *key_kind {
@@ -292,7 +326,8 @@ pub async fn energy(
         Ok(p) => p,
         Err(r) => return r.into_response(),
     };
-    let (from, to) = match period(q.from.as_deref(), q.to.as_deref(), 86_400_000, now) {
+    let zone = zone_of(&s, &site);
+    let (from, to) = match period(q.from.as_deref(), q.to.as_deref(), 86_400_000, now, &zone) {
         Ok(p) => p,
         Err(r) => return r.into_response(),
     };
@@ -317,6 +352,7 @@ pub async fn energy(
         "site": site,
         "from_ms": from,
         "to_ms": to,
+        "time_zone": zone.name(),
         "label": v.label,
         "facility_kwh": v.facility_kwh,
         "it_kwh": v.it_kwh,
@@ -332,28 +368,6 @@ pub async fn energy(
     .into_response()
 }
 
-/// Starts of the calendar periods at `now_ms` for a site `offset_s` east of UTC: local
-/// midnight today, the first of this month, the first of this year (ms since the epoch),
-/// and 365 days ago.
-pub fn calendar_starts(now_ms: i64, offset_s: i32) -> Option<[(&'static str, i64); 4]> {
-    use chrono::{Datelike, TimeZone};
-    let tz = chrono::FixedOffset::east_opt(offset_s)?;
-    let local = tz.timestamp_millis_opt(now_ms).single()?;
-    let at = |y: i32, m: u32, d: u32| -> Option<i64> {
-        Some(
-            tz.with_ymd_and_hms(y, m, d, 0, 0, 0)
-                .single()?
-                .timestamp_millis(),
-        )
-    };
-    Some([
-        ("today", at(local.year(), local.month(), local.day())?),
-        ("month", at(local.year(), local.month(), 1)?),
-        ("year_to_date", at(local.year(), 1, 1)?),
-        ("trailing_12_months", now_ms - 365 * 86_400_000),
-    ])
-}
-
 /// `GET /api/v1/sites/{site}/calendar`: today, this month, year to date and the trailing
 /// 12 months in the site's time zone, from the history's closed minutes.
 pub async fn calendar(State(s): State<AppState>, Path(site): Path<String>) -> Response {
@@ -362,15 +376,9 @@ pub async fn calendar(State(s): State<AppState>, Path(site): Path<String>) -> Re
         Ok(p) => p,
         Err(r) => return r.into_response(),
     };
-    let offset = s
-        .history
-        .site_offsets
-        .get()
-        .get(&site)
-        .copied()
-        .unwrap_or(0);
-    let Some(starts) = calendar_starts(now, offset) else {
-        return bad("the site's utc_offset is out of range");
+    let zone = zone_of(&s, &site);
+    let Some(starts) = crate::zone::calendar_starts(now, &zone) else {
+        return unavailable("the site's calendar cannot be computed at this time");
     };
     let rule = s.history.level_rule(&site);
     let result = query_history(&s, path, &site, "calendar", move |store, site| {
@@ -401,11 +409,10 @@ pub async fn calendar(State(s): State<AppState>, Path(site): Path<String>) -> Re
         Ok(p) => p,
         Err(r) => return r,
     };
-    let sign = if offset < 0 { '-' } else { '+' };
-    let abs = offset.unsigned_abs();
     let mut body = json!({
         "site": site,
-        "utc_offset": format!("{sign}{:02}:{:02}", abs / 3600, abs % 3600 / 60),
+        "time_zone": zone.name(),
+        "utc_offset": crate::zone::offset_text(zone.offset_s_at(now)),
     });
     if let Some(m) = body.as_object_mut() {
         m.extend(periods);
@@ -464,7 +471,8 @@ mod tests {
     fn calendar_periods_start_at_local_midnights() {
         // 2026-03-15T01:30:00+08:00 = 2026-03-14T17:30:00Z.
         let now = 1_773_509_400_000;
-        let s = calendar_starts(now, 8 * 3600).expect("starts");
+        let zone = |o: i32| SiteZone::fixed(o).expect("offset");
+        let s = crate::zone::calendar_starts(now, &zone(8 * 3600)).expect("starts");
         assert_eq!(s[0], ("today", 1_773_504_000_000), "2026-03-15T00:00+08:00");
         assert_eq!(s[1], ("month", 1_772_294_400_000), "2026-03-01T00:00+08:00");
         assert_eq!(
@@ -474,7 +482,7 @@ mod tests {
         );
         // In UTC it is still the 14th.
         assert_eq!(
-            calendar_starts(now, 0).expect("utc")[0].1,
+            crate::zone::calendar_starts(now, &zone(0)).expect("utc")[0].1,
             1_773_446_400_000
         );
     }

@@ -40,8 +40,8 @@ pub struct HistoryAccess {
     /// The engine's settings, for periods computed from the history by the same rules
     /// (replaced on reload).
     pub engine: Arc<Live<EngineConfig>>,
-    /// Each site's offset from UTC, seconds (calendar periods).
-    pub site_offsets: Arc<Live<BTreeMap<String, i32>>>,
+    /// Each site's time zone (calendar periods).
+    pub site_zones: Arc<Live<BTreeMap<String, crate::zone::SiteZone>>>,
 }
 
 impl HistoryAccess {

@@ -6,8 +6,12 @@ use super::*;
 #[serde(deny_unknown_fields)]
 pub(super) struct SiteRaw {
     pub(super) site: String,
-    #[serde(default = "utc")]
-    pub(super) utc_offset: String,
+    /// A fixed offset (`+08:00`): no daylight saving. UTC when neither is set.
+    #[serde(default)]
+    pub(super) utc_offset: Option<String>,
+    /// An IANA zone (`Europe/Berlin`): days and months follow daylight saving.
+    #[serde(default)]
+    pub(super) time_zone: Option<String>,
     /// The PUE category the site reports at (1, 2 or 3); chosen from coverage when unset.
     #[serde(default)]
     pub(super) category: Option<u8>,
@@ -15,10 +19,6 @@ pub(super) struct SiteRaw {
     /// it_input = 500 }`: coverage counts those that never reported as missing.
     #[serde(default)]
     pub(super) expected_meters: std::collections::BTreeMap<String, u32>,
-}
-
-pub(super) fn utc() -> String {
-    "+00:00".to_owned()
 }
 
 /// Parses a UTC offset: `Z`, `+08:00`, `-05:30`, `+0800`. Returns seconds east of UTC.

@@ -108,8 +108,8 @@ pub struct CollectorConfig {
     pub state: Option<crate::sinks::state::StateConfig>,
     /// Fleet mode: site summaries in, the region out.
     pub fleet: Option<crate::engine::fleet::FleetConfig>,
-    /// Each site's offset from UTC in seconds (for calendar periods); UTC when absent.
-    pub site_offsets: std::collections::BTreeMap<String, i32>,
+    /// Each site's time zone (for calendar periods); UTC when absent.
+    pub site_zones: std::collections::BTreeMap<String, crate::zone::SiteZone>,
 }
 
 fn parse_addr(s: &str, path: &str, p: &mut Problems) -> SocketAddr {
@@ -162,7 +162,7 @@ impl CollectorConfig {
         let history: HistoryRaw = l.get_or_default("history", &mut p);
         let history = history_config(history, &mut p);
         let sites: Vec<SiteRaw> = l.get_or_default("sites", &mut p);
-        let mut site_offsets = std::collections::BTreeMap::new();
+        let mut site_zones = std::collections::BTreeMap::new();
         let mut site_categories = std::collections::BTreeMap::new();
         let mut site_expected = std::collections::BTreeMap::new();
         for (i, sr) in sites.iter().enumerate() {
@@ -203,14 +203,34 @@ impl CollectorConfig {
                     ),
                 ),
             }
-            match parse_utc_offset(&sr.utc_offset) {
-                Some(o) => {
-                    site_offsets.insert(sr.site.clone(), o);
-                }
-                None => p.push(
-                    format!("sites[{i}].utc_offset"),
-                    format!("{:?} is not an offset like +08:00", sr.utc_offset),
+            match (&sr.time_zone, &sr.utc_offset) {
+                (Some(_), Some(_)) => p.push(
+                    format!("sites[{i}].time_zone"),
+                    "set time_zone or utc_offset, not both (time_zone follows daylight saving)",
                 ),
+                (Some(name), None) => match crate::zone::SiteZone::iana(name) {
+                    Some(z) => {
+                        site_zones.insert(sr.site.clone(), z);
+                    }
+                    None => p.push(
+                        format!("sites[{i}].time_zone"),
+                        format!(
+                            "{name:?} is not an IANA time zone (e.g. \"Europe/Berlin\", \"Asia/Shanghai\", spelled as in the tz database)"
+                        ),
+                    ),
+                },
+                (None, offset) => {
+                    let text = offset.as_deref().unwrap_or("+00:00");
+                    match parse_utc_offset(text).and_then(crate::zone::SiteZone::fixed) {
+                        Some(z) => {
+                            site_zones.insert(sr.site.clone(), z);
+                        }
+                        None => p.push(
+                            format!("sites[{i}].utc_offset"),
+                            format!("{text:?} is not an offset like +08:00"),
+                        ),
+                    }
+                }
             }
         }
         let fleet: FleetRaw = l.get_or_default("fleet", &mut p);
@@ -436,7 +456,7 @@ impl CollectorConfig {
             history,
             state,
             fleet,
-            site_offsets,
+            site_zones,
         };
         cfg.resolve_paths();
         p.into_result(cfg)
@@ -488,6 +508,26 @@ mod tests {
         ] {
             assert!(paths.contains(&want), "{want} missing: {err}");
         }
+    }
+
+    #[test]
+    fn sites_take_an_iana_zone_or_a_fixed_offset_not_both() {
+        let cfg = |t: &str| CollectorConfig::from_loader(&Loader::from_toml(t).unwrap());
+        let c = cfg("[[sites]]\nsite = \"be\"\ntime_zone = \"Europe/Berlin\"\n[[sites]]\nsite = \"sh\"\nutc_offset = \"+08:00\"\n[[sites]]\nsite = \"u\"\n")
+            .unwrap();
+        let name = |s: &str| c.site_zones.get(s).map(crate::zone::SiteZone::name);
+        assert_eq!(name("be").as_deref(), Some("Europe/Berlin"));
+        assert_eq!(name("sh").as_deref(), Some("+08:00"));
+        assert_eq!(name("u").as_deref(), Some("+00:00"));
+        let err = cfg("[[sites]]\nsite = \"a\"\ntime_zone = \"Europe/Atlantis\"\n[[sites]]\nsite = \"b\"\ntime_zone = \"UTC\"\nutc_offset = \"+01:00\"\n")
+            .unwrap_err();
+        let paths: Vec<&str> = err.0.iter().map(|x| x.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            vec!["sites[0].time_zone", "sites[1].time_zone"],
+            "{err}"
+        );
+        assert!(err.to_string().contains("not an IANA time zone"), "{err}");
     }
 
     #[test]

@@ -62,8 +62,8 @@ pub struct LiveSettings {
     pub racks: Arc<Live<Vec<RackBudget>>>,
     /// Alert rules.
     pub rules: Arc<Live<Vec<crate::alerts::Rule>>>,
-    /// Each site's UTC offset.
-    pub site_offsets: Arc<Live<BTreeMap<String, i32>>>,
+    /// Each site's time zone.
+    pub site_zones: Arc<Live<BTreeMap<String, crate::zone::SiteZone>>>,
     /// The engine's settings as the sinks see them.
     pub engine_cfg: Arc<Live<EngineConfig>>,
     /// The engine's owner, which applies new engine settings.
@@ -76,7 +76,7 @@ impl LiveSettings {
         LiveSettings {
             racks: Arc::new(Live::new(cfg.racks.clone())),
             rules: Arc::new(Live::new(rules_of(cfg))),
-            site_offsets: Arc::new(Live::new(cfg.site_offsets.clone())),
+            site_zones: Arc::new(Live::new(cfg.site_zones.clone())),
             engine_cfg: Arc::new(Live::new(cfg.engine.clone())),
             edits,
         }
@@ -86,7 +86,7 @@ impl LiveSettings {
     pub fn apply(&self, cfg: &CollectorConfig) {
         self.racks.set(cfg.racks.clone());
         self.rules.set(rules_of(cfg));
-        self.site_offsets.set(cfg.site_offsets.clone());
+        self.site_zones.set(cfg.site_zones.clone());
         self.engine_cfg.set(cfg.engine.clone());
         let (reply, _) = oneshot::channel();
         if self

@@ -98,7 +98,8 @@ fn the_dashboard_shows_the_api_numbers_in_a_real_browser() {
         &format!(
             "[[racks]]\nsite = \"{LIVE}\"\nrack = \"r1\"\nbudget_kw = 3.0\nderating = 1.0\nfeed_kw = 2.0\nu_total = 42\nu_used = 20\n\
              [[racks]]\nsite = \"{LIVE}\"\nrack = \"r2\"\nbudget_kw = 6.0\n\
-             [[racks]]\nsite = \"{LIVE}\"\nrack = \"r9\"\nbudget_kw = 10.0\n"
+             [[racks]]\nsite = \"{LIVE}\"\nrack = \"r9\"\nbudget_kw = 10.0\n\
+             [[sites]]\nsite = \"{LIVE}\"\ntime_zone = \"Pacific/Auckland\"\n"
         ),
     );
     let c = Collector::start_with_config(
@@ -234,6 +235,21 @@ fn the_dashboard_shows_the_api_numbers_in_a_real_browser() {
         report_pue,
         format!("{csv_pue:.3}"),
         "report on the page vs CSV"
+    );
+    // The report's days are the site's (Auckland, +12:00 or +13:00), not the browser's.
+    let zone = browser.js("return document.querySelector('#report-zone').textContent");
+    assert!(
+        zone.as_str()
+            .is_some_and(|z| z.contains("Pacific/Auckland")),
+        "{zone}"
+    );
+    let json_href = csv_href.replace("&format=csv", "");
+    let e = get_json(c.http, &json_href).expect("the report as JSON");
+    let from = e["from_ms"].as_i64().expect("from_ms");
+    let (h, day) = (3_600_000i64, 86_400_000i64);
+    assert!(
+        [12, 13].iter().any(|o| (from + o * h).rem_euclid(day) == 0),
+        "the report starts at midnight in Auckland: {e}"
     );
     browser.js("window.scrollTo(0, 0); return true");
     browser.screenshot(&shots.join("site.png"));

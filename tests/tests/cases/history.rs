@@ -235,21 +235,26 @@ fn energy_reports_and_trends_come_from_the_history_and_survive_a_restart() {
 /// IT = Σ host base power (40 hosts of 280 + ((h+1)·37 mod 160) W, 10 GPU servers of
 /// 900 W) × 48 h; facility = IT × 1.02 / 0.97 (UPS losses) + 8.5 kW × (0.85 + 0.3 × ½)
 /// of cooling + 400 W of lighting, × 48 h.
-#[test]
-fn the_demo_history_backfill_is_served_with_exact_energy() {
-    let dir = TempDir::new("backfill");
-    let state = dir.0.join("state");
+/// Writes a simulated site's past into the history under `state` with `dcwatt-backfill`.
+fn backfill(state: &std::path::Path, args: &[&str]) {
     let out = std::process::Command::new(bin("dcwatt-backfill"))
         .arg("--db")
         .arg(state.join("dcwatt-history.sqlite"))
-        .args(["--site", "demo", "--days", "2", "--hosts", "50"])
+        .args(args)
         .output()
-        .unwrap();
+        .expect("dcwatt-backfill runs");
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn the_demo_history_backfill_is_served_with_exact_energy() {
+    let dir = TempDir::new("backfill");
+    let state = dir.0.join("state");
+    backfill(&state, &["--site", "demo", "--days", "2", "--hosts", "50"]);
     let it_w: f64 = (0..40u32)
         .map(|h| f64::from(280 + ((h + 1) * 37) % 160))
         .sum::<f64>()
@@ -294,4 +299,141 @@ fn the_demo_history_backfill_is_served_with_exact_energy() {
         .as_array()
         .map_or(0, |v| v.iter().filter(|x| x.is_f64()).count());
     assert!(points > 100, "a day of 24h-window PUE points: {trend}");
+}
+
+/// A site in Berlin: the clocks go forward at 02:00 on 29 March 2026 and back at 03:00 on
+/// 25 October 2026. Its local days of those dates are 23 and 25 hours long, March is an
+/// hour short, and daily steps follow; with a fixed offset each would be 24 hours and an
+/// hour off for seven months. The history is the backfill's, written for those weeks.
+#[test]
+fn a_site_in_a_daylight_saving_zone_gets_its_local_days_and_months() {
+    let dir = TempDir::new("dst");
+    let state = dir.0.join("state");
+    // 27 Feb 00:00Z for 35 days, and 23 Oct 00:00Z for 5 days.
+    for (end_ms, days) in [("1775174400000", "35"), ("1793145600000", "5")] {
+        backfill(
+            &state,
+            &[
+                "--site", "berlin", "--hosts", "10", "--days", days, "--end-ms", end_ms,
+            ],
+        );
+    }
+    let cfg = dir.write(
+        "collector.toml",
+        "[[sites]]\nsite = \"berlin\"\ntime_zone = \"Europe/Berlin\"\n",
+    );
+    let c = Collector::start_with_config(
+        &dir,
+        BrokerKind::Embedded,
+        &cfg,
+        None,
+        &[("DCWATT__STATE_DIR", state.display().to_string())],
+    );
+    let energy = |from: &str, to: &str| {
+        get_json(
+            c.http,
+            &format!("/api/v1/sites/berlin/energy?from={from}&to={to}"),
+        )
+        .unwrap_or_else(|| panic!("energy {from}..{to}"))
+    };
+    let h = 3_600_000i64;
+    for (what, from, to, from_ms, to_ms) in [
+        // 2026-03-28T23:00Z .. 2026-03-29T22:00Z
+        (
+            "spring forward",
+            "2026-03-29",
+            "2026-03-30",
+            1_774_738_800_000i64,
+            1_774_821_600_000i64,
+        ),
+        // 2026-10-24T22:00Z .. 2026-10-25T23:00Z
+        (
+            "fall back",
+            "2026-10-25",
+            "2026-10-26",
+            1_792_879_200_000,
+            1_792_969_200_000,
+        ),
+        // 2026-02-28T23:00Z .. 2026-03-31T22:00Z
+        (
+            "March",
+            "2026-03-01",
+            "2026-04-01",
+            1_772_319_600_000,
+            1_774_994_400_000,
+        ),
+    ] {
+        let e = energy(from, to);
+        assert_eq!(
+            (e["from_ms"].as_i64(), e["to_ms"].as_i64()),
+            (Some(from_ms), Some(to_ms)),
+            "{what}: local midnights in Berlin: {e}"
+        );
+        assert_eq!(e["time_zone"], "Europe/Berlin", "{e}");
+        assert_eq!(
+            e["minutes"].as_i64(),
+            Some((to_ms - from_ms) / 60_000),
+            "{what}: every minute of the local period, no more: {e}"
+        );
+        // The same energy as the period given by its instants.
+        let same = energy(&from_ms.to_string(), &to_ms.to_string());
+        assert_eq!(e["it_kwh"], same["it_kwh"], "{what}");
+        assert_eq!(e["facility_kwh"], same["facility_kwh"], "{what}");
+    }
+    assert_eq!(
+        energy("2026-03-29", "2026-03-30")["minutes"],
+        23 * 60,
+        "29 March is 23 hours"
+    );
+    assert_eq!(energy("2026-10-25", "2026-10-26")["minutes"], 25 * 60);
+    assert_eq!(
+        energy("2026-03-01", "2026-04-01")["minutes"],
+        (31 * 24 - 1) * 60,
+        "March is an hour short"
+    );
+    // A local time in the repeated hour is its first occurrence (02:30 CEST = 00:30Z).
+    let e = energy("2026-10-25T02:30", "2026-10-25T04:00");
+    assert_eq!(
+        e["from_ms"].as_i64(),
+        Some(1_792_879_200_000 + 150 * 60_000)
+    );
+    assert_eq!(
+        e["minutes"], 150,
+        "02:30 CEST to 04:00 CET is 2.5 hours: {e}"
+    );
+
+    // Daily steps from local midnight: 24, 25 and 24 hours.
+    let steps = get_json(
+        c.http,
+        "/api/v1/sites/berlin/history?series=pue&window=step&step=1d&from=2026-10-24&to=2026-10-27",
+    )
+    .expect("daily steps");
+    let times: Vec<i64> = steps["time"]
+        .as_array()
+        .expect("times")
+        .iter()
+        .filter_map(serde_json::Value::as_i64)
+        .collect();
+    assert_eq!(
+        times,
+        vec![1_792_792_800_000, 1_792_879_200_000, 1_792_969_200_000],
+        "{steps}"
+    );
+    assert_eq!(times[2] - times[1], 25 * h);
+
+    // The calendar names the zone and the offset in force, and today starts at local
+    // midnight.
+    let cal = get_json(c.http, "/api/v1/sites/berlin/calendar").expect("calendar");
+    assert_eq!(cal["time_zone"], "Europe/Berlin", "{cal}");
+    let offset_h = match cal["utc_offset"].as_str() {
+        Some("+01:00") => 1,
+        Some("+02:00") => 2,
+        other => panic!("Berlin is at +01:00 or +02:00, not {other:?}"),
+    };
+    let today = cal["today"]["from_ms"].as_i64().expect("today");
+    assert_eq!(
+        (today + offset_h * h).rem_euclid(24 * h),
+        0,
+        "local midnight: {cal}"
+    );
 }

@@ -181,6 +181,12 @@ pub struct Store {
     series_ids: HashMap<(String, String, String, String, String), i64>,
 }
 
+/// Fixed steps of `step_ms` from `from`: the start of the step holding a time.
+pub fn every(from: i64, step_ms: i64) -> impl Fn(i64) -> i64 {
+    let step_ms = step_ms.max(1);
+    move |ts| from + (ts - from).div_euclid(step_ms) * step_ms
+}
+
 impl Store {
     /// Opens (creating when missing) the database for writing.
     ///
@@ -460,9 +466,11 @@ impl Store {
         Ok(n)
     }
 
-    /// A derived series over `[from, to)` in steps of `step_ms`. Rates and power are
-    /// averaged over each step; PUE and the power ratio take the last value in each step
-    /// (each is already a ratio of sums over its window: averaging ratios would be wrong).
+    /// A derived series over `[from, to)` in the steps `bucket` gives (the start of the
+    /// step each time falls in: [`every`] for fixed steps, or local days). Rates and power
+    /// are averaged over each step; PUE and the power ratio take the last value in each
+    /// step (each is already a ratio of sums over its window: averaging ratios would be
+    /// wrong).
     ///
     /// # Errors
     /// SQLite refused.
@@ -473,7 +481,7 @@ impl Store {
         key: &str,
         from: i64,
         to: i64,
-        step_ms: i64,
+        bucket: &dyn Fn(i64) -> i64,
     ) -> Result<Resampled, StoreError> {
         let is_ratio = matches!(series, "pue" | "power_ratio");
         let mut st = self.conn.prepare_cached(
@@ -501,7 +509,7 @@ impl Store {
         };
         for row in rows {
             let row: Row = row?;
-            let start = from + (row.0 - from).div_euclid(step_ms) * step_ms;
+            let start = bucket(row.0);
             match &mut cur {
                 Some(c) if c.0 == start => {
                     if let Some(v) = row.1 {
@@ -525,8 +533,9 @@ impl Store {
         Ok(out)
     }
 
-    /// Sums of closed minutes per point over `[from, to)`, in steps of `step_ms` (one step
-    /// when `step_ms` covers the whole period).
+    /// Sums of closed minutes per point over `[from, to)`, in the steps `bucket` gives
+    /// (the start of the step each minute falls in; one step when it maps every minute to
+    /// `from`).
     ///
     /// # Errors
     /// SQLite refused.
@@ -535,7 +544,7 @@ impl Store {
         site: &str,
         from: i64,
         to: i64,
-        step_ms: i64,
+        bucket: &dyn Fn(i64) -> i64,
     ) -> Result<BTreeMap<i64, BTreeMap<Point, PeriodTotals>>, StoreError> {
         let mut st = self.conn.prepare_cached(
             "SELECT ts, point, energy_j, covered_ms, expected_ms, estimated_j, filled_j FROM energy
@@ -558,7 +567,7 @@ impl Store {
             let Some(point) = Point::ALL.into_iter().find(|p| p.as_str() == point) else {
                 continue;
             };
-            let start = from + (ts - from).div_euclid(step_ms) * step_ms;
+            let start = bucket(ts);
             out.entry(start)
                 .or_default()
                 .entry(point)
@@ -587,8 +596,7 @@ impl Store {
         to: i64,
         rule: crate::engine::LevelRule,
     ) -> Result<(WindowView, u64), StoreError> {
-        let span = (to - from).max(1);
-        let steps = self.energy_steps(site, from, to, span)?;
+        let steps = self.energy_steps(site, from, to, &|_| from)?;
         let totals = steps.into_values().next().unwrap_or_default();
         let minutes: u64 = self.conn.query_row(
             "SELECT COUNT(DISTINCT ts) FROM energy WHERE site = ?1 AND ts >= ?2 AND ts < ?3",

@@ -83,7 +83,9 @@ fn retention_prunes_old_rows_and_keeps_recent_ones() {
     s.commit().expect("commit");
     let deleted = s.prune(now - 400 * DAY, now - 7 * DAY).expect("prune");
     assert_eq!(deleted, 3);
-    let pue = s.series("dc1", "pue", "1h", 0, now, DAY).expect("series");
+    let pue = s
+        .series("dc1", "pue", "1h", 0, now, &every(0, DAY))
+        .expect("series");
     assert_eq!(pue.value, vec![Some(1.3)]);
     assert_eq!(
         s.raw("dc1", "h1", "power_w", 0, now).expect("raw"),
@@ -129,7 +131,7 @@ fn a_year_of_minutes_answers_by_day_and_by_month() {
     let r = Store::open_read(&d.db()).expect("open read");
     let year_end = Y0 + minutes * MIN;
     let daily = r
-        .series("dc1", "facility_w", "", Y0, year_end, DAY)
+        .series("dc1", "facility_w", "", Y0, year_end, &every(Y0, DAY))
         .expect("daily");
     assert_eq!(daily.time.len(), 365);
     assert_eq!(daily.time[10], Y0 + 10 * DAY);
@@ -144,7 +146,9 @@ fn a_year_of_minutes_answers_by_day_and_by_month() {
     assert!((v.value.expect("pue") - 1.3).abs() < 1e-12);
     assert_eq!((v.category, v.quality), (Some(3), "measured"));
     // Weekly PUE over the year, from energy sums.
-    let weeks = r.energy_steps("dc1", Y0, year_end, 7 * DAY).expect("weeks");
+    let weeks = r
+        .energy_steps("dc1", Y0, year_end, &every(Y0, 7 * DAY))
+        .expect("weeks");
     assert_eq!(weeks.len(), 53);
 }
 
@@ -161,7 +165,7 @@ fn a_pue_step_takes_the_last_window_value_not_an_average_of_ratios() {
     .expect("rows");
     s.commit().expect("commit");
     let r = s
-        .series("dc1", "pue", "24h", Y0, Y0 + 3 * MIN, 3 * MIN)
+        .series("dc1", "pue", "24h", Y0, Y0 + 3 * MIN, &every(Y0, 3 * MIN))
         .expect("q");
     assert_eq!(r.value, vec![Some(1.4)]);
     assert_eq!(r.category, vec![Some(3)]);
