@@ -18,6 +18,9 @@
       racks_none: 'No rack known (racks come from agent births and [[racks]] budgets).',
       agents: 'Agents', node: 'Node', role: 'Role', rack: 'Rack', state: 'State', last_seen: 'Last seen',
       report_loading: 'Computing the report from the history…', report_failed: 'The report failed: {0}', report_zone: 'Days in the site\'s time zone ({0}).',
+      sort: 'Sort', by_rack: 'by rack', by_util: 'by utilization', group: 'Group', group_none: 'none', group_row: 'by row',
+      all_states: 'all states', problems: 'offline or stale', search: 'search nodes', agents_count: '{0} of {1} · {2} offline · {3} stale',
+      alert_firing: 'firing', alert_pending: 'pending',
       energy_report: 'Energy report', from: 'From', to: 'To', show: 'Show', download_csv: 'Download CSV',
       facility_kwh: 'Facility energy (kWh)', it_kwh: 'IT energy (kWh)', period_pue: 'PUE of the period',
       minutes: 'minutes with data', no_alerts: 'No active alert.', alert: 'Alert', severity: 'Severity',
@@ -47,6 +50,9 @@
       racks_none: '暂无机架（机架来自代理上线信息和 [[racks]] 配置）。',
       agents: '采集代理', node: '节点', role: '角色', rack: '机架', state: '状态', last_seen: '最后上报',
       report_loading: '正在从历史数据计算报表…', report_failed: '报表失败：{0}', report_zone: '按站点时区（{0}）计日。',
+      sort: '排序', by_rack: '按机架', by_util: '按利用率', group: '分组', group_none: '不分组', group_row: '按列',
+      all_states: '全部状态', problems: '离线或失联', search: '搜索节点', agents_count: '{0} / {1} · 离线 {2} · 失联 {3}',
+      alert_firing: '告警中', alert_pending: '待定',
       energy_report: '能耗报表', from: '开始', to: '结束', show: '查询', download_csv: '下载 CSV',
       facility_kwh: '总耗电量 (kWh)', it_kwh: 'IT 设备耗电量 (kWh)', period_pue: '该时段 PUE',
       minutes: '分钟有数据', no_alerts: '无活动告警。', alert: '告警', severity: '级别',
@@ -171,7 +177,7 @@
         return;
       }
       var rows = sites.map(function (s) {
-        var n = alerts.filter(function (a) { return a.site === s.site; }).length;
+        var n = alerts.filter(function (a) { return a.site === s.site && a.state === 'firing'; }).length;
         var c = s.capacity;
         return '<tr id="site-' + esc(s.site) + '" class="site-row' + (s.stale ? ' stale' : '') + '" data-site="' + esc(s.site) + '">' +
           '<td><a href="#/site/' + encodeURIComponent(s.site) + '">' + esc(s.site) + '</a></td>' +
@@ -235,9 +241,20 @@
       '</div><div class="grid"><div><h2>' + esc(t('trend')) + '</h2><div class="chart" id="chart-pue"></div></div>' +
       '<div><h2>' + esc(t('power_chart')) + '</h2><div class="chart" id="chart-power"></div></div></div></div>' +
       '<div class="card" id="zones-card" style="display:none"><h2>' + esc(t('zones')) + '</h2><div id="zones"></div></div>' +
-      '<div class="card"><h2>' + esc(t('racks')) + '</h2><div class="racks" id="racks"></div><div id="rack-detail" class="muted"></div></div>' +
+      '<div class="card"><h2>' + esc(t('racks')) + '</h2><div class="controls"><label>' + esc(t('sort')) +
+      ' <select id="rack-sort"><option value="rack">' + esc(t('by_rack')) + '</option><option value="util">' + esc(t('by_util')) + '</option></select></label>' +
+      ' <label>' + esc(t('group')) + ' <select id="rack-group"><option value="none">' + esc(t('group_none')) + '</option><option value="row">' + esc(t('group_row')) + '</option></select></label>' +
+      '<span class="legend" id="rack-legend">' + [['u1', '< 50%'], ['u2', '50–70%'], ['u3', '70–85%'], ['u4', '85–100%'], ['u5', '≥ 100%'], ['u0', t('q_no_data')]].map(function (l) {
+        return '<span class="rack-key ' + l[0] + '"></span>' + esc(l[1]);
+      }).join(' ') + '</span></div>' +
+      '<div id="racks"></div><div id="rack-detail" class="muted"></div></div>' +
       '<div class="grid"><div class="card"><h2>' + esc(t('alerts')) + '</h2><div id="alerts"></div></div>' +
-      '<div class="card"><h2>' + esc(t('agents')) + '</h2><div id="agents" style="max-height:360px;overflow:auto"></div></div></div>' +
+      '<div class="card"><h2>' + esc(t('agents')) + '</h2><div class="controls">' +
+      '<select id="agents-state"><option value="">' + esc(t('all_states')) + '</option><option value="offline,stale">' + esc(t('problems')) +
+      '</option><option value="online">' + esc(t('online')) + '</option><option value="offline">' + esc(t('offline')) + '</option><option value="stale">' + esc(t('stale')) +
+      '</option><option value="retired">' + esc(t('retired')) + '</option></select> <input type="search" id="agents-q" placeholder="' + esc(t('search')) + '"> ' +
+      '<span id="agents-count" class="muted"></span> <button type="button" id="agents-first">«</button><button type="button" id="agents-next">»</button></div>' +
+      '<div id="agents" style="max-height:360px;overflow:auto"></div></div></div>' +
       '<div class="card"><h2>' + esc(t('energy_report')) + '</h2><form class="report" id="report">' +
       '<label>' + esc(t('from')) + '<input type="date" id="report-from" value="' + d(first) + '"></label>' +
       '<label>' + esc(t('to')) + '<input type="date" id="report-to" value="' + d(tomorrow) + '"></label>' +
@@ -253,6 +270,19 @@
     });
     $('report').addEventListener('submit', function (e) { e.preventDefault(); report(id); });
     report(id);
+    agentsPage = { cursor: null, stack: [] };
+    var again = function () { agentsPage = { cursor: null, stack: [] }; agents(id); };
+    $('agents-state').addEventListener('change', again);
+    $('agents-q').addEventListener('input', again);
+    $('agents-first').addEventListener('click', again);
+    $('agents-next').addEventListener('click', function () {
+      if (!agentsPage.next) return;
+      agentsPage.stack.push(agentsPage.cursor);
+      agentsPage.cursor = agentsPage.next;
+      agents(id);
+    });
+    $('rack-sort').addEventListener('change', function () { racksShown = ''; drawRacks(lastRacks); });
+    $('rack-group').addEventListener('change', function () { racksShown = ''; drawRacks(lastRacks); });
     $('racks').addEventListener('click', function (e) {
       var el = e.target.closest ? e.target.closest('.rack') : null;
       if (!el) return;
@@ -351,6 +381,78 @@
     });
   }
 
+  // An alert's value in its rule's unit, as the rack tiles show such values.
+  function alertValue(a) {
+    var v = a.value;
+    if (v == null) return '—';
+    switch (a.unit) {
+      case 'pue': return num(v, 3);
+      case 'share': return pct(v);
+      case 'W': return kw(v) + ' kW';
+      case '°C': return num(v, 1) + ' °C';
+      case 's': return Math.round(v) + ' s';
+      case 'state': return v >= 0.5 ? esc(t('offline')) : esc(t('online'));
+      default: return num(v, 3);
+    }
+  }
+
+  // The rack grid: sorted by id or by utilization (highest first), optionally grouped by
+  // row (the rack id's part before its last separator or digits); redrawn only on change.
+  var lastRacks = [], racksShown = '';
+  function rackRow(id) {
+    var m = String(id).match(/^(.*?)[-_.]?\d+$/);
+    return m && m[1] ? m[1] : String(id);
+  }
+  function drawRacks(racks) {
+    lastRacks = racks;
+    var key = JSON.stringify(racks) + $('rack-sort').value + $('rack-group').value + lang;
+    if (key === racksShown) return;
+    racksShown = key;
+    var list = racks.slice();
+    if ($('rack-sort').value === 'util') {
+      list.sort(function (a, b) { return (b.utilization == null ? -1 : b.utilization) - (a.utilization == null ? -1 : a.utilization); });
+    }
+    var tile = function (rk) {
+      return '<div class="rack ' + rackClass(rk.utilization) + '" data-rack="' + esc(rk.rack) + '" data-util="' + (rk.utilization == null ? '' : rk.utilization) + '" data-detail="' + esc(rackDetail(rk)) +
+        '" title="' + esc(rackDetail(rk).replace(/<[^>]+>/g, '')) + '"><div class="id">' + esc(rk.rack) + '</div>' +
+        rackPower(rk) + '<br>' + pct(rk.utilization) + '</div>';
+    };
+    if (!list.length) { $('racks').innerHTML = '<p class="muted">' + esc(t('racks_none')) + '</p>'; return; }
+    if ($('rack-group').value === 'row') {
+      var groups = {}, order = [];
+      list.forEach(function (rk) { var g = rackRow(rk.rack); if (!groups[g]) { groups[g] = []; order.push(g); } groups[g].push(rk); });
+      order.sort();
+      $('racks').innerHTML = order.map(function (g) {
+        return '<div class="rack-group" data-group="' + esc(g) + '"><h3>' + esc(g) + '</h3><div class="racks">' + groups[g].map(tile).join('') + '</div></div>';
+      }).join('');
+    } else {
+      $('racks').innerHTML = '<div class="racks">' + list.map(tile).join('') + '</div>';
+    }
+  }
+
+  // The agents card: one page of nodes, problems first, filtered by state and search.
+  var agentsPage = { cursor: null, stack: [] };
+  var AGENTS_PAGE = 50;
+  function agents(id) {
+    var q = '/api/v1/sites/' + encodeURIComponent(id) + '/nodes?sort=problems&limit=' + AGENTS_PAGE;
+    var st = $('agents-state') ? $('agents-state').value : '';
+    var text = $('agents-q') ? $('agents-q').value.trim() : '';
+    if (st) q += '&state=' + encodeURIComponent(st);
+    if (text) q += '&q=' + encodeURIComponent(text);
+    if (agentsPage.cursor) q += '&cursor=' + encodeURIComponent(agentsPage.cursor);
+    return api(q).then(function (r) {
+      agentsPage.next = r.next_cursor;
+      $('agents-count').textContent = t('agents_count', r.nodes.length, r.total, r.counts.offline, r.counts.stale);
+      $('agents-next').disabled = !r.next_cursor;
+      $('agents').innerHTML = '<table id="agents-table"><thead><tr><th>' + esc(t('node')) + '</th><th>' + esc(t('role')) + '</th><th>' + esc(t('rack')) +
+        '</th><th>' + esc(t('state')) + '</th><th>' + esc(t('last_seen')) + '</th></tr></thead><tbody>' + r.nodes.map(function (x) {
+          return '<tr data-node="' + esc(x.node) + '"><td>' + esc(x.node) + '</td><td>' + esc(x.role || '') + '</td><td>' + esc(x.rack || '') + '</td><td class="node-state ' + x.state + '">' +
+            esc(t(x.state)) + '</td><td>' + esc(ago(x.last_seen_ms)) + '</td></tr>';
+        }).join('') + '</tbody></table>';
+      return r;
+    });
+  }
+
   function site(id) {
     $('crumbs').innerHTML = '<a href="#/">' + esc(t('fleet')) + '</a> › <span>' + esc(id) + '</span>';
     if (!$('windows') || $('view').getAttribute('data-site') !== id) {
@@ -361,9 +463,9 @@
     var enc = encodeURIComponent(id);
     return Promise.all([
       api('/healthz'), api('/api/v1/sites/' + enc), api('/api/v1/sites/' + enc + '/racks'),
-      api('/api/v1/sites/' + enc + '/nodes'), api('/api/v1/alerts')
+      agents(id), api('/api/v1/alerts')
     ]).then(function (r) {
-      var health = r[0], s = r[1], racks = r[2].racks, nodes = r[3].nodes;
+      var health = r[0], s = r[1], racks = r[2].racks;
       var alerts = r[4].alerts.filter(function (a) { return a.site === id; });
       var b = [];
       if (!health.broker_connected) b.push(['bad', 'broker-banner', t('broker_lost')]);
@@ -408,21 +510,15 @@
             return '<td class="num">' + (w ? num(w.value, 3) + ' <span class="badge ' + w.quality + '">' + esc(t('q_' + w.quality)) + '</span>' : '—') + '</td>';
           }).join('') + '</tr>';
         }).join('') + '</tbody></table>' : '';
-      $('racks').innerHTML = racks.length ? racks.map(function (rk) {
-        return '<div class="rack ' + rackClass(rk.utilization) + '" data-rack="' + esc(rk.rack) + '" data-detail="' + esc(rackDetail(rk)) +
-          '" title="' + esc(rackDetail(rk).replace(/<[^>]+>/g, '')) + '"><div class="id">' + esc(rk.rack) + '</div>' +
-          rackPower(rk) + '<br>' + pct(rk.utilization) + '</div>';
-      }).join('') : '<p class="muted">' + esc(t('racks_none')) + '</p>';
-      $('alerts').innerHTML = alerts.length ? '<table><thead><tr><th>' + esc(t('alert')) + '</th><th>' + esc(t('severity')) + '</th><th class="num">' +
+      drawRacks(racks);
+      // Firing first, then pending; each visibly what it is.
+      alerts.sort(function (a, b) { return (a.state === 'firing' ? 0 : 1) - (b.state === 'firing' ? 0 : 1); });
+      $('alerts').innerHTML = alerts.length ? '<table id="alerts-table"><thead><tr><th>' + esc(t('alert')) + '</th><th>' + esc(t('state')) + '</th><th>' + esc(t('severity')) + '</th><th class="num">' +
         esc(t('value')) + '</th><th>' + esc(t('since')) + '</th></tr></thead><tbody>' + alerts.map(function (a) {
-          return '<tr><td title="' + esc(a.summary || '') + '">' + esc(a.rule) + (a.target ? ' · ' + esc(a.target) : '') + '</td><td><span class="badge sev-' + esc(a.severity) + '">' +
-            esc(a.severity) + '</span></td><td class="num">' + num(a.value, 3) + '</td><td>' + esc(ago(a.since_ms)) + '</td></tr>';
+          return '<tr class="alert-' + esc(a.state) + '" data-alert="' + esc(a.alert) + '"><td title="' + esc(a.summary || '') + '">' + esc(a.rule) + (a.target ? ' · ' + esc(a.target) : '') + '</td>' +
+            '<td><span class="badge state-' + esc(a.state) + '">' + esc(t('alert_' + a.state)) + '</span>' + (a.no_data ? ' <span class="badge no_data" title="' + esc(a.suppressed || '') + '">' + esc(t('q_no_data')) + '</span>' : '') + '</td>' +
+            '<td><span class="badge sev-' + esc(a.severity) + '">' + esc(a.severity) + '</span></td><td class="num alert-value">' + alertValue(a) + '</td><td>' + esc(ago(a.since_ms)) + '</td></tr>';
         }).join('') + '</tbody></table>' : '<p class="muted">' + esc(t('no_alerts')) + '</p>';
-      $('agents').innerHTML = '<table id="agents-table"><thead><tr><th>' + esc(t('node')) + '</th><th>' + esc(t('role')) + '</th><th>' + esc(t('rack')) +
-        '</th><th>' + esc(t('state')) + '</th><th>' + esc(t('last_seen')) + '</th></tr></thead><tbody>' + nodes.map(function (x) {
-          return '<tr><td>' + esc(x.node) + '</td><td>' + esc(x.role || '') + '</td><td>' + esc(x.rack || '') + '</td><td class="node-state ' + x.state + '">' +
-            esc(t(x.state)) + '</td><td>' + esc(ago(x.last_seen_ms)) + '</td></tr>';
-        }).join('') + '</tbody></table>';
       if (Date.now() - chartsLoadedAt > 60000) loadCharts(id);
     });
   }

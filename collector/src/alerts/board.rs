@@ -24,6 +24,25 @@ pub struct Board {
     pub stats: Arc<AlertStats>,
 }
 
+/// The unit of a rule's value, for showing it: `pue` (a ratio ≥ 1, three decimals),
+/// `share` (0..1, shown as %), `W`, `°C`, `s`, `state` (1 = the bad state), or `""`.
+fn unit(rule: &Rule) -> &'static str {
+    use super::Subject;
+    match &rule.subject {
+        Subject::SitePue(_) | Subject::PowerRatio => "pue",
+        Subject::Coverage(_) | Subject::RackUtilization => "share",
+        Subject::RackFailoverHeadroom => "W",
+        Subject::StaleMeter => "s",
+        Subject::NodeOffline => "state",
+        Subject::NodeMetric { metric, .. } => match metric.as_str() {
+            "temp_c" => "°C",
+            m if m.ends_with("_w") => "W",
+            m if m.ends_with("_util") => "share",
+            _ => "",
+        },
+    }
+}
+
 impl AlertBoard for Board {
     fn alerts(&self) -> Option<Value> {
         let book = self.book.lock().ok()?;
@@ -40,6 +59,7 @@ impl AlertBoard for Board {
                     "value": st.value, "threshold": rule.map(|r| r.limits(&key.site).0),
                     "summary": rule.map(|r| render(r, key, st.value)),
                     "suppressed": st.suppressed,
+                    "unit": rule.map(unit),
                     "no_data": st.no_data_since_ms.is_some(),
                     "no_data_since_ms": st.no_data_since_ms,
                 }));

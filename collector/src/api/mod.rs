@@ -96,6 +96,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/fleet", get(fleet))
         .route("/api/v1/alerts", get(alerts))
         .route("/api/v1/alerts/history", get(alert_history))
+        .route_layer(axum::middleware::from_fn(conditional))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_token,
@@ -182,11 +183,163 @@ async fn site(State(s): State<AppState>, Path(site): Path<String>) -> Response {
     }
 }
 
-async fn nodes(State(s): State<AppState>, Path(site): Path<String>) -> Response {
-    match s.snapshot().site(&site) {
-        Some(v) => Json(json!({ "site": site, "nodes": v.nodes })).into_response(),
-        None => not_found(&site),
+/// Query of the node list: filters, order and a page.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct NodesQuery {
+    /// States to keep, comma-separated (online, offline, stale, retired).
+    state: Option<String>,
+    /// Keep the nodes of this rack.
+    rack: Option<String>,
+    /// Keep the nodes whose id contains this (case-insensitive).
+    q: Option<String>,
+    /// `node` (default) or `problems`: offline, stale, online, retired, then by id.
+    sort: Option<String>,
+    /// Page size, 1..=1000; every node when absent.
+    limit: Option<usize>,
+    /// Where the page starts: the `next_cursor` of the page before.
+    cursor: Option<String>,
+}
+
+/// Largest page of `/nodes`.
+const MAX_NODES_PAGE: usize = 1000;
+
+fn problem_rank(state: &str) -> u8 {
+    match state {
+        "offline" => 0,
+        "stale" => 1,
+        "online" => 2,
+        _ => 3,
     }
+}
+
+async fn nodes(
+    State(s): State<AppState>,
+    Path(site): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<NodesQuery>,
+) -> Response {
+    let snap = s.snapshot();
+    let Some(v) = snap.site(&site) else {
+        return not_found(&site);
+    };
+    let bad = |msg: String| (StatusCode::BAD_REQUEST, Json(json!({"error": msg}))).into_response();
+    let states: Option<Vec<&str>> = q
+        .state
+        .as_deref()
+        .map(|x| x.split(',').map(str::trim).collect());
+    if let Some(unknown) = states
+        .iter()
+        .flatten()
+        .find(|x| !["online", "offline", "stale", "retired"].contains(x))
+    {
+        return bad(format!(
+            "state={unknown:?} is not one of online, offline, stale, retired"
+        ));
+    }
+    let problems = match q.sort.as_deref() {
+        None | Some("node") => false,
+        Some("problems") => true,
+        Some(other) => return bad(format!("sort={other:?} is not node or problems")),
+    };
+    if q.limit.is_some_and(|l| l == 0 || l > MAX_NODES_PAGE) {
+        return bad(format!("limit must be 1..={MAX_NODES_PAGE}"));
+    }
+    let needle = q.q.as_deref().map(str::to_lowercase);
+    let mut counts: BTreeMap<&str, usize> = ["online", "offline", "stale", "retired"]
+        .iter()
+        .map(|x| (*x, 0))
+        .collect();
+    for n in &v.nodes {
+        *counts.entry(n.state).or_default() += 1;
+    }
+    let key = |n: &crate::engine::NodeView| {
+        let rank = if problems { problem_rank(n.state) } else { 0 };
+        format!("{rank}.{}", n.node)
+    };
+    let mut kept: Vec<(String, &crate::engine::NodeView)> = v
+        .nodes
+        .iter()
+        .filter(|n| states.as_ref().is_none_or(|st| st.contains(&n.state)))
+        .filter(|n| q.rack.as_ref().is_none_or(|r| n.rack.as_ref() == Some(r)))
+        .filter(|n| {
+            needle
+                .as_ref()
+                .is_none_or(|x| n.node.to_lowercase().contains(x.as_str()))
+        })
+        .map(|n| (key(n), n))
+        .collect();
+    kept.sort_by(|a, b| a.0.cmp(&b.0));
+    let total = kept.len();
+    // The cursor is the sort key of the last node given: the next page starts after it,
+    // whatever joined or left in between.
+    let start = q.cursor.as_ref().map_or(0, |c| {
+        kept.partition_point(|(k, _)| k.as_str() <= c.as_str())
+    });
+    let end = q.limit.map_or(total, |l| (start + l).min(total));
+    let page = &kept[start.min(end)..end];
+    let next_cursor = (end < total)
+        .then(|| page.last().map(|(k, _)| k.clone()))
+        .flatten();
+    let nodes: Vec<&crate::engine::NodeView> = page.iter().map(|(_, n)| *n).collect();
+    Json(json!({
+        "site": site, "nodes": nodes, "total": total, "counts": counts,
+        "next_cursor": next_cursor,
+    }))
+    .into_response()
+}
+
+/// Answers `304 Not Modified` to a GET whose `If-None-Match` names the answer's ETag, and
+/// gives every JSON answer of the API an ETag (a digest of its body): a dashboard polling
+/// every few seconds downloads only what changed.
+async fn conditional(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let wanted = (req.method() == axum::http::Method::GET)
+        .then(|| req.headers().get(header::IF_NONE_MATCH).cloned())
+        .flatten();
+    let is_get = req.method() == axum::http::Method::GET;
+    let resp = next.run(req).await;
+    let json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !is_get || resp.status() != StatusCode::OK || !json {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+        return engine_error();
+    };
+    let d = ring::digest::digest(&ring::digest::SHA256, &bytes);
+    let tag: String = d.as_ref()[..12]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let etag = format!("\"{tag}\"");
+    let Ok(value) = header::HeaderValue::from_str(&etag) else {
+        return Response::from_parts(parts, axum::body::Body::from(bytes));
+    };
+    parts.headers.insert(header::ETAG, value.clone());
+    // Revalidate every time: the numbers change by the second.
+    parts.headers.insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-cache"),
+    );
+    let matches = wanted
+        .as_ref()
+        .and_then(|w| w.to_str().ok())
+        .is_some_and(|w| {
+            w.split(',')
+                .map(|t| t.trim().trim_start_matches("W/"))
+                .any(|t| t == etag || t == "*")
+        });
+    if matches {
+        let mut r = StatusCode::NOT_MODIFIED.into_response();
+        r.headers_mut().insert(header::ETAG, value);
+        r.headers_mut().insert(
+            header::CACHE_CONTROL,
+            header::HeaderValue::from_static("no-cache"),
+        );
+        return r;
+    }
+    Response::from_parts(parts, axum::body::Body::from(bytes))
 }
 
 /// Retires a decommissioned node: from now on its meters are no longer expected, so

@@ -6,6 +6,7 @@ mod cli;
 mod clocks;
 mod damaged;
 mod dashboard;
+mod dashboard_scale;
 mod fleet;
 mod forged;
 mod history;
