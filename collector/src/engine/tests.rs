@@ -1151,3 +1151,31 @@ fn no_budgets_are_zero_standard_racks_never_minus_zero() {
     let json = serde_json::to_string(&v).unwrap();
     assert!(!json.contains("-0.0") && !json.contains(":-0,"), "{json}");
 }
+
+#[test]
+fn a_site_whose_meters_are_all_silent_has_no_power_not_zero() {
+    let mut e = engine();
+    let mut m = site(2, 500.0, 1500.0);
+    run(&mut e, &mut m, 0, 30);
+    let live = e.site_view("dc", T0 + 30_100).expect("site");
+    assert_eq!(
+        (live.power.facility_w, live.power.it_w),
+        (Some(1500.0), Some(1000.0))
+    );
+    // A minute later nothing reports (a stalled collector, a lost switch).
+    let silent = e.site_view("dc", T0 + 90_000).expect("site");
+    assert_eq!(
+        (
+            silent.power.facility_w,
+            silent.power.it_w,
+            silent.power.ratio
+        ),
+        (None, None, None),
+        "{:?}",
+        silent.power
+    );
+    assert_eq!(
+        (silent.power.coverage_it, silent.power.coverage_facility),
+        (0.0, 0.0)
+    );
+}

@@ -720,13 +720,17 @@ impl Engine {
             Some(i) => {
                 let (c, it) = &its[i];
                 let (r, q, why) = skewed(site, self.cfg.max_clock_skew_ms, judge(&fac, it));
-                (r, q, why, Some(*c), Some(it.value), it.coverage)
+                // No IT meter reporting: the IT power is unknown, not 0 W.
+                let w = (it.coverage > 0.0).then_some(it.value);
+                (r, q, why, Some(*c), w, it.coverage)
             }
             None => (None, "no_data", Some(no_it_meter(rule)), None, None, 0.0),
         };
         PowerView {
             label: "instantaneous power ratio (not PUE)",
-            facility_w: fac.known.then_some(fac.value),
+            // Known only while a facility meter reports; with some silent, a lower bound
+            // (coverage_facility says how much).
+            facility_w: (fac.known && fac.coverage > 0.0).then_some(fac.value),
             it_w,
             ratio,
             category,
