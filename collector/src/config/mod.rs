@@ -531,6 +531,30 @@ mod tests {
     }
 
     #[test]
+    fn default_rules_that_would_page_on_a_flap_keep_firing_a_while() {
+        let c = CollectorConfig::from_loader(&Loader::from_toml("").unwrap()).unwrap();
+        let rules = c.alerts.map(|a| a.rules).unwrap_or_default();
+        for name in [
+            "rack_power_warning",
+            "rack_power_critical",
+            "rack_failover_headroom",
+            "node_offline",
+            "inlet_temperature_high",
+            "inlet_temperature_low",
+        ] {
+            let r = rules
+                .iter()
+                .find(|r| r.name == name)
+                .unwrap_or_else(|| panic!("default rule {name}"));
+            assert!(r.keep_firing_for_ms >= 60_000, "{name}: {r:?}");
+        }
+        assert!(
+            rules.iter().all(|r| r.require_full_window),
+            "window rules wait for a full window by default"
+        );
+    }
+
+    #[test]
     fn shipped_default_config_is_valid() {
         CollectorConfig::from_loader(&Loader::from_toml(DEFAULT_CONFIG).unwrap()).unwrap();
     }

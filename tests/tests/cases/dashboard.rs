@@ -258,6 +258,20 @@ fn the_dashboard_shows_the_api_numbers_in_a_real_browser() {
         Vec::<String>::new(),
         "console errors on the site page"
     );
+    // A report that cannot be made says why (here: the end before the start).
+    browser.js("document.querySelector('#report-from').value = '2026-02-02'; document.querySelector('#report-to').value = '2026-02-01'; return true");
+    browser.click("#report button[type=submit]");
+    let why = browser.wait_js(
+        "the report's failure",
+        "var e = document.querySelector('#report-error'); return e && e.textContent",
+    );
+    assert!(
+        why.as_str()
+            .is_some_and(|w| w.contains("400") && w.contains("from must be before to")),
+        "{why}"
+    );
+    // The browser logs the refused request (400), as it should: not a page error.
+    let _ = browser.console();
 
     // Language switch.
     browser.click("#lang");
