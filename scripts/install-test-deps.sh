@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what dcwatt's tests talk to, when missing: Mosquitto, Prometheus Alertmanager,
+# Installs what dcwatt's tests talk to, when missing: Mosquitto, Prometheus Alertmanager and
+# promtool,
 # ipmitool, net-snmp's snmpd, bzip2, VictoriaMetrics (it accepts the InfluxDB v2 write API) and
 # headless Chromium with its WebDriver for the dashboard tests, collectd and node_exporter for
 # the benchmarks (Debian packages), and the
@@ -11,6 +12,8 @@ set -euo pipefail
 need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto mosquitto-clients)
 command -v prometheus-alertmanager >/dev/null 2>&1 || need+=(prometheus-alertmanager)
+# promtool (Prometheus' own linter) checks the collector's /metrics.
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v ipmitool >/dev/null 2>&1 || need+=(ipmitool)
 command -v snmpd >/dev/null 2>&1 || [ -x /usr/sbin/snmpd ] || need+=(snmpd snmp)
 command -v victoria-metrics >/dev/null 2>&1 || [ -x /usr/bin/victoria-metrics ] || need+=(victoria-metrics)

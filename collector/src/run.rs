@@ -108,6 +108,11 @@ pub async fn run(
     let filters = filters(&cfg.intake.sites, cfg.fleet.is_some());
     let stop = Shutdown::new(&[INPUTS, DRAIN, OUTPUTS, API], GRACE);
     let metrics = Arc::new(Registry::default());
+    metrics.set_deprecated_names(cfg.http_deprecated_metric_names);
+    metrics.register(Arc::new(dcwatt_common::metrics::ProcessMetrics {
+        program: "dcwatt-collector",
+        version: env!("CARGO_PKG_VERSION"),
+    }));
     metrics.register(stats.clone());
     metrics.register(Arc::new(QueueDepth(tx.clone())));
     // The collector's own publishers log in to its embedded broker with a password made

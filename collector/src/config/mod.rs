@@ -56,6 +56,7 @@ struct HttpRaw {
     token: Option<String>,
     max_connections: usize,
     header_timeout_secs: u64,
+    deprecated_metric_names: bool,
 }
 
 impl Default for HttpRaw {
@@ -66,6 +67,7 @@ impl Default for HttpRaw {
             token: None,
             max_connections: 512,
             header_timeout_secs: 10,
+            deprecated_metric_names: false,
         }
     }
 }
@@ -86,6 +88,9 @@ pub struct CollectorConfig {
     pub http_max_connections: usize,
     /// Time an API client has to send its request headers (`http.header_timeout_secs`).
     pub http_header_timeout: std::time::Duration,
+    /// `/metrics` also carries the old names of renamed families
+    /// (`http.deprecated_metric_names`, for one release).
+    pub http_deprecated_metric_names: bool,
     /// The embedded broker, when `broker.embedded` is true.
     pub broker: Option<BrokerConfig>,
     /// The external broker, when `broker.embedded` is false.
@@ -416,6 +421,7 @@ impl CollectorConfig {
             http_token,
             http_max_connections: http.max_connections,
             http_header_timeout: std::time::Duration::from_secs(http.header_timeout_secs),
+            http_deprecated_metric_names: http.deprecated_metric_names,
             broker: broker_cfg,
             mqtt: mqtt_cfg,
             intake: IntakeConfig {

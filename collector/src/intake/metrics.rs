@@ -89,17 +89,20 @@ impl Source for IntakeStats {
             "Agent restarts seen (sequence number went back).",
             &st.agent_restarts,
         );
-        o.counter(
+        o.counter_renamed(
+        "dcwatt_energy_meter_resets_total",
         "dcwatt_counter_resets_total",
         "Energy counters that went backwards without a known wrap (a reset), not turned into energy.",
         &st.counter_resets,
     );
-        o.counter(
+        o.counter_renamed(
+            "dcwatt_energy_meter_wraps_total",
             "dcwatt_counter_wraps_total",
             "Energy counters that wrapped at their known range (wraps_at), unwrapped into energy.",
             &st.counter_wraps,
         );
-        o.counter(
+        o.counter_renamed(
+            "dcwatt_energy_meter_jumps_rejected_total",
             "dcwatt_counter_jumps_rejected_total",
             "Energy counter jumps implying absurd power, not turned into energy.",
             &st.implausible_jumps,

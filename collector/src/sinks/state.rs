@@ -390,11 +390,19 @@ impl dcwatt_common::metrics::Source for StateStats {
             "Size of the last engine state save.",
             st.last_bytes.load(Ordering::Relaxed),
         );
+        let last_ms = st.last_ms.load(Ordering::Relaxed);
         o.gauge(
-            "dcwatt_state_last_save_timestamp_ms",
-            "When the last engine state save was taken.",
-            st.last_ms.load(Ordering::Relaxed),
+            "dcwatt_state_last_save_timestamp_seconds",
+            "When the last engine state save was taken (0: none yet).",
+            last_ms as f64 / 1000.0,
         );
+        if o.deprecated_names() {
+            o.gauge(
+                "dcwatt_state_last_save_timestamp_ms",
+                "Deprecated: use dcwatt_state_last_save_timestamp_seconds. When the last engine state save was taken.",
+                last_ms,
+            );
+        }
     }
 }
 

@@ -206,7 +206,7 @@ fn energy_reports_and_trends_come_from_the_history_and_survive_a_restart() {
     );
     let m = c.metrics();
     assert!(
-        metric(&m, "dcwatt_history_minutes_written_total").unwrap_or(0.0) >= 8.0,
+        metric(&m, "dcwatt_history_energy_rows_written_total").unwrap_or(0.0) >= 8.0,
         "{m}"
     );
     assert!(

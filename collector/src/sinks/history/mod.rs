@@ -355,7 +355,7 @@ impl dcwatt_common::metrics::Source for HistoryStats {
             "Derived rows written to the history database.",
             &h.derived_written,
         );
-        o.counter("dcwatt_history_minutes_written_total", "Minutes of energy per point written to the history database (rewrites of late minutes included).", &h.minutes_written);
+        o.counter_renamed("dcwatt_history_energy_rows_written_total", "dcwatt_history_minutes_written_total", "Rows of closed-minute energy per point written to the history database (rewrites of late minutes included).", &h.minutes_written);
         o.counter(
             "dcwatt_history_pruned_total",
             "Rows deleted from the history database by retention.",

@@ -1,0 +1,119 @@
+//! The collector's `/metrics` as Prometheus' own linter sees it: `promtool check metrics`
+//! passes on a collector with a site reporting, and the deprecated names that
+//! `http.deprecated_metric_names` brings back for one release are all it would report.
+
+use dcwatt_e2e::wire::{birth, readings};
+use dcwatt_e2e::*;
+use serde_json::json;
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const DEPRECATED: [&str; 5] = [
+    "dcwatt_counter_jumps_rejected_total",
+    "dcwatt_counter_resets_total",
+    "dcwatt_counter_wraps_total",
+    "dcwatt_history_minutes_written_total",
+    "dcwatt_state_last_save_timestamp_ms",
+];
+
+/// What `promtool check metrics` says of `text`: (exit code, its complaints).
+fn promtool(promtool: &std::path::Path, text: &str) -> (i32, String) {
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool runs");
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(text.as_bytes())
+            .expect("metrics to promtool");
+    }
+    let out = child.wait_with_output().expect("promtool ends");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), said)
+}
+
+/// A collector with a site reporting (a meter and two hosts, PUE 1.5), its /metrics text.
+fn scrape(dir: &TempDir, env: &[(&str, String)]) -> String {
+    let c = Collector::start(dir, BrokerKind::Embedded, env);
+    let now = dcwatt_common::now_ms();
+    let mut msgs = Vec::new();
+    for (node, role) in [("meter", "meter"), ("h1", "host"), ("h2", "host")] {
+        msgs.push(birth(
+            "lint",
+            node,
+            json!({"role": role, "interval_ms": 1000}),
+        ));
+    }
+    for s in 1..=3u64 {
+        let ts = now + s as i64 * 1000;
+        for (node, w, point) in [
+            ("meter", 1500.0, "facility_input"),
+            ("h1", 600.0, "it_input"),
+            ("h2", 400.0, "it_input"),
+        ] {
+            let r = json!([{"metric": "power_w", "value": w, "ts_ms": ts, "point": point}]);
+            msgs.push(readings("lint", node, s, r));
+        }
+    }
+    publish_all(c.mqtt, msgs.into_iter(), Duration::from_secs(10));
+    wait_for("the site on /metrics", Duration::from_secs(20), || {
+        let t = c.metrics();
+        t.contains("dcwatt_site_power_watts{site=\"lint\"")
+            .then_some(t)
+    })
+}
+
+#[test]
+fn the_collector_metrics_pass_promtool() {
+    let Some(tool) = find_program("promtool") else {
+        return skip_or_fail(
+            "promtool check metrics",
+            "promtool (Debian's prometheus) is not installed",
+        );
+    };
+    let dir = TempDir::new("promtool");
+    let text = scrape(&dir, &[]);
+    let (code, said) = promtool(&tool, &text);
+    assert_eq!((code, said.trim()), (0, ""), "promtool on /metrics");
+    for family in [
+        "dcwatt_build_info{program=\"dcwatt-collector\"",
+        "process_resident_memory_bytes ",
+        "process_open_fds ",
+        "dcwatt_energy_meter_resets_total 0",
+        "dcwatt_state_last_save_timestamp_seconds ",
+    ] {
+        assert!(text.contains(family), "{family} on /metrics");
+    }
+    assert!(
+        DEPRECATED.iter().all(|d| !text.contains(d)),
+        "no deprecated name by default"
+    );
+
+    // For one release the old names can come back, and they are all promtool minds.
+    let dir = TempDir::new("promtool-deprecated");
+    let text = scrape(
+        &dir,
+        &[("DCWATT__HTTP__DEPRECATED_METRIC_NAMES", "true".into())],
+    );
+    let (code, said) = promtool(&tool, &text);
+    assert_ne!(code, 0, "{said}");
+    let mut named: Vec<&str> = said
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.split_whitespace().next().unwrap_or(""))
+        .collect();
+    named.sort_unstable();
+    assert_eq!(named, DEPRECATED, "{said}");
+    assert!(
+        text.contains("dcwatt_energy_meter_resets_total 0"),
+        "the new names stay"
+    );
+}
