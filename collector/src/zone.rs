@@ -18,7 +18,7 @@ pub enum SiteZone {
 
 impl Default for SiteZone {
     fn default() -> Self {
-        SiteZone::Fixed(FixedOffset::east_opt(0).unwrap_or(chrono::Utc.fix()))
+        SiteZone::Fixed(chrono::Utc.fix())
     }
 }
 
@@ -81,11 +81,6 @@ impl SiteZone {
     pub fn midnight(&self, date: NaiveDate) -> Option<i64> {
         self.instant(date.and_hms_opt(0, 0, 0)?)
     }
-
-    /// Local midnight of the day `ms` falls in.
-    pub fn day_start(&self, ms: i64) -> Option<i64> {
-        self.midnight(self.local(ms)?.date())
-    }
 }
 
 fn pick<T: TimeZone>(r: LocalResult<DateTime<T>>) -> Option<i64> {
@@ -138,57 +133,31 @@ pub fn parse_local(s: &str, zone: &SiteZone) -> Option<i64> {
     .and_then(|t| zone.instant(t))
 }
 
-/// Steps of whole local days: the start of the `days`-day step that `ms` falls in, counted
-/// from the local day of `origin_ms`, and the start of the step after it. A day is 23 or 25
-/// hours where the clocks change.
-#[derive(Debug, Clone, Copy)]
-pub struct LocalDays {
-    zone: SiteZone,
-    origin: NaiveDate,
-    days: u64,
+/// The boundaries of steps of `days` whole local days over `[from_ms, to_ms)`: each step's
+/// start, from local midnight of the day `from_ms` falls in, and last the end of the last
+/// step (at or after `to_ms`). A day is 23 or 25 hours where the clocks change. Computed
+/// once per query; a time's step is then a binary search ([`step_of`]).
+pub fn local_day_starts(zone: &SiteZone, from_ms: i64, to_ms: i64, days: u64) -> Vec<i64> {
+    let Some(mut day) = zone.local(from_ms).map(|l| l.date()) else {
+        return Vec::new();
+    };
+    let mut bounds = Vec::new();
+    while let Some(start) = zone.midnight(day) {
+        bounds.push(start);
+        match day.checked_add_days(Days::new(days.max(1))) {
+            Some(next) if start < to_ms => day = next,
+            _ => break,
+        }
+    }
+    bounds
 }
 
-impl LocalDays {
-    /// Steps of `days` local days from the day of `origin_ms`.
-    pub fn new(zone: SiteZone, origin_ms: i64, days: u64) -> Option<Self> {
-        Some(LocalDays {
-            zone,
-            origin: zone.local(origin_ms)?.date(),
-            days: days.max(1),
-        })
-    }
-
-    fn nth(&self, n: i64) -> Option<i64> {
-        let d = u64::try_from(n).ok()?.checked_mul(self.days)?;
-        self.zone
-            .midnight(self.origin.checked_add_days(Days::new(d))?)
-    }
-
-    /// Start of the step holding `ms`.
-    pub fn start(&self, ms: i64) -> i64 {
-        let n = self.index(ms);
-        self.nth(n).unwrap_or(ms)
-    }
-
-    /// Start of the step after the one starting at `start`.
-    pub fn next(&self, start: i64) -> i64 {
-        let n = self.index(start);
-        self.nth(n + 1)
-            .unwrap_or(start + 86_400_000 * self.days as i64)
-    }
-
-    fn index(&self, ms: i64) -> i64 {
-        let Some(day) = self.zone.local(ms).map(|l| l.date()) else {
-            return 0;
-        };
-        let mut n = (day - self.origin).num_days().max(0) / self.days as i64;
-        // The local date of a step's start is its own; guard against a start that is the
-        // first instant after a gap (still the same date) all the same.
-        if self.nth(n + 1).is_some_and(|next| ms >= next) {
-            n += 1;
-        }
-        n
-    }
+/// Of ascending step boundaries, the start of the step that `ms` falls in (the first step
+/// for a time before them all) and the start of the one after it.
+pub fn step_of(bounds: &[i64], ms: i64) -> Option<(i64, Option<i64>)> {
+    let after = bounds.partition_point(|s| *s <= ms);
+    let start = bounds.get(after.saturating_sub(1)).copied()?;
+    Some((start, bounds.get(after.max(1)).copied()))
 }
 
 #[cfg(test)]
@@ -294,17 +263,19 @@ mod tests {
         assert_eq!(parse_local("yesterday", &z), None);
         // Daily steps from 24 to 27 October: 24 h, 25 h, 24 h.
         let from = utc("2026-10-23T22:00:00Z");
-        let steps = LocalDays::new(z, from, 1).expect("steps");
-        let mut starts = vec![from];
-        for _ in 0..3 {
-            let last = *starts.last().expect("a start");
-            starts.push(steps.next(last));
-        }
+        let starts = local_day_starts(&z, from + 5 * H, utc("2026-10-26T23:00:00Z"), 1);
+        assert_eq!(starts[0], from, "from local midnight of the first day");
         let lens: Vec<i64> = starts.windows(2).map(|w| (w[1] - w[0]) / H).collect();
         assert_eq!(lens, vec![24, 25, 24]);
         // Any instant of the long day belongs to it.
         let late = utc("2026-10-25T22:59:59Z");
-        assert_eq!(steps.start(late), starts[1]);
-        assert_eq!(steps.start(late + 1000), starts[2]);
+        assert_eq!(step_of(&starts, late), Some((starts[1], Some(starts[2]))));
+        assert_eq!(
+            step_of(&starts, late + 1000),
+            Some((starts[2], Some(starts[3])))
+        );
+        // Steps of two days.
+        let two = local_day_starts(&z, from, utc("2026-10-27T23:00:00Z"), 2);
+        assert_eq!(two, vec![from, starts[2], utc("2026-10-27T23:00:00Z")]);
     }
 }

@@ -270,19 +270,19 @@
     });
     $('report').addEventListener('submit', function (e) { e.preventDefault(); report(id); });
     report(id);
-    agentsPage = { cursor: null, stack: [] };
-    var again = function () { agentsPage = { cursor: null, stack: [] }; agents(id); };
+    agentsPage = { cursor: null };
+    var again = function () { agentsPage = { cursor: null }; agents(id); };
     $('agents-state').addEventListener('change', again);
     $('agents-q').addEventListener('input', again);
     $('agents-first').addEventListener('click', again);
     $('agents-next').addEventListener('click', function () {
       if (!agentsPage.next) return;
-      agentsPage.stack.push(agentsPage.cursor);
       agentsPage.cursor = agentsPage.next;
       agents(id);
     });
-    $('rack-sort').addEventListener('change', function () { racksShown = ''; drawRacks(lastRacks); });
-    $('rack-group').addEventListener('change', function () { racksShown = ''; drawRacks(lastRacks); });
+    var redraw = function () { drawRacks(lastRacks); };
+    $('rack-sort').addEventListener('change', redraw);
+    $('rack-group').addEventListener('change', redraw);
     $('racks').addEventListener('click', function (e) {
       var el = e.target.closest ? e.target.closest('.rack') : null;
       if (!el) return;
@@ -431,7 +431,7 @@
   }
 
   // The agents card: one page of nodes, problems first, filtered by state and search.
-  var agentsPage = { cursor: null, stack: [] };
+  var agentsPage = { cursor: null };
   var AGENTS_PAGE = 50;
   function agents(id) {
     var q = '/api/v1/sites/' + encodeURIComponent(id) + '/nodes?sort=problems&limit=' + AGENTS_PAGE;

@@ -4,7 +4,7 @@
 use super::AppState;
 use crate::engine::{period_view, WINDOWS};
 use crate::sinks::history::store::{Store, StoreError, SERIES};
-use crate::zone::{LocalDays, SiteZone};
+use crate::zone::SiteZone;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -188,6 +188,59 @@ async fn query_history<T: Send + 'static>(
     }
 }
 
+/// The steps of a history query: of `step` from `from`, or, for whole days, the site's
+/// local days (23 or 25 hours where the clocks change) from local midnight.
+struct Steps {
+    from: i64,
+    to: i64,
+    step: i64,
+    /// Local-day boundaries, for steps of whole days.
+    days: Option<Vec<i64>>,
+}
+
+impl Steps {
+    fn new(zone: &SiteZone, from: i64, to: i64, step: i64) -> Self {
+        let days = (step % 86_400_000 == 0)
+            .then(|| crate::zone::local_day_starts(zone, from, to, (step / 86_400_000) as u64))
+            .filter(|d| !d.is_empty());
+        let from = days
+            .as_ref()
+            .and_then(|d| d.first().copied())
+            .unwrap_or(from);
+        Steps {
+            from,
+            to,
+            step,
+            days,
+        }
+    }
+
+    /// The start of the step holding `ts`.
+    fn start(&self, ts: i64) -> i64 {
+        match self
+            .days
+            .as_deref()
+            .and_then(|d| crate::zone::step_of(d, ts))
+        {
+            Some((start, _)) => start,
+            None => crate::sinks::history::store::every(self.from, self.step)(ts),
+        }
+    }
+
+    /// The end of the step starting at `start`, at most the query's end.
+    fn end(&self, start: i64) -> i64 {
+        let next = match self
+            .days
+            .as_deref()
+            .and_then(|d| crate::zone::step_of(d, start))
+        {
+            Some((_, next)) => next,
+            None => Some(start + self.step),
+        };
+        next.unwrap_or(self.to).min(self.to)
+    }
+}
+
 /// `GET /api/v1/sites/{site}/history`.
 pub async fn history(
     State(s): State<AppState>,
@@ -248,25 +301,15 @@ pub async fn history(
     // Steps start on whole minutes; steps of whole days are the site's local days (23 or
     // 25 hours where the clocks change), from local midnight.
     let from = from.div_euclid(MINUTE_MS) * MINUTE_MS;
-    let days = (step % 86_400_000 == 0)
-        .then(|| LocalDays::new(zone, from, (step / 86_400_000) as u64))
-        .flatten();
-    let from = days.map_or(from, |d| d.start(from));
-    let bucket = move |ts: i64| match &days {
-        Some(d) => d.start(ts),
-        None => from + (ts - from).div_euclid(step) * step,
-    };
-    let end = move |start: i64| match &days {
-        Some(d) => d.next(start).min(to),
-        None => (start + step).min(to),
-    };
+    let steps = Steps::new(&zone, from, to, step);
+    let from = steps.from;
     let rule = s.history.level_rule(&site);
     let result = query_history(&s, path, &site, "history", move |store, site| {
         if series == "pue" && key == "step" {
-            let steps = store.energy_steps(site, from, to, &bucket)?;
+            let sums = store.energy_steps(site, from, to, &|ts| steps.start(ts))?;
             let mut out = crate::sinks::history::store::Resampled::default();
-            for (start, totals) in steps {
-                let v = period_view(&totals, rule, start, end(start));
+            for (start, totals) in sums {
+                let v = period_view(&totals, rule, start, steps.end(start));
                 out.time.push(start);
                 out.value.push(v.value);
                 out.category.push(v.category);
@@ -275,7 +318,7 @@ pub async fn history(
             }
             return Ok(out);
         }
-        store.series(site, &series, &key, from, to, &bucket)
+        store.series(site, &series, &key, from, to, &|ts| steps.start(ts))
     })
     .await;
     let out = match result {

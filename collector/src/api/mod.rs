@@ -203,6 +203,9 @@ pub struct NodesQuery {
 /// Largest page of `/nodes`.
 const MAX_NODES_PAGE: usize = 1000;
 
+/// A node's states, as `/nodes` filters and counts them.
+const NODE_STATES: [&str; 4] = ["online", "offline", "stale", "retired"];
+
 fn problem_rank(state: &str) -> u8 {
     match state {
         "offline" => 0,
@@ -226,11 +229,7 @@ async fn nodes(
         .state
         .as_deref()
         .map(|x| x.split(',').map(str::trim).collect());
-    if let Some(unknown) = states
-        .iter()
-        .flatten()
-        .find(|x| !["online", "offline", "stale", "retired"].contains(x))
-    {
+    if let Some(unknown) = states.iter().flatten().find(|x| !NODE_STATES.contains(x)) {
         return bad(format!(
             "state={unknown:?} is not one of online, offline, stale, retired"
         ));
@@ -244,10 +243,7 @@ async fn nodes(
         return bad(format!("limit must be 1..={MAX_NODES_PAGE}"));
     }
     let needle = q.q.as_deref().map(str::to_lowercase);
-    let mut counts: BTreeMap<&str, usize> = ["online", "offline", "stale", "retired"]
-        .iter()
-        .map(|x| (*x, 0))
-        .collect();
+    let mut counts: BTreeMap<&str, usize> = NODE_STATES.iter().map(|x| (*x, 0)).collect();
     for n in &v.nodes {
         *counts.entry(n.state).or_default() += 1;
     }
@@ -291,16 +287,16 @@ async fn nodes(
 /// gives every JSON answer of the API an ETag (a digest of its body): a dashboard polling
 /// every few seconds downloads only what changed.
 async fn conditional(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let wanted = (req.method() == axum::http::Method::GET)
-        .then(|| req.headers().get(header::IF_NONE_MATCH).cloned())
-        .flatten();
-    let is_get = req.method() == axum::http::Method::GET;
+    if req.method() != axum::http::Method::GET {
+        return next.run(req).await;
+    }
+    let wanted = req.headers().get(header::IF_NONE_MATCH).cloned();
     let resp = next.run(req).await;
     let json = resp
         .headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if !is_get || resp.status() != StatusCode::OK || !json {
+    if resp.status() != StatusCode::OK || !json {
         return resp;
     }
     let (mut parts, body) = resp.into_parts();
@@ -316,12 +312,14 @@ async fn conditional(req: axum::extract::Request, next: axum::middleware::Next) 
     let Ok(value) = header::HeaderValue::from_str(&etag) else {
         return Response::from_parts(parts, axum::body::Body::from(bytes));
     };
-    parts.headers.insert(header::ETAG, value.clone());
     // Revalidate every time: the numbers change by the second.
-    parts.headers.insert(
-        header::CACHE_CONTROL,
-        header::HeaderValue::from_static("no-cache"),
-    );
+    let tag_headers = |h: &mut axum::http::HeaderMap| {
+        h.insert(header::ETAG, value.clone());
+        h.insert(
+            header::CACHE_CONTROL,
+            header::HeaderValue::from_static("no-cache"),
+        );
+    };
     let matches = wanted
         .as_ref()
         .and_then(|w| w.to_str().ok())
@@ -332,13 +330,10 @@ async fn conditional(req: axum::extract::Request, next: axum::middleware::Next) 
         });
     if matches {
         let mut r = StatusCode::NOT_MODIFIED.into_response();
-        r.headers_mut().insert(header::ETAG, value);
-        r.headers_mut().insert(
-            header::CACHE_CONTROL,
-            header::HeaderValue::from_static("no-cache"),
-        );
+        tag_headers(r.headers_mut());
         return r;
     }
+    tag_headers(&mut parts.headers);
     Response::from_parts(parts, axum::body::Body::from(bytes))
 }
 

@@ -385,7 +385,7 @@ fn short_span(
 
 /// A length of time the way an operator says it: "45 s", "1 min", "15 min", "1 h", "24 h",
 /// "2 h 30 min".
-pub fn duration(ms: i64) -> String {
+fn duration(ms: i64) -> String {
     let s = ms.max(0) / 1000;
     match s {
         0..60 => format!("{s} s"),
