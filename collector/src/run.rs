@@ -301,9 +301,12 @@ pub async fn run(
                         if got.is_none() {
                             return;
                         }
-                        dcwatt_common::service::reloading(|| {
-                            crate::config::reload::reload_and_log(&mut r.source, &live, r.log.as_ref());
-                        });
+                        let reload = crate::config::reload::reload_and_log(
+                            &mut r.source,
+                            &live,
+                            r.log.as_ref(),
+                        );
+                        dcwatt_common::service::reloading_async(reload).await;
                     }
                 }
             }

@@ -59,12 +59,24 @@ pub async fn handle_signals<F: FnMut()>(cancel: CancellationToken, mut reload: F
 /// Runs `f` between `RELOADING=1` and `READY=1`, so that the service manager sees the
 /// reload until it is applied.
 pub fn reloading<T>(f: impl FnOnce() -> T) -> T {
-    let mut states = vec![sd_notify::NotifyState::Reloading];
-    states.extend(monotonic());
-    notify(&states);
+    notify_reloading();
     let out = f();
     notify(&[sd_notify::NotifyState::Ready]);
     out
+}
+
+/// [`reloading`] for work that waits: `READY=1` follows once `f` is done.
+pub async fn reloading_async<T>(f: impl Future<Output = T>) -> T {
+    notify_reloading();
+    let out = f.await;
+    notify(&[sd_notify::NotifyState::Ready]);
+    out
+}
+
+fn notify_reloading() {
+    let mut states = vec![sd_notify::NotifyState::Reloading];
+    states.extend(monotonic());
+    notify(&states);
 }
 
 /// `MONOTONIC_USEC=` for `RELOADING=1` (systemd's `Type=notify-reload` wants it), when the

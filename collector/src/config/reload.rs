@@ -82,19 +82,29 @@ impl LiveSettings {
         }
     }
 
-    /// Applies the live parts of `cfg`.
-    pub fn apply(&self, cfg: &CollectorConfig) {
+    /// Applies the live parts of `cfg`, and returns once the engine's owner has taken its
+    /// new settings and published a snapshot that shows them (so a reader asking after the
+    /// reload sees the new rack budgets), or after [`EDIT_WAIT`], logged.
+    pub async fn apply(&self, cfg: &CollectorConfig) {
         self.racks.set(cfg.racks.clone());
         self.rules.set(rules_of(cfg));
         self.site_zones.set(cfg.site_zones.clone());
         self.engine_cfg.set(cfg.engine.clone());
-        let (reply, _) = oneshot::channel();
-        if self
-            .edits
-            .try_send((Edit::Config(cfg.engine.clone()), reply))
-            .is_err()
-        {
-            tracing::error!("the engine is not taking edits: [engine] settings not applied");
+        let (reply, answer) = oneshot::channel();
+        let edit = (Edit::Config(cfg.engine.clone()), reply);
+        let taken = tokio::time::timeout(EDIT_WAIT, async {
+            self.edits.send(edit).await.is_ok() && answer.await.is_ok()
+        })
+        .await;
+        match taken {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::error!("the engine is not taking edits: [engine] settings not applied");
+            }
+            Err(_) => tracing::warn!(
+                wait_secs = EDIT_WAIT.as_secs(),
+                "the engine has not taken the new [engine] settings yet; they apply when it does"
+            ),
         }
     }
 }
@@ -106,6 +116,9 @@ fn rules_of(cfg: &CollectorConfig) -> Vec<crate::alerts::Rule> {
         .map(|a| a.rules.clone())
         .unwrap_or_default()
 }
+
+/// How long a reload waits for the engine's owner to take new settings.
+pub const EDIT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What one reload did.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -121,7 +134,7 @@ pub struct Outcome {
 ///
 /// # Errors
 /// The configuration has problems.
-pub fn reload(
+pub async fn reload(
     src: &mut Source,
     live: &LiveSettings,
     log: Option<&dcwatt_common::logging::LogHandle>,
@@ -141,7 +154,7 @@ pub fn reload(
             out.needs_restart.push(key.clone());
         }
     }
-    live.apply(&cfg);
+    live.apply(&cfg).await;
     if let Some(h) = log {
         h.apply_level(&cfg.log.level);
     }
@@ -157,12 +170,12 @@ pub fn reload(
 }
 
 /// [`reload`], logged: what was applied, what needs a restart, or why nothing was.
-pub fn reload_and_log(
+pub async fn reload_and_log(
     src: &mut Source,
     live: &LiveSettings,
     log: Option<&dcwatt_common::logging::LogHandle>,
 ) {
-    match reload(src, live, log) {
+    match reload(src, live, log).await {
         Ok(out) => {
             if out.applied.is_empty() && out.needs_restart.is_empty() {
                 tracing::info!("configuration reloaded: nothing changed");
