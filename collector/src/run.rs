@@ -203,7 +203,10 @@ pub async fn run(
     for source in registered {
         metrics.register(source);
     }
-    metrics.register(Arc::new(api::SiteFamilies(snapshots.clone())));
+    metrics.register(Arc::new(api::SiteFamilies {
+        snapshots: snapshots.clone(),
+        nodes: cfg.http_node_metrics,
+    }));
     let mut intake = Intake::new(stats.clone(), cfg.intake.clone()).with_taps(taps);
     if let Some(f) = cfg.fleet.clone() {
         intake = intake.with_fleet(f);

@@ -15,6 +15,11 @@ pub mod sim;
 pub mod webdriver;
 pub mod wire;
 
+/// The repository's root (for the docs and configs a test checks against).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
 /// The directory holding the workspace's binaries (`DCWATT_BIN_DIR` overrides).
 ///
 /// # Panics

@@ -357,6 +357,7 @@ fn node(
         frozen_meters: Vec::new(),
         clock_offset_ms: None,
         refused: Default::default(),
+        live_power_w: Default::default(),
     }
 }
 

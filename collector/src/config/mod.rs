@@ -57,6 +57,7 @@ struct HttpRaw {
     max_connections: usize,
     header_timeout_secs: u64,
     deprecated_metric_names: bool,
+    node_metrics: String,
 }
 
 impl Default for HttpRaw {
@@ -68,6 +69,7 @@ impl Default for HttpRaw {
             max_connections: 512,
             header_timeout_secs: 10,
             deprecated_metric_names: false,
+            node_metrics: "problems".to_owned(),
         }
     }
 }
@@ -91,6 +93,8 @@ pub struct CollectorConfig {
     /// `/metrics` also carries the old names of renamed families
     /// (`http.deprecated_metric_names`, for one release).
     pub http_deprecated_metric_names: bool,
+    /// Which nodes get per-node series on `/metrics` (`http.node_metrics`).
+    pub http_node_metrics: crate::api::NodeSeries,
     /// The embedded broker, when `broker.embedded` is true.
     pub broker: Option<BrokerConfig>,
     /// The external broker, when `broker.embedded` is false.
@@ -271,6 +275,13 @@ impl CollectorConfig {
         if http.max_connections == 0 || http.max_connections > 1_000_000 {
             p.push("http.max_connections", "must be between 1 and 1000000");
         }
+        let node_metrics = crate::api::NodeSeries::parse(&http.node_metrics).unwrap_or_else(|| {
+            p.push(
+                "http.node_metrics",
+                format!("{:?} is not one of off, problems, all", http.node_metrics),
+            );
+            crate::api::NodeSeries::Problems
+        });
         if !(1..=3_600).contains(&http.header_timeout_secs) {
             p.push("http.header_timeout_secs", "must be between 1 and 3600");
         }
@@ -422,6 +433,7 @@ impl CollectorConfig {
             http_max_connections: http.max_connections,
             http_header_timeout: std::time::Duration::from_secs(http.header_timeout_secs),
             http_deprecated_metric_names: http.deprecated_metric_names,
+            http_node_metrics: node_metrics,
             broker: broker_cfg,
             mqtt: mqtt_cfg,
             intake: IntakeConfig {
@@ -590,6 +602,18 @@ mod tests {
             ],
             "{err}"
         );
+    }
+
+    #[test]
+    fn per_node_series_default_to_problems_and_take_three_values() {
+        let cfg = |t: &str| CollectorConfig::from_loader(&Loader::from_toml(t).unwrap());
+        let c = cfg("").unwrap();
+        assert_eq!(c.http_node_metrics, crate::api::NodeSeries::Problems);
+        let c = cfg("[http]\nnode_metrics = \"all\"\n").unwrap();
+        assert_eq!(c.http_node_metrics, crate::api::NodeSeries::All);
+        let err = cfg("[http]\nnode_metrics = \"some\"\n").unwrap_err();
+        assert_eq!(err.0[0].path, "http.node_metrics", "{err}");
+        assert!(err.to_string().contains("off, problems, all"), "{err}");
     }
 
     #[test]

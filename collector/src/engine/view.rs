@@ -297,6 +297,10 @@ pub struct NodeView {
     /// `too_many_racks`). Absent when nothing was.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub refused: BTreeMap<String, u64>,
+    /// The power its meters that report now measure, W, by point (`it_input` for a host,
+    /// `facility_input`, `cooling`… for a facility meter). Absent when none reports.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub live_power_w: BTreeMap<&'static str, f64>,
 }
 
 pub(super) fn round6(x: f64) -> f64 {
@@ -971,7 +975,17 @@ impl Engine {
     fn node_views(&self, site: &Site, now_ms: i64) -> Vec<NodeView> {
         let (gf, di) = (self.cfg.gap_factor, self.cfg.default_interval_ms);
         let mut frozen: std::collections::BTreeMap<usize, Vec<String>> = Default::default();
+        let mut live: BTreeMap<usize, BTreeMap<&'static str, f64>> = BTreeMap::new();
         for (k, s) in &site.series {
+            if let (Some(last), Some((_, w))) = (s.last_ms, s.live) {
+                if site.is_active(last, k.node, now_ms, gf, di) {
+                    *live
+                        .entry(k.node)
+                        .or_default()
+                        .entry(k.point.as_str())
+                        .or_default() += w;
+                }
+            }
             if s.counter_frozen || s.gauge_frozen {
                 frozen.entry(k.node).or_default().push(format!(
                     "{}/{}",
@@ -1013,6 +1027,7 @@ impl Engine {
                     frozen_meters: frozen.remove(&i).unwrap_or_default(),
                     clock_offset_ms: n.clock_offset_ms(),
                     refused: n.refused.clone(),
+                    live_power_w: live.remove(&i).unwrap_or_default(),
                 }
             })
             .collect()

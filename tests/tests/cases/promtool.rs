@@ -40,6 +40,19 @@ fn promtool(promtool: &std::path::Path, text: &str) -> (i32, String) {
     (out.status.code().unwrap_or(-1), said)
 }
 
+/// Every family of `text` has its row in docs/api.md.
+pub fn assert_documented(text: &str, whose: &str) {
+    let docs = std::fs::read_to_string(repo_root().join("docs/api.md")).expect("docs/api.md");
+    for l in text.lines() {
+        if let Some(name) = l.strip_prefix("# TYPE ").and_then(|r| r.split(' ').next()) {
+            assert!(
+                docs.contains(&format!("`{name}`")),
+                "docs/api.md does not list {name} from {whose}'s /metrics"
+            );
+        }
+    }
+}
+
 /// A collector with a site reporting (a meter and two hosts, PUE 1.5), its /metrics text.
 fn scrape(dir: &TempDir, env: &[(&str, String)]) -> String {
     let c = Collector::start(dir, BrokerKind::Embedded, env);
@@ -80,9 +93,15 @@ fn the_collector_metrics_pass_promtool() {
         );
     };
     let dir = TempDir::new("promtool");
-    let text = scrape(&dir, &[]);
+    // Every family there is: per-node series for every node too.
+    let text = scrape(&dir, &[("DCWATT__HTTP__NODE_METRICS", "all".into())]);
     let (code, said) = promtool(&tool, &text);
     assert_eq!((code, said.trim()), (0, ""), "promtool on /metrics");
+    assert_documented(&text, "the collector");
+    assert!(
+        text.contains("dcwatt_node_up{site=\"lint\",node=\"h1\"} 1"),
+        "per-node series with node_metrics = all"
+    );
     for family in [
         "dcwatt_build_info{program=\"dcwatt-collector\"",
         "process_resident_memory_bytes ",
