@@ -16,6 +16,7 @@ mod ipmi;
 mod limits;
 mod modbus;
 mod outage;
+mod prometheus;
 mod promtool;
 mod pue;
 mod restart;
