@@ -24,7 +24,14 @@ const KNOWN_KEYS: &[&str] = &[
     "spool",
     "state_dir",
     "log",
+    "http",
 ];
+
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct HttpRaw {
+    listen: Option<String>,
+}
 
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -85,6 +92,8 @@ pub struct AgentConfig {
     pub whole_system_order: Vec<String>,
     /// The spool, unless disabled.
     pub spool: Option<SpoolConfig>,
+    /// Where the agent serves its own `/metrics` (`http.listen`); off when unset.
+    pub http_listen: Option<std::net::SocketAddr>,
 }
 
 impl AgentConfig {
@@ -198,6 +207,20 @@ impl AgentConfig {
             max_bytes: (spool.max_mib.clamp(0.001, 1_048_576.0) * 1_048_576.0) as u64,
             replay_per_sec: spool.replay_per_sec,
         });
+        let http: HttpRaw = l.get_or_default("http", &mut p);
+        let http_listen = match http.listen.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(a) => match a.parse() {
+                Ok(addr) => Some(addr),
+                Err(_) => {
+                    p.push(
+                        "http.listen",
+                        format!("{a:?} is not an address and port, e.g. \"127.0.0.1:9184\""),
+                    );
+                    None
+                }
+            },
+        };
         p.into_result(AgentConfig {
             state_dir,
             log,
@@ -211,6 +234,7 @@ impl AgentConfig {
             sources,
             whole_system_order,
             spool,
+            http_listen,
         })
     }
 }
@@ -266,6 +290,16 @@ mod tests {
         let abs = format!("{toml}[spool]\ndir = \"/srv/spool\"\n");
         let c = AgentConfig::from_loader(&Loader::from_toml(&abs).unwrap()).unwrap();
         assert_eq!(c.spool.unwrap().dir, std::path::Path::new("/srv/spool/s/n"));
+    }
+
+    #[test]
+    fn metrics_are_off_unless_an_address_is_given() {
+        let cfg = |t: &str| AgentConfig::from_loader(&Loader::from_toml(t).unwrap());
+        assert_eq!(cfg("site = \"s\"\n").unwrap().http_listen, None);
+        let c = cfg("site = \"s\"\n[http]\nlisten = \"0.0.0.0:9184\"\n").unwrap();
+        assert_eq!(c.http_listen, Some("0.0.0.0:9184".parse().unwrap()));
+        let err = cfg("site = \"s\"\n[http]\nlisten = \"localhost\"\n").unwrap_err();
+        assert_eq!(err.0[0].path, "http.listen", "{err}");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use dcwatt_common::mqtt::MqttSettings;
 use dcwatt_common::protocol::{readings_topic, status_topic, ReadingsMessage, StatusMessage};
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, Packet, QoS};
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -23,15 +23,6 @@ const REPLAY_STEP: Duration = Duration::from_millis(100);
 
 /// How long a clean shutdown waits for the broker to take the offline status.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
-
-/// What the event loop tells the publisher about the connection.
-#[derive(Debug, Default)]
-struct LinkState {
-    /// Connected now.
-    connected: AtomicBool,
-    /// Connections made so far: a batch sent in an earlier one is not confirmed.
-    epoch: AtomicU64,
-}
 
 /// Publishes batches and status for one node.
 pub struct Publisher {
@@ -70,7 +61,10 @@ impl Publisher {
         let (client, eventloop) = AsyncClient::new(options, 64);
         let stopping = CancellationToken::new();
         let birth = to_json(&self.birth);
-        let link = Arc::new(LinkState::default());
+        // The event loop tells the publisher about the connection through the shared
+        // counters: `connected`, and `connections` (a batch sent in an earlier connection
+        // is not confirmed).
+        let link = self.stats.clone();
         let poller = tokio::spawn(drive(
             eventloop,
             client.clone(),
@@ -82,7 +76,7 @@ impl Publisher {
         ));
         let topic = readings_topic(&site, &node);
         let connected = &link.connected;
-        let epoch = &link.epoch;
+        let epoch = &link.connections;
         // With a spool every batch is written ahead and kept until it has been out for
         // ACK_GRACE on a connection that stayed up; a reconnection sends the unconfirmed
         // ones again (the collector drops duplicates). A crash loses nothing written.
@@ -95,6 +89,7 @@ impl Publisher {
         let mut unconfirmed: VecDeque<(Instant, u64)> = VecDeque::new();
         let mut limiter = RateLimiter::new(Duration::from_secs(60));
         loop {
+            self.gauges();
             let online = connected.load(Ordering::Relaxed);
             // Wake only when there is something to do: unsent batches (one replay step
             // after the last), or the oldest unconfirmed one's grace running out. An idle
@@ -116,6 +111,7 @@ impl Publisher {
                     let payload = to_json(&batch);
                     let Some(spool) = &mut self.spool else {
                         if client.publish(topic.clone(), QoS::AtLeastOnce, false, payload).await.is_err() {
+                            self.stats.publish_errors.fetch_add(1, Ordering::Relaxed);
                             break;
                         }
                         self.stats.batches_published.fetch_add(1, Ordering::Relaxed);
@@ -167,6 +163,7 @@ impl Publisher {
                     for _ in 0..per_step {
                         let Some(payload) = spool.next_unsent() else { break };
                         if client.publish(topic.clone(), QoS::AtLeastOnce, false, payload).await.is_err() {
+                            self.stats.publish_errors.fetch_add(1, Ordering::Relaxed);
                             break;
                         }
                         unconfirmed.push_back((now, current));
@@ -175,6 +172,7 @@ impl Publisher {
                 }
             }
         }
+        self.gauges();
         // Clean shutdown: say so (the broker does not send the will on a clean disconnect).
         let offline = to_json(&StatusMessage::offline(
             &site,
@@ -193,6 +191,18 @@ impl Publisher {
     }
 }
 
+impl Publisher {
+    /// The queue's and the spool's gauges, for `/metrics`.
+    fn gauges(&self) {
+        let st = &self.stats;
+        st.queued.store(self.rx.len() as u64, Ordering::Relaxed);
+        if let Some(s) = &self.spool {
+            st.spool_batches.store(s.len(), Ordering::Relaxed);
+            st.spool_bytes.store(s.bytes(), Ordering::Relaxed);
+        }
+    }
+}
+
 fn to_json<T: serde::Serialize>(v: &T) -> Vec<u8> {
     // Serializing our own plain structs cannot fail; an empty payload would be refused
     // by the collector rather than crash the agent.
@@ -207,9 +217,9 @@ async fn drive(
     birth: Vec<u8>,
     endpoint: String,
     stopping: CancellationToken,
-    link: Arc<LinkState>,
+    link: Arc<AgentStats>,
 ) {
-    let (connected, epoch) = (&link.connected, &link.epoch);
+    let (connected, epoch) = (&link.connected, &link.connections);
     let mut backoff = dcwatt_common::mqtt::reconnect_backoff();
     let mut limiter = RateLimiter::new(Duration::from_secs(60));
     let mut stop_deadline: Option<tokio::time::Instant> = None;
@@ -250,6 +260,7 @@ async fn drive(
             Ok(_) => {}
             Err(e) => {
                 connected.store(false, Ordering::Relaxed);
+                link.connection_errors.fetch_add(1, Ordering::Relaxed);
                 if stopping.is_cancelled() {
                     return;
                 }

@@ -31,10 +31,10 @@ pub fn build_sources(config: &AgentConfig) -> Result<Vec<Scheduled>, SourceError
         .sources
         .iter()
         .map(|s| {
-            Ok(Scheduled {
-                source: s.build()?,
-                every: s.interval_secs().map_or(1, |i| (i / tick).max(1)),
-            })
+            Ok(Scheduled::new(
+                s.build()?,
+                s.interval_secs().map_or(1, |i| (i / tick).max(1)),
+            ))
         })
         .collect()
 }
@@ -77,6 +77,14 @@ pub enum RunError {
     /// The state directory could not be created.
     #[error(transparent)]
     StateDir(#[from] dcwatt_common::state_dir::CreateError),
+    /// The `/metrics` address cannot be listened on.
+    #[error("cannot serve /metrics on {addr} (http.listen): {source}")]
+    Http {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// Runs the agent until `cancel`.
@@ -114,6 +122,10 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), R
         None => None,
     };
     let stats = Arc::new(AgentStats::default());
+    let metrics = match config.http_listen {
+        Some(addr) => Some(metrics_server(&config, &sources, &stats, addr).await?),
+        None => None,
+    };
     let (tx, rx) = mpsc::channel(QUEUE_BATCHES);
     tracing::info!(site = %config.site, node = %config.node, broker = %config.mqtt.endpoint(), sources = sources.len(), "agent starting");
     let publisher = Publisher {
@@ -141,6 +153,10 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), R
     stop.spawn(PUBLISH, "publisher", publisher.run(stop.token(PUBLISH)));
     let service = serve_systemd(stats.clone(), config.interval, stop.token(SOURCES));
     stop.spawn(SOURCES, "service manager", service);
+    if let Some((listener, registry, refused)) = metrics {
+        let serve = crate::metrics::serve(listener, registry, refused, stop.token(PUBLISH));
+        stop.spawn(PUBLISH, "metrics", serve);
+    }
     let (done_tx, done) = tokio::sync::oneshot::channel();
     let sources = stop.token(SOURCES);
     stop.spawn(SOURCES, "scheduler", async move {
@@ -162,6 +178,43 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), R
     );
     Ok(())
 }
+
+/// What `/metrics` serves, and the listener, bound before anything starts (a port in use
+/// is a start-up error, not a silent absence).
+async fn metrics_server(
+    config: &AgentConfig,
+    sources: &[Scheduled],
+    stats: &Arc<AgentStats>,
+    addr: std::net::SocketAddr,
+) -> Result<MetricsServer, RunError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| RunError::Http { addr, source })?;
+    let registry = Arc::new(dcwatt_common::metrics::Registry::default());
+    registry.register(Arc::new(dcwatt_common::metrics::ProcessMetrics {
+        program: "dcwatt-agent",
+        version: env!("CARGO_PKG_VERSION"),
+    }));
+    let refused = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    registry.register(Arc::new(crate::metrics::AgentFamilies {
+        stats: stats.clone(),
+        sources: sources
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.source.kind(), i, s.stat.clone()))
+            .collect(),
+        spool_max_bytes: config.spool.as_ref().map(|s| s.max_bytes),
+        refused: refused.clone(),
+    }));
+    tracing::info!(%addr, "serving /metrics");
+    Ok((listener, registry, refused))
+}
+
+type MetricsServer = (
+    tokio::net::TcpListener,
+    Arc<dcwatt_common::metrics::Registry>,
+    Arc<std::sync::atomic::AtomicU64>,
+);
 
 /// Tells systemd the agent is ready once its first batch is built, then pings the watchdog
 /// while batches keep coming (a wedged source read stops the pings, and systemd restarts

@@ -3,13 +3,13 @@
 use crate::sources::{Source, SourceError};
 use dcwatt_common::logging::RateLimiter;
 use dcwatt_common::protocol::{Reading, ReadingsMessage, VERSION};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// Counters the agent logs at shutdown.
+/// Counters the agent logs at shutdown and serves on its `/metrics`.
 #[derive(Debug, Default)]
 pub struct AgentStats {
     /// Batches assembled.
@@ -23,6 +23,47 @@ pub struct AgentStats {
     pub batches_spooled: AtomicU64,
     /// Source reads that failed.
     pub read_errors: AtomicU64,
+    /// When the last batch was built, ms since the epoch (0: none yet).
+    pub last_batch_ms: AtomicU64,
+    /// Batches waiting for the publisher (gauge).
+    pub queued: AtomicU64,
+    /// Batches in the spool, sent or not, until the broker has them (gauge).
+    pub spool_batches: AtomicU64,
+    /// Bytes the spool holds (gauge).
+    pub spool_bytes: AtomicU64,
+    /// Connected to the broker now.
+    pub connected: AtomicBool,
+    /// Connections made so far (a batch sent in an earlier one is not confirmed).
+    pub connections: AtomicU64,
+    /// Connection attempts that failed and connections lost.
+    pub connection_errors: AtomicU64,
+    /// Publishes the MQTT client refused (it has stopped).
+    pub publish_errors: AtomicU64,
+}
+
+/// One source's reads, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct SourceStat {
+    /// Reads done.
+    pub reads: AtomicU64,
+    /// Reads that failed.
+    pub errors: AtomicU64,
+    /// Time spent reading, ns, summed.
+    pub nanos: AtomicU64,
+    /// The last read's duration, ns.
+    pub last_nanos: AtomicU64,
+}
+
+impl SourceStat {
+    fn record(&self, took: Duration, ok: bool) {
+        let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        if !ok {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        self.nanos.fetch_add(ns, Ordering::Relaxed);
+        self.last_nanos.store(ns, Ordering::Relaxed);
+    }
 }
 
 /// A source with its interval as a multiple of the agent's tick.
@@ -31,6 +72,19 @@ pub struct Scheduled {
     pub source: Box<dyn Source>,
     /// Read on every `every`-th tick.
     pub every: u64,
+    /// Its reads, errors and durations.
+    pub stat: Arc<SourceStat>,
+}
+
+impl Scheduled {
+    /// `source`, read every `every`-th tick.
+    pub fn new(source: Box<dyn Source>, every: u64) -> Self {
+        Scheduled {
+            source,
+            every,
+            stat: Arc::default(),
+        }
+    }
 }
 
 /// Reads every source due on `tick` at the same instant `now_ms`, so that a meter's power
@@ -48,7 +102,10 @@ pub fn sample(
     let mut produced = Vec::new();
     for s in sources.iter_mut().filter(|s| tick % s.every == 0) {
         let start = readings.len();
-        if let Err(e) = s.source.read(now_ms, &mut readings) {
+        let began = Instant::now();
+        let read = s.source.read(now_ms, &mut readings);
+        s.stat.record(began.elapsed(), read.is_ok());
+        if let Err(e) = read {
             errors.push((s.source.kind(), e));
         }
         produced.push((s.source.kind(), start..readings.len()));
@@ -150,6 +207,9 @@ impl Scheduler {
                 }
             }
             self.stats.batches_built.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .last_batch_ms
+                .store(u64::try_from(now).unwrap_or(0), Ordering::Relaxed);
             match self
                 .tx
                 .try_send(batch(&self.site, &self.node, seq, now, readings))
@@ -197,18 +257,9 @@ mod tests {
     #[test]
     fn due_sources_read_at_one_instant_and_failures_do_not_stop_others() {
         let mut s = vec![
-            Scheduled {
-                source: sim(),
-                every: 1,
-            },
-            Scheduled {
-                source: Box::new(Broken),
-                every: 1,
-            },
-            Scheduled {
-                source: sim(),
-                every: 3,
-            },
+            Scheduled::new(sim(), 1),
+            Scheduled::new(Box::new(Broken), 1),
+            Scheduled::new(sim(), 3),
         ];
         let (r, e) = sample(&mut s, 0, 5_000, &[]);
         assert_eq!(r.len(), 4);
@@ -216,6 +267,14 @@ mod tests {
         assert_eq!(e.len(), 1);
         let (r, _) = sample(&mut s, 1, 6_000, &[]);
         assert_eq!(r.len(), 2, "the every-3 source is not due on tick 1");
+        let count = |i: usize| {
+            let st = &s[i].stat;
+            (
+                st.reads.load(Ordering::Relaxed),
+                st.errors.load(Ordering::Relaxed),
+            )
+        };
+        assert_eq!([count(0), count(1), count(2)], [(2, 0), (2, 2), (1, 0)]);
         let b = batch("s", "n", 7, 6_000, r);
         assert_eq!((b.v, b.seq, b.sent_ms), (1, 7, 6_000));
     }

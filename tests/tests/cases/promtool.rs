@@ -1,6 +1,7 @@
-//! The collector's `/metrics` as Prometheus' own linter sees it: `promtool check metrics`
-//! passes on a collector with a site reporting, and the deprecated names that
-//! `http.deprecated_metric_names` brings back for one release are all it would report.
+//! The collector's and the agent's `/metrics` as Prometheus' own linter sees them:
+//! `promtool check metrics` passes on both, every family is in docs/api.md, and the
+//! deprecated names that `http.deprecated_metric_names` brings back for one release are
+//! all it would report.
 
 use dcwatt_e2e::wire::{birth, readings};
 use dcwatt_e2e::*;
@@ -135,4 +136,61 @@ fn the_collector_metrics_pass_promtool() {
         text.contains("dcwatt_energy_meter_resets_total 0"),
         "the new names stay"
     );
+}
+
+#[test]
+fn the_agent_metrics_pass_promtool_and_count_what_the_agent_does() {
+    let Some(tool) = find_program("promtool") else {
+        return skip_or_fail(
+            "promtool check metrics (agent)",
+            "promtool (Debian's prometheus) is not installed",
+        );
+    };
+    let dir = TempDir::new("promtool-agent");
+    let c = Collector::start(&dir, BrokerKind::Embedded, &[]);
+    let port = free_port();
+    let toml = format!(
+        "site = \"lint\"\nnode = \"h1\"\ninterval_secs = 1\n[mqtt]\nport = {}\n\
+         [http]\nlisten = \"127.0.0.1:{port}\"\n\
+         [[sources]]\ntype = \"sim\"\npoint = \"it_input\"\nbase_w = 500.0\n",
+        c.mqtt
+    );
+    let _agent = start_agent(&dir, "h1", &toml);
+    let text = wait_for(
+        "the agent's /metrics after 3 batches",
+        Duration::from_secs(20),
+        || {
+            let (status, body) = http_get(port, "/metrics")?;
+            (status == 200 && metric(&body, "dcwatt_agent_batches_published_total")? >= 3.0)
+                .then_some(body)
+        },
+    );
+    let (code, said) = promtool(&tool, &text);
+    assert_eq!(
+        (code, said.trim()),
+        (0, ""),
+        "promtool on the agent's /metrics"
+    );
+    assert_documented(&text, "the agent");
+    assert_eq!(metric(&text, "dcwatt_agent_broker_connected"), Some(1.0));
+    let reads = metric(
+        &text,
+        "dcwatt_agent_source_reads_total{source=\"sim\",index=\"0\"}",
+    )
+    .expect("the sim source's reads");
+    assert!(reads >= 3.0, "{text}");
+    assert_eq!(
+        metric(
+            &text,
+            "dcwatt_agent_source_read_errors_total{source=\"sim\",index=\"0\"}"
+        ),
+        Some(0.0)
+    );
+    assert!(
+        text.contains("dcwatt_build_info{program=\"dcwatt-agent\""),
+        "{text}"
+    );
+    // The collector saw what the agent says it published.
+    let site = c.site("lint").expect("site");
+    assert!(site["nodes"]["online"].as_u64() == Some(1), "{site}");
 }

@@ -331,14 +331,11 @@ fn a_failing_bmc_does_not_stop_other_sources() {
     let dir = scratch("others");
     let bmc = serve("public-rackmount1", Mode::Malformed);
     let mut sources = vec![
-        Scheduled {
-            source: Box::new(RedfishSource::new(config(&bmc, &dir)).unwrap()),
-            every: 1,
-        },
-        Scheduled {
-            source: Box::new(SimSource::new(SimConfig::constant(Point::ItInput, 100.0))),
-            every: 1,
-        },
+        Scheduled::new(Box::new(RedfishSource::new(config(&bmc, &dir)).unwrap()), 1),
+        Scheduled::new(
+            Box::new(SimSource::new(SimConfig::constant(Point::ItInput, 100.0))),
+            1,
+        ),
     ];
     let order: Vec<String> = crate::sources::WHOLE_SYSTEM_ORDER
         .iter()
