@@ -587,15 +587,7 @@ impl VictoriaMetrics {
     /// flush: one JSON object per series with `metric`, `values` and `timestamps`.
     pub fn export(&self, selector: &str) -> Vec<serde_json::Value> {
         let _ = http_get(self.port, "/internal/force_flush");
-        let q: String = selector
-            .bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
-                    (b as char).to_string()
-                }
-                _ => format!("%{b:02X}"),
-            })
-            .collect();
+        let q = url_encode(selector);
         let path = format!("/api/v1/export?match%5B%5D={q}&start=0");
         let Some((200, body)) = http_get(self.port, &path) else {
             return Vec::new();
@@ -603,6 +595,67 @@ impl VictoriaMetrics {
         body.lines()
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect()
+    }
+}
+
+/// `s` percent-encoded for a query string.
+pub fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A Prometheus server (Debian's `prometheus`) on a loopback port, scraping what its
+/// configuration says every second, with its data in the scratch directory.
+pub struct Prometheus {
+    /// The process.
+    pub proc: Proc,
+    /// Its HTTP port.
+    pub port: u16,
+}
+
+impl Prometheus {
+    /// Starts Prometheus with `config` (YAML), or `None` when it is not installed.
+    pub fn start(dir: &TempDir, config: &str) -> Option<Prometheus> {
+        let exe = find_program("prometheus")?;
+        let port = free_port();
+        let conf = dir.write("prometheus.yml", config);
+        let mut cmd = Command::new(exe);
+        cmd.arg(format!("--config.file={}", conf.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.0.join("prometheus-data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"));
+        let mut proc = Proc::spawn("prometheus", cmd, dir.0.join("prometheus.log"));
+        wait_for("prometheus to be ready", Duration::from_secs(30), || {
+            assert!(proc.running(), "prometheus exited:\n{}", proc.log());
+            http_get(port, "/-/ready")
+                .filter(|(s, _)| *s == 200)
+                .map(|_| ())
+        });
+        Some(Prometheus { proc, port })
+    }
+
+    /// An instant query's result vector (`data.result`), or `None` when it fails.
+    pub fn query(&self, promql: &str) -> Option<Vec<serde_json::Value>> {
+        let v = get_json(
+            self.port,
+            &format!("/api/v1/query?query={}", url_encode(promql)),
+        )?;
+        (v["status"] == "success").then(|| v["data"]["result"].as_array().cloned())?
+    }
+
+    /// The value of a query that returns one sample.
+    pub fn value(&self, promql: &str) -> Option<f64> {
+        let r = self.query(promql)?;
+        match r.as_slice() {
+            [one] => one["value"][1].as_str()?.parse().ok(),
+            _ => None,
+        }
     }
 }
 

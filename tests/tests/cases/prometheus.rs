@@ -1,8 +1,146 @@
-//! dcwatt as a Prometheus citizen: the rule files in configs/prometheus/ pass promtool's
-//! checks and unit tests and say what dcwatt's default alert rules say.
+//! dcwatt as a Prometheus citizen: a real Prometheus scrapes a collector and an agent and
+//! answers what dcwatt's own API says; the rule files in configs/prometheus/ load there,
+//! pass promtool's checks and unit tests, and say what dcwatt's default alert rules say.
 
 use dcwatt_e2e::*;
 use std::process::Command;
+use std::time::Duration;
+
+const SITE: &str = "prom";
+
+#[test]
+fn a_real_prometheus_scrapes_dcwatt_and_agrees_with_its_api() {
+    if find_program("prometheus").is_none() {
+        return skip_or_fail(
+            "Prometheus end to end",
+            "prometheus (Debian's prometheus) is not installed",
+        );
+    }
+    let dir = TempDir::new("prometheus");
+    // r1: 1 kW × 0.8 derated = 800 W of budget, A/B feeds of 0.6 kW × 0.8 = 480 W.
+    let cfg = dir.write(
+        "collector.toml",
+        &format!(
+            "[http]\nnode_metrics = \"all\"\n\
+             [[racks]]\nsite = \"{SITE}\"\nrack = \"r1\"\nbudget_kw = 1.0\nfeed_kw = 0.6\n"
+        ),
+    );
+    let c = Collector::start_with_config(&dir, BrokerKind::Embedded, &cfg, None, &[]);
+    let agent_port = free_port();
+    let agent = |node: &str, role: &str, rack: &str, point: &str, w: f64, http: &str| {
+        format!(
+            "site = \"{SITE}\"\nnode = \"{node}\"\nrole = \"{role}\"\n{rack}interval_secs = 1\n\
+             [mqtt]\nport = {}\n{http}[[sources]]\ntype = \"sim\"\npoint = \"{point}\"\nbase_w = {w:?}\n",
+            c.mqtt
+        )
+    };
+    let http = format!("[http]\nlisten = \"127.0.0.1:{agent_port}\"\n");
+    let _agents = [
+        start_agent(
+            &dir,
+            "meter",
+            &agent("meter", "meter", "", "facility_input", 1450.0, ""),
+        ),
+        start_agent(
+            &dir,
+            "h1",
+            &agent("h1", "host", "rack = \"r1\"\n", "it_input", 600.0, &http),
+        ),
+        start_agent(
+            &dir,
+            "h2",
+            &agent("h2", "host", "rack = \"r2\"\n", "it_input", 400.0, ""),
+        ),
+    ];
+    let rules = rules_dir();
+    let prom = Prometheus::start(
+        &dir,
+        &format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+             rule_files:\n  - {}\n  - {}\n\
+             scrape_configs:\n\
+             \x20 - job_name: dcwatt-collector\n    honor_labels: true\n    static_configs:\n      - targets: [\"127.0.0.1:{}\"]\n\
+             \x20 - job_name: dcwatt-agent\n    static_configs:\n      - targets: [\"127.0.0.1:{agent_port}\"]\n",
+            rules.join("dcwatt-rules.yml").display(),
+            rules.join("dcwatt-alerts.yml").display(),
+            c.http
+        ),
+    )
+    .expect("prometheus is installed");
+
+    // Both targets are up, and the agent's own view of its broker connection arrives.
+    for job in ["dcwatt-collector", "dcwatt-agent"] {
+        wait_for(&format!("{job} up"), Duration::from_secs(30), || {
+            (prom.value(&format!("up{{job=\"{job}\"}}"))? == 1.0).then_some(())
+        });
+    }
+    assert_eq!(
+        wait_for("the agent's broker state", Duration::from_secs(10), || prom
+            .value("dcwatt_agent_broker_connected")),
+        1.0
+    );
+
+    // The site's 1 min PUE and rack r1's power as Prometheus stored them, and as dcwatt's
+    // API says them at the same moment (constant loads: the values hold still once the
+    // window has data; the API is read before and after the query, and must agree).
+    let api_pue = || -> Option<f64> { c.site(SITE)?["pue"]["1m"]["value"].as_f64() };
+    let (pue, from_api) = wait_for("PUE in Prometheus", Duration::from_secs(40), || {
+        let before = api_pue()?;
+        let stored = prom.value(&format!("dcwatt_site_pue{{site=\"{SITE}\",window=\"1m\"}}"))?;
+        let after = api_pue()?;
+        (before == after && stored == after).then_some((stored, after))
+    });
+    assert_eq!(pue, from_api);
+    assert!(
+        (pue - 1450.0 / 1000.0).abs() < 1e-6,
+        "1,450 W / (600 + 400) W: {pue}"
+    );
+    // The recording rule's expression over this one site is the site's PUE.
+    let region = prom
+        .value(
+            "sum by (window, category) (dcwatt_site_energy_joules{side=\"facility\",window=\"1m\"}) \
+             / sum by (window, category) (dcwatt_site_energy_joules{side=\"it\",window=\"1m\"})",
+        )
+        .expect("the energy-weighted PUE");
+    assert!((region - pue).abs() < 1e-9, "{region} vs {pue}");
+
+    let racks = get_json(c.http, &format!("/api/v1/sites/{SITE}/racks")).expect("racks");
+    let r1 = racks["racks"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["rack"] == "r1"))
+        .cloned()
+        .expect("r1");
+    let stored = |q: &str| prom.value(&format!("{q}{{site=\"{SITE}\",rack=\"r1\"}}"));
+    assert_eq!(stored("dcwatt_rack_power_watts"), r1["power_w"].as_f64());
+    assert_eq!(stored("dcwatt_rack_power_watts"), Some(600.0));
+    assert_eq!(stored("dcwatt_rack_power_utilization_ratio"), Some(0.75));
+    assert_eq!(stored("dcwatt_rack_failover_headroom_watts"), Some(-120.0));
+    assert_eq!(
+        prom.value(&format!("dcwatt_node_up{{site=\"{SITE}\",node=\"h2\"}}")),
+        Some(1.0)
+    );
+
+    // The rule files load in the real server: every group and rule, none broken.
+    let rules = get_json(prom.port, "/api/v1/rules").expect("rules");
+    let groups = rules["data"]["groups"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let count = |name: &str| {
+        groups
+            .iter()
+            .find(|g| g["name"] == name)
+            .and_then(|g| g["rules"].as_array().map(Vec::len))
+    };
+    assert_eq!(count("dcwatt-recording"), Some(7), "{rules}");
+    assert_eq!(count("dcwatt-alerts"), Some(9), "{rules}");
+    let broken: Vec<&serde_json::Value> = groups
+        .iter()
+        .flat_map(|g| g["rules"].as_array().into_iter().flatten())
+        .filter(|r| r["health"] == "err")
+        .collect();
+    assert!(broken.is_empty(), "{broken:?}");
+}
 
 fn rules_dir() -> std::path::PathBuf {
     repo_root().join("configs/prometheus")
