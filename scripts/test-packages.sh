@@ -73,6 +73,12 @@ for p in collector agent; do
     check "unit dcwatt-$p.service installed" test -f "$unit"
     check "sysusers.d and tmpfiles.d entries" test -f /usr/lib/sysusers.d/dcwatt-$p.conf -a -f /usr/lib/tmpfiles.d/dcwatt-$p.conf
     check "docs in /usr/share/doc/dcwatt-$p" test -f /usr/share/doc/dcwatt-$p/README.md
+    if [ "$p" = collector ]; then
+        ex=/usr/share/doc/dcwatt-collector/examples
+        check "Prometheus rules and Grafana dashboards in $ex" test -f $ex/prometheus/dcwatt-alerts.yml \
+            -a -f $ex/prometheus/prometheus.yml -a -f $ex/grafana/dcwatt-prometheus.json \
+            -a -f $ex/grafana/dcwatt-influxql.json -a -f $ex/grafana/provisioning/datasources/dcwatt.yaml
+    fi
     check "systemd-analyze verify dcwatt-$p.service" systemd-analyze verify "$unit"
     score=$(systemd-analyze security --offline=true --threshold=29 "$unit" 2>&1 | sed -n 's/.*Overall exposure level for [^:]*: \([0-9.]*\).*/\1/p')
     check "systemd-analyze security dcwatt-$p: exposure $score ≤ 2.9" systemd-analyze security --offline=true --threshold=29 "$unit" >/dev/null 2>&1

@@ -205,45 +205,123 @@ fn every_reading_reaches_influxdb_with_its_tags_value_and_time() {
         metric(&m, "dcwatt_sink_queue_dropped_total{sink=\"influx\"}"),
         Some(0.0)
     );
-    // Every measurement and field the shipped Grafana dashboard queries is written.
-    let names: Vec<String> = vm
-        .export(&format!("{{__name__=~\"dcwatt_.*\",site=\"{SITE}\"}}"))
-        .iter()
-        .filter_map(|s| s["metric"]["__name__"].as_str().map(str::to_owned))
-        .collect();
-    let dashboard: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../configs/grafana/dcwatt-influxdb.json"
-        ))
-        .expect("dashboard file"),
-    )
-    .expect("dashboard JSON");
-    let mut checked = 0;
-    for panel in dashboard["panels"].as_array().expect("panels") {
-        let query = panel["targets"][0]["query"].as_str().expect("query");
-        let quoted_after = |marker: &str| -> Vec<String> {
-            query
-                .split(marker)
-                .skip(1)
-                .filter_map(|rest| rest.split('"').next().map(str::to_owned))
-                .collect()
-        };
-        let measurement = quoted_after("r._measurement == \"");
-        assert_eq!(measurement.len(), 1, "{query}");
-        for field in quoted_after("r._field == \"") {
-            let name = format!("{}_{field}", measurement[0]);
-            assert!(
-                names.contains(&name),
-                "{name} (panel {}) not written; have {names:?}",
-                panel["title"]
+    // Every measurement, field and tag the shipped Grafana dashboards query is written.
+    let series = vm.export(&format!("{{__name__=~\"dcwatt_.*\",site=\"{SITE}\"}}"));
+    for file in ["dcwatt-influxdb.json", "dcwatt-influxql.json"] {
+        let checked = assert_dashboard_names(file, &series);
+        assert!(checked >= 10, "{file}: {checked}");
+    }
+    // The token never shows up in the collector's log.
+    assert!(!c.proc.log().contains("s3cret-token"));
+}
+
+/// What one InfluxDB dashboard query names: (measurement, fields, tags).
+fn query_names(query: &str) -> (String, Vec<String>, Vec<String>) {
+    let after = |marker: &str, end: char| -> Vec<String> {
+        query
+            .split(marker)
+            .skip(1)
+            .filter_map(|rest| rest.split(end).next().map(str::to_owned))
+            .collect()
+    };
+    if query.contains("r._measurement") {
+        // Flux: r._measurement == "m", r._field == "f", r.tag == "…", group(columns: [...]).
+        let measurement = after("r._measurement == \"", '"');
+        let fields = after("r._field == \"", '"');
+        let mut tags: Vec<String> = after("r.", ' ')
+            .into_iter()
+            .filter(|t| !t.starts_with('_'))
+            .collect();
+        for cols in after("group(columns: [", ']') {
+            tags.extend(
+                cols.split(',')
+                    .map(|c| c.trim().trim_matches('"').to_owned()),
             );
+        }
+        tags.retain(|t| t != "_field" && !t.is_empty());
+        (measurement.concat(), fields, tags)
+    } else {
+        // InfluxQL: FROM "m", last("f"), WHERE "tag" = '…', GROUP BY …, "tag".
+        let measurement = after("FROM \"", '"');
+        let fields = after("last(\"", '"');
+        let mut tags = after("WHERE \"", '"');
+        tags.extend(after("AND \"", '"'));
+        for rest in query.split("GROUP BY ").skip(1) {
+            let clause = rest.split(" fill(").next().unwrap_or(rest);
+            tags.extend(
+                clause
+                    .split(',')
+                    .map(|t| t.trim().trim_matches('"').to_owned())
+                    .filter(|t| !t.starts_with("time(")),
+            );
+        }
+        tags.retain(|t| !t.is_empty() && !t.starts_with("time("));
+        (measurement.concat(), fields, tags)
+    }
+}
+
+/// Asserts that every query of `file` (panels and variables) names a measurement, fields
+/// and tags among `series` (VictoriaMetrics' export of what the sink wrote: one
+/// `measurement_field` name per series, the tags as labels). Returns the fields checked.
+fn assert_dashboard_names(file: &str, series: &[serde_json::Value]) -> usize {
+    let path = repo_root().join("configs/grafana").join(file);
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("dashboard file"))
+            .expect("dashboard JSON");
+    let mut queries: Vec<(String, String)> = Vec::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for t in panel["targets"].as_array().into_iter().flatten() {
+            let q = t["query"].as_str().expect("query").to_owned();
+            queries.push((panel["title"].as_str().unwrap_or("").to_owned(), q));
+        }
+    }
+    let mut checked = 0;
+    for (title, query) in &queries {
+        let (measurement, fields, tags) = query_names(query);
+        assert!(
+            !measurement.is_empty() && !fields.is_empty(),
+            "{file} {title:?}: {query}"
+        );
+        for field in fields {
+            let name = format!("{measurement}_{field}");
+            let Some(s) = series
+                .iter()
+                .find(|s| s["metric"]["__name__"] == name.as_str())
+            else {
+                panic!("{file} {title:?}: {name} is not written");
+            };
+            for tag in &tags {
+                assert!(
+                    series.iter().any(|x| {
+                        x["metric"]["__name__"]
+                            .as_str()
+                            .is_some_and(|n| n.starts_with(&measurement))
+                            && x["metric"].get(tag.as_str()).is_some()
+                    }),
+                    "{file} {title:?}: tag {tag} is not on {measurement} ({})",
+                    s["metric"]
+                );
+            }
             checked += 1;
         }
     }
-    assert!(checked >= 10, "{checked}");
-    // The token never shows up in the collector's log.
-    assert!(!c.proc.log().contains("s3cret-token"));
+    // The site variable lists the site tag of dcwatt_site.
+    let vars = dashboard["templating"]["list"]
+        .as_array()
+        .expect("variables");
+    let site = vars
+        .iter()
+        .find(|v| v["name"] == "site")
+        .expect("site variable");
+    let q = site["query"].as_str().expect("site query");
+    assert!(q.contains("dcwatt_site") && q.contains("site"), "{q}");
+    assert!(
+        series.iter().any(|s| s["metric"]["__name__"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("dcwatt_site_"))),
+        "dcwatt_site is written"
+    );
+    checked
 }
 
 /// Publishes one batch per node every 500 ms for `secs`.

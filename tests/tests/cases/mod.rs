@@ -9,6 +9,7 @@ mod dashboard;
 mod dashboard_scale;
 mod fleet;
 mod forged;
+mod grafana;
 mod history;
 mod hostile;
 mod influx;
