@@ -137,6 +137,7 @@ pub async fn run(
         book: Arc::default(),
         rules: rules.clone(),
         stats: Arc::default(),
+        snapshots: snapshots.clone(),
     };
     metrics.register(Arc::new(board.clone()));
     let mut outlets = Outlets {

@@ -22,6 +22,8 @@ pub struct Board {
     pub rules: Arc<Live<Vec<Rule>>>,
     /// Notification counters.
     pub stats: Arc<AlertStats>,
+    /// The latest snapshot: the sites thresholds are written for.
+    pub snapshots: tokio::sync::watch::Receiver<Arc<crate::engine::Snapshot>>,
 }
 
 /// The unit of a rule's value, for showing it: `pue` (a ratio ≥ 1, three decimals),
@@ -93,6 +95,12 @@ impl Source for Board {
             .map(|s| (*s, 0))
             .collect();
         let rules = self.rules.get();
+        // The sites known, and those with overrides.
+        let mut sites: std::collections::BTreeSet<String> = rules
+            .iter()
+            .flat_map(|r| r.overrides.keys().cloned())
+            .collect();
+        sites.extend(self.snapshots.borrow().views().map(|v| v.site.clone()));
         if let Ok(book) = self.book.lock() {
             for (key, st) in &book.states {
                 if st.phase == Phase::Firing {
@@ -106,6 +114,23 @@ impl Source for Board {
         }
         for (sev, n) in &firing {
             let _ = writeln!(o, "dcwatt_alerts_firing{{severity=\"{sev}\"}} {n}");
+        }
+        o.family(
+            "dcwatt_alert_threshold",
+            "gauge",
+            "The threshold in force for each rule and site (per-site overrides applied): a site's PUE target for dashboards, or dcwatt's thresholds for Prometheus rules.",
+        );
+        for r in rules.iter() {
+            for site in sites.iter().filter(|s| r.applies_to(s)) {
+                let _ = writeln!(
+                    o,
+                    "dcwatt_alert_threshold{{rule=\"{}\",subject=\"{}\",window=\"{}\",site=\"{site}\"}} {}",
+                    r.name,
+                    r.subject.name(),
+                    r.subject.window().unwrap_or_default(),
+                    r.limits(site).0
+                );
+            }
         }
         let a = &self.stats;
         for (name, help, arr) in [
@@ -134,5 +159,53 @@ impl Source for Board {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alerts::{Op, Subject};
+    use crate::engine::{Engine, EngineConfig, Snapshot};
+    use dcwatt_common::protocol::{Point, Reading};
+
+    #[test]
+    fn each_site_gets_the_threshold_in_force_for_it() {
+        let rule = Rule {
+            name: "pue_1h_above_target".into(),
+            subject: Subject::SitePue("1h".into()),
+            op: Op::Gt,
+            threshold: 1.5,
+            clear: None,
+            for_ms: 0,
+            keep_firing_for_ms: 0,
+            severity: "warning".into(),
+            min_coverage: 0.95,
+            require_full_window: true,
+            labels: BTreeMap::new(),
+            summary: String::new(),
+            sites: Vec::new(),
+            overrides: [("hub".to_owned(), (1.25, None))].into(),
+        };
+        let mut e = Engine::new(EngineConfig::default());
+        let t = 1_800_000_000_000;
+        let r = Reading::gauge("power_w", 100.0, t).at(Point::ItInput);
+        e.apply_readings("dc", "h1", &[r], t);
+        let (_tx, snapshots) =
+            tokio::sync::watch::channel(Arc::new(Snapshot::take(&e, &[], t + 100)));
+        let board = Board {
+            book: Arc::default(),
+            rules: Arc::new(Live::new(vec![rule])),
+            stats: Arc::default(),
+            snapshots,
+        };
+        let mut o = Exposition::default();
+        board.encode(&mut o);
+        let text = o.into_text();
+        let line = |site: &str| {
+            format!("dcwatt_alert_threshold{{rule=\"pue_1h_above_target\",subject=\"site_pue\",window=\"1h\",site=\"{site}\"}}")
+        };
+        assert!(text.contains(&format!("{} 1.25\n", line("hub"))), "{text}");
+        assert!(text.contains(&format!("{} 1.5\n", line("dc"))), "{text}");
     }
 }

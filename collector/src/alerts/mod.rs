@@ -124,8 +124,33 @@ pub struct Rule {
     pub overrides: BTreeMap<String, (f64, Option<f64>)>,
 }
 
+impl Subject {
+    /// The configuration's name of the subject (`inlet_temperature` and `ups_on_battery`
+    /// are node metrics).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Subject::SitePue(_) => "site_pue",
+            Subject::PowerRatio => "power_ratio",
+            Subject::Coverage(_) => "coverage",
+            Subject::NodeOffline => "node_offline",
+            Subject::StaleMeter => "stale_meter",
+            Subject::NodeMetric { .. } => "node_metric",
+            Subject::RackUtilization => "rack_power_utilization",
+            Subject::RackFailoverHeadroom => "rack_failover_headroom",
+        }
+    }
+
+    /// The window of a window subject.
+    pub fn window(&self) -> Option<&str> {
+        match self {
+            Subject::SitePue(w) | Subject::Coverage(w) => Some(w),
+            _ => None,
+        }
+    }
+}
+
 impl Rule {
-    fn applies_to(&self, site: &str) -> bool {
+    pub(crate) fn applies_to(&self, site: &str) -> bool {
         self.sites.is_empty() || self.sites.iter().any(|s| s == site)
     }
 
@@ -537,10 +562,7 @@ pub struct Transition {
 /// Renders the summary template.
 pub fn render(rule: &Rule, key: &AlertKey, value: Option<f64>) -> String {
     let (threshold, _) = rule.limits(&key.site);
-    let window = match &rule.subject {
-        Subject::SitePue(w) | Subject::Coverage(w) => w.as_str(),
-        _ => "",
-    };
+    let window = rule.subject.window().unwrap_or_default();
     rule.summary
         .replace("{site}", &key.site)
         .replace("{target}", &key.target)

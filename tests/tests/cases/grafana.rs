@@ -31,6 +31,11 @@ fn dashboards_resolve_their_data_source_when_provisioned_from_files() {
         );
         assert!(!text.contains("${DS_"), "{file}");
         let vars = d["templating"]["list"].as_array().expect("variables");
+        let mut names: Vec<&str> = vars.iter().filter_map(|v| v["name"].as_str()).collect();
+        names.sort_unstable();
+        let n = names.len();
+        names.dedup();
+        assert_eq!(n, names.len(), "{file}: a variable defined twice");
         let ds = vars
             .iter()
             .find(|v| v["name"] == "datasource")

@@ -139,6 +139,13 @@ fn a_real_prometheus_scrapes_dcwatt_and_agrees_with_its_api() {
         prom.value(&format!("dcwatt_node_up{{site=\"{SITE}\",node=\"h2\"}}")),
         Some(1.0)
     );
+    // The site's PUE target as dcwatt's alert rules hold it (the default rule's 1.5).
+    assert_eq!(
+        prom.value(&format!(
+            "dcwatt_alert_threshold{{site=\"{SITE}\",rule=\"pue_1h_above_target\"}}"
+        )),
+        Some(1.5)
+    );
     // hall-1: (600 W of IT + 150 W of its own cooling) / 600 W.
     let ppue = wait_for("hall-1's partial PUE", Duration::from_secs(10), || {
         prom.value(&format!(
