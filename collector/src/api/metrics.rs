@@ -4,6 +4,7 @@
 //! its labels, unit and cardinality; a test below keeps the two in step.
 
 use super::AppState;
+use crate::engine::NodeSeries;
 use crate::engine::{NodeView, RackView, SiteSnapshot, Snapshot};
 use axum::extract::State;
 use axum::http::header;
@@ -22,43 +23,6 @@ pub async fn render(State(s): State<AppState>) -> impl IntoResponse {
         )],
         s.metrics.render(),
     )
-}
-
-/// Which nodes get their own series (`http.node_metrics`): a site of tens of thousands of
-/// hosts writes a few series per node, so the default writes only the nodes that need
-/// someone's attention.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NodeSeries {
-    /// No per-node series.
-    Off,
-    /// Facility meters, and hosts that are not online or have frozen meters.
-    Problems,
-    /// Every node.
-    All,
-}
-
-impl NodeSeries {
-    /// `off`, `problems` or `all`.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "off" => Some(NodeSeries::Off),
-            "problems" => Some(NodeSeries::Problems),
-            "all" => Some(NodeSeries::All),
-            _ => None,
-        }
-    }
-
-    fn includes(self, n: &NodeView) -> bool {
-        match self {
-            NodeSeries::Off => false,
-            NodeSeries::All => true,
-            NodeSeries::Problems => {
-                n.role == Some("meter")
-                    || (n.state != "online" && n.state != "retired")
-                    || !n.frozen_meters.is_empty()
-            }
-        }
-    }
 }
 
 /// The snapshot's families: registered last.

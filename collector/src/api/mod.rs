@@ -6,7 +6,7 @@ mod metrics;
 pub mod serve;
 mod web;
 
-pub use metrics::{NodeSeries, SiteFamilies};
+pub use metrics::SiteFamilies;
 
 use crate::engine::{Edit, EngineConfig, LevelRule, Snapshot};
 use axum::extract::{Path, State};

@@ -94,7 +94,7 @@ pub struct CollectorConfig {
     /// (`http.deprecated_metric_names`, for one release).
     pub http_deprecated_metric_names: bool,
     /// Which nodes get per-node series on `/metrics` (`http.node_metrics`).
-    pub http_node_metrics: crate::api::NodeSeries,
+    pub http_node_metrics: crate::engine::NodeSeries,
     /// The embedded broker, when `broker.embedded` is true.
     pub broker: Option<BrokerConfig>,
     /// The external broker, when `broker.embedded` is false.
@@ -275,13 +275,14 @@ impl CollectorConfig {
         if http.max_connections == 0 || http.max_connections > 1_000_000 {
             p.push("http.max_connections", "must be between 1 and 1000000");
         }
-        let node_metrics = crate::api::NodeSeries::parse(&http.node_metrics).unwrap_or_else(|| {
-            p.push(
-                "http.node_metrics",
-                format!("{:?} is not one of off, problems, all", http.node_metrics),
-            );
-            crate::api::NodeSeries::Problems
-        });
+        let node_metrics =
+            crate::engine::NodeSeries::parse(&http.node_metrics).unwrap_or_else(|| {
+                p.push(
+                    "http.node_metrics",
+                    format!("{:?} is not one of off, problems, all", http.node_metrics),
+                );
+                crate::engine::NodeSeries::Problems
+            });
         if !(1..=3_600).contains(&http.header_timeout_secs) {
             p.push("http.header_timeout_secs", "must be between 1 and 3600");
         }
@@ -608,9 +609,9 @@ mod tests {
     fn per_node_series_default_to_problems_and_take_three_values() {
         let cfg = |t: &str| CollectorConfig::from_loader(&Loader::from_toml(t).unwrap());
         let c = cfg("").unwrap();
-        assert_eq!(c.http_node_metrics, crate::api::NodeSeries::Problems);
+        assert_eq!(c.http_node_metrics, crate::engine::NodeSeries::Problems);
         let c = cfg("[http]\nnode_metrics = \"all\"\n").unwrap();
-        assert_eq!(c.http_node_metrics, crate::api::NodeSeries::All);
+        assert_eq!(c.http_node_metrics, crate::engine::NodeSeries::All);
         let err = cfg("[http]\nnode_metrics = \"some\"\n").unwrap_err();
         assert_eq!(err.0[0].path, "http.node_metrics", "{err}");
         assert!(err.to_string().contains("off, problems, all"), "{err}");

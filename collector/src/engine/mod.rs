@@ -29,7 +29,7 @@ pub use export::{period_view, Export, MinuteCursor, MinuteEnergy, PeriodTotals};
 pub use racks::{RackBudget, RackPower, RackView};
 pub use snapshot::{SiteSnapshot, Snapshot};
 pub use view::{
-    MetricSample, NodeView, PowerView, RackLoad, SiteView, WindowView, Windows, WINDOWS,
+    MetricSample, NodeSeries, NodeView, PowerView, RackLoad, SiteView, WindowView, Windows, WINDOWS,
 };
 
 use dcwatt_common::protocol::{Kind, Point, Quality, Reading, Role, State, StatusMessage};

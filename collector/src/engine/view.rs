@@ -303,6 +303,44 @@ pub struct NodeView {
     pub live_power_w: BTreeMap<&'static str, f64>,
 }
 
+/// Which nodes get their own series on `/metrics` (`http.node_metrics`): a site of tens of
+/// thousands of hosts writes a few series per node, so the default writes only the nodes
+/// that need someone's attention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeSeries {
+    /// No per-node series.
+    Off,
+    /// Facility meters, and hosts that are not online or have frozen meters.
+    Problems,
+    /// Every node.
+    All,
+}
+
+impl NodeSeries {
+    /// `off`, `problems` or `all`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "off" => Some(NodeSeries::Off),
+            "problems" => Some(NodeSeries::Problems),
+            "all" => Some(NodeSeries::All),
+            _ => None,
+        }
+    }
+
+    /// Whether `n` gets its own series.
+    pub fn includes(self, n: &NodeView) -> bool {
+        match self {
+            NodeSeries::Off => false,
+            NodeSeries::All => true,
+            NodeSeries::Problems => {
+                n.role == Some("meter")
+                    || (n.state != "online" && n.state != "retired")
+                    || !n.frozen_meters.is_empty()
+            }
+        }
+    }
+}
+
 pub(super) fn round6(x: f64) -> f64 {
     (x * 1e6).round() / 1e6
 }
