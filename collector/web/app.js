@@ -269,7 +269,8 @@
       loadCharts(id);
     });
     $('report').addEventListener('submit', function (e) { e.preventDefault(); report(id); });
-    report(id);
+    // The first report waits for the site's own date (startReport): the browser's may be
+    // a day off the site's.
     agentsPage = { cursor: null };
     var again = function () { agentsPage = { cursor: null }; agents(id); };
     $('agents-state').addEventListener('change', again);
@@ -309,6 +310,25 @@
         .catch(function (err) { $('report-out').textContent = String(err.message || err); });
     });
     reportLink(id);
+  }
+
+  // A YYYY-MM-DD date n days on.
+  function addDays(date, n) {
+    var p = date.split('-').map(Number);
+    var x = new Date(Date.UTC(p[0], p[1] - 1, p[2]) + n * 86400000);
+    return x.getUTCFullYear() + '-' + String(x.getUTCMonth() + 1).padStart(2, '0') + '-' + String(x.getUTCDate()).padStart(2, '0');
+  }
+  // Sets the report to the last seven days in the site's time zone (its `local_date`,
+  // else the browser's) and shows it, once per site page.
+  function startReport(id, s) {
+    var form = $('report');
+    if (!form || form.getAttribute('data-started')) return;
+    form.setAttribute('data-started', '1');
+    if (s.local_date) {
+      $('report-from').value = addDays(s.local_date, -7);
+      $('report-to').value = addDays(s.local_date, 1);
+    }
+    report(id);
   }
 
   function reportQuery(id) {
@@ -471,6 +491,7 @@
       if (!health.broker_connected) b.push(['bad', 'broker-banner', t('broker_lost')]);
       if (s.stale) b.push(['warn', 'stale-banner', t('site_stale')]);
       banners(b);
+      startReport(id, s);
       var c = s.capacity, n = s.nodes;
       function kpi(v, l, idAttr) { return '<div class="kpi"><div class="v"' + (idAttr ? ' id="' + idAttr + '"' : '') + '>' + v + '</div><div class="l">' + l + '</div></div>'; }
       $('kpis').innerHTML =

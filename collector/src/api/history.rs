@@ -137,7 +137,7 @@ fn period(
 }
 
 /// The site's time zone (UTC when the configuration names none).
-fn zone_of(s: &AppState, site: &str) -> SiteZone {
+pub(super) fn zone_of(s: &AppState, site: &str) -> SiteZone {
     s.history
         .site_zones
         .get()

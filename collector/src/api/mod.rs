@@ -177,10 +177,19 @@ async fn sites(State(s): State<AppState>) -> Response {
 }
 
 async fn site(State(s): State<AppState>, Path(site): Path<String>) -> Response {
-    match s.snapshot().site(&site) {
-        Some(v) => Json(&v.view).into_response(),
-        None => not_found(&site),
+    let snap = s.snapshot();
+    let Some(v) = snap.site(&site) else {
+        return not_found(&site);
+    };
+    let mut body = serde_json::to_value(&v.view).unwrap_or_default();
+    // The site's zone and today's date there: what a page needs to offer local periods.
+    let zone = history::zone_of(&s, &site);
+    if let Some(m) = body.as_object_mut() {
+        m.insert("time_zone".into(), json!(zone.name()));
+        let today = zone.local(v.view.ts_ms).map(|t| t.date().to_string());
+        m.insert("local_date".into(), json!(today));
     }
+    Json(body).into_response()
 }
 
 /// Query of the node list: filters, order and a page.

@@ -193,6 +193,30 @@ fn the_dashboard_shows_the_api_numbers_in_a_real_browser() {
     assert_eq!(window_1h, format!("{pue_1h:.3}"));
     let label = browser.js("return document.querySelector('[data-window=\"1h\"] .l').textContent");
     assert_eq!(label, api["pue"]["1h"]["label"]);
+    // The report opens on the site's last seven days in its own zone: Auckland's date,
+    // which is a day ahead of the browser's (UTC) from 11:00 or 12:00 UTC on.
+    let cal = get_json(c.http, &format!("/api/v1/sites/{LIVE}/calendar")).expect("calendar");
+    let offset_min = {
+        let o = cal["utc_offset"].as_str().expect("utc_offset");
+        let sign = if o.starts_with('-') { -1 } else { 1 };
+        let h: i64 = o[1..3].parse().expect("hours");
+        let m: i64 = o[4..6].parse().expect("minutes");
+        sign * (h * 60 + m)
+    };
+    let midnight = cal["today"]["from_ms"].as_i64().expect("today from_ms");
+    let local_day = (midnight + offset_min * 60_000).div_euclid(86_400_000);
+    let site = get_json(c.http, &format!("/api/v1/sites/{LIVE}")).expect("site");
+    assert_eq!(site["time_zone"], "Pacific/Auckland", "{site}");
+    assert_eq!(site["local_date"], civil_date(local_day), "{cal}");
+    let field = |id: &str| browser.js(&format!("return document.querySelector('#{id}').value"));
+    browser.wait_js(
+        "the report's dates",
+        &format!(
+            "return document.querySelector('#report-to').value === '{}'",
+            civil_date(local_day + 1)
+        ),
+    );
+    assert_eq!(field("report-from"), civil_date(local_day - 7));
     // A 24 h window over minutes of data shows how much of it there is.
     let api_span = api["pue"]["24h"]["span_share"]
         .as_f64()
@@ -312,4 +336,26 @@ fn the_dashboard_shows_the_api_numbers_in_a_real_browser() {
         !index.contains("http://") && !index.contains("https://"),
         "absolute URLs in the page"
     );
+}
+
+/// `YYYY-MM-DD` of a day number (days since 1970-01-01), by the civil-from-days algorithm.
+fn civil_date(days: i64) -> String {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+#[test]
+fn civil_dates_are_right_across_month_year_and_leap_day() {
+    assert_eq!(civil_date(0), "1970-01-01");
+    assert_eq!(civil_date(20_513), "2026-03-01");
+    assert_eq!(civil_date(19_782), "2024-02-29");
+    assert_eq!(civil_date(-1), "1969-12-31");
 }
