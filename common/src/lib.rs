@@ -35,6 +35,20 @@ pub mod units;
 /// The dcwatt version both binaries report (agent births carry it).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// The civil (proleptic Gregorian) date of a day number, days since 1970-01-01, as
+/// (year, month, day): Howard Hinnant's days-to-civil algorithm.
+pub fn civil_date(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
 /// Milliseconds since the Unix epoch from the system clock.
 ///
 /// The only clock read in `common`; pure code takes `now` as an argument instead.
@@ -42,5 +56,17 @@ pub fn now_ms() -> i64 {
     match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
         Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
         Err(_) => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn civil_dates_are_right_across_month_year_and_leap_day() {
+        use super::civil_date;
+        assert_eq!(civil_date(0), (1970, 1, 1));
+        assert_eq!(civil_date(20_513), (2026, 3, 1));
+        assert_eq!(civil_date(19_782), (2024, 2, 29));
+        assert_eq!(civil_date(-1), (1969, 12, 31));
     }
 }

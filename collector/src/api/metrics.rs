@@ -392,22 +392,27 @@ const NODE_METRICS: [(&str, &str, &str); 2] = [
 ];
 
 fn nodes(o: &mut Exposition, sites: &[SiteSnapshot], which: NodeSeries) {
+    // Each site's nodes that get their own series, chosen once per scrape.
+    let picked: Vec<Vec<&NodeView>> = sites
+        .iter()
+        .map(|s| s.nodes.iter().filter(|n| which.includes(n)).collect())
+        .collect();
     let chosen = || {
-        sites.iter().flat_map(move |s| {
-            s.nodes
-                .iter()
-                .filter(move |n| which.includes(n))
-                .map(move |n| (s, n))
-        })
+        sites
+            .iter()
+            .zip(&picked)
+            .flat_map(|(s, nodes)| nodes.iter().map(move |n| (s, *n)))
     };
     let nl = |s: &SiteSnapshot, n: &NodeView| labels(&[("site", &s.view.site), ("node", &n.node)]);
     family(
         o,
         "dcwatt_node_series_omitted",
         "Nodes of the site left out of the per-node series by http.node_metrics.",
-        sites.iter().map(|s| {
-            let kept = s.nodes.iter().filter(|n| which.includes(n)).count();
-            (labels(&[("site", &s.view.site)]), s.nodes.len() - kept)
+        sites.iter().zip(&picked).map(|(s, kept)| {
+            (
+                labels(&[("site", &s.view.site)]),
+                s.nodes.len() - kept.len(),
+            )
         }),
     );
     family(
@@ -474,15 +479,9 @@ fn nodes(o: &mut Exposition, sites: &[SiteSnapshot], which: NodeSeries) {
         }),
     );
     // The metrics are a site's flat list: look each one's node up once.
-    let kept: Vec<std::collections::HashSet<&str>> = sites
+    let kept: Vec<std::collections::HashSet<&str>> = picked
         .iter()
-        .map(|s| {
-            s.nodes
-                .iter()
-                .filter(|n| which.includes(n))
-                .map(|n| n.node.as_str())
-                .collect()
-        })
+        .map(|nodes| nodes.iter().map(|n| n.node.as_str()).collect())
         .collect();
     for (metric, name, help) in NODE_METRICS {
         family(

@@ -338,24 +338,8 @@ fn the_dashboard_shows_the_api_numbers_in_a_real_browser() {
     );
 }
 
-/// `YYYY-MM-DD` of a day number (days since 1970-01-01), by the civil-from-days algorithm.
+/// `YYYY-MM-DD` of a day number (days since 1970-01-01).
 fn civil_date(days: i64) -> String {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (y, m, d) = dcwatt_common::civil_date(days);
     format!("{y:04}-{m:02}-{d:02}")
-}
-
-#[test]
-fn civil_dates_are_right_across_month_year_and_leap_day() {
-    assert_eq!(civil_date(0), "1970-01-01");
-    assert_eq!(civil_date(20_513), "2026-03-01");
-    assert_eq!(civil_date(19_782), "2024-02-29");
-    assert_eq!(civil_date(-1), "1969-12-31");
 }

@@ -306,11 +306,8 @@ fn rules_dir() -> std::path::PathBuf {
 
 #[test]
 fn the_rule_files_pass_promtool_check_and_their_unit_tests() {
-    let Some(tool) = find_program("promtool") else {
-        return skip_or_fail(
-            "promtool test rules",
-            "promtool (Debian's prometheus) is not installed",
-        );
+    let Some(tool) = super::promtool::promtool_for("promtool test rules") else {
+        return;
     };
     let dir = rules_dir();
     let run = |args: &[&str]| {

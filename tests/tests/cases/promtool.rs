@@ -18,6 +18,16 @@ const DEPRECATED: [&str; 5] = [
     "dcwatt_state_last_save_timestamp_ms",
 ];
 
+/// promtool (Debian's `prometheus`), or `None` after saying loudly that `test` is skipped
+/// (a failure when services are required).
+pub(crate) fn promtool_for(test: &str) -> Option<std::path::PathBuf> {
+    let tool = find_program("promtool");
+    if tool.is_none() {
+        skip_or_fail(test, "promtool (Debian's prometheus) is not installed");
+    }
+    tool
+}
+
 /// What `promtool check metrics` says of `text`: (exit code, its complaints).
 fn promtool(promtool: &std::path::Path, text: &str) -> (i32, String) {
     let mut child = Command::new(promtool)
@@ -87,11 +97,8 @@ fn scrape(dir: &TempDir, env: &[(&str, String)]) -> String {
 
 #[test]
 fn the_collector_metrics_pass_promtool() {
-    let Some(tool) = find_program("promtool") else {
-        return skip_or_fail(
-            "promtool check metrics",
-            "promtool (Debian's prometheus) is not installed",
-        );
+    let Some(tool) = promtool_for("promtool check metrics") else {
+        return;
     };
     let dir = TempDir::new("promtool");
     // Every family there is: per-node series for every node too.
@@ -140,11 +147,8 @@ fn the_collector_metrics_pass_promtool() {
 
 #[test]
 fn the_agent_metrics_pass_promtool_and_count_what_the_agent_does() {
-    let Some(tool) = find_program("promtool") else {
-        return skip_or_fail(
-            "promtool check metrics (agent)",
-            "promtool (Debian's prometheus) is not installed",
-        );
+    let Some(tool) = promtool_for("promtool check metrics (agent)") else {
+        return;
     };
     let dir = TempDir::new("promtool-agent");
     let c = Collector::start(&dir, BrokerKind::Embedded, &[]);
