@@ -333,15 +333,15 @@ class Bench:
         print(f"bench:   mosquitto_sub: {batches / dt:,.0f} batches/s", file=sys.stderr, flush=True)
         return batches / dt
 
-    def drain_collector(self, hosts, batches, readings, with_influx):
+    def drain_collector(self, hosts, batches, readings, with_influx, bins=None, label=None):
         """The collector draining the same backlog: batches/s, CPU s, peak RSS, and with the
         sink, the sink's lines/s until every line is written."""
-        label = "collector_influx" if with_influx else "collector"
+        label = label or ("collector_influx" if with_influx else "collector")
         mq, port = self.mosquitto()
         vm = vm_port = None
         if with_influx:
             vm, vm_port = self.victoria()
-        col, http = self.collector(mqtt_port=port, influx_port=vm_port)
+        col, http = self.collector(mqtt_port=port, influx_port=vm_port, bins=bins)
         os.kill(col.pid, signal.SIGSTOP)
         self.loadgen(port, "--hosts", hosts, "--batches", batches)
         cpu0, _, _ = proc_stats(col.pid)
@@ -383,10 +383,13 @@ class Bench:
         repeated (alternating) and the median taken: single drains vary by a third here."""
         hosts, batches, reps = (50, 2_000, 1) if self.smoke else (1_000, 200_000, 3)
         readings = 20
-        subs, cols = [], []
+        subs, cols, base = [], [], []
+        baseline = self.args.baseline_bin_dir and os.path.abspath(self.args.baseline_bin_dir)
         for _ in range(reps):
             subs.append(self.drain_subscriber(hosts, batches))
             cols.append(self.drain_collector(hosts, batches, readings, False))
+            if baseline:
+                base.append(self.drain_collector(hosts, batches, readings, False, baseline, "baseline"))
         inf = self.drain_collector(hosts, batches, readings, True)
         col = sorted(cols, key=lambda c: c["batches_per_s"])[len(cols) // 2]
         res = {
@@ -407,6 +410,12 @@ class Bench:
             "influx_sink_lines": inf["sink_lines"],
         }
         res["collector_share"] = res["collector_batches_per_s"] / res["mosquitto_sub_batches_per_s"]
+        if base:
+            b = sorted(base, key=lambda c: c["batches_per_s"])[len(base) // 2]
+            res["baseline_runs"] = [c["batches_per_s"] for c in base]
+            res["baseline_batches_per_s"] = b["batches_per_s"]
+            res["baseline_cpu_s"] = b["cpu_s"]
+            res["baseline_share"] = b["batches_per_s"] / res["mosquitto_sub_batches_per_s"]
         # Sustained with the sink on: the intake's pace, unless the sink's is slower (then
         # a default-sized sink queue would fill and drop).
         res["collector_influx_sustained_batches_per_s"] = min(
@@ -826,6 +835,11 @@ def markdown(r, meta):
                     f"{c['collector_batches_per_s']:,.0f} batches/s "
                     f"({c['readings_per_s']:,.0f} readings/s), {c['collector_cpu_s']:.1f} CPU s, "
                     f"peak RSS {c['collector_peak_rss_mib']:.0f} MiB |")
+        if "baseline_runs" in c:
+            runs = ", ".join(f"{x:,.0f}" for x in c["baseline_runs"])
+            rows.append(f"| … baseline build, full processing (median of {c['repetitions']}: {runs}) | "
+                        f"{c['baseline_batches_per_s']:,.0f} batches/s ({100 * c['baseline_share']:.0f} %), "
+                        f"{c['baseline_cpu_s']:.1f} CPU s |")
         rows.append(f"| … collector with the InfluxDB sink | intake {c['collector_influx_batches_per_s']:,.0f} batches/s, "
                     f"sustained {c['collector_influx_sustained_batches_per_s']:,.0f} batches/s, "
                     f"{c['collector_influx_cpu_s']:.1f} CPU s, peak RSS {c['collector_influx_peak_rss_mib']:.0f} MiB |")
@@ -899,7 +913,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bin-dir", default=os.path.join(ROOT, "target/release"))
     ap.add_argument("--agent-bin", help="the agent to measure (default: the one in --bin-dir)")
-    ap.add_argument("--baseline-bin-dir", help="an older build's binaries, measured beside these (api)")
+    ap.add_argument("--baseline-bin-dir", help="an older build's binaries, measured beside these (api, ceiling)")
     ap.add_argument("--smoke", action="store_true", help="tiny scale, for CI: checks the suite works")
     ap.add_argument("--only", action="append", choices=all_names, help="run only these (repeatable)")
     ap.add_argument("--json", help="write the raw results here")

@@ -9,7 +9,7 @@
 #   scripts/bench.sh --smoke         seconds, debug binaries: checks the suite works (CI)
 #   scripts/bench.sh --baseline REV  also builds commit REV (into target/bench-baseline) and
 #                                    measures it beside this one where a measurement can
-#                                    (api): before/after in one run
+#                                    (api, ceiling): before/after in one run
 #
 # Other arguments go to scripts/bench.py (--json FILE, --keep).
 set -euo pipefail

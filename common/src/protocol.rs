@@ -245,8 +245,13 @@ pub enum Quality {
     Estimated,
 }
 
-fn default_component() -> String {
-    "system".to_owned()
+/// A metric, component or source name as a reading carries it. Names up to 24 bytes (all
+/// that dcwatt's sources produce) are held inline, so decoding a batch allocates nothing
+/// per reading for them; it reads like a `&str`.
+pub type Name = compact_str::CompactString;
+
+fn default_component() -> Name {
+    Name::const_new("system")
 }
 
 fn is_default_component(c: &str) -> bool {
@@ -257,7 +262,7 @@ fn is_default_component(c: &str) -> bool {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Reading {
     /// Metric name with its unit suffix, e.g. `power_w`, `energy_j`, `cpu_util`.
-    pub metric: String,
+    pub metric: Name,
     /// The value in SI units (W, J, ratio 0..1, bytes, °C). Non-finite values are decoded
     /// (from the strings `"NaN"`, `"Infinity"`, `"-Infinity"`) so they can be refused with
     /// their own reason.
@@ -274,13 +279,13 @@ pub struct Reading {
     /// The source that produced it: sim, sysinfo, rapl, hwmon, nvml, ipmi_dcmi, redfish,
     /// snmp, modbus, estimate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub source: Option<String>,
+    pub source: Option<Name>,
     /// The part of the node measured: `system` (default), `cpu_package`, `gpu0`, `psu1`, …
     #[serde(
         default = "default_component",
         skip_serializing_if = "is_default_component"
     )]
-    pub component: String,
+    pub component: Name,
     /// Measured (default) or estimated.
     #[serde(default)]
     pub quality: Quality,
@@ -310,7 +315,7 @@ impl Reading {
     /// A measured gauge reading of the whole system.
     pub fn gauge(metric: &str, value: f64, ts_ms: i64) -> Self {
         Reading {
-            metric: metric.to_owned(),
+            metric: Name::new(metric),
             value,
             ts_ms,
             kind: Kind::Gauge,
@@ -353,7 +358,7 @@ impl Reading {
 
     /// Sets the source name.
     pub fn from_source(mut self, source: &str) -> Self {
-        self.source = Some(source.to_owned());
+        self.source = Some(Name::new(source));
         self
     }
 }
@@ -400,7 +405,31 @@ pub struct ReadingsMessage {
     /// When the batch was sent, ms since the Unix epoch.
     pub sent_ms: i64,
     /// The readings.
+    #[serde(deserialize_with = "de_readings")]
     pub readings: Vec<Reading>,
+}
+
+/// The readings of a batch, into room for a typical batch from the start: JSON gives no
+/// length ahead, and growing from serde's 4 moves every reading decoded so far each time.
+fn de_readings<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Reading>, D::Error> {
+    struct V;
+    impl<'de> serde::de::Visitor<'de> for V {
+        type Value = Vec<Reading>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a list of readings")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut v = Vec::with_capacity(seq.size_hint().unwrap_or(32).min(1024));
+            while let Some(r) = seq.next_element()? {
+                v.push(r);
+            }
+            Ok(v)
+        }
+    }
+    d.deserialize_seq(V)
 }
 
 /// Online (birth) or offline (last will or clean shutdown).

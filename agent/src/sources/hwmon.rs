@@ -200,7 +200,7 @@ impl Source for HwmonSource {
                 Unit::Temp => Reading::gauge("temp_c", raw / 1e3, now_ms),
             }
             .from_source(KIND);
-            r.component.clone_from(&c.component);
+            r.component = c.component.as_str().into();
             r.point = c.point;
             r.avg_ms = c.avg_ms;
             out.push(r);

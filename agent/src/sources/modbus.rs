@@ -437,7 +437,7 @@ impl Source for ModbusSource {
                     if r.metric == "energy_j" {
                         reading.wraps_at = r.wraps_at();
                     }
-                    reading.component.clone_from(&self.cfg.component);
+                    reading.component = self.cfg.component.as_str().into();
                     reading.rack.clone_from(&self.cfg.rack);
                     reading.zone.clone_from(&self.cfg.zone);
                     out.push(reading);
@@ -452,7 +452,7 @@ impl Source for ModbusSource {
         }
         let mut up =
             Reading::gauge("device_up", f64::from(u8::from(answered)), now_ms).from_source(KIND);
-        up.component.clone_from(&self.cfg.component);
+        up.component = self.cfg.component.as_str().into();
         out.push(up);
         if problems.is_empty() {
             Ok(())

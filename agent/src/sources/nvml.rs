@@ -156,7 +156,7 @@ fn map(
         let component = format!("gpu{i}");
         let mut push = |r: Reading| {
             let mut r = r.from_source(KIND);
-            r.component.clone_from(&component);
+            r.component = component.as_str().into();
             out.push(r);
         };
         if let Some(mw) = s.power_mw {

@@ -172,7 +172,7 @@ impl Source for RaplSource {
             }
             z.last_raw_uj = Some(raw);
             let mut r = Reading::counter("energy_j", z.total_j, now_ms).from_source(KIND);
-            r.component.clone_from(&z.component);
+            r.component = z.component.as_str().into();
             out.push(r);
         }
         match first_error {
@@ -246,7 +246,9 @@ mod tests {
         assert!(out
             .iter()
             .all(|r| r.point.is_none() && r.kind == dcwatt_common::protocol::Kind::Counter));
-        out.into_iter().map(|r| (r.component, r.value)).collect()
+        out.into_iter()
+            .map(|r| (r.component.to_string(), r.value))
+            .collect()
     }
 
     #[test]

@@ -157,7 +157,7 @@ fn power_and_energy(
     let mut push = |r: Reading| {
         let mut r = r.from_source(KIND);
         r.point = point;
-        r.component = component.to_owned();
+        r.component = component.into();
         r.rack.clone_from(&cfg.rack);
         r.zone.clone_from(&cfg.zone);
         out.push(r);
@@ -363,7 +363,7 @@ impl Source for RedfishPduSource {
             Ok(e) => e,
             Err(e) => {
                 let mut up = Reading::gauge("device_up", 0.0, now_ms).from_source(KIND);
-                up.component = service;
+                up.component = service.into();
                 out.push(up);
                 return Err(e);
             }
@@ -379,7 +379,7 @@ impl Source for RedfishPduSource {
         }
         let mut up = Reading::gauge("device_up", f64::from(u8::from(failed.is_empty())), now_ms)
             .from_source(KIND);
-        up.component = service;
+        up.component = service.into();
         out.push(up);
         if failed.is_empty() {
             Ok(())

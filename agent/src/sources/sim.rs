@@ -238,18 +238,18 @@ impl Source for SimSource {
         let mut power = Reading::gauge("power_w", c.power_at(now_ms), now_ms)
             .at(c.point)
             .from_source(KIND);
-        power.component.clone_from(&c.component);
+        power.component = c.component.as_str().into();
         let mut energy = Reading::counter("energy_j", self.energy_j, now_ms)
             .at(c.point)
             .from_source(KIND);
-        energy.component.clone_from(&c.component);
+        energy.component = c.component.as_str().into();
         out.push(power);
         out.push(energy);
         if let Some(g) = &c.gpus {
             let util = c.gpu_util_at(g, now_ms);
             for i in 0..g.count {
                 let mut r = Reading::gauge("gpu_util", util, now_ms).from_source(KIND);
-                r.component = format!("gpu{i}");
+                r.component = format!("gpu{i}").into();
                 out.push(r);
             }
         }

@@ -1002,7 +1002,7 @@ impl Source for SnmpSource {
                 } else {
                     None
                 });
-            r.component.clone_from(&self.cfg.component);
+            r.component = self.cfg.component.as_str().into();
             r.rack.clone_from(&self.cfg.rack);
             r.zone.clone_from(&self.cfg.zone);
             out.push(r);
@@ -1037,7 +1037,7 @@ impl Source for SnmpSource {
         }
         for (metric, value) in status {
             let mut r = Reading::gauge(metric, value, now_ms).from_source(KIND);
-            r.component.clone_from(&self.cfg.component);
+            r.component = self.cfg.component.as_str().into();
             out.push(r);
         }
         if problems.is_empty() {

@@ -32,7 +32,7 @@ pub use view::{
     MetricSample, NodeSeries, NodeView, PowerView, RackLoad, SiteView, WindowView, Windows, WINDOWS,
 };
 
-use dcwatt_common::protocol::{Kind, Point, Quality, Reading, Role, State, StatusMessage};
+use dcwatt_common::protocol::{Kind, Name, Point, Quality, Reading, Role, State, StatusMessage};
 use ring::{Ring, Spread};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -494,7 +494,7 @@ struct Node {
     refused: BTreeMap<String, u64>,
     /// Latest value of each (metric, component) without a measurement point: load,
     /// temperatures, UPS status, for alert rules.
-    latest: BTreeMap<(String, String), (i64, f64)>,
+    latest: BTreeMap<(Name, Name), (i64, f64)>,
 }
 
 impl Node {
@@ -639,49 +639,10 @@ impl Site {
     }
 }
 
-/// A (metric, component) key that `(String, String)` map keys can be looked up by with
-/// borrowed strings, so a lookup does not allocate.
-trait PairKey {
-    fn pair(&self) -> (&str, &str);
-}
-
-impl PairKey for (String, String) {
-    fn pair(&self) -> (&str, &str) {
-        (&self.0, &self.1)
-    }
-}
-
-impl PairKey for (&str, &str) {
-    fn pair(&self) -> (&str, &str) {
-        (self.0, self.1)
-    }
-}
-
-impl<'a> std::borrow::Borrow<dyn PairKey + 'a> for (String, String) {
-    fn borrow(&self) -> &(dyn PairKey + 'a) {
-        self
-    }
-}
-
-impl PartialEq for dyn PairKey + '_ {
-    fn eq(&self, other: &Self) -> bool {
-        self.pair() == other.pair()
-    }
-}
-
-impl Eq for dyn PairKey + '_ {}
-
-impl PartialOrd for dyn PairKey + '_ {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-// The same order as the tuple's, so lookups find what `(String, String)` keys sorted.
-impl Ord for dyn PairKey + '_ {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.pair().cmp(&other.pair())
-    }
+/// A node's latest-values key. Names of up to 24 bytes are held inline, so building one
+/// to look a reading up copies two short names and allocates nothing.
+fn pair_key(metric: &Name, component: &Name) -> (Name, Name) {
+    (metric.clone(), component.clone())
 }
 
 /// All sites.
@@ -851,10 +812,9 @@ impl Engine {
                 continue;
             }
             let known = match r.point {
-                None => {
-                    let key: &dyn PairKey = &(r.metric.as_str(), r.component.as_str());
-                    site.nodes[ni].latest.contains_key(key)
-                }
+                None => site.nodes[ni]
+                    .latest
+                    .contains_key(&pair_key(&r.metric, &r.component)),
                 Some(point) => {
                     let metered = (r.metric == "energy_j" && r.kind == Kind::Counter)
                         || (r.metric == "power_w" && r.kind == Kind::Gauge);
@@ -1069,13 +1029,12 @@ impl Engine {
         for r in readings {
             let Some(point) = r.point else {
                 let latest = &mut site.nodes[ni].latest;
-                // Looked up without allocating; the key is copied only when new.
-                let key: &dyn PairKey = &(r.metric.as_str(), r.component.as_str());
-                match latest.get_mut(key) {
+                let key = pair_key(&r.metric, &r.component);
+                match latest.get_mut(&key) {
                     Some(slot) if r.ts_ms >= slot.0 => *slot = (r.ts_ms, r.value),
                     Some(_) => {}
                     None => {
-                        latest.insert((r.metric.clone(), r.component.clone()), (r.ts_ms, r.value));
+                        latest.insert(key, (r.ts_ms, r.value));
                     }
                 }
                 continue;

@@ -715,7 +715,7 @@ fn capacity_in_standard_racks_and_fp16() {
     let utils: Vec<Reading> = (0..8)
         .map(|i| {
             let mut r = Reading::gauge("gpu_util", if i < 4 { 1.0 } else { 0.0 }, T0 + 500);
-            r.component = format!("gpu{i}");
+            r.component = format!("gpu{i}").into();
             r
         })
         .collect();
@@ -1078,7 +1078,7 @@ fn a_node_sending_faster_than_its_rate_is_refused_beyond_it() {
         (0..1_500)
             .map(|i| {
                 let mut r = Reading::gauge("temp_c", 20.0, t);
-                r.component = format!("c{}", i % 100);
+                r.component = format!("c{}", i % 100).into();
                 r
             })
             .collect()

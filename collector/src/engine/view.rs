@@ -2,7 +2,7 @@
 //! computed on demand from the buckets. Still pure: `now_ms` is an argument.
 
 use super::{node_interval, Engine, LevelRule, Site};
-use dcwatt_common::protocol::Point;
+use dcwatt_common::protocol::{Name, Point};
 use dcwatt_common::units::total;
 use serde::ser::SerializeMap;
 use serde::Serialize;
@@ -1138,11 +1138,11 @@ impl Engine {
         // Capacity counts whether or not a node is fresh (its disks are still there),
         // unless it was retired.
         let disk = |metric: &str| {
-            let key: &dyn super::PairKey = &(metric, "system");
+            let key = (Name::new(metric), Name::const_new("system"));
             site.nodes
                 .iter()
                 .filter(|n| n.retired_ms.is_none())
-                .filter_map(|n| n.latest.get(key))
+                .filter_map(|n| n.latest.get(&key))
                 .map(|(_, v)| {
                     if v.is_finite() && *v > 0.0 {
                         *v as u64
@@ -1168,8 +1168,8 @@ impl Engine {
             .flat_map(|(i, n)| {
                 n.latest.iter().map(move |((m, c), (ts, v))| MetricSample {
                     node: site.node_ids[i].clone(),
-                    metric: m.clone(),
-                    component: c.clone(),
+                    metric: m.to_string(),
+                    component: c.to_string(),
                     ts_ms: *ts,
                     value: *v,
                 })

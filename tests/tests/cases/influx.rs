@@ -50,8 +50,8 @@ fn batches(site: &str, seq: u64, ts: i64, sent: &mut Sent) -> Vec<(String, Vec<u
             sent.insert(
                 (
                     node.to_string(),
-                    r.metric.clone(),
-                    r.component.clone(),
+                    r.metric.to_string(),
+                    r.component.to_string(),
                     r.ts_ms,
                 ),
                 r.value,

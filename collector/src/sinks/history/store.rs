@@ -425,8 +425,8 @@ impl Store {
             let key = (
                 b.site.clone(),
                 b.node.clone(),
-                r.metric.clone(),
-                r.component.clone(),
+                r.metric.to_string(),
+                r.component.to_string(),
                 r.point.map(|p| p.as_str().to_owned()).unwrap_or_default(),
             );
             let id = self.series_id(key)?;
