@@ -80,6 +80,16 @@ impl Source for AgentFamilies {
                 "Bytes the spool holds.",
                 load(&st.spool_bytes),
             );
+            o.counter(
+                "dcwatt_agent_batches_acknowledged_total",
+                "Spooled batches the broker acknowledged (PUBACK), and so taken off the spool.",
+                &st.batches_acknowledged,
+            );
+            o.counter(
+                "dcwatt_agent_spool_syncs_total",
+                "Syncs of the spool to the disk: one for all the batches written in a second that were not yet acknowledged.",
+                &st.spool_syncs,
+            );
             o.gauge(
                 "dcwatt_agent_spool_max_bytes",
                 "The spool's size bound (spool.max_mib); beyond it the oldest batches are dropped.",

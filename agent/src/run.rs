@@ -99,7 +99,8 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), R
         Some(sc) => {
             let ran_before = sc.dir.join("spool.pos").exists();
             let (mut spool, recovered) = crate::spool::Spool::open(&sc.dir, sc.max_bytes)?;
-            first_seq = crate::spool::first_seq(&sc.dir, Some(&mut spool), ran_before);
+            let previous = crate::spool::begin_run(&sc.dir)?;
+            first_seq = crate::spool::first_seq(&sc.dir, Some(&mut spool), ran_before, previous);
             // Written now, so that every later save overwrites it in place (and keeps
             // working on a full disk).
             if let Err(e) = crate::spool::save_seq(&sc.dir, first_seq) {
@@ -144,7 +145,7 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), R
         tx,
         stats: stats.clone(),
         whole_system_order: config.whole_system_order.clone(),
-        seq_dir: config.spool.as_ref().map(|s| s.dir.clone()),
+        seq_file: (config.spool.as_ref()).map(|s| crate::spool::NumberFile::new(&s.dir, "seq")),
         first_seq,
     };
     // Stops in phases: the sources first (no batch is built after), then the publisher,
@@ -168,6 +169,12 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), R
         _ = done => {}
     }
     stop.stop().await;
+    if let Some(sc) = &config.spool {
+        // The sequence number synced: the next run goes on from it exactly.
+        if let Err(e) = crate::spool::end_run(&sc.dir) {
+            tracing::warn!(error = %e, "cannot mark the run as ended cleanly; the next start numbers on past a margin");
+        }
+    }
     tracing::info!(
         built = stats.batches_built.load(Ordering::Relaxed),
         published = stats.batches_published.load(Ordering::Relaxed),

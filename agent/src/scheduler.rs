@@ -21,6 +21,10 @@ pub struct AgentStats {
     pub batches_dropped: AtomicU64,
     /// Batches written to the spool while the broker was away.
     pub batches_spooled: AtomicU64,
+    /// Spooled batches the broker acknowledged (PUBACK), and so taken off the spool.
+    pub batches_acknowledged: AtomicU64,
+    /// Syncs of the spool to the disk (batches that waited unacknowledged).
+    pub spool_syncs: AtomicU64,
     /// Source reads that failed.
     pub read_errors: AtomicU64,
     /// When the last batch was built, ms since the epoch (0: none yet).
@@ -149,7 +153,7 @@ pub struct Scheduler {
     /// Whole-system power source preference.
     pub whole_system_order: Vec<String>,
     /// Where the last sequence number is kept across restarts, if anywhere.
-    pub seq_dir: Option<std::path::PathBuf>,
+    pub seq_file: Option<crate::spool::NumberFile>,
     /// The last sequence number an earlier run may have used (see
     /// [`crate::spool::first_seq`]); this run goes on after it.
     pub first_seq: u64,
@@ -199,8 +203,8 @@ impl Scheduler {
                 continue;
             }
             seq += 1;
-            if let Some(dir) = &self.seq_dir {
-                if let Err(e) = crate::spool::save_seq(dir, seq) {
+            if let Some(file) = &mut self.seq_file {
+                if let Err(e) = file.save(seq, false) {
                     if limiter.allow("seq", Instant::now()).is_some() {
                         tracing::error!(error = %e, "cannot persist the sequence number; after a restart numbering jumps past the spooled batches");
                     }

@@ -183,3 +183,67 @@ fn a_full_spool_drops_the_oldest_counts_them_and_keeps_going() {
     assert_eq!(node["missing_batches"], dropped, "{node}");
     drop(broker);
 }
+
+/// A batch that reached the broker's socket but was never acknowledged is sent again. The
+/// broker is frozen (SIGSTOP) for 6 s while the agent keeps publishing into the open
+/// connection (no error: the kernel takes the bytes), then killed and started again. An
+/// agent that took a batch as delivered after some grace on a live connection would lose
+/// what went out while the broker was frozen; one that waits for each PUBACK sends it
+/// again, and the collector misses nothing.
+#[test]
+fn batches_the_broker_never_acknowledged_are_sent_again() {
+    const SITE: &str = "unacked";
+    let dir = TempDir::new("unacked");
+    // Sessions saved as they change: the broker is killed, and the collector's session
+    // (its subscription, and what is queued for it) must survive that as it survives a
+    // clean restart.
+    let save = "autosave_interval 1\nautosave_on_changes true\n";
+    let port = free_port();
+    let Some(mut broker) = Mosquitto::start_named(&dir, "mosquitto", port, save) else {
+        return skip_or_fail("unacked", "mosquitto is not installed");
+    };
+    let c = Collector::start(
+        &dir,
+        BrokerKind::External(port),
+        &[("DCWATT__ENGINE__DEFAULT_INTERVAL_SECS", "1".into())],
+    );
+    let host = Profile {
+        base_w: 400.0,
+        amplitude_w: 0.0,
+        period_secs: 60.0,
+    };
+    let _agent = start_agent(
+        &dir,
+        "h1",
+        &agent_toml(SITE, "h1", "host", port, &host, "it_input"),
+    );
+    let nodes = || get_json(c.http, &format!("/api/v1/sites/{SITE}/nodes"));
+    let last = || nodes()?["nodes"][0]["last_reading_ms"].as_i64();
+    wait_for("readings from h1", Duration::from_secs(30), last);
+
+    let pid = broker.proc.pid().to_string();
+    let stopped = std::process::Command::new("kill")
+        .args(["-STOP", &pid])
+        .status();
+    assert!(stopped.is_ok_and(|s| s.success()), "SIGSTOP to mosquitto");
+    let frozen_at = dcwatt_common::now_ms();
+    std::thread::sleep(Duration::from_secs(6));
+    broker.proc.kill();
+    broker = Mosquitto::start_named(&dir, "mosquitto", port, save).expect("mosquitto restarts");
+
+    // Caught up: readings from after the restart, every batch in between included.
+    let n = wait_for("h1 to catch up", Duration::from_secs(60), || {
+        let n = nodes()?;
+        let t = n["nodes"][0]["last_reading_ms"].as_i64()?;
+        (t > frozen_at + 8_000).then_some(n)
+    });
+    let node = &n["nodes"][0];
+    assert_eq!(node["missing_batches"], 0, "{n:#}");
+    assert_eq!(node["restarts"], 0, "{n:#}");
+    assert_eq!(
+        metric(&c.metrics(), "dcwatt_batches_missing"),
+        Some(0.0),
+        "{n:#}"
+    );
+    drop(broker);
+}
