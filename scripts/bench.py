@@ -490,6 +490,44 @@ class Bench:
             self.stop(mq)
         self.results["latency"] = res
 
+    def connections(self):
+        """One MQTT connection per simulated agent, paced every 10 s, through Mosquitto
+        and through the embedded broker: collector CPU, peak RSS, p99 latency, nothing
+        missing. File-descriptor limits are raised by bench.sh for this run only."""
+        hosts, secs, rate = (300, 12, 300) if self.smoke else (20_000, 60, 2_000)
+        res = {"hosts": hosts, "seconds": secs, "connect_per_sec": rate}
+        for broker in ("mosquitto", "embedded"):
+            mq = None
+            if broker == "mosquitto":
+                mq, port = self.mosquitto()
+                col, http = self.collector(mqtt_port=port)
+            else:
+                port = free_port()
+                col, http = self.collector(embedded_port=port)
+            before = scrape(http)
+            cpu0, _, _ = proc_stats(col.pid)
+            t0 = time.monotonic()
+            lg = self.loadgen(port, "--hosts", hosts, "--interval-ms", 10_000, "--duration-secs", secs,
+                              "--connections", hosts + 1, "--connect-per-sec", rate)
+            m = self.wait_readings(http, lg["batches_sent"], 120)
+            wall = time.monotonic() - t0
+            cpu1, _, hwm = proc_stats(col.pid)
+            self.check_clean(m, lg["batches_sent"], lg["readings_sent"], f"{hosts} connections via {broker}", http)
+            res[broker] = {
+                "connections": lg["connections"],
+                "batches": lg["batches_sent"],
+                "p50_ms": quantile(before, m, 0.50),
+                "p99_ms": quantile(before, m, 0.99),
+                "cpu_share": (cpu1 - cpu0) / wall,
+                "peak_rss_mib": hwm / 2**20,
+            }
+            print(f"bench:   {hosts:,} connections via {broker}: p99 {res[broker]['p99_ms']:.1f} ms, "
+                  f"peak RSS {res[broker]['peak_rss_mib']:.0f} MiB", file=sys.stderr, flush=True)
+            self.stop(col)
+            if mq:
+                self.stop(mq)
+        self.results["connections"] = res
+
     def memory(self):
         """Resident memory per active series (node, metric, component)."""
         steps = [100, 1_000] if self.smoke else [500, 5_000]
@@ -875,6 +913,15 @@ def markdown(r, meta):
                 rows.append(f"| … during a {a['batches']:,}-batch backlog drain | site view "
                             f"{lat(d.get('latency', {}), site)}; /metrics {lat(d.get('latency', {}), '/metrics')}; drain "
                             f"{d['alone_batches_per_s']:,.0f} batches/s alone, {d['with_clients_batches_per_s']:,.0f} with the clients |")
+    cn = r.get("connections")
+    if cn:
+        for broker in ("mosquitto", "embedded"):
+            v = cn.get(broker)
+            if v:
+                rows.append(f"| {cn['hosts']:,} agents, one connection each ({v['connections']:,}), 20 readings / 10 s "
+                            f"for {cn['seconds']} s via {broker} | p50 {v['p50_ms']:.1f} ms, p99 {v['p99_ms']:.1f} ms; "
+                            f"collector CPU {100 * v['cpu_share']:.1f} %, peak RSS {v['peak_rss_mib']:.0f} MiB; "
+                            f"{v['batches']:,} batches, none missing |")
     mem = r.get("memory", {})
     if mem:
         rows.append(f"| Collector idle RSS | {mem['idle_rss_mib']:.1f} MiB |")
@@ -909,7 +956,7 @@ def write_doc(path, table):
 
 def main():
     # The agent comparison last: it is the long one (10 min) and the least disturbed by load.
-    all_names = ["ceiling", "embedded", "latency", "api", "memory", "influx_ceiling", "agent"]
+    all_names = ["ceiling", "embedded", "latency", "connections", "api", "memory", "influx_ceiling", "agent"]
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bin-dir", default=os.path.join(ROOT, "target/release"))
     ap.add_argument("--agent-bin", help="the agent to measure (default: the one in --bin-dir)")

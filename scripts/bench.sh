@@ -41,6 +41,9 @@ if [ -n "$baseline" ]; then
 fi
 
 scripts/install-test-deps.sh
+# One MQTT connection per simulated agent (the connections run): 20,000 and more sockets
+# in the load generator, the broker and the collector. Raised for this run only.
+for n in 262144 65536 32768; do ulimit -n "$n" 2>/dev/null && break; done
 if [ "$smoke" = 1 ]; then
     cargo build -q -p dcwatt-collector -p dcwatt-agent -p dcwatt-loadgen --bins
     exec python3 scripts/bench.py --bin-dir target/debug "$@"

@@ -50,9 +50,14 @@ struct Cli {
     /// Flood mode: publish this many batches in all, as fast as the broker takes them.
     #[arg(long)]
     batches: Option<u64>,
-    /// MQTT connections the nodes are spread over.
+    /// MQTT connections the nodes are spread over; `--connections` above `--hosts` gives
+    /// one connection per node (and one for the facility meter), as a real site has.
     #[arg(long, default_value_t = 8)]
     connections: usize,
+    /// Connections opened per second at the start (0: all at once), so that thousands of
+    /// them do not overrun the broker's listen queue together.
+    #[arg(long, default_value_t = 0)]
+    connect_per_sec: u32,
     /// Facility power over IT power: the site's exact PUE.
     #[arg(long, default_value_t = 1.4)]
     ratio: f64,
@@ -220,6 +225,10 @@ async fn connection(
     epoch_ms: i64,
     totals: Arc<Totals>,
 ) -> Result<()> {
+    if cli.connect_per_sec > 0 {
+        let at = Duration::from_secs_f64(idx as f64 / f64::from(cli.connect_per_sec));
+        tokio::time::sleep(at).await;
+    }
     let mut options = MqttOptions::new(format!("{}-{idx}", cli.client_id), &cli.host, cli.port);
     options.set_keep_alive(Duration::from_secs(60));
     options.set_inflight(256);
@@ -233,8 +242,16 @@ async fn connection(
     let poller = {
         let (stop, totals, acked) = (stop.clone(), totals.clone(), acked.clone());
         tokio::spawn(async move {
+            // As the agents do: doubling, with jitter per connection, so that thousands of
+            // connections losing their broker together do not come back in step.
+            let mut backoff = dcwatt_common::backoff::Backoff::new(
+                Duration::from_millis(250),
+                Duration::from_secs(30),
+                u64::from(std::process::id()) ^ (idx as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            );
             while !stop.load(Ordering::Relaxed) {
                 match events.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => backoff.reset(),
                     Ok(Event::Incoming(Packet::PubAck(_))) => {
                         acked.fetch_add(1, Ordering::Relaxed);
                         totals.acked.fetch_add(1, Ordering::Relaxed);
@@ -244,7 +261,7 @@ async fn connection(
                     Err(e) => {
                         totals.connection_errors.fetch_add(1, Ordering::Relaxed);
                         eprintln!("dcwatt-loadgen: connection {idx}: {e}");
-                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        tokio::time::sleep(backoff.next_delay()).await;
                     }
                 }
             }
