@@ -151,9 +151,9 @@ impl Publisher {
         let (client, eventloop) = AsyncClient::new(options, 64);
         let stopping = CancellationToken::new();
         let birth = to_json(&self.birth);
-        // The event loop tells the publisher about the connection through the shared
-        // counters: `connected`, and `connections` (a batch sent in an earlier connection
-        // is not confirmed).
+        // The event loop tells the publisher about the connection, and which batches the
+        // broker acknowledged, through the tracker; the shared counters (`connected`,
+        // `connections`) are for /metrics.
         let link = self.stats.clone();
         let tracker = Arc::new(Tracker::default());
         let poller = tokio::spawn(drive(

@@ -83,6 +83,13 @@ fn err(path: &Path) -> impl Fn(std::io::Error) -> SpoolError + '_ {
     }
 }
 
+/// A record's header: its payload's length and CRC; `None` without the magic byte.
+fn header(h: &[u8; HEADER as usize]) -> Option<(u64, u32)> {
+    let len = u64::from(u32::from_le_bytes([h[1], h[2], h[3], h[4]]));
+    let crc = u32::from_le_bytes([h[5], h[6], h[7], h[8]]);
+    (h[0] == MAGIC).then_some((len, crc))
+}
+
 /// Reads one record at `at`; `None` at the end or at a torn/corrupt record.
 fn read_record(f: &mut File, at: u64, end: u64) -> Option<(Vec<u8>, u64)> {
     if at + HEADER > end {
@@ -91,11 +98,7 @@ fn read_record(f: &mut File, at: u64, end: u64) -> Option<(Vec<u8>, u64)> {
     f.seek(SeekFrom::Start(at)).ok()?;
     let mut h = [0u8; HEADER as usize];
     f.read_exact(&mut h).ok()?;
-    if h[0] != MAGIC {
-        return None;
-    }
-    let len = u64::from(u32::from_le_bytes([h[1], h[2], h[3], h[4]]));
-    let crc = u32::from_le_bytes([h[5], h[6], h[7], h[8]]);
+    let (len, crc) = header(&h)?;
     if at + HEADER + len > end {
         return None;
     }
@@ -110,8 +113,8 @@ fn record_end(f: &File, at: u64, end: u64) -> Option<u64> {
     use std::os::unix::fs::FileExt;
     let mut h = [0u8; HEADER as usize];
     f.read_exact_at(&mut h, at).ok()?;
-    let len = u64::from(u32::from_le_bytes([h[1], h[2], h[3], h[4]]));
-    (h[0] == MAGIC && at + HEADER + len <= end).then_some(at + HEADER + len)
+    let (len, _) = header(&h)?;
+    (at + HEADER + len <= end).then_some(at + HEADER + len)
 }
 
 impl Spool {
@@ -385,12 +388,7 @@ const SEQ_WIDTH: usize = 20;
 /// # Errors
 /// The file cannot be written.
 pub fn save_seq(dir: &Path, seq: u64) -> Result<(), SpoolError> {
-    write_number(dir, "seq", seq, false)
-}
-
-/// Writes a number to `dir/name` once (see [`NumberFile`]).
-fn write_number(dir: &Path, name: &str, n: u64, durable: bool) -> Result<(), SpoolError> {
-    NumberFile::new(dir, name).save(n, durable)
+    NumberFile::new(dir, "seq").save(seq, false)
 }
 
 /// A number kept in a file of its own (the spool's position, the sequence number): a

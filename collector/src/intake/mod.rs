@@ -533,8 +533,6 @@ impl Intake {
     }
 }
 
-/// A batch's content, for telling a redelivery from a conflicting batch with the same
-/// number (the send time is left out: a re-sent batch may carry a new one).
 /// Whether a site and node may be taken in: the site is served, and a new site or node
 /// fits `intake.max_sites` and `intake.max_nodes` (memory is bounded by the inventory: a
 /// flood of valid messages for ever-new ids must not grow it without end). The reason
@@ -577,6 +575,8 @@ pub(crate) fn admit_birth(
         .map_err(|reason| (reason, format!("zone {:?} rack {:?}", msg.zone, msg.rack)))
 }
 
+/// A batch's content, for telling a redelivery from a conflicting batch with the same
+/// number (the send time is left out: a re-sent batch may carry a new one).
 fn digest(readings: &[dcwatt_common::protocol::Reading]) -> u64 {
     let mut h = Fingerprint::default();
     for r in readings {
