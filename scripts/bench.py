@@ -320,7 +320,7 @@ class Bench:
 
     # ---- measurements ------------------------------------------------------------------
 
-    def drain_subscriber(self, hosts, batches):
+    def drain_subscriber(self, hosts, batches, encoding="json"):
         """Batches/s of mosquitto_sub draining a backlog of `batches`."""
         mq, port = self.mosquitto()
         sub = self.start(
@@ -330,7 +330,7 @@ class Bench:
         )
         time.sleep(0.5)
         os.kill(sub.pid, signal.SIGSTOP)
-        self.loadgen(port, "--hosts", hosts, "--batches", batches)
+        self.loadgen(port, "--hosts", hosts, "--batches", batches, "--encoding", encoding)
         t0 = time.monotonic()
         os.kill(sub.pid, signal.SIGCONT)
         sub.p.wait(600)
@@ -339,10 +339,10 @@ class Bench:
             raise BenchError(f"mosquitto_sub failed: {sub.tail()}")
         self.stop(sub)
         self.stop(mq)
-        print(f"bench:   mosquitto_sub: {batches / dt:,.0f} batches/s", file=sys.stderr, flush=True)
+        print(f"bench:   mosquitto_sub ({encoding}): {batches / dt:,.0f} batches/s", file=sys.stderr, flush=True)
         return batches / dt
 
-    def drain_collector(self, hosts, batches, readings, with_influx, bins=None, label=None):
+    def drain_collector(self, hosts, batches, readings, with_influx, bins=None, label=None, encoding="json"):
         """The collector draining the same backlog: batches/s, CPU s, peak RSS, and with the
         sink, the sink's lines/s until every line is written."""
         label = label or ("collector_influx" if with_influx else "collector")
@@ -352,7 +352,7 @@ class Bench:
             vm, vm_port = self.victoria()
         col, http = self.collector(mqtt_port=port, influx_port=vm_port, bins=bins)
         os.kill(col.pid, signal.SIGSTOP)
-        self.loadgen(port, "--hosts", hosts, "--batches", batches)
+        self.loadgen(port, "--hosts", hosts, "--batches", batches, "--encoding", encoding)
         cpu0, _, _ = proc_stats(col.pid)
         t0 = time.monotonic()
         os.kill(col.pid, signal.SIGCONT)
@@ -392,11 +392,14 @@ class Bench:
         repeated (alternating) and the median taken: single drains vary by a third here."""
         hosts, batches, reps = (50, 2_000, 1) if self.smoke else (1_000, 200_000, 3)
         readings = 20
-        subs, cols, base = [], [], []
+        subs, cols, base, csubs, ccols = [], [], [], [], []
         baseline = self.args.baseline_bin_dir and os.path.abspath(self.args.baseline_bin_dir)
         for _ in range(reps):
             subs.append(self.drain_subscriber(hosts, batches))
             cols.append(self.drain_collector(hosts, batches, readings, False))
+            # The same batches in the compact encoding (agents with encoding = "cbor").
+            csubs.append(self.drain_subscriber(hosts, batches, "cbor"))
+            ccols.append(self.drain_collector(hosts, batches, readings, False, label="collector_cbor", encoding="cbor"))
             if baseline:
                 base.append(self.drain_collector(hosts, batches, readings, False, baseline, "baseline"))
         inf = self.drain_collector(hosts, batches, readings, True)
@@ -419,6 +422,20 @@ class Bench:
             "influx_sink_lines": inf["sink_lines"],
         }
         res["collector_share"] = res["collector_batches_per_s"] / res["mosquitto_sub_batches_per_s"]
+        cc = sorted(ccols, key=lambda c: c["batches_per_s"])[len(ccols) // 2]
+        res["compact"] = {
+            "mosquitto_sub_runs": csubs,
+            "collector_runs": [c["batches_per_s"] for c in ccols],
+            "mosquitto_sub_batches_per_s": sorted(csubs)[len(csubs) // 2],
+            "collector_batches_per_s": cc["batches_per_s"],
+            "collector_cpu_s": cc["cpu_s"],
+            "collector_peak_rss_mib": cc["peak_rss_mib"],
+        }
+        res["compact"]["collector_share"] = cc["batches_per_s"] / res["compact"]["mosquitto_sub_batches_per_s"]
+        # Against the JSON ceiling: what a site gains by switching its agents.
+        res["compact"]["share_of_json_ceiling"] = cc["batches_per_s"] / res["mosquitto_sub_batches_per_s"]
+        if cc["live_ratio"] is None or abs(cc["live_ratio"] - 1.4) > 1e-3:
+            raise BenchError(f"with the compact encoding the live power ratio is {cc['live_ratio']}, not 1.4")
         if base:
             b = sorted(base, key=lambda c: c["batches_per_s"])[len(base) // 2]
             res["baseline_runs"] = [c["batches_per_s"] for c in base]
@@ -865,6 +882,10 @@ def targets(r):
     if c:
         add("Ingest vs. Mosquitto → counting subscriber", 100 * c["collector_share"], "{:.0f} %", "≥ 95 %",
             c["collector_share"] >= 0.95)
+        if "compact" in c:
+            k = c["compact"]
+            add("Ingest, compact encoding, vs. Mosquitto → counting subscriber (same batches)",
+                100 * k["collector_share"], "{:.0f} %", "≥ 95 %", k["collector_share"] >= 0.95)
         add("Ingest with the InfluxDB sink on", 100 * c["collector_influx_share"], "{:.0f} %", "≥ 80 %",
             c["collector_influx_share"] >= 0.80)
     lat = r.get("latency", {}).get("10000")
@@ -910,6 +931,16 @@ def markdown(r, meta):
             rows.append(f"| … baseline build, full processing (median of {c['repetitions']}: {runs}) | "
                         f"{c['baseline_batches_per_s']:,.0f} batches/s ({100 * c['baseline_share']:.0f} %), "
                         f"{c['baseline_cpu_s']:.1f} CPU s |")
+        if "compact" in c:
+            k = c["compact"]
+            runs = ", ".join(f"{x:,.0f}" for x in k["mosquitto_sub_runs"])
+            rows.append(f"| The same backlog in the compact encoding: mosquitto_sub (median of {c['repetitions']}: {runs}) | "
+                        f"{k['mosquitto_sub_batches_per_s']:,.0f} batches/s |")
+            runs = ", ".join(f"{x:,.0f}" for x in k["collector_runs"])
+            rows.append(f"| … collector, full processing (median of {c['repetitions']}: {runs}) | "
+                        f"{k['collector_batches_per_s']:,.0f} batches/s ({100 * k['collector_share']:.0f} %; "
+                        f"{100 * k['share_of_json_ceiling']:.0f} % of the JSON ceiling), {k['collector_cpu_s']:.1f} CPU s, "
+                        f"peak RSS {k['collector_peak_rss_mib']:.0f} MiB |")
         rows.append(f"| … collector with the InfluxDB sink | intake {c['collector_influx_batches_per_s']:,.0f} batches/s, "
                     f"sustained {c['collector_influx_sustained_batches_per_s']:,.0f} batches/s, "
                     f"{c['collector_influx_cpu_s']:.1f} CPU s, peak RSS {c['collector_influx_peak_rss_mib']:.0f} MiB |")

@@ -3,7 +3,7 @@
 
 use crate::sources::SourceConfig;
 use dcwatt_common::mqtt::{MqttRaw, MqttSettings};
-use dcwatt_common::protocol::{validate_id, Role};
+use dcwatt_common::protocol::{validate_id, Encoding, Role};
 use dcwatt_common::settings::{Loader, Problems};
 use std::path::Path;
 use std::time::Duration;
@@ -15,6 +15,7 @@ const KNOWN_KEYS: &[&str] = &[
     "site",
     "node",
     "interval_secs",
+    "encoding",
     "role",
     "rack",
     "zone",
@@ -80,6 +81,8 @@ pub struct AgentConfig {
     pub interval: Duration,
     /// Host or meter.
     pub role: Role,
+    /// How readings batches are written: `json` (default) or `cbor` (docs/protocol.md).
+    pub encoding: Encoding,
     /// Rack id, when known.
     pub rack: Option<String>,
     /// Zone, room or row, when known.
@@ -154,6 +157,7 @@ impl AgentConfig {
             p.push("interval_secs", "must be 1..=3600");
         }
         let role: Role = l.get_opt("role", &mut p).unwrap_or_default();
+        let encoding: Encoding = l.get_opt("encoding", &mut p).unwrap_or_default();
         let rack: Option<String> = l.get_opt("rack", &mut p);
         let zone: Option<String> = l.get_opt("zone", &mut p);
         for (key, v) in [("rack", &rack), ("zone", &zone)] {
@@ -228,6 +232,7 @@ impl AgentConfig {
             node,
             interval: Duration::from_secs(interval_secs),
             role,
+            encoding,
             rack,
             zone,
             mqtt,

@@ -6,7 +6,9 @@ use crate::scheduler::AgentStats;
 use crate::spool::Spool;
 use dcwatt_common::logging::RateLimiter;
 use dcwatt_common::mqtt::MqttSettings;
-use dcwatt_common::protocol::{readings_topic, status_topic, ReadingsMessage, StatusMessage};
+use dcwatt_common::protocol::{
+    readings_topic, status_topic, Encoding, ReadingsMessage, StatusMessage,
+};
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, Packet, QoS};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
@@ -128,6 +130,8 @@ pub struct Publisher {
     pub spool: Option<Spool>,
     /// Spooled batches replayed per second once the broker is back.
     pub replay_per_sec: u32,
+    /// How batches are written (births and the last will are always JSON).
+    pub encoding: Encoding,
 }
 
 impl Publisher {
@@ -209,7 +213,7 @@ impl Publisher {
                 () = cancel.cancelled(), if self.rx.is_closed() && self.rx.is_empty() => break,
                 b = self.rx.recv() => {
                     let Some(batch) = b else { break };
-                    let payload = to_json(&batch);
+                    let payload = batch.encode(self.encoding);
                     let Some(spool) = &mut self.spool else {
                         if client.publish(topic.clone(), QoS::AtLeastOnce, false, payload).await.is_err() {
                             self.stats.publish_errors.fetch_add(1, Ordering::Relaxed);

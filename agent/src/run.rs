@@ -136,6 +136,7 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), R
         stats: stats.clone(),
         spool,
         replay_per_sec: config.spool.as_ref().map_or(50, |s| s.replay_per_sec),
+        encoding: config.encoding,
     };
     let scheduler = Scheduler {
         sources,

@@ -1,12 +1,12 @@
 //! The intake's hot path without a network: decode → validate → engine, per message, for
 //! batches shaped like dcwatt-loadgen's (20 readings: power, energy counter, load and
-//! temperatures). `cargo bench -p dcwatt-collector --bench intake`; the numbers and what
+//! temperatures), in JSON and in the compact encoding. `cargo bench -p dcwatt-collector --bench intake`; the numbers and what
 //! they led to are in docs/benchmarks.md.
 
 use dcwatt_collector::config::IntakeConfig;
 use dcwatt_collector::engine::{Engine, EngineConfig};
 use dcwatt_collector::intake::{Intake, IntakeStats, RawMessage};
-use dcwatt_common::protocol::{decode, ReadingsMessage};
+use dcwatt_common::protocol::{compact, decode, ReadingsMessage};
 use std::fmt::Write;
 use std::hint::black_box;
 use std::sync::Arc;
@@ -50,24 +50,68 @@ fn main() {
         })
         .collect();
     let n = msgs.len() as f64;
+    // The same batches in the compact encoding, and as CBOR maps through serde (what a
+    // generic CBOR library makes of the JSON shape), for comparison.
+    let compact: Vec<(String, bytes::Bytes)> = msgs
+        .iter()
+        .map(|(t, p)| {
+            let m: ReadingsMessage = decode(p).expect("the bench's own batch");
+            (t.clone(), bytes::Bytes::from(compact::encode(&m)))
+        })
+        .collect();
+    let serde_cbor: Vec<Vec<u8>> = msgs
+        .iter()
+        .map(|(_, p)| {
+            let m: ReadingsMessage = decode(p).expect("the bench's own batch");
+            let mut v = Vec::new();
+            ciborium::into_writer(&m, &mut v).expect("into a Vec");
+            v
+        })
+        .collect();
+    let size = |total: usize| total as f64 / n;
+    let json_bytes = size(msgs.iter().map(|(_, p)| p.len()).sum());
+    let compact_bytes = size(compact.iter().map(|(_, p)| p.len()).sum());
+    let cbor_bytes = size(serde_cbor.iter().map(Vec::len).sum());
 
-    let t = Instant::now();
-    for (_, payload) in &msgs {
-        let d: Result<ReadingsMessage, _> = decode(payload);
-        black_box(d.ok());
-    }
-    let decode_ns = t.elapsed().as_nanos() as f64 / n;
+    let json_ns = time(msgs.iter().map(|(_, p)| &p[..]), |p| {
+        decode::<ReadingsMessage>(p).is_ok()
+    }) / n;
+    let compact_ns = time(compact.iter().map(|(_, p)| &p[..]), |p| {
+        decode::<ReadingsMessage>(p).is_ok()
+    }) / n;
+    let cbor_ns = time(serde_cbor.iter().map(|p| &p[..]), |p| {
+        ciborium::from_reader::<ReadingsMessage, _>(p).is_ok()
+    }) / n;
+    println!(
+        "decode, ns/message: JSON {json_ns:.0} ({json_bytes:.0} B), compact {compact_ns:.0} ({compact_bytes:.0} B, {:.2}× faster), CBOR maps through serde {cbor_ns:.0} ({cbor_bytes:.0} B, {:.2}×)",
+        json_ns / compact_ns,
+        json_ns / cbor_ns
+    );
 
     // The whole path on one thread, then with the payloads decoded ahead (as the broker's
     // receiving task does), which leaves the intake thread the rest.
-    let full_ns = run(&msgs, now, RawMessage::new) / n;
-    let rest_ns = run(&msgs, now, RawMessage::decoded_ahead) / n;
-    println!(
-        "intake: {} messages × 20 readings; decode {decode_ns:.0} ns/message, full path {full_ns:.0} ns/message ({:.0} messages/s, decode {:.0} % of it); after decoding ahead, {rest_ns:.0} ns/message on the intake thread",
-        msgs.len(),
-        1e9 / full_ns,
-        100.0 * decode_ns / full_ns
-    );
+    for (name, set, decode_ns) in [("JSON", &msgs, json_ns), ("compact", &compact, compact_ns)] {
+        let full_ns = run(set, now, RawMessage::new) / n;
+        let rest_ns = run(set, now, RawMessage::decoded_ahead) / n;
+        println!(
+            "intake, {name}: {} messages × 20 readings; full path {full_ns:.0} ns/message ({:.0} messages/s, decode {:.0} % of it); after decoding ahead, {rest_ns:.0} ns/message on the intake thread",
+            set.len(),
+            1e9 / full_ns,
+            100.0 * decode_ns / full_ns
+        );
+    }
+}
+
+/// Nanoseconds to decode every payload.
+fn time<'a>(payloads: impl Iterator<Item = &'a [u8]>, decode: impl Fn(&[u8]) -> bool) -> f64 {
+    let t = Instant::now();
+    let mut ok = 0usize;
+    for p in payloads {
+        ok += usize::from(black_box(decode(p)));
+    }
+    let ns = t.elapsed().as_nanos() as f64;
+    assert!(ok > 0, "every payload decodes");
+    ns
 }
 
 fn intake() -> (Intake, Arc<IntakeStats>) {

@@ -7,6 +7,8 @@
 use serde::{Deserialize, Deserializer, Serialize};
 use std::fmt;
 
+pub mod compact;
+
 /// The protocol version carried in every payload's `v` field.
 pub const VERSION: u32 = 1;
 
@@ -432,6 +434,30 @@ fn de_readings<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Reading>, D::Error
     d.deserialize_seq(V)
 }
 
+/// How an agent writes its readings batches: JSON (the default, readable with
+/// `mosquitto_sub`) or the [`compact`] CBOR layout. The collector reads both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Encoding {
+    /// The JSON object of this module's types.
+    #[default]
+    Json,
+    /// The positional CBOR arrays of [`compact`].
+    Cbor,
+}
+
+impl ReadingsMessage {
+    /// The batch as a payload in `encoding`.
+    pub fn encode(&self, encoding: Encoding) -> Vec<u8> {
+        match encoding {
+            // Serializing these plain structs cannot fail; an empty payload would be
+            // refused by the collector rather than crash the agent.
+            Encoding::Json => serde_json::to_vec(self).unwrap_or_default(),
+            Encoding::Cbor => compact::encode(self),
+        }
+    }
+}
+
 /// Online (birth) or offline (last will or clean shutdown).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -551,6 +577,21 @@ pub trait Addressed {
     fn node(&self) -> &str;
     /// Protocol version in the payload (`v`).
     fn version(&self) -> u32;
+    /// Decodes a payload in the compact encoding ([`compact`]), which only readings
+    /// batches have.
+    ///
+    /// # Errors
+    /// See [`DecodeError`].
+    fn decode_compact(payload: &[u8]) -> Result<Self, DecodeError>
+    where
+        Self: Sized,
+    {
+        let _ = payload;
+        Err(DecodeError::InvalidCompact(
+            "the compact encoding carries readings batches only; send this payload as JSON"
+                .to_owned(),
+        ))
+    }
 }
 
 impl Addressed for ReadingsMessage {
@@ -562,6 +603,9 @@ impl Addressed for ReadingsMessage {
     }
     fn version(&self) -> u32 {
         self.v
+    }
+    fn decode_compact(payload: &[u8]) -> Result<Self, DecodeError> {
+        compact::decode(payload)
     }
 }
 
@@ -593,6 +637,13 @@ pub enum DecodeError {
     /// Larger than [`MAX_PAYLOAD_BYTES`].
     #[error("payload of {0} bytes exceeds the {MAX_PAYLOAD_BYTES}-byte limit")]
     TooLarge(usize),
+    /// Starts like the compact encoding but is not well-formed CBOR (truncated, a
+    /// reserved or indefinite length, text that is not UTF-8, bytes after the batch).
+    #[error("malformed CBOR: {0}")]
+    MalformedCbor(String),
+    /// Well-formed CBOR, but not the compact v1 shape.
+    #[error("invalid compact v1 payload: {0}")]
+    InvalidCompact(String),
 }
 
 impl DecodeError {
@@ -603,6 +654,8 @@ impl DecodeError {
             DecodeError::InvalidSchema(_) => "invalid_schema",
             DecodeError::UnsupportedVersion(_) => "unsupported_version",
             DecodeError::TooLarge(_) => "payload_too_large",
+            DecodeError::MalformedCbor(_) => "malformed_cbor",
+            DecodeError::InvalidCompact(_) => "invalid_schema",
         }
     }
 }
@@ -612,8 +665,9 @@ struct VersionOnly {
     v: Option<serde_json::Value>,
 }
 
-/// Decodes a payload of either kind, checking the size and version before the shape, so a
-/// v2 payload is reported as a version problem rather than a schema one.
+/// Decodes a payload of either kind, in JSON or (a readings batch) the compact encoding,
+/// checking the size and version before the shape, so a v2 payload is reported as a
+/// version problem rather than a schema one.
 ///
 /// One pass over the payload when it is valid (the intake's hot path); only a payload that
 /// fails is read a second time, for its version alone.
@@ -625,6 +679,9 @@ pub fn decode<T: serde::de::DeserializeOwned + Addressed>(
 ) -> Result<T, DecodeError> {
     if payload.len() > MAX_PAYLOAD_BYTES {
         return Err(DecodeError::TooLarge(payload.len()));
+    }
+    if compact::is_compact(payload) {
+        return T::decode_compact(payload);
     }
     // Checking UTF-8 once for the whole payload spares serde_json a check per string.
     let Ok(text) = std::str::from_utf8(payload) else {

@@ -4,8 +4,8 @@
 //! survives the round trip.
 
 use dcwatt_common::protocol::{
-    decode, parse_node_topic, readings_topic, status_topic, validate_id, Point, Reading,
-    ReadingsMessage, StatusMessage, TopicKind, MAX_PAYLOAD_BYTES,
+    compact, decode, parse_node_topic, readings_topic, status_topic, validate_id, Kind, Name,
+    Point, Quality, Reading, ReadingsMessage, StatusMessage, TopicKind, MAX_PAYLOAD_BYTES,
 };
 use proptest::prelude::*;
 
@@ -24,6 +24,53 @@ fn valid_message(seq: u64, values: Vec<f64>) -> ReadingsMessage {
             })
             .collect(),
     }
+}
+
+/// Any reading the protocol can carry, every optional field set or not.
+fn any_reading() -> impl Strategy<Value = Reading> {
+    let id = "[a-z0-9_]{1,30}";
+    (
+        (
+            id,
+            any::<f64>().prop_filter("finite", |v| v.is_finite()),
+            any::<i64>(),
+            any::<bool>(),
+        ),
+        (
+            proptest::option::of(0usize..9),
+            proptest::option::of(id),
+            proptest::option::of(id),
+            any::<bool>(),
+        ),
+        (
+            proptest::option::of(id),
+            proptest::option::of(id),
+            proptest::option::of(any::<u64>()),
+            proptest::option::of(0.0f64..1e300),
+        ),
+    )
+        .prop_map(
+            |(
+                (metric, value, ts, counter),
+                (point, source, component, estimated),
+                (rack, zone, avg_ms, wraps_at),
+            )| {
+                let mut r = Reading::gauge(&metric, value, ts);
+                r.kind = if counter { Kind::Counter } else { Kind::Gauge };
+                r.point = point.map(|i| Point::ALL[i]);
+                r.source = source.map(|s| Name::new(&s));
+                if let Some(c) = component {
+                    r.component = Name::new(&c);
+                }
+                r.quality = if estimated {
+                    Quality::Estimated
+                } else {
+                    Quality::Measured
+                };
+                (r.rack, r.zone, r.avg_ms, r.wraps_at) = (rack, zone, avg_ms, wraps_at);
+                r
+            },
+        )
 }
 
 /// A byte-level mutation of a payload.
@@ -108,6 +155,39 @@ proptest! {
         let bytes = serde_json::to_vec(&m).expect("json");
         prop_assert!(bytes.len() <= MAX_PAYLOAD_BYTES);
         prop_assert_eq!(decode::<ReadingsMessage>(&bytes).expect("valid"), m);
+    }
+
+    #[test]
+    fn any_batch_survives_the_compact_round_trip(
+        seq in any::<u64>(),
+        sent_ms in any::<i64>(),
+        readings in proptest::collection::vec(any_reading(), 0..20),
+    ) {
+        let m = ReadingsMessage { v: 1, site: "dc1".into(), node: "h-01".into(), seq, sent_ms, readings };
+        let bytes = compact::encode(&m);
+        prop_assert_eq!(decode::<ReadingsMessage>(&bytes).expect("valid"), m);
+    }
+
+    #[test]
+    fn mutated_compact_payloads_never_panic_and_errors_have_a_reason(
+        readings in proptest::collection::vec(any_reading(), 0..10),
+        muts in proptest::collection::vec(mutation(), 1..6),
+    ) {
+        let m = ReadingsMessage { v: 1, site: "dc1".into(), node: "h-01".into(), seq: 1, sent_ms: 1, readings };
+        let bad = apply(compact::encode(&m), &muts);
+        if let Err(e) = decode::<ReadingsMessage>(&bad) {
+            prop_assert!(!e.reason().is_empty());
+        }
+        let _ = decode::<StatusMessage>(&bad);
+    }
+
+    #[test]
+    fn random_bytes_after_an_array_head_never_panic_the_decoder(
+        first in 0x80u8..0xA0,
+        rest in proptest::collection::vec(any::<u8>(), 0..512),
+    ) {
+        let bytes = [&[first][..], &rest].concat();
+        prop_assert!(decode::<ReadingsMessage>(&bytes).is_err() || first != 0x9F);
     }
 
     #[test]

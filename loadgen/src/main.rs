@@ -15,7 +15,10 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use dcwatt_common::protocol::{readings_topic, status_topic, Role, State, StatusMessage, VERSION};
+use dcwatt_common::protocol::{
+    decode, readings_topic, status_topic, Encoding, ReadingsMessage, Role, State, StatusMessage,
+    VERSION,
+};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use std::fmt::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -64,6 +67,9 @@ struct Cli {
     /// Client id prefix (the connection's index is appended).
     #[arg(long, default_value = "dcwatt-loadgen")]
     client_id: String,
+    /// How batches are written: `json`, or `cbor` (the compact encoding, docs/protocol.md).
+    #[arg(long, default_value = "json", value_parser = ["json", "cbor"])]
+    encoding: String,
     /// How long to wait at the end for the broker to acknowledge everything.
     #[arg(long, default_value_t = 120)]
     ack_timeout_secs: u64,
@@ -301,10 +307,17 @@ async fn connection(
         n.seq += 1;
         n.last_ts = dcwatt_common::now_ms().max(n.last_ts + 1);
         batch(payload, &cli, n, epoch_ms);
-        (
-            readings_topic(&cli.site, &n.name),
-            payload.as_bytes().to_vec(),
-        )
+        let body = if cli.encoding == "cbor" {
+            // The same batch, re-encoded: what the bench measures is the collector, not
+            // the generator.
+            match decode::<ReadingsMessage>(payload.as_bytes()) {
+                Ok(m) => m.encode(Encoding::Cbor),
+                Err(_) => payload.as_bytes().to_vec(),
+            }
+        } else {
+            payload.as_bytes().to_vec()
+        };
+        (readings_topic(&cli.site, &n.name), body)
     };
     let mut sent = 0u64;
     match plan {
@@ -397,7 +410,6 @@ fn batch(out: &mut String, cli: &Cli, n: &Node, epoch_ms: i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dcwatt_common::protocol::{decode, ReadingsMessage};
 
     #[test]
     fn batches_decode_with_the_protocol_and_carry_exact_energy() {

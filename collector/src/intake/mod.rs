@@ -67,8 +67,9 @@ impl RawMessage {
 }
 
 /// Every reason a whole message can be refused, for metrics that list zeros too.
-pub const MESSAGE_REASONS: [&str; 17] = [
+pub const MESSAGE_REASONS: [&str; 18] = [
     "malformed_json",
+    "malformed_cbor",
     "invalid_schema",
     "unsupported_version",
     "payload_too_large",

@@ -15,6 +15,19 @@ fn readings(site: &str, node: &str, seq: u64, value: &str, extra: &str) -> Vec<u
     .into_bytes()
 }
 
+/// One `power_w` reading at `it_input` in the compact encoding.
+fn compact(site: &str, node: &str, value: f64, now: i64) -> Vec<u8> {
+    use dcwatt_common::protocol::{compact, Point, Reading, ReadingsMessage};
+    compact::encode(&ReadingsMessage {
+        v: 1,
+        site: site.into(),
+        node: node.into(),
+        seq: 1,
+        sent_ms: now,
+        readings: vec![Reading::gauge("power_w", value, now).at(Point::ItInput)],
+    })
+}
+
 fn topic(site: &str, node: &str) -> String {
     format!("dcwatt/v1/{site}/{node}/readings")
 }
@@ -72,6 +85,19 @@ fn bad_input_is_refused_counted_and_harmless() {
         (topic(SITE, "x4"), readings(SITE, "someone-else", 1, "100", "")),
         (topic(SITE, "x5"), readings("other-site", "x5", 1, "100", "")),
         ("dcwatt/v1/bad site/x6/readings".to_owned(), readings("bad site", "x6", 1, "100", "")),
+        // The compact encoding: cut short; a point no version has; NaN as a CBOR float.
+        (topic(SITE, "c1"), {
+            let mut p = compact(SITE, "c1", 300.0, now);
+            p.truncate(p.len() - 3);
+            p
+        }),
+        (topic(SITE, "c2"), {
+            let mut p = compact(SITE, "c2", 300.0, now);
+            let at = p.windows(8).position(|w| w == b"it_input").expect("the point");
+            p[at..at + 8].copy_from_slice(b"it_imput");
+            p
+        }),
+        (topic(SITE, "c3"), compact(SITE, "c3", f64::NAN, now)),
         // Single readings.
         (topic(SITE, "r1"), readings(SITE, "r1", 1, "\"NaN\"", "")),
         (topic(SITE, "r2"), readings(SITE, "r2", 1, "\"Infinity\"", "")),
@@ -102,8 +128,9 @@ fn bad_input_is_refused_counted_and_harmless() {
 
     let expect_msgs = [
         ("malformed_json", 1.0),
+        ("malformed_cbor", 1.0),
         ("unsupported_version", 1.0),
-        ("invalid_schema", 1.0),
+        ("invalid_schema", 2.0),
         ("topic_mismatch", 2.0),
         ("invalid_topic", 1.0),
         ("duplicate_seq", 1.0),
@@ -111,7 +138,7 @@ fn bad_input_is_refused_counted_and_harmless() {
         ("payload_too_large", 1.0),
     ];
     let expect_readings = [
-        ("non_finite", 2.0),
+        ("non_finite", 3.0),
         ("negative_power", 1.0),
         ("power_above_host_max", 1.0),
         ("future_timestamp", 1.0),

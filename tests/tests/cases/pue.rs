@@ -1,5 +1,6 @@
 //! The slice end to end: a facility meter agent and 20 host agents (sim source) publish
-//! over MQTT; the collector's PUE must equal the simulation's exact energy ratio.
+//! over MQTT, half of the hosts in the compact encoding; the collector's PUE must equal the
+//! simulation's exact energy ratio.
 
 use dcwatt_e2e::sim::{agent_toml, Profile};
 use dcwatt_e2e::*;
@@ -82,11 +83,12 @@ fn scenario(dir: &TempDir, broker: BrokerKind) {
         .enumerate()
         .map(|(i, p)| {
             let node = format!("host-{i:02}");
-            start_agent(
-                dir,
-                &node,
-                &agent_toml(SITE, &node, "host", c.mqtt, p, "it_input"),
-            )
+            let mut toml = agent_toml(SITE, &node, "host", c.mqtt, p, "it_input");
+            // Odd hosts send the compact encoding: one site, both encodings, one PUE.
+            if i % 2 == 1 {
+                toml = format!("encoding = \"cbor\"\n{toml}");
+            }
+            start_agent(dir, &node, &toml)
         })
         .collect();
 
@@ -107,6 +109,28 @@ fn scenario(dir: &TempDir, broker: BrokerKind) {
     assert_eq!(view["power"]["category"], 3);
     assert_eq!(view["nodes"]["online"], HOSTS + 1);
     assert_eq!(view["missing_batches"], 0);
+    // The odd hosts' batches really are CBOR on the wire, and none was refused.
+    let wire = mqtt_collect(
+        c.mqtt,
+        &format!("dcwatt/v1/{SITE}/host-01/readings"),
+        Duration::from_secs(3),
+    );
+    let (_, batch, _) = wire.first().expect("a batch from host-01 within 3 s");
+    assert_eq!(batch[0], 0x86, "a six-element CBOR array, not JSON");
+    let decoded = dcwatt_common::protocol::compact::decode(batch).expect("compact v1");
+    assert_eq!(decoded.node, "host-01");
+    assert!(decoded.readings.iter().any(|r| r.metric == "power_w"));
+    let metrics = c.metrics();
+    for reason in ["malformed_cbor", "invalid_schema", "malformed_json"] {
+        assert_eq!(
+            metric(
+                &metrics,
+                &format!("dcwatt_messages_rejected_total{{reason=\"{reason}\"}}")
+            ),
+            Some(0.0),
+            "{reason}"
+        );
+    }
 
     // The same view is published, retained, for anyone on the broker.
     let summary = wait_for("a retained site summary", Duration::from_secs(30), || {
