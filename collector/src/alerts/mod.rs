@@ -23,7 +23,7 @@ pub use board::Board;
 mod tests;
 
 pub use crate::engine::RackView;
-use crate::engine::{MetricSample, NodeView, SiteView};
+use crate::engine::SiteSnapshot;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -237,24 +237,13 @@ fn decide(op: Op, value: f64, limit: f64, bound: Option<Bound>) -> Option<bool> 
     }
 }
 
-/// Everything rules may look at, for one evaluation.
-#[derive(Debug, Clone, Default)]
-pub struct Inputs {
-    /// Site views.
-    pub sites: Vec<SiteView>,
-    /// Nodes per site.
-    pub nodes: BTreeMap<String, Vec<NodeView>>,
-    /// Latest point-less node metrics per site.
-    pub metrics: BTreeMap<String, Vec<MetricSample>>,
-    /// Racks per site.
-    pub racks: BTreeMap<String, Vec<RackView>>,
-}
-
-/// What each rule sees now.
-pub fn observe(rules: &[Rule], input: &Inputs, now_ms: i64) -> Vec<Observation> {
+/// What each rule sees now, in one snapshot's sites (read in place: an evaluation copies
+/// none of the snapshot's nodes, metrics or racks).
+pub fn observe(rules: &[Rule], sites: &[SiteSnapshot], now_ms: i64) -> Vec<Observation> {
     let mut out = Vec::new();
     for rule in rules {
-        for site in &input.sites {
+        for snap in sites {
+            let site = &snap.view;
             if !rule.applies_to(&site.site) {
                 continue;
             }
@@ -303,23 +292,15 @@ pub fn observe(rules: &[Rule], input: &Inputs, now_ms: i64) -> Vec<Observation> 
                 }
                 Subject::NodeOffline => {
                     // A retired node is gone on purpose: no alert, and a firing one resolves.
-                    for n in input
-                        .nodes
-                        .get(&site.site)
-                        .into_iter()
-                        .flatten()
-                        .filter(|n| n.state != "retired")
-                    {
+                    for n in snap.nodes.iter().filter(|n| n.state != "retired") {
                         let down = f64::from(u8::from(n.state != "online"));
                         out.push(Observation::exact(key(&n.node), Some(down), None));
                     }
                 }
                 Subject::StaleMeter => {
-                    for n in input
+                    for n in snap
                         .nodes
-                        .get(&site.site)
-                        .into_iter()
-                        .flatten()
+                        .iter()
                         .filter(|n| n.role == Some("meter") && n.state != "retired")
                     {
                         let age = n
@@ -331,14 +312,12 @@ pub fn observe(rules: &[Rule], input: &Inputs, now_ms: i64) -> Vec<Observation> 
                 Subject::NodeMetric { metric, component } => {
                     // A reading is only as current as its node: the latest one of a node
                     // that has gone silent is no data, and a retired node's alerts end.
-                    let state: BTreeMap<&str, &str> = input
+                    let state: BTreeMap<&str, &str> = snap
                         .nodes
-                        .get(&site.site)
-                        .into_iter()
-                        .flatten()
+                        .iter()
                         .map(|n| (n.node.as_str(), n.state))
                         .collect();
-                    for m in input.metrics.get(&site.site).into_iter().flatten() {
+                    for m in &snap.metrics {
                         if m.metric != *metric || !m.component.starts_with(component.as_str()) {
                             continue;
                         }
@@ -347,7 +326,7 @@ pub fn observe(rules: &[Rule], input: &Inputs, now_ms: i64) -> Vec<Observation> 
                             continue;
                         }
                         let target = if m.component == "system" {
-                            m.node.clone()
+                            m.node.to_string()
                         } else {
                             format!("{}.{}", m.node, m.component)
                         };
@@ -361,7 +340,7 @@ pub fn observe(rules: &[Rule], input: &Inputs, now_ms: i64) -> Vec<Observation> 
                 }
                 Subject::RackUtilization | Subject::RackFailoverHeadroom => {
                     let util = rule.subject == Subject::RackUtilization;
-                    for r in input.racks.get(&site.site).into_iter().flatten() {
+                    for r in &snap.racks {
                         // Racks the rule can apply to: a budget, or A/B feeds.
                         let (applies, value, bound) = if util {
                             (r.budget_w.is_some(), r.utilization, Bound::AtLeast)

@@ -4,7 +4,7 @@
 //! queue refuses is counted.
 
 use super::store::{Book, Store};
-use super::{evaluate, labels, observe, render, Change, Inputs, Phase, Rule, Transition};
+use super::{evaluate, labels, observe, render, Change, Phase, Rule, Transition};
 use crate::engine::Snapshot;
 use dcwatt_common::backoff::Backoff;
 use dcwatt_common::live::Live;
@@ -109,19 +109,6 @@ fn log_transition(t: &Transition) {
         (true, _) => emit!(warn),
         (false, _) => emit!(info),
     }
-}
-
-/// What the rules look at, from one snapshot.
-pub fn inputs(snap: &Snapshot) -> Inputs {
-    let mut i = Inputs::default();
-    for site in &snap.sites {
-        let id = site.view.site.clone();
-        i.sites.push(site.view.clone());
-        i.nodes.insert(id.clone(), site.nodes.clone());
-        i.metrics.insert(id.clone(), site.metrics.clone());
-        i.racks.insert(id, site.racks.clone());
-    }
-    i
 }
 
 /// RFC 3339 UTC time for a ms timestamp (Alertmanager's format).
@@ -378,9 +365,11 @@ impl Runner {
         repeat_ms: i64,
     ) -> Option<Book> {
         let now = dcwatt_common::now_ms();
-        let input = inputs(&self.snapshots.borrow());
+        // The snapshot itself, not a copy; the Arc is cloned so that the channel's lock is
+        // not held while the rules run.
+        let snap = self.snapshots.borrow().clone();
         let rules = self.rules.get();
-        let obs = observe(&rules, &input, now);
+        let obs = observe(&rules, &snap.sites, now);
         let Ok(mut book) = self.book.lock() else {
             return None;
         };

@@ -1,7 +1,7 @@
 //! Alert rules and state machine, by table.
 
 use super::*;
-use crate::engine::RackPower;
+use crate::engine::{MetricSample, NodeView, RackPower, SiteView};
 
 fn rule(op: Op, threshold: f64, clear: Option<f64>, for_ms: i64, keep_ms: i64) -> Rule {
     Rule {
@@ -373,41 +373,34 @@ fn sample(node: &str, metric: &str, component: &str, value: f64) -> MetricSample
 
 #[test]
 fn every_subject_observes_what_it_should() {
-    let mut input = Inputs {
-        sites: vec![site_view(Some(1.6), "partial", 0.9)],
-        ..Inputs::default()
+    let mut input = SiteSnapshot {
+        view: site_view(Some(1.6), "partial", 0.9),
+        racks: Vec::new(),
+        nodes: Vec::new(),
+        metrics: Vec::new(),
     };
-    input.nodes.insert(
-        "dc".into(),
-        vec![
-            node("h1", "online", Some("host"), Some(0)),
-            node("h2", "offline", Some("host"), Some(0)),
-            node("m1", "online", Some("meter"), Some(40_000)),
-            node("h9", "retired", Some("host"), Some(0)),
-            node("m9", "retired", Some("meter"), Some(0)),
-        ],
-    );
-    input.metrics.insert(
-        "dc".into(),
-        vec![
-            sample("h1", "temp_c", "inlet", 29.5),
-            sample("h1", "temp_c", "cpu", 80.0),
-            sample("ups1", "ups_output_source", "system", 5.0),
-        ],
-    );
-    input.racks.insert(
-        "dc".into(),
-        vec![
-            RackView {
-                budget_w: Some(8000.0),
-                utilization: Some(0.875),
-                feed_w: Some(6500.0),
-                failover_headroom_w: Some(-500.0),
-                ..RackView::new("r1", RackPower::measured(7000.0))
-            },
-            RackView::new("r2", RackPower::measured(100.0)),
-        ],
-    );
+    input.nodes.extend([
+        node("h1", "online", Some("host"), Some(0)),
+        node("h2", "offline", Some("host"), Some(0)),
+        node("m1", "online", Some("meter"), Some(40_000)),
+        node("h9", "retired", Some("host"), Some(0)),
+        node("m9", "retired", Some("meter"), Some(0)),
+    ]);
+    input.metrics.extend([
+        sample("h1", "temp_c", "inlet", 29.5),
+        sample("h1", "temp_c", "cpu", 80.0),
+        sample("ups1", "ups_output_source", "system", 5.0),
+    ]);
+    input.racks.extend([
+        RackView {
+            budget_w: Some(8000.0),
+            utilization: Some(0.875),
+            feed_w: Some(6500.0),
+            failover_headroom_w: Some(-500.0),
+            ..RackView::new("r1", RackPower::measured(7000.0))
+        },
+        RackView::new("r2", RackPower::measured(100.0)),
+    ]);
     let mk = |name: &str, subject: Subject, op: Op, t: f64| Rule {
         name: name.into(),
         subject,
@@ -440,7 +433,7 @@ fn every_subject_observes_what_it_should() {
         mk("rack", Subject::RackUtilization, Op::Gt, 0.8),
         mk("headroom", Subject::RackFailoverHeadroom, Op::Lt, 0.0),
     ];
-    let obs = observe(&rules, &input, 100_000);
+    let obs = observe(&rules, std::slice::from_ref(&input), 100_000);
     let get = |rule: &str, target: &str| {
         obs.iter()
             .find(|o| o.key.rule == rule && o.key.target == target)
@@ -559,10 +552,12 @@ fn window_rules_wait_for_a_full_window_unless_told_otherwise() {
     for (_, w) in site.pue.0.iter_mut() {
         w.span_share = Some(1.0 / 60.0);
     }
-    let input = Inputs {
-        sites: vec![site],
-        ..Default::default()
-    };
+    let input = [SiteSnapshot {
+        view: site,
+        racks: Vec::new(),
+        nodes: Vec::new(),
+        metrics: Vec::new(),
+    }];
     let mut r = Rule {
         subject: Subject::SitePue("1h".into()),
         ..rule(Op::Gt, 1.5, None, 0, 0)

@@ -243,12 +243,13 @@ pub const STANDARD_RACK_W: f64 = 2_500.0;
 /// A node's latest value of one point-less metric (load, temperature, UPS status).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MetricSample {
-    /// Node id.
-    pub node: String,
+    /// Node id (inline up to 24 bytes, like the names: a 5,000-host snapshot holds about
+    /// 85,000 of these, and three allocations each were 26 MiB of a site's peak).
+    pub node: Name,
     /// Metric name.
-    pub metric: String,
+    pub metric: Name,
     /// Component.
-    pub component: String,
+    pub component: Name,
     /// When it was read.
     pub ts_ms: i64,
     /// Value.
@@ -1166,10 +1167,11 @@ impl Engine {
             .iter()
             .enumerate()
             .flat_map(|(i, n)| {
+                let node = Name::new(&site.node_ids[i]);
                 n.latest.iter().map(move |((m, c), (ts, v))| MetricSample {
-                    node: site.node_ids[i].clone(),
-                    metric: m.to_string(),
-                    component: c.to_string(),
+                    node: node.clone(),
+                    metric: m.clone(),
+                    component: c.clone(),
                     ts_ms: *ts,
                     value: *v,
                 })
