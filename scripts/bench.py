@@ -9,11 +9,13 @@ move with the machine's load, ratios much less.
 Measurements (each a function below):
   ceiling   Mosquitto delivering a backlog to a subscriber that only counts (mosquitto_sub)
             vs. the collector draining the same backlog with full processing, without and
-            with the InfluxDB sink to VictoriaMetrics;
+            with the InfluxDB sink to VictoriaMetrics, in JSON and in the compact encoding;
   embedded  the load generator flooding the collector's embedded broker vs. flooding
             Mosquitto with a counting subscriber;
   latency   p50/p99 from a reading's timestamp to its effect (the collector's histogram)
             at 1k and 10k simulated hosts, 20 readings per batch every 10 s;
+  connections  one MQTT connection per simulated agent, 19,000 of them, per broker;
+  site      a 5,000-host site with the packaged configuration: peak RSS against its budget;
   memory    collector memory per active series at 10k and 100k series;
   agent     agent footprint vs. collectd and Prometheus node_exporter over the same time;
   influx    the InfluxDB sink's throughput vs. line-protocol files POSTed with curl.
@@ -240,10 +242,12 @@ class Bench:
         wait_until("victoria-metrics", 30, lambda: http_get(port, "/health"))
         return p, port
 
-    def collector(self, mqtt_port=None, influx_port=None, embedded_port=None, bins=None):
+    def collector(self, mqtt_port=None, influx_port=None, embedded_port=None, bins=None, defaults=False):
+        """A collector on its own scratch port; with `defaults`, history and saved state
+        stay on, as the packaged configuration has them."""
         http = free_port()
         conf = os.path.join(self.work, f"collector-{http}.toml")
-        lines = [f'[http]\nlisten = "127.0.0.1:{http}"\n']
+        lines = [f'state_dir = "{self.work}/state-{http}"\n[http]\nlisten = "127.0.0.1:{http}"\n']
         if embedded_port:
             lines.append(f'[broker]\nembedded = true\nlisten = "127.0.0.1:{embedded_port}"\n')
         else:
@@ -252,7 +256,8 @@ class Bench:
                 f'[mqtt]\nhost = "127.0.0.1"\nport = {mqtt_port}\nkeep_alive_secs = 900\n'
                 f'client_id = "dcwatt-collector-bench-{http}"\n'
             )
-        lines.append("[history]\nenabled = false\n[state]\nenabled = false\n")
+        if not defaults:
+            lines.append("[history]\nenabled = false\n[state]\nenabled = false\n")
         if influx_port:
             lines.append(
                 f'[influx]\nenabled = true\nurl = "http://127.0.0.1:{influx_port}"\n'
@@ -577,6 +582,52 @@ class Bench:
             self.stop(mq)
         return out
 
+    def site(self):
+        """A site with the packaged configuration (history and saved state on), through
+        the embedded broker and through Mosquitto: one connection per agent, paced every
+        10 s, the collector's peak RSS (VmHWM) against its budget of 2 KiB per active
+        series plus, for the embedded broker, its log's configured size (8 × 16 MiB)."""
+        hosts, secs, rate = (300, 15, 300) if self.smoke else (5_000, 90, 1_000)
+        readings, log_bytes = 20, 8 * 16 * 2**20
+        series = (hosts + 1) * readings
+        res = {"hosts": hosts, "seconds": secs, "series": series}
+        baseline = self.args.baseline_bin_dir and os.path.abspath(self.args.baseline_bin_dir)
+        runs = [(b, None, b) for b in ("embedded", "mosquitto")]
+        if baseline:
+            runs += [(b, baseline, f"baseline_{b}") for b in ("embedded", "mosquitto")]
+        for broker, bins, key in runs:
+            mq = None
+            if broker == "mosquitto":
+                mq, port = self.mosquitto()
+                col, http = self.collector(mqtt_port=port, defaults=True, bins=bins)
+            else:
+                port = free_port()
+                col, http = self.collector(embedded_port=port, defaults=True, bins=bins)
+            cpu0, _, _ = proc_stats(col.pid)
+            t0 = time.monotonic()
+            lg = self.loadgen(port, "--hosts", hosts, "--interval-ms", 10_000, "--duration-secs", secs,
+                              "--connections", hosts + 1, "--connect-per-sec", rate, tolerate_reconnects=True)
+            m = self.wait_readings(http, lg["batches_sent"], 120)
+            # A state save and a history flush after the last batch are part of the peak.
+            time.sleep(6)
+            cpu1, rss, hwm = proc_stats(col.pid)
+            self.check_clean(scrape(http) or m, lg["batches_sent"], lg["readings_sent"], f"site via {broker}", http)
+            budget = 2048 * series + (log_bytes if broker == "embedded" else 0)
+            res[key] = {
+                "peak_rss_mib": hwm / 2**20,
+                "rss_mib": rss / 2**20,
+                "budget_mib": budget / 2**20,
+                "within_budget": hwm <= budget,
+                "cpu_share": (cpu1 - cpu0) / (time.monotonic() - t0),
+                "batches": lg["batches_sent"],
+            }
+            print(f"bench:   site via {broker} ({key}): peak RSS {hwm / 2**20:.0f} MiB of a {budget / 2**20:.0f} MiB budget",
+                  file=sys.stderr, flush=True)
+            self.stop(col)
+            if mq:
+                self.stop(mq)
+        self.results["site"] = res
+
     def memory(self):
         """Resident memory per active series (node, metric, component)."""
         steps = [100, 1_000] if self.smoke else [500, 5_000]
@@ -892,6 +943,12 @@ def targets(r):
     if lat:
         add("p99 latency at 10k hosts", lat["p99_ms"], "{:.1f} ms", "< 50 ms",
             lat["p99_ms"] is not None and lat["p99_ms"] < 50)
+    st = r.get("site")
+    if st:
+        for broker in ("embedded", "mosquitto"):
+            v = st[broker]
+            add(f"Collector peak RSS, {st['hosts']:,}-host site, packaged configuration, via {broker}",
+                v["peak_rss_mib"], "{:.0f} MiB", f"≤ {v['budget_mib']:.0f} MiB", v["within_budget"])
     mem = r.get("memory", {})
     per = [v["marginal_bytes_per_series"] for k, v in mem.items() if isinstance(v, dict)]
     if per:
@@ -988,6 +1045,16 @@ def markdown(r, meta):
                             f"for {cn['seconds']} s via {broker} | p50 {v['p50_ms']:.1f} ms, p99 {v['p99_ms']:.1f} ms; "
                             f"collector CPU {100 * v['cpu_share']:.1f} %, peak RSS {v['peak_rss_mib']:.0f} MiB; "
                             f"{v['batches']:,} batches, none missing; {v['connection_errors']} connection errors, retried |")
+    st = r.get("site")
+    if st:
+        for broker in ("embedded", "mosquitto", "baseline_embedded", "baseline_mosquitto"):
+            v = st.get(broker)
+            if not v:
+                continue
+            rows.append(f"| {st['hosts']:,}-host site ({st['series']:,} series), packaged configuration, one connection "
+                        f"per agent, {st['seconds']} s via {broker.replace('_', ' build, ')} | peak RSS {v['peak_rss_mib']:.0f} MiB "
+                        f"(budget {v['budget_mib']:.0f} MiB), {v['rss_mib']:.0f} MiB at the end, "
+                        f"CPU {100 * v['cpu_share']:.1f} %, {v['batches']:,} batches, none missing |")
     mem = r.get("memory", {})
     if mem:
         rows.append(f"| Collector idle RSS | {mem['idle_rss_mib']:.1f} MiB |")
@@ -1022,11 +1089,11 @@ def write_doc(path, table):
 
 def main():
     # The agent comparison last: it is the long one (10 min) and the least disturbed by load.
-    all_names = ["ceiling", "embedded", "latency", "connections", "api", "memory", "influx_ceiling", "agent"]
+    all_names = ["ceiling", "embedded", "latency", "connections", "site", "api", "memory", "influx_ceiling", "agent"]
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bin-dir", default=os.path.join(ROOT, "target/release"))
     ap.add_argument("--agent-bin", help="the agent to measure (default: the one in --bin-dir)")
-    ap.add_argument("--baseline-bin-dir", help="an older build's binaries, measured beside these (api, ceiling)")
+    ap.add_argument("--baseline-bin-dir", help="an older build's binaries, measured beside these (api, ceiling, site)")
     ap.add_argument("--smoke", action="store_true", help="tiny scale, for CI: checks the suite works")
     ap.add_argument("--only", action="append", choices=all_names, help="run only these (repeatable)")
     ap.add_argument("--json", help="write the raw results here")
