@@ -47,6 +47,7 @@ pub(super) struct InfluxRaw {
     pub(super) token_file: Option<std::path::PathBuf>,
     pub(super) ca_file: Option<std::path::PathBuf>,
     pub(super) gzip: bool,
+    pub(super) gzip_level: u32,
     pub(super) raw: bool,
     pub(super) batch_lines: usize,
     pub(super) flush_interval_ms: u64,
@@ -68,6 +69,7 @@ impl Default for InfluxRaw {
             token_file: None,
             ca_file: None,
             gzip: true,
+            gzip_level: 1,
             raw: true,
             batch_lines: 5_000,
             flush_interval_ms: 1_000,
@@ -131,6 +133,9 @@ pub(super) fn influx_config(
     if r.queue_batches == 0 {
         p.push("influx.queue_batches", "must be at least 1");
     }
+    if !(1..=9).contains(&r.gzip_level) {
+        p.push("influx.gzip_level", "must be 1 (fastest) to 9 (smallest)");
+    }
     Some(crate::sinks::influx::InfluxConfig {
         url: r.url,
         org: r.org,
@@ -138,6 +143,7 @@ pub(super) fn influx_config(
         token,
         ca_file: r.ca_file,
         gzip: r.gzip,
+        gzip_level: r.gzip_level,
         batch_lines: r.batch_lines,
         flush_interval: std::time::Duration::from_millis(r.flush_interval_ms),
         timeout: std::time::Duration::from_secs(r.timeout_secs),

@@ -1,6 +1,6 @@
-//! The InfluxDB sink: raw readings and derived values, as line protocol, through the
-//! `influxdb2` client to any server with the v2 write API (InfluxDB 2.x, InfluxDB 3.x,
-//! VictoriaMetrics).
+//! The InfluxDB sink: raw readings and derived values, as line protocol, POSTed to any
+//! server with the v2 write API (InfluxDB 2.x, InfluxDB 3.x, VictoriaMetrics), gzipped at
+//! `gzip_level` off the async threads.
 //!
 //! Two tasks share a bounded buffer of sealed chunks:
 //! - the encoder takes batches from its queue and, every `derived_interval`, a snapshot of
@@ -18,8 +18,6 @@ use crate::engine::{Batch, Snapshot};
 use bytes::Bytes;
 use dcwatt_common::backoff::Backoff;
 use dcwatt_common::secret::Secret;
-use influxdb2::api::write::TimestampPrecision;
-use influxdb2::RequestError;
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -44,6 +42,8 @@ pub struct InfluxConfig {
     pub ca_file: Option<PathBuf>,
     /// Compress request bodies.
     pub gzip: bool,
+    /// The gzip level, 1 (fastest) to 9 (smallest).
+    pub gzip_level: u32,
     /// Lines per write request.
     pub batch_lines: usize,
     /// Longest time a line waits before it is written.
@@ -377,11 +377,36 @@ pub enum SetupError {
     Client(String),
 }
 
+/// A client of the v2 write API: `POST {url}/api/v2/write?org=&bucket=&precision=ms`.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    write_url: reqwest::Url,
+    auth: Option<reqwest::header::HeaderValue>,
+    gzip_level: Option<u32>,
+}
+
+/// Why a write failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// The server answered with a status other than 2xx.
+    #[error("HTTP {status}: {text}")]
+    Http {
+        /// The status.
+        status: reqwest::StatusCode,
+        /// The start of the server's answer.
+        text: String,
+    },
+    /// No answer: connection refused or reset, timeout, TLS.
+    #[error("{0}")]
+    Transport(String),
+}
+
 /// Builds the client (checked at start-up, so a bad CA file stops the collector).
 ///
 /// # Errors
 /// The CA file is unreadable or the client cannot be built.
-pub fn client(cfg: &InfluxConfig) -> Result<influxdb2::Client, SetupError> {
+pub fn client(cfg: &InfluxConfig) -> Result<Client, SetupError> {
     let mut http = reqwest::ClientBuilder::new()
         .timeout(cfg.timeout)
         .connect_timeout(cfg.timeout.min(Duration::from_secs(5)));
@@ -396,16 +421,45 @@ pub fn client(cfg: &InfluxConfig) -> Result<influxdb2::Client, SetupError> {
         })?;
         http = http.add_root_certificate(cert);
     }
-    let token = cfg
-        .token
-        .as_ref()
-        .map(|t| t.expose().to_owned())
-        .unwrap_or_default();
-    // The URL was checked when the configuration was loaded.
-    influxdb2::ClientBuilder::with_builder(http, cfg.url.clone(), cfg.org.clone(), token)
-        .gzip(cfg.gzip)
+    let http = http
         .build()
-        .map_err(|e| SetupError::Client(e.to_string()))
+        .map_err(|e| SetupError::Client(e.to_string()))?;
+    // The URL was checked when the configuration was loaded; a base path is kept.
+    let mut write_url =
+        reqwest::Url::parse(&format!("{}/api/v2/write", cfg.url.trim_end_matches('/')))
+            .map_err(|e| SetupError::Client(format!("{}: {e}", cfg.url)))?;
+    write_url
+        .query_pairs_mut()
+        .append_pair("org", &cfg.org)
+        .append_pair("bucket", &cfg.bucket)
+        .append_pair("precision", "ms");
+    let auth = match cfg.token.as_ref().map(|t| t.expose()) {
+        None | Some("") => None,
+        Some(t) => {
+            let mut v = reqwest::header::HeaderValue::from_str(&format!("Token {t}"))
+                .map_err(|_| SetupError::Client("the token is not a valid header value".into()))?;
+            v.set_sensitive(true);
+            Some(v)
+        }
+    };
+    Ok(Client {
+        http,
+        write_url,
+        auth,
+        gzip_level: cfg.gzip.then_some(cfg.gzip_level.clamp(1, 9)),
+    })
+}
+
+/// Gzips a request body.
+pub fn gzip(body: &[u8], level: u32) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(
+        Vec::with_capacity(body.len() / 8),
+        flate2::Compression::new(level),
+    );
+    // Writing into a Vec cannot fail.
+    let _ = e.write_all(body);
+    e.finish().unwrap_or_default()
 }
 
 /// What a failed write means.
@@ -428,42 +482,45 @@ pub fn classify(e: &RequestError) -> Failure {
                 Failure::Permanent
             }
         }
-        RequestError::ReqwestProcessing { .. } | RequestError::Deserializing { .. } => {
-            Failure::Retriable
-        }
-        RequestError::Serializing { .. } => Failure::Permanent,
+        RequestError::Transport(_) => Failure::Retriable,
     }
 }
 
-/// A pre-encoded chunk of line protocol, for the client's gzip write path.
-struct Encoded(Bytes);
-
-impl influxdb2::models::WriteDataPoint for Encoded {
-    fn write_data_point_to<W: std::io::Write>(&self, mut w: W) -> std::io::Result<()> {
-        w.write_all(&self.0)
-    }
-}
-
-async fn write(
-    client: &influxdb2::Client,
-    cfg: &InfluxConfig,
-    body: Bytes,
-) -> Result<(), RequestError> {
-    if cfg.gzip {
-        let one = futures_util::stream::iter([Encoded(body)]);
-        client
-            .write_with_precision(&cfg.bucket, one, TimestampPrecision::Milliseconds)
+async fn write(client: &Client, body: Bytes) -> Result<(), RequestError> {
+    use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE};
+    let mut req = client
+        .http
+        .post(client.write_url.clone())
+        .header(CONTENT_TYPE, "text/plain; charset=utf-8");
+    if let Some(level) = client.gzip_level {
+        // Compressing a chunk takes milliseconds of CPU: not on the async threads.
+        let gz = tokio::task::spawn_blocking(move || gzip(&body, level))
             .await
+            .map_err(|e| RequestError::Transport(format!("compressing the body: {e}")))?;
+        req = req.header(CONTENT_ENCODING, "gzip").body(gz);
     } else {
-        client
-            .write_line_protocol_with_precision(
-                &cfg.org,
-                &cfg.bucket,
-                body,
-                TimestampPrecision::Milliseconds,
-            )
-            .await
+        req = req.body(body);
     }
+    if let Some(auth) = &client.auth {
+        req = req.header(AUTHORIZATION, auth.clone());
+    }
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| RequestError::Transport(e.to_string()))?;
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    let mut text = resp.text().await.unwrap_or_default();
+    if text.len() > 512 {
+        let cut = (0..=512)
+            .rev()
+            .find(|&i| text.is_char_boundary(i))
+            .unwrap_or(0);
+        text.truncate(cut);
+    }
+    Err(RequestError::Http { status, text })
 }
 
 /// Everything the sink needs to run.
@@ -471,7 +528,7 @@ pub struct InfluxSink {
     /// Settings.
     pub cfg: InfluxConfig,
     /// The client from [`client`].
-    pub client: influxdb2::Client,
+    pub client: Client,
     /// Raw batches from the intake (None when raw readings are not written).
     pub rx: Option<mpsc::Receiver<Arc<Batch>>>,
     /// The engine owner's snapshots, for derived values.
@@ -598,7 +655,7 @@ async fn encoder(
 }
 
 async fn writer(
-    client: influxdb2::Client,
+    client: Client,
     cfg: InfluxConfig,
     shared: Arc<Shared>,
     stop: CancellationToken,
@@ -625,7 +682,7 @@ async fn writer(
                 shared.release(id);
                 return;
             }
-            r = write(&client, &cfg, body) => r,
+            r = write(&client, body) => r,
         };
         match result {
             Ok(()) => {
@@ -822,6 +879,7 @@ mod tests {
             token: Some(Secret::new("t")),
             ca_file: None,
             gzip: false,
+            gzip_level: 1,
             batch_lines: 100,
             flush_interval: Duration::from_millis(50),
             timeout: Duration::from_secs(5),
@@ -855,6 +913,62 @@ mod tests {
         stop.cancel();
         let _ = task.await;
         (shared.stats.clone(), requests.load(Ordering::SeqCst))
+    }
+
+    #[tokio::test]
+    async fn a_write_is_the_v2_api_with_its_token_and_a_gzipped_body() {
+        use std::io::Read;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let seen = tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.expect("a request");
+            let mut req = Vec::new();
+            let mut buf = [0u8; 8192];
+            loop {
+                let k = sock.read(&mut buf).await.expect("read");
+                req.extend_from_slice(&buf[..k]);
+                let Some(end) = req.windows(4).position(|w| w == b"\r\n\r\n") else {
+                    continue;
+                };
+                let head = String::from_utf8_lossy(&req[..end]).to_ascii_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .expect("a length");
+                if k == 0 || req.len() >= end + 4 + len {
+                    let _ = sock
+                        .write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
+                        .await;
+                    return (head, req[end + 4..end + 4 + len].to_vec());
+                }
+            }
+        });
+        let cfg = InfluxConfig {
+            url: format!("http://127.0.0.1:{port}/base/"),
+            gzip: true,
+            gzip_level: 1,
+            ..config(port)
+        };
+        let lines = "m,site=a v=1 1\nm,site=a v=2 2\n";
+        write(&client(&cfg).expect("client"), Bytes::from(lines))
+            .await
+            .expect("204 is success");
+        let (head, body) = seen.await.expect("server");
+        assert!(
+            head.starts_with("post /base/api/v2/write?org=o&bucket=b&precision=ms http/1.1"),
+            "{head}"
+        );
+        assert!(head.contains("\r\nauthorization: token t\r\n"), "{head}");
+        assert!(head.contains("\r\ncontent-encoding: gzip\r\n"), "{head}");
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(&body[..])
+            .read_to_string(&mut text)
+            .expect("gzip");
+        assert_eq!(text, lines);
     }
 
     #[tokio::test]
