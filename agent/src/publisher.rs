@@ -186,7 +186,6 @@ impl Publisher {
         let (mut next_token, mut sent_on) = (0u64, 0u64);
         let mut limiter = RateLimiter::new(Duration::from_secs(60));
         loop {
-            self.gauges();
             let (acked, epoch, online) = tracker.take_acked();
             if let Some(spool) = self.spool.as_mut() {
                 if !unconfirmed.is_empty() && epoch != sent_on {
@@ -196,6 +195,10 @@ impl Publisher {
                 }
                 confirm(&mut unconfirmed, spool, &acked, &self.stats);
             }
+            // After the acknowledgements: the spool's gauges say what it holds now, not
+            // what it held before the last PUBACK (an idle agent sleeps until its next
+            // batch, so a gauge set earlier would stay one batch behind until then).
+            self.gauges();
             // Wake only when there is something to do: unsent batches (one replay step
             // after the last) on a live connection, or written ones due for a sync. An
             // idle agent sleeps between its batches (a fixed 100 ms tick cost it more CPU

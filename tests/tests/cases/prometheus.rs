@@ -99,6 +99,18 @@ fn a_real_prometheus_scrapes_dcwatt_and_agrees_with_its_api() {
             .value("dcwatt_agent_broker_connected")),
         1.0
     );
+    // Its spool holds nothing once the broker has acknowledged each batch: the gauge is
+    // read after the acknowledgements, not one batch behind them.
+    wait_for(
+        "an empty spool on the agent's /metrics",
+        Duration::from_secs(10),
+        || {
+            let (_, text) = http_get(agent_port, "/metrics")?;
+            (metric(&text, "dcwatt_agent_spool_batches")? == 0.0
+                && metric(&text, "dcwatt_agent_batches_acknowledged_total")? >= 2.0)
+                .then_some(())
+        },
+    );
 
     // The site's 1 min PUE and rack r1's power as Prometheus stored them, and as dcwatt's
     // API says them at the same moment (constant loads: the values hold still once the
