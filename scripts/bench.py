@@ -163,6 +163,11 @@ def scrape(port):
     return out
 
 
+def median(runs, key=None):
+    """The middle run (the upper one of an even count), by `key` when given."""
+    return sorted(runs, key=key)[len(runs) // 2]
+
+
 def quantile(before, after, q):
     """histogram_quantile over the increase of dcwatt_ingest_latency_seconds, in ms."""
     buckets = []
@@ -420,14 +425,14 @@ class Bench:
             if baseline:
                 base.append(self.drain_collector(hosts, batches, readings, False, baseline, "baseline"))
         inf = self.drain_collector(hosts, batches, readings, True)
-        col = sorted(cols, key=lambda c: c["batches_per_s"])[len(cols) // 2]
+        col = median(cols, key=lambda c: c["batches_per_s"])
         res = {
             "batches": batches,
             "readings_per_batch": readings,
             "repetitions": reps,
             "mosquitto_sub_runs": subs,
             "collector_runs": [c["batches_per_s"] for c in cols],
-            "mosquitto_sub_batches_per_s": sorted(subs)[len(subs) // 2],
+            "mosquitto_sub_batches_per_s": median(subs),
             "collector_batches_per_s": col["batches_per_s"],
             "collector_cpu_s": col["cpu_s"],
             "collector_peak_rss_mib": col["peak_rss_mib"],
@@ -439,11 +444,11 @@ class Bench:
             "influx_sink_lines": inf["sink_lines"],
         }
         res["collector_share"] = res["collector_batches_per_s"] / res["mosquitto_sub_batches_per_s"]
-        cc = sorted(ccols, key=lambda c: c["batches_per_s"])[len(ccols) // 2]
+        cc = median(ccols, key=lambda c: c["batches_per_s"])
         res["compact"] = {
             "mosquitto_sub_runs": csubs,
             "collector_runs": [c["batches_per_s"] for c in ccols],
-            "mosquitto_sub_batches_per_s": sorted(csubs)[len(csubs) // 2],
+            "mosquitto_sub_batches_per_s": median(csubs),
             "collector_batches_per_s": cc["batches_per_s"],
             "collector_cpu_s": cc["cpu_s"],
             "collector_peak_rss_mib": cc["peak_rss_mib"],
@@ -454,7 +459,7 @@ class Bench:
         if cc["live_ratio"] is None or abs(cc["live_ratio"] - 1.4) > 1e-3:
             raise BenchError(f"with the compact encoding the live power ratio is {cc['live_ratio']}, not 1.4")
         if base:
-            b = sorted(base, key=lambda c: c["batches_per_s"])[len(base) // 2]
+            b = median(base, key=lambda c: c["batches_per_s"])
             res["baseline_runs"] = [c["batches_per_s"] for c in base]
             res["baseline_batches_per_s"] = b["batches_per_s"]
             res["baseline_cpu_s"] = b["cpu_s"]

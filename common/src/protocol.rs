@@ -204,6 +204,11 @@ impl Point {
         }
     }
 
+    /// The point with this wire name.
+    pub fn from_name(name: &str) -> Option<Point> {
+        Point::ALL.into_iter().find(|p| p.as_str() == name)
+    }
+
     /// Position in [`Point::ALL`].
     pub fn index(self) -> usize {
         self as usize

@@ -177,7 +177,7 @@ impl CollectorConfig {
         for (i, sr) in sites.iter().enumerate() {
             let mut expected = std::collections::BTreeMap::new();
             for (name, &n) in &sr.expected_meters {
-                match Point::ALL.into_iter().find(|p| p.as_str() == name) {
+                match Point::from_name(name) {
                     Some(point) if n <= 1_000_000 => {
                         expected.insert(point, n);
                     }

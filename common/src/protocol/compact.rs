@@ -48,12 +48,10 @@ pub fn encode(m: &ReadingsMessage) -> Vec<u8> {
 }
 
 fn reading(out: &mut Vec<u8>, r: &Reading) {
-    let kind = (r.kind != Kind::Gauge).then_some(match r.kind {
-        Kind::Gauge => "gauge",
-        Kind::Counter => "counter",
-    });
+    // Defaults are left out: a gauge, the whole system, measured.
+    let kind = (r.kind == Kind::Counter).then_some("counter");
     let component = (r.component != "system").then_some(r.component.as_str());
-    let quality = (r.quality != Quality::Measured).then_some("estimated");
+    let quality = (r.quality == Quality::Estimated).then_some("estimated");
     let slots: [Slot<'_>; 9] = [
         kind.map(Slot::Text),
         r.point.map(|p| Slot::Text(p.as_str())),
@@ -349,12 +347,7 @@ impl<'a> Cursor<'a> {
                 }
                 4 => {
                     let p = self.text("point")?;
-                    r.point = Some(
-                        Point::ALL
-                            .into_iter()
-                            .find(|x| x.as_str() == p)
-                            .ok_or_else(|| unknown(index, "point", p))?,
-                    );
+                    r.point = Some(Point::from_name(p).ok_or_else(|| unknown(index, "point", p))?);
                 }
                 5 => r.source = Some(Name::new(self.text("source")?)),
                 6 => r.component = Name::new(self.text("component")?),

@@ -574,7 +574,7 @@ impl Store {
         })?;
         for row in rows {
             let (ts, point, energy_j, covered_ms, expected_ms, estimated_j, filled_j) = row?;
-            let Some(point) = Point::ALL.into_iter().find(|p| p.as_str() == point) else {
+            let Some(point) = Point::from_name(&point) else {
                 continue;
             };
             let start = bucket(ts);
