@@ -16,8 +16,7 @@ Measurements (each a function below):
             at 1k and 10k simulated hosts, 20 readings per batch every 10 s;
   connections  one MQTT connection per simulated agent, 19,000 of them, per broker;
   storm     Mosquitto restarted under 19,000 agents (200 real ones with spools): time until
-            every one is back and every spooled batch is in, none missing (only with
-            --only storm: not finished, see docs/benchmarks.md);
+            every one is back and every spooled batch is in, none missing;
   site      a 5,000-host site with the packaged configuration: peak RSS against its budget;
   memory    collector memory per active series at 10k and 100k series;
   agent     agent footprint vs. collectd and Prometheus node_exporter over the same time;
@@ -46,6 +45,21 @@ import urllib.request
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SITE = "bench"
+
+
+def storm_witness_missing(path):
+    """Per node, the batches that the witness subscriber (`mosquitto_sub -v`: topic, space,
+    payload) never got between the first and the last sequence number it saw."""
+    seen = {}
+    with open(path, errors="replace") as f:
+        for line in f:
+            topic, _, payload = line.partition(" ")
+            try:
+                seq = json.loads(payload)["seq"]
+            except (ValueError, KeyError, TypeError):
+                continue
+            seen.setdefault(topic.split("/")[3], set()).add(seq)
+    return {n: max(s) - min(s) + 1 - len(s) for n, s in sorted(seen.items()) if max(s) - min(s) + 1 > len(s)}
 
 
 class BenchError(Exception):
@@ -198,6 +212,8 @@ class Bench:
         self.bins = os.path.abspath(args.bin_dir)
         self.work = tempfile.mkdtemp(prefix="dcwatt-bench-")
         self.procs = []
+        # CPU seconds of the broker and the subscriber in each subscriber drain, by encoding.
+        self.cpu = {}
         self.results = {}
         self.mosquitto_exe = find("mosquitto", "/usr/sbin/mosquitto")
         self.vm_exe = find("victoria-metrics", "/usr/bin/victoria-metrics")
@@ -230,7 +246,10 @@ class Bench:
             if persist:
                 store = os.path.join(self.work, f"mosquitto-{port}-store")
                 os.makedirs(store, exist_ok=True)
-                f.write(f"persistence true\npersistence_location {store}/\nsys_interval 1\n")
+                # As root Mosquitto drops to its own user, which cannot write in the
+                # scratch directory: without `user root` nothing is saved, and after a
+                # restart no subscription exists until each subscriber is back.
+                f.write(f"persistence true\npersistence_location {store}/\nsys_interval 1\nuser root\n")
             else:
                 f.write("persistence false\n")
         p = self.start(f"mosquitto-{port}", [self.mosquitto_exe, "-c", conf])
@@ -353,20 +372,35 @@ class Bench:
         time.sleep(0.5)
         os.kill(sub.pid, signal.SIGSTOP)
         self.loadgen(port, "--hosts", hosts, "--batches", batches, "--encoding", encoding)
+        mq0 = proc_stats(mq.pid)[0]
+        sub0 = proc_stats(sub.pid)[0]
         t0 = time.monotonic()
         os.kill(sub.pid, signal.SIGCONT)
+        # Its CPU is read just before it exits (it exits at its last message).
+        sub1 = sub0
+        while sub.p.poll() is None and time.monotonic() - t0 < 600:
+            try:
+                sub1 = proc_stats(sub.pid)[0]
+            except OSError:
+                break
+            time.sleep(0.01)
         sub.p.wait(600)
         dt = time.monotonic() - t0
+        mq1 = proc_stats(mq.pid)[0]
         if sub.p.returncode != 0:
             raise BenchError(f"mosquitto_sub failed: {sub.tail()}")
         self.stop(sub)
         self.stop(mq)
+        self.cpu.setdefault(f"mosquitto_sub_{encoding}", []).append({"broker_cpu_s": mq1 - mq0, "subscriber_cpu_s": sub1 - sub0})
         print(f"bench:   mosquitto_sub ({encoding}): {batches / dt:,.0f} batches/s", file=sys.stderr, flush=True)
         return batches / dt
 
-    def drain_collector(self, hosts, batches, readings, with_influx, bins=None, label=None, encoding="json"):
+    def drain_collector(self, hosts, batches, readings, with_influx, bins=None, label=None, encoding="json",
+                        profile=False):
         """The collector draining the same backlog: batches/s, CPU s, peak RSS, and with the
-        sink, the sink's lines/s until every line is written."""
+        sink, the sink's lines/s until every line is written. With `profile`, `perf record`
+        samples the collector during the drain (its report goes into --profile's folder;
+        the figures of such a drain are not results: perf costs CPU)."""
         label = label or ("collector_influx" if with_influx else "collector")
         mq, port = self.mosquitto()
         vm = vm_port = None
@@ -376,13 +410,26 @@ class Bench:
         os.kill(col.pid, signal.SIGSTOP)
         self.loadgen(port, "--hosts", hosts, "--batches", batches, "--encoding", encoding)
         cpu0, _, _ = proc_stats(col.pid)
+        mq0 = proc_stats(mq.pid)[0]
+        perf = None
+        if profile:
+            data = os.path.join(self.args.profile, f"{label}.perf.data")
+            perf = subprocess.Popen(["perf", "record", "-q", "-F", "999", "-g", "-p", str(col.pid), "-o", data],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(0.5)
         t0 = time.monotonic()
         os.kill(col.pid, signal.SIGCONT)
         m = self.wait_readings(http, batches, 600)
         dt = time.monotonic() - t0
         cpu1, _, hwm = proc_stats(col.pid)
+        mq1 = proc_stats(mq.pid)[0]
+        if perf:
+            perf.send_signal(signal.SIGINT)
+            perf.wait(60)
+            self.perf_report(data, label)
         self.check_clean(m, batches, batches * readings, label, http)
-        out = {"batches_per_s": batches / dt, "cpu_s": cpu1 - cpu0, "peak_rss_mib": hwm / 2**20}
+        out = {"batches_per_s": batches / dt, "cpu_s": cpu1 - cpu0, "broker_cpu_s": mq1 - mq0,
+               "peak_rss_mib": hwm / 2**20}
         out["live_ratio"] = self.live_ratio(http)
         print(f"bench:   {label}: {batches / dt:,.0f} batches/s", file=sys.stderr, flush=True)
         if with_influx:
@@ -396,6 +443,17 @@ class Bench:
             self.stop(vm)
         self.stop(mq)
         return out
+
+    def perf_report(self, data, label):
+        """Where the collector's drain spends its CPU: by thread, and the top functions
+        (self time) of all threads, as text beside the perf data."""
+        out = os.path.join(self.args.profile, f"{label}.txt")
+        with open(out, "w") as f:
+            for extra in (["--sort", "comm"], ["--no-children", "--sort", "comm,symbol", "--percent-limit", "1"]):
+                r = subprocess.run(["perf", "report", "-i", data, "--stdio", "-g", "none", *extra],
+                                   capture_output=True, text=True)
+                f.write(r.stdout)
+        print(f"bench:   {label}: profile in {out}", file=sys.stderr, flush=True)
 
     @staticmethod
     def live_ratio(http, timeout=5):
@@ -425,6 +483,12 @@ class Bench:
             if baseline:
                 base.append(self.drain_collector(hosts, batches, readings, False, baseline, "baseline"))
         inf = self.drain_collector(hosts, batches, readings, True)
+        if self.args.profile:
+            # Extra drains under perf, one per encoding and one with the sink; not counted.
+            os.makedirs(self.args.profile, exist_ok=True)
+            self.drain_collector(hosts, batches, readings, False, label="profile_json", profile=True)
+            self.drain_collector(hosts, batches, readings, False, label="profile_cbor", encoding="cbor", profile=True)
+            self.drain_collector(hosts, batches, readings, True, label="profile_influx", profile=True)
         col = median(cols, key=lambda c: c["batches_per_s"])
         res = {
             "batches": batches,
@@ -435,6 +499,8 @@ class Bench:
             "mosquitto_sub_batches_per_s": median(subs),
             "collector_batches_per_s": col["batches_per_s"],
             "collector_cpu_s": col["cpu_s"],
+            "collector_broker_cpu_s": col["broker_cpu_s"],
+            "mosquitto_sub_cpu": self.cpu.get("mosquitto_sub_json"),
             "collector_peak_rss_mib": col["peak_rss_mib"],
             "collector_live_ratio": col["live_ratio"],
             "collector_influx_batches_per_s": inf["batches_per_s"],
@@ -451,6 +517,8 @@ class Bench:
             "mosquitto_sub_batches_per_s": median(csubs),
             "collector_batches_per_s": cc["batches_per_s"],
             "collector_cpu_s": cc["cpu_s"],
+            "collector_broker_cpu_s": cc["broker_cpu_s"],
+            "mosquitto_sub_cpu": self.cpu.get("mosquitto_sub_cbor"),
             "collector_peak_rss_mib": cc["peak_rss_mib"],
         }
         res["compact"]["collector_share"] = cc["batches_per_s"] / res["compact"]["mosquitto_sub_batches_per_s"]
@@ -619,11 +687,21 @@ class Bench:
                         f'[mqtt]\nhost = "127.0.0.1"\nport = {port}\n[http]\nlisten = "127.0.0.1:{aport}"\n'
                         '[[sources]]\ntype = "sim"\npoint = "it_input"\nbase_w = 300.0\n')
             agents.append((self.start(node, [agent_bin, "--config", conf]), aport))
+        # A witness beside the collector: a persistent subscriber (its session kept across
+        # the restart, like the collector's) writing down every batch it gets, so that a
+        # batch the collector misses can be told apart from one the broker never delivered.
+        witness_log = os.path.join(self.work, "witness.log")
+        witness = self.start("witness", ["sh", "-c", f"exec mosquitto_sub -h 127.0.0.1 -p {port} -i bench-storm-witness "
+                                         f"-c -q 1 -k 60 -v -t 'dcwatt/v1/{SITE}/+/readings' > {witness_log}"])
         connect_s = simulated / rate
         secs = connect_s + steady + down + 60
         lg_cmd = [os.path.join(self.bins, "dcwatt-loadgen"), "--port", str(port), "--site", SITE,
                   "--hosts", str(simulated - 1), "--interval-ms", "10000", "--duration-secs", f"{secs:.0f}",
                   "--connections", str(simulated), "--connect-per-sec", str(rate)]
+        # The simulated agents resend what the broker had not acknowledged when it went
+        # away, as the real ones do from their spools: over a kept session here.
+        # (With clean sessions, rumqttc drops the publishes in flight at the stop.)
+        lg_cmd.append("--persistent-session")
         lg_log = open(os.path.join(self.work, "loadgen-storm.log"), "w")
         lg = subprocess.Popen(lg_cmd, stdout=subprocess.PIPE, stderr=lg_log, text=True)
         # Everyone: the load generator's connections, the real agents, the collector.
@@ -655,8 +733,18 @@ class Bench:
         cpu0, _, _ = proc_stats(col.pid)
         mq, _ = self.mosquitto(port=port, persist=True)
         t_up = time.monotonic()
-        wait_until("every client back", 300, lambda: connected() >= everyone, every=0.5)
+        # The recovery curve: clients back against seconds since the restart.
+        curve = []
+
+        def back():
+            curve.append((time.monotonic() - t_up, connected()))
+            return curve[-1][1] >= everyone
+
+        wait_until("every client back", 300, back, every=0.5)
         all_back = time.monotonic() - t_up
+
+        def back_by(share):
+            return next(t for t, n in curve if n >= share * everyone)
         wait_until("every real agent back with its spool empty", 300, agents_back, every=0.5)
         spools_in = time.monotonic() - t_up
         cpu1, _, _ = proc_stats(col.pid)
@@ -678,6 +766,8 @@ class Bench:
             wait_until("every batch in, none missing", 120, caught_up, every=0.5)
         except BenchError:
             pass  # reported below, with the nodes that miss batches
+        self.stop(witness)
+        witness_missing = storm_witness_missing(witness_log)
         nodes = json.loads(http_get(http, f"/api/v1/sites/{SITE}/nodes") or b"{}").get("nodes", [])
         final = scrape(http) or {}
         missing = final.get("dcwatt_batches_missing", 0)
@@ -685,14 +775,31 @@ class Bench:
         short = {n["node"]: n["missing_batches"] for n in nodes if n.get("missing_batches")}
         real_nodes = [n for n in nodes if n["node"].startswith("real")]
         built = sum((scrape(aport) or {}).get("dcwatt_agent_batches_built_total", 0) for _, aport in agents)
+        # What went wrong on the simulated connections: refused while the broker was down,
+        # one cut per connection at the stop; anything else (timeouts, resets after the
+        # restart) would be the broker overrun by the reconnects.
+        kinds = {"refused": 0, "cut_at_stop": 0, "other": 0}
+        with open(os.path.join(self.work, "loadgen-storm.log"), errors="replace") as f:
+            for line in f:
+                if "Connection refused" in line:
+                    kinds["refused"] += 1
+                elif "closed by peer abruptly" in line or "Connection reset by peer" in line:
+                    kinds["cut_at_stop"] += 1
+                elif "connection" in line:
+                    kinds["other"] += 1
         res = {
             "agents": hosts, "real_agents": real, "down_s": down,
+            "half_connected_s": back_by(0.5), "most_connected_s": back_by(0.9),
             "all_connected_s": all_back, "spools_drained_s": spools_in,
+            "loadgen_error_kinds": kinds,
             "collector_cpu_s_recovering": cpu1 - cpu0,
             "loadgen_batches": summary["batches_sent"], "loadgen_acked": summary["acked"],
+            "loadgen_unacked": summary["unacked"],
             "loadgen_connection_errors": summary["connection_errors"],
             "real_batches_built": built, "nodes_seen": len(nodes), "real_nodes_seen": len(real_nodes),
             "missing_batches": missing, "refused": refused,
+            "witness_missing": sum(witness_missing.values()),
+            "witness_nodes_missing": dict(list(witness_missing.items())[:20]),
             "received": final.get('dcwatt_messages_received_total{kind="readings"}'), "nodes_missing_batches": dict(list(short.items())[:20]),
         }
         print(f"bench:   storm: every client back {all_back:.1f} s after the restart, spools in after {spools_in:.1f} s, "
@@ -701,7 +808,7 @@ class Bench:
             self.stop(p)
         self.stop(col)
         self.stop(mq)
-        if missing or len(real_nodes) != real or summary["acked"] < summary["batches_sent"]:
+        if missing or len(real_nodes) != real or summary["unacked"]:
             raise BenchError(f"storm: {res}")
         self.results["storm"] = res
 
@@ -1091,6 +1198,14 @@ def targets(r):
     return out
 
 
+def sub_cpu(runs):
+    """", Mosquitto X CPU s, mosquitto_sub Y" for a subscriber drain: the medians of its runs."""
+    if not runs:
+        return ""
+    return (f", Mosquitto {median([x['broker_cpu_s'] for x in runs]):.1f} CPU s, "
+            f"mosquitto_sub {median([x['subscriber_cpu_s'] for x in runs]):.1f}")
+
+
 def markdown(r, meta):
     rows = [f"### {meta['date']} · {meta['machine']} · commit {meta['commit']}", ""]
     rows += ["| Target | Measured | Target | Met |", "|---|---|---|---|"]
@@ -1100,11 +1215,13 @@ def markdown(r, meta):
     if c:
         runs = ", ".join(f"{x:,.0f}" for x in c["mosquitto_sub_runs"])
         rows.append(f"| Backlog of {c['batches']:,} batches × {c['readings_per_batch']} readings: mosquitto_sub "
-                    f"(median of {c['repetitions']}: {runs}) | {c['mosquitto_sub_batches_per_s']:,.0f} batches/s |")
+                    f"(median of {c['repetitions']}: {runs}) | {c['mosquitto_sub_batches_per_s']:,.0f} batches/s"
+                    f"{sub_cpu(c.get('mosquitto_sub_cpu'))} |")
         runs = ", ".join(f"{x:,.0f}" for x in c["collector_runs"])
         rows.append(f"| … collector, full processing (median of {c['repetitions']}: {runs}) | "
                     f"{c['collector_batches_per_s']:,.0f} batches/s "
-                    f"({c['readings_per_s']:,.0f} readings/s), {c['collector_cpu_s']:.1f} CPU s, "
+                    f"({c['readings_per_s']:,.0f} readings/s), {c['collector_cpu_s']:.1f} CPU s "
+                    f"(Mosquitto {c.get('collector_broker_cpu_s', 0):.1f}), "
                     f"peak RSS {c['collector_peak_rss_mib']:.0f} MiB |")
         if "baseline_runs" in c:
             runs = ", ".join(f"{x:,.0f}" for x in c["baseline_runs"])
@@ -1115,11 +1232,12 @@ def markdown(r, meta):
             k = c["compact"]
             runs = ", ".join(f"{x:,.0f}" for x in k["mosquitto_sub_runs"])
             rows.append(f"| The same backlog in the compact encoding: mosquitto_sub (median of {c['repetitions']}: {runs}) | "
-                        f"{k['mosquitto_sub_batches_per_s']:,.0f} batches/s |")
+                        f"{k['mosquitto_sub_batches_per_s']:,.0f} batches/s{sub_cpu(k.get('mosquitto_sub_cpu'))} |")
             runs = ", ".join(f"{x:,.0f}" for x in k["collector_runs"])
             rows.append(f"| … collector, full processing (median of {c['repetitions']}: {runs}) | "
                         f"{k['collector_batches_per_s']:,.0f} batches/s ({100 * k['collector_share']:.0f} %; "
-                        f"{100 * k['share_of_json_ceiling']:.0f} % of the JSON ceiling), {k['collector_cpu_s']:.1f} CPU s, "
+                        f"{100 * k['share_of_json_ceiling']:.0f} % of the JSON ceiling), {k['collector_cpu_s']:.1f} CPU s "
+                        f"(Mosquitto {k.get('collector_broker_cpu_s', 0):.1f}), "
                         f"peak RSS {k['collector_peak_rss_mib']:.0f} MiB |")
         rows.append(f"| … collector with the InfluxDB sink | intake {c['collector_influx_batches_per_s']:,.0f} batches/s, "
                     f"sustained {c['collector_influx_sustained_batches_per_s']:,.0f} batches/s, "
@@ -1170,12 +1288,15 @@ def markdown(r, meta):
                             f"{v['batches']:,} batches, none missing; {v['connection_errors']} connection errors, retried |")
     sm = r.get("storm")
     if sm:
+        k = sm["loadgen_error_kinds"]
         rows.append(f"| Reconnect storm: Mosquitto restarted (down {sm['down_s']} s) under {sm['agents']:,} agents, "
-                    f"{sm['real_agents']} of them dcwatt-agent processes | every client back after {sm['all_connected_s']:.1f} s, "
-                    f"every real agent's spool in after {sm['spools_drained_s']:.1f} s; collector CPU "
-                    f"{sm['collector_cpu_s_recovering']:.1f} s meanwhile; {sm['loadgen_batches']:,} simulated and "
-                    f"{sm['real_batches_built']:,.0f} real batches, {sm['missing_batches']} missing; "
-                    f"{sm['loadgen_connection_errors']:,} connection errors, retried |")
+                    f"{sm['real_agents']} of them dcwatt-agent processes | half the clients back after "
+                    f"{sm['half_connected_s']:.1f} s, 90 % after {sm['most_connected_s']:.1f} s, all after "
+                    f"{sm['all_connected_s']:.1f} s; every real agent's spool in after {sm['spools_drained_s']:.1f} s; "
+                    f"collector CPU {sm['collector_cpu_s_recovering']:.1f} s meanwhile; {sm['loadgen_batches']:,} simulated and "
+                    f"{sm['real_batches_built']:,.0f} real batches, {sm['missing_batches']:.0f} missing (witness subscriber: "
+                    f"{sm['witness_missing']}); simulated connections: {k['refused']:,} connects refused while down, "
+                    f"{k['cut_at_stop']:,} cut at the stop, {k['other']} other errors |")
     st = r.get("site")
     if st:
         for broker in ("embedded", "mosquitto", "baseline_embedded", "baseline_mosquitto"):
@@ -1230,6 +1351,7 @@ def main():
     ap.add_argument("--json", help="write the raw results here")
     ap.add_argument("--write-doc", help="replace the results table in this Markdown file")
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory and its logs")
+    ap.add_argument("--profile", help="ceiling: also profile the collector's drains with perf, reports into this folder")
     args = ap.parse_args()
     for exe in ("dcwatt-collector", "dcwatt-agent", "dcwatt-loadgen"):
         if not os.access(os.path.join(args.bin_dir, exe), os.X_OK):
@@ -1240,10 +1362,7 @@ def main():
     if missing:
         sys.exit(f"bench: missing {', '.join(missing)} (scripts/install-test-deps.sh installs them)")
     try:
-        # The reconnect storm runs only when asked for (--only storm): its simulated
-        # agents still lose a batch each across a broker restart (docs/benchmarks.md),
-        # so it would fail every run until that is understood.
-        b.run(args.only or [n for n in all_names if n != "storm"])
+        b.run(args.only or all_names)
     except BenchError as e:
         print(f"bench: FAILED: {e}\nlogs: {b.work}", file=sys.stderr)
         args.keep = True
