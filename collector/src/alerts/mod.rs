@@ -317,7 +317,7 @@ pub fn observe(rules: &[Rule], sites: &[SiteSnapshot], now_ms: i64) -> Vec<Obser
                         .iter()
                         .map(|n| (n.node.as_str(), n.state))
                         .collect();
-                    for m in &snap.metrics {
+                    for m in snap.metric_samples() {
                         if m.metric != *metric || !m.component.starts_with(component.as_str()) {
                             continue;
                         }

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::engine::{MetricSample, NodeView, RackPower, SiteView};
+use std::sync::Arc;
 
 fn rule(op: Op, threshold: f64, clear: Option<f64>, for_ms: i64, keep_ms: i64) -> Rule {
     Rule {
@@ -387,9 +388,11 @@ fn every_subject_observes_what_it_should() {
         node("m9", "retired", Some("meter"), Some(0)),
     ]);
     input.metrics.extend([
-        sample("h1", "temp_c", "inlet", 29.5),
-        sample("h1", "temp_c", "cpu", 80.0),
-        sample("ups1", "ups_output_source", "system", 5.0),
+        Arc::from([
+            sample("h1", "temp_c", "inlet", 29.5),
+            sample("h1", "temp_c", "cpu", 80.0),
+        ]),
+        Arc::from([sample("ups1", "ups_output_source", "system", 5.0)]),
     ]);
     input.racks.extend([
         RackView {

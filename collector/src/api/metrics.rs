@@ -72,6 +72,12 @@ where
 impl Source for SiteFamilies {
     fn encode(&self, o: &mut Exposition) {
         let snap = self.snapshots.borrow().clone();
+        family(
+            o,
+            "dcwatt_snapshot_duration_seconds",
+            "How long the latest snapshot took to take, s: the engine applies no readings meanwhile.",
+            [("", snap.took_s)],
+        );
         sites(o, &snap.sites);
         zones(o, &snap.sites);
         racks(o, &snap.sites);
@@ -489,8 +495,7 @@ fn nodes(o: &mut Exposition, sites: &[SiteSnapshot], which: NodeSeries) {
             name,
             help,
             sites.iter().zip(&kept).flat_map(|(s, kept)| {
-                s.metrics
-                    .iter()
+                s.metric_samples()
                     .filter(move |m| m.metric == metric && kept.contains(m.node.as_str()))
                     .map(move |m| {
                         let l = labels(&[
@@ -555,8 +560,9 @@ mod tests {
             u_used: Some(10),
         }];
         let now = T0 + 120_500;
-        let snap = Arc::new(Snapshot::take(&e, &budgets, now));
-        let (_tx, rx) = watch::channel(snap);
+        let mut snap = Snapshot::take(&e, &budgets, now);
+        snap.took_s = 0.0125;
+        let (_tx, rx) = watch::channel(Arc::new(snap));
         let r = Registry::default();
         r.register(Arc::new(SiteFamilies {
             snapshots: rx,
@@ -569,6 +575,12 @@ mod tests {
         text.lines()
             .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
             .and_then(|v| v.parse().ok())
+    }
+
+    #[test]
+    fn the_snapshot_says_how_long_it_took() {
+        let t = scrape(NodeSeries::All);
+        assert_eq!(value(&t, "dcwatt_snapshot_duration_seconds"), Some(0.0125));
     }
 
     #[test]

@@ -495,6 +495,11 @@ struct Node {
     /// Latest value of each (metric, component) without a measurement point: load,
     /// temperatures, UPS status, for alert rules.
     latest: BTreeMap<(Name, Name), (i64, f64)>,
+    /// `latest` as snapshots list it: built by the first snapshot after a change and
+    /// shared by every snapshot until the next change. A node changes once per interval
+    /// and a snapshot is taken every second, so most snapshots copy nothing of it.
+    #[serde(skip)]
+    samples: std::sync::OnceLock<std::sync::Arc<[MetricSample]>>,
 }
 
 impl Node {
@@ -1026,15 +1031,20 @@ impl Engine {
         }
         let max_gap = (gap_factor * node_interval(node, default_interval) as f64) as i64;
         let mut dirty: Option<i64> = None;
+        let mut samples_changed = false;
         for r in readings {
             let Some(point) = r.point else {
                 let latest = &mut site.nodes[ni].latest;
                 let key = pair_key(&r.metric, &r.component);
                 match latest.get_mut(&key) {
-                    Some(slot) if r.ts_ms >= slot.0 => *slot = (r.ts_ms, r.value),
+                    Some(slot) if r.ts_ms >= slot.0 => {
+                        *slot = (r.ts_ms, r.value);
+                        samples_changed = true;
+                    }
                     Some(_) => {}
                     None => {
                         latest.insert(key, (r.ts_ms, r.value));
+                        samples_changed = true;
                     }
                 }
                 continue;
@@ -1123,6 +1133,9 @@ impl Engine {
                 series.first_ms = Some(series.first_ms.map_or(from_ms, |f| f.min(from_ms)));
                 series.last_ms = Some(series.last_ms.map_or(placed.ts, |l| l.max(placed.ts)));
             }
+        }
+        if samples_changed {
+            site.nodes[ni].samples.take();
         }
         if let Some(from) = dirty {
             site.touch(from);

@@ -6,6 +6,7 @@
 use super::fleet::FleetView;
 use super::racks::{rack_views_with_load, RackBudget, RackView};
 use super::{Engine, MetricSample, NodeView, SiteView};
+use std::sync::Arc;
 
 /// One site's derived values.
 #[derive(Debug, Clone)]
@@ -16,8 +17,16 @@ pub struct SiteSnapshot {
     pub racks: Vec<RackView>,
     /// Every node with its state.
     pub nodes: Vec<NodeView>,
-    /// The latest point-less node metrics (CPU, GPU, temperatures).
-    pub metrics: Vec<MetricSample>,
+    /// The latest point-less node metrics (CPU, GPU, temperatures), one list per node
+    /// that has any, shared with earlier snapshots while the node's values stay the same.
+    pub metrics: Vec<Arc<[MetricSample]>>,
+}
+
+impl SiteSnapshot {
+    /// Every node's latest point-less metrics, node by node.
+    pub fn metric_samples(&self) -> impl Iterator<Item = &MetricSample> {
+        self.metrics.iter().flat_map(|n| n.iter())
+    }
 }
 
 /// Every site's derived values at `taken_ms`.
@@ -29,6 +38,8 @@ pub struct Snapshot {
     pub sites: Vec<SiteSnapshot>,
     /// The region, on a fleet collector.
     pub fleet: Option<FleetView>,
+    /// How long taking it kept the engine's owner from the intake, s (0 until measured).
+    pub took_s: f64,
 }
 
 impl Snapshot {
@@ -56,6 +67,7 @@ impl Snapshot {
             taken_ms: now_ms,
             sites,
             fleet: None,
+            took_s: 0.0,
         }
     }
 

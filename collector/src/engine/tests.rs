@@ -2,6 +2,7 @@
 
 use super::*;
 use dcwatt_common::protocol::Reading;
+use std::sync::Arc;
 
 const T0: i64 = 1_800_000_000_000;
 
@@ -1178,4 +1179,41 @@ fn a_site_whose_meters_are_all_silent_has_no_power_not_zero() {
         (silent.power.coverage_it, silent.power.coverage_facility),
         (0.0, 0.0)
     );
+}
+
+#[test]
+fn node_metrics_are_shared_until_the_node_reports_new_values() {
+    let mut e = engine();
+    let temp = |node: &str, c: f64, t: i64| {
+        let mut r = Reading::gauge("temp_c", c, t);
+        r.component = "inlet".into();
+        (node.to_owned(), r)
+    };
+    for (node, r) in [temp("h1", 24.0, T0), temp("h2", 30.0, T0)] {
+        e.apply_readings("dc", &node, &[r], T0);
+    }
+    let first = e.node_metrics("dc");
+    assert_eq!(first.len(), 2);
+    let again = e.node_metrics("dc");
+    // Nothing changed: the same lists, not copies.
+    assert!(first.iter().zip(&again).all(|(a, b)| Arc::ptr_eq(a, b)));
+    // h1 reports a new value: its list is new and says so; h2's is still shared.
+    let (node, r) = temp("h1", 25.5, T0 + 1_000);
+    e.apply_readings("dc", &node, &[r], T0 + 1_000);
+    let after = e.node_metrics("dc");
+    assert!(!Arc::ptr_eq(&first[0], &after[0]));
+    assert_eq!(
+        (
+            after[0][0].node.as_str(),
+            after[0][0].value,
+            after[0][0].ts_ms
+        ),
+        ("h1", 25.5, T0 + 1_000)
+    );
+    assert!(Arc::ptr_eq(&first[1], &after[1]));
+    // An older reading changes nothing, so the list stays shared.
+    let (node, r) = temp("h2", 10.0, T0 - 5_000);
+    e.apply_readings("dc", &node, &[r], T0 + 1_000);
+    assert!(Arc::ptr_eq(&after[1], &e.node_metrics("dc")[1]));
+    assert_eq!(e.node_metrics("dc")[1][0].value, 30.0);
 }

@@ -7,6 +7,7 @@ use dcwatt_common::units::total;
 use serde::ser::SerializeMap;
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// The rolling windows, by name and length.
 pub const WINDOWS: [(&str, i64); 6] = [
@@ -1158,23 +1159,32 @@ impl Engine {
         c
     }
 
-    /// Latest point-less readings of every node of a site.
-    pub fn node_metrics(&self, site_id: &str) -> Vec<MetricSample> {
+    /// Latest point-less readings of every node of a site, one shared list per node that
+    /// has any (rebuilt only for nodes whose readings changed since the last call).
+    pub fn node_metrics(&self, site_id: &str) -> Vec<Arc<[MetricSample]>> {
         let Some(site) = self.sites.get(site_id) else {
             return Vec::new();
         };
         site.nodes
             .iter()
             .enumerate()
-            .flat_map(|(i, n)| {
-                let node = Name::new(&site.node_ids[i]);
-                n.latest.iter().map(move |((m, c), (ts, v))| MetricSample {
-                    node: node.clone(),
-                    metric: m.clone(),
-                    component: c.clone(),
-                    ts_ms: *ts,
-                    value: *v,
-                })
+            .filter(|(_, n)| !n.latest.is_empty())
+            .map(|(i, n)| {
+                n.samples
+                    .get_or_init(|| {
+                        let node = Name::new(&site.node_ids[i]);
+                        n.latest
+                            .iter()
+                            .map(|((m, c), (ts, v))| MetricSample {
+                                node: node.clone(),
+                                metric: m.clone(),
+                                component: c.clone(),
+                                ts_ms: *ts,
+                                value: *v,
+                            })
+                            .collect()
+                    })
+                    .clone()
             })
             .collect()
     }
