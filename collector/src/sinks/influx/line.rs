@@ -22,6 +22,15 @@ fn measurement(out: &mut String, s: &str) {
 
 /// Escapes a tag key, tag value or field key: commas, equals signs and spaces.
 fn key(out: &mut String, s: &str) {
+    // Names almost never need escaping: they are copied whole. Character by character,
+    // this was 11 % of the collector's CPU with the sink on (docs/benchmarks.md).
+    if !s
+        .bytes()
+        .any(|b| matches!(b, b',' | b'=' | b' ' | b'\n' | b'\r' | b'\\'))
+    {
+        out.push_str(s);
+        return;
+    }
     for c in s.chars() {
         match c {
             ',' | '=' | ' ' => {
