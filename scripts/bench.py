@@ -377,7 +377,7 @@ class Bench:
             ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-q", "1", "-k", "900",
              # Only each payload's length is written (4 bytes a message): until
              # 2026-12-07 it wrote every payload to its log, 1.6 KB a message, which held
-             # the ceiling 15-40 % lower than a subscriber that does nothing.
+             # the ceiling 13-29 % lower than a subscriber that does nothing.
              "-t", f"dcwatt/v1/{SITE}/+/readings", "-C", str(batches), "-N", "-F", "%l"],
         )
         time.sleep(0.5)

@@ -2,7 +2,7 @@
 # dcwatt's benchmark suite: the collector and agent side by side with their peers and the
 # physical ceiling (docs/benchmarks.md). Installs the peers when missing (as the test
 # scripts do), builds release binaries and writes the results table into
-# docs/benchmarks.md. About 25 minutes on 2 cores.
+# docs/benchmarks.md. About 45 minutes on 2 cores.
 #
 #   scripts/bench.sh                 everything; results into docs/benchmarks.md
 #   scripts/bench.sh --only latency  one measurement (repeatable); results printed only
