@@ -336,6 +336,16 @@ class Bench:
         summary["error_kinds"] = sorted(set(lines))[:5]
         return summary
 
+    def agents_on_own_connections(self, port, hosts, secs, rate):
+        """The load generator as a site's agents: one connection each (and one for the
+        facility meter), opened at `rate` a second, paced every 10 s for `secs`. Each
+        keeps its session, so that a dropped connection sends again what it had in
+        flight, as an agent's spool does (rumqttc drops it on a new session: a run
+        through the embedded broker once lost 2 of 95,629 so)."""
+        return self.loadgen(port, "--hosts", hosts, "--interval-ms", 10_000, "--duration-secs", secs,
+                            "--connections", hosts + 1, "--connect-per-sec", rate, "--persistent-session",
+                            tolerate_reconnects=True)
+
     def wait_readings(self, http, n, timeout):
         return wait_until(
             f"{n} readings messages at the collector",
@@ -662,12 +672,7 @@ class Bench:
         before = scrape(http)
         cpu0, _, _ = proc_stats(col.pid)
         t0 = time.monotonic()
-        lg = self.loadgen(port, "--hosts", hosts, "--interval-ms", 10_000, "--duration-secs", secs,
-                          "--connections", hosts + 1, "--connect-per-sec", rate,
-                          # Each simulated agent sends again what a dropped connection had
-                          # in flight, as an agent's spool does (rumqttc drops it on a new
-                          # session: an earlier run lost 2 of 95,629 so).
-                          "--persistent-session", tolerate_reconnects=True)
+        lg = self.agents_on_own_connections(port, hosts, secs, rate)
         m = self.wait_readings(http, lg["batches_sent"], 120)
         wall = time.monotonic() - t0
         cpu1, _, hwm = proc_stats(col.pid)
@@ -858,12 +863,7 @@ class Bench:
                 col, http = self.collector(embedded_port=port, defaults=True, bins=bins)
             cpu0, _, _ = proc_stats(col.pid)
             t0 = time.monotonic()
-            lg = self.loadgen(port, "--hosts", hosts, "--interval-ms", 10_000, "--duration-secs", secs,
-                              "--connections", hosts + 1, "--connect-per-sec", rate,
-                          # Each simulated agent sends again what a dropped connection had
-                          # in flight, as an agent's spool does (rumqttc drops it on a new
-                          # session: an earlier run lost 2 of 95,629 so).
-                          "--persistent-session", tolerate_reconnects=True)
+            lg = self.agents_on_own_connections(port, hosts, secs, rate)
             m = self.wait_readings(http, lg["batches_sent"], 120)
             # A state save and a history flush after the last batch are part of the peak.
             time.sleep(6)

@@ -1517,6 +1517,9 @@ fn gauge_step(prev: Option<&Sample>, b: &Sample, max_gap: i64) -> Step {
     Step::energy(seg)
 }
 
+/// How often, at most, a site that has not settled yet looks for its start of data, ms.
+const SETTLE_CHECK_MS: i64 = 100;
+
 /// Fixes the start of the site's data once the meters present at start-up have all
 /// reported: windows never reach before it, so numerator and denominator cover the same
 /// time even while the first meters trickle in.
@@ -1526,9 +1529,6 @@ fn gauge_step(prev: Option<&Sample>, b: &Sample, max_gap: i64) -> Step {
 /// once that time has passed since the first batch (the engine's tick looks even when no
 /// batch comes, as after a backlog delivered at once); the meters present at start-up are
 /// those whose data starts within the settle time of the earliest.
-/// How often, at most, a site that has not settled yet looks for its start of data, ms.
-const SETTLE_CHECK_MS: i64 = 100;
-
 fn settle(site: &mut Site, now_ms: i64, gap_factor: f64, default_interval: i64) {
     if site.data_start_ms.is_some() {
         return;
