@@ -151,6 +151,25 @@ pub enum Kind {
     Counter,
 }
 
+/// What a meter's counter counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quantity {
+    /// Electricity or heat: `energy_j` counters and `power_w` gauges, kept in joules.
+    Energy,
+    /// Water: `water_m3` counters, kept in litres (1 m³ = 1000 L).
+    Water,
+}
+
+impl Quantity {
+    /// Engine units per unit of the wire metric: joules per joule, litres per m³.
+    pub fn scale(self) -> f64 {
+        match self {
+            Quantity::Energy => 1.0,
+            Quantity::Water => 1000.0,
+        }
+    }
+}
+
 /// Where in the power chain a meter measures. Decides what a reading counts towards in PUE.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -173,11 +192,21 @@ pub enum Point {
     Lighting,
     /// Any other overhead load.
     Other,
+    /// Site water intake (a water meter's `water_m3` counter): the WUE numerator. Not
+    /// electricity: never counted in PUE.
+    WaterInput,
+    /// On-site renewable generation used by the data centre (a PV or wind inverter's
+    /// meter): the REF numerator. Part of what `facility_input` measures; never credited
+    /// inside PUE.
+    RenewableOnsite,
+    /// Energy reused outside the data centre (a heat meter at the site boundary): the ERF
+    /// numerator. Never credited inside PUE.
+    EnergyReused,
 }
 
 impl Point {
     /// Every point, in a fixed order (used to index per-point state).
-    pub const ALL: [Point; 9] = [
+    pub const ALL: [Point; 12] = [
         Point::FacilityInput,
         Point::UpsInput,
         Point::UpsOutput,
@@ -187,6 +216,9 @@ impl Point {
         Point::Cooling,
         Point::Lighting,
         Point::Other,
+        Point::WaterInput,
+        Point::RenewableOnsite,
+        Point::EnergyReused,
     ];
 
     /// The wire name.
@@ -201,6 +233,9 @@ impl Point {
             Point::Cooling => "cooling",
             Point::Lighting => "lighting",
             Point::Other => "other",
+            Point::WaterInput => "water_input",
+            Point::RenewableOnsite => "renewable_onsite",
+            Point::EnergyReused => "energy_reused",
         }
     }
 
@@ -220,6 +255,28 @@ impl Point {
             Point::UpsOutput => Some(1),
             Point::PduOutput => Some(2),
             Point::ItInput => Some(3),
+            _ => None,
+        }
+    }
+
+    /// What a meter at this point measures: the metric (and kind) its quantity comes
+    /// from, and the unit the engine keeps it in.
+    pub fn quantity(self) -> Quantity {
+        match self {
+            Point::WaterInput => Quantity::Water,
+            _ => Quantity::Energy,
+        }
+    }
+
+    /// How a reading at this point feeds its meter, if it does: `Some(true)` for its
+    /// counter (`energy_j`, or `water_m3` at `water_input`), `Some(false)` for its gauge
+    /// (`power_w`; a water meter has none), `None` for anything else (kept as a plain
+    /// metric or refused by validation).
+    pub fn stream(self, metric: &str, kind: Kind) -> Option<bool> {
+        match (self.quantity(), metric, kind) {
+            (Quantity::Energy, "energy_j", Kind::Counter) => Some(true),
+            (Quantity::Energy, "power_w", Kind::Gauge) => Some(false),
+            (Quantity::Water, "water_m3", Kind::Counter) => Some(true),
             _ => None,
         }
     }

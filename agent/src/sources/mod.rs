@@ -325,6 +325,7 @@ pub fn implausible(metric: &str, value: f64, max_power_w: f64) -> Option<String>
             bad(&format!("above this device's {max_power_w} W"))
         }
         m if m.ends_with("_j") && value < 0.0 => bad("negative energy"),
+        m if m.ends_with("_m3") && value < 0.0 => bad("negative volume"),
         // Mains voltage decodes to roughly 120–480 V; far outside is a decoding error (a
         // dead phase reading 0 V is reported too, which is worth a look anyway).
         m if m.ends_with("_v") && !(50.0..=1_000.0).contains(&value) => {

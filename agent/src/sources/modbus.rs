@@ -293,10 +293,30 @@ impl ModbusConfig {
                     "must be a finite, non-zero number",
                 );
             }
-            if r.metric == "energy_j" && r.kind != Kind::Counter {
+            if matches!(r.metric.as_str(), "energy_j" | "water_m3") && r.kind != Kind::Counter {
                 p.push(
                     format!("{path}.registers[{i}].kind"),
-                    "energy_j is a counter",
+                    format!("{} is a counter", r.metric),
+                );
+            }
+        }
+        // A water meter at water_input counts water_m3; an electricity or heat meter
+        // elsewhere counts power_w and energy_j. Mixing them would turn m³ into kWh.
+        let water = self.point == Some(Point::WaterInput);
+        for (i, r) in self.register_map().iter().enumerate() {
+            let wrong = match r.metric.as_str() {
+                "water_m3" => self.point.is_some() && !water,
+                "power_w" | "energy_j" => water,
+                _ => false,
+            };
+            if wrong {
+                p.push(
+                    format!("{path}.registers[{i}].metric"),
+                    format!(
+                        "{} does not belong at point {}: a water meter (point = \"water_input\") reads water_m3, other points power_w and energy_j",
+                        r.metric,
+                        self.point.map_or("none", Point::as_str)
+                    ),
                 );
             }
         }
@@ -431,10 +451,12 @@ impl Source for ModbusSource {
                         Kind::Counter => Reading::counter(&r.metric, v, now_ms),
                     }
                     .from_source(KIND);
-                    if matches!(r.metric.as_str(), "power_w" | "energy_j") {
+                    // The meter's quantity carries its point: power and energy, or a
+                    // water meter's cubic metres.
+                    if matches!(r.metric.as_str(), "power_w" | "energy_j" | "water_m3") {
                         reading.point = self.cfg.point;
                     }
-                    if r.metric == "energy_j" {
+                    if matches!(r.metric.as_str(), "energy_j" | "water_m3") {
                         reading.wraps_at = r.wraps_at();
                     }
                     reading.component = self.cfg.component.as_str().into();
@@ -613,6 +635,30 @@ mod tests {
         let mut p = Problems::default();
         toml_cfg("host = \"m\"\nprofile = \"acme\"\n").validate("s", &mut p);
         assert_eq!(p.0[0].path, "s.profile");
+    }
+
+    #[test]
+    fn a_water_meter_counts_cubic_metres_at_water_input_only() {
+        // A 32-bit litre totaliser: scale 0.001 gives m³, and the register wraps at
+        // 2³² L = 4,294,967.296 m³.
+        let water = "host = \"m\"\npoint = \"water_input\"\n[[sources.registers]]\nmetric = \"water_m3\"\naddress = 0\ntype = \"u32\"\nscale = 0.001\nkind = \"counter\"\n";
+        let cfg = toml_cfg(water);
+        let mut p = Problems::default();
+        cfg.validate("s", &mut p);
+        assert!(p.0.is_empty(), "{p}");
+        assert_eq!(cfg.register_map()[0].wraps_at(), Some(4_294_967.296));
+        // Cubic metres at an electrical point, or kWh at the water point, are refused.
+        let mut p = Problems::default();
+        toml_cfg(&water.replace("water_input", "facility_input")).validate("s", &mut p);
+        assert_eq!(p.0[0].path, "s.registers[0].metric", "{p}");
+        let mut p = Problems::default();
+        toml_cfg("host = \"m\"\npoint = \"water_input\"\nprofile = \"sdm630\"\n")
+            .validate("s", &mut p);
+        assert!(p.to_string().contains("power_w does not belong"), "{p}");
+        let mut p = Problems::default();
+        toml_cfg(&water.replace("kind = \"counter\"", "kind = \"gauge\"")).validate("s", &mut p);
+        assert_eq!(p.0[0].path, "s.registers[0].kind", "{p}");
+        assert!(implausible("water_m3", -1.0, 1e6).is_some());
     }
 
     /// A modbus source entry parsed the way the agent parses it.

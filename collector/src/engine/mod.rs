@@ -32,7 +32,7 @@ pub use view::{
     MetricSample, NodeSeries, NodeView, PowerView, RackLoad, SiteView, WindowView, Windows, WINDOWS,
 };
 
-use dcwatt_common::protocol::{Kind, Name, Point, Quality, Reading, Role, State, StatusMessage};
+use dcwatt_common::protocol::{Name, Point, Quality, Reading, Role, State, StatusMessage};
 use ring::{Ring, Spread};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -821,8 +821,7 @@ impl Engine {
                     .latest
                     .contains_key(&pair_key(&r.metric, &r.component)),
                 Some(point) => {
-                    let metered = (r.metric == "energy_j" && r.kind == Kind::Counter)
-                        || (r.metric == "power_w" && r.kind == Kind::Gauge);
+                    let metered = point.stream(&r.metric, r.kind).is_some();
                     // Readings the engine does not keep cost nothing.
                     !metered
                         || site.component_index_get(&r.component).is_some_and(|c| {
@@ -1049,13 +1048,11 @@ impl Engine {
                 }
                 continue;
             };
-            let (counter, gauge) = (
-                r.metric == "energy_j" && r.kind == Kind::Counter,
-                r.metric == "power_w" && r.kind == Kind::Gauge,
-            );
-            if !counter && !gauge {
+            let Some(counter) = point.stream(&r.metric, r.kind) else {
                 continue;
-            }
+            };
+            // Water is kept in litres, electricity and heat in joules.
+            let scale = point.quantity().scale();
             let component = site.component(&r.component);
             let key = SeriesKey {
                 point,
@@ -1104,8 +1101,8 @@ impl Engine {
             let sample = Sample {
                 integrate,
                 avg_ms: r.avg_ms.map(|w| w.min(i64::MAX as u64) as i64),
-                wraps_at: r.wraps_at,
-                ..Sample::new(r.ts_ms, r.value, r.quality == Quality::Estimated)
+                wraps_at: r.wraps_at.map(|w| w * scale),
+                ..Sample::new(r.ts_ms, r.value * scale, r.quality == Quality::Estimated)
             };
             let dirty = &mut dirty;
             let mut apply = |c: Change| {

@@ -1217,3 +1217,61 @@ fn node_metrics_are_shared_until_the_node_reports_new_values() {
     assert!(Arc::ptr_eq(&after[1], &e.node_metrics("dc")[1]));
     assert_eq!(e.node_metrics("dc")[1][0].value, 30.0);
 }
+
+/// A water meter (a `water_m3` counter at `water_input`), a heat meter and an on-site PV
+/// meter beside a site's facility and IT meters: each is kept as its own point, in
+/// litres and joules, and none of them changes the PUE.
+#[test]
+fn water_heat_and_renewable_meters_are_their_own_points() {
+    let mut e = engine();
+    let mut meters = [
+        Meter::new("util", Point::FacilityInput, 1_500.0),
+        Meter::new("h1", Point::ItInput, 1_000.0),
+        Meter::new("heat", Point::EnergyReused, 300.0),
+        Meter::new("pv", Point::RenewableOnsite, 200.0),
+    ];
+    // 0.002 m³ (2 L) a second, from a totaliser at 1234.5 m³.
+    let water = |s: i64| {
+        let t = T0 + s * 1000;
+        vec![Reading::counter("water_m3", 1234.5 + 0.002 * s as f64, t).at(Point::WaterInput)]
+    };
+    for s in 0..=180 {
+        let t = T0 + s * 1000;
+        for m in meters.iter_mut() {
+            let r = m.readings(t);
+            e.apply_readings("dc", m.node, &r, t + 50);
+        }
+        e.apply_readings("dc", "water", &water(s), t + 50);
+    }
+    let now = T0 + 180_050;
+    let v = e.site_view("dc", now).expect("site");
+    let w = v.pue.get("1m").expect("1m");
+    assert_eq!(w.quality, "measured", "{w:?}");
+    assert!((w.value.expect("pue") - 1.5).abs() < 1e-9, "{w:?}");
+    // Closed minutes carry every point: water in litres (2 L/s × 60 s = 120 L), heat and
+    // PV in joules (300 W × 60 s, 200 W × 60 s).
+    let (minutes, _) = e.closed_minutes("dc", MinuteCursor::default(), now);
+    let minute = T0.div_euclid(60_000) * 60_000 + 120_000;
+    let at = |p: Point| {
+        minutes
+            .iter()
+            .find(|m| m.point == p && m.ts_ms == minute)
+            .map(|m| (m.energy_j, m.covered_ms))
+    };
+    let (litres, covered) = at(Point::WaterInput).expect("water minute");
+    assert!((litres - 120.0).abs() < 1e-6, "{litres}");
+    assert_eq!(covered, 60_000.0);
+    let (heat, _) = at(Point::EnergyReused).expect("heat minute");
+    assert!((heat - 18_000.0).abs() < 1e-6, "{heat}");
+    let (pv, _) = at(Point::RenewableOnsite).expect("pv minute");
+    assert!((pv - 12_000.0).abs() < 1e-6, "{pv}");
+    // A water meter's rate is not power: the node lists none.
+    let nodes = e.nodes("dc", now).expect("dc");
+    let wn = nodes
+        .iter()
+        .find(|n| n.node == "water")
+        .expect("water node");
+    assert!(wn.live_power_w.is_empty(), "{:?}", wn.live_power_w);
+    let heat_node = nodes.iter().find(|n| n.node == "heat").expect("heat node");
+    assert_eq!(heat_node.live_power_w.get("energy_reused"), Some(&300.0));
+}

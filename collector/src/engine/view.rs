@@ -1017,7 +1017,9 @@ impl Engine {
         let mut frozen: std::collections::BTreeMap<usize, Vec<String>> = Default::default();
         let mut live: BTreeMap<usize, BTreeMap<&'static str, f64>> = BTreeMap::new();
         for (k, s) in &site.series {
-            if let (Some(last), Some((_, w))) = (s.last_ms, s.live) {
+            // A water meter's rate is litres per second, not power.
+            let power = k.point.quantity() == dcwatt_common::protocol::Quantity::Energy;
+            if let (Some(last), Some((_, w)), true) = (s.last_ms, s.live, power) {
                 if site.is_active(last, k.node, now_ms, gf, di) {
                     *live
                         .entry(k.node)

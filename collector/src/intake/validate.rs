@@ -15,7 +15,7 @@ pub struct Limits {
 }
 
 /// Every reason a reading can be refused, for metrics that list zeros too.
-pub const REASONS: [&str; 21] = [
+pub const REASONS: [&str; 22] = [
     "non_finite",
     "invalid_location",
     "invalid_metric",
@@ -37,6 +37,7 @@ pub const REASONS: [&str; 21] = [
     "too_many_racks",
     "too_many_series",
     "too_fast",
+    "metric_point_mismatch",
 ];
 
 /// The most power any one meter can measure, W: a whole campus is below a gigawatt. A
@@ -169,9 +170,9 @@ pub fn check(
             return Err("invalid_average");
         }
     }
-    // A wrap range belongs to an energy counter, and the counter is below it.
+    // A wrap range belongs to an energy or water counter, and the counter is below it.
     if let Some(w) = r.wraps_at {
-        if r.metric != "energy_j"
+        if !matches!(r.metric.as_str(), "energy_j" | "water_m3")
             || r.kind != Kind::Counter
             || !w.is_finite()
             || w <= 0.0
@@ -200,7 +201,25 @@ pub fn check(
     if r.ts_ms < now_ms - lim.max_age_ms {
         return Err("stale_timestamp");
     }
+    // A water meter counts water, an electricity or heat meter energy: a reading that
+    // puts one where the other belongs would turn cubic metres into kWh.
+    if let Some(point) = r.point {
+        let water = point == Point::WaterInput;
+        match r.metric.as_str() {
+            "water_m3" if !water => return Err("metric_point_mismatch"),
+            "power_w" | "energy_j" if water => return Err("metric_point_mismatch"),
+            _ => {}
+        }
+    }
     match r.metric.as_str() {
+        "water_m3" => {
+            if r.kind != Kind::Counter {
+                return Err("kind_mismatch");
+            }
+            if r.value < 0.0 {
+                return Err("negative_value");
+            }
+        }
         "power_w" => {
             if r.kind != Kind::Gauge {
                 return Err("kind_mismatch");
@@ -362,6 +381,49 @@ mod tests {
                 Reading::counter("energy_j", 3e18, NOW),
                 None,
                 Err("value_out_of_range"),
+            ),
+            // Water meters count cubic metres at water_input, and nothing else does.
+            (
+                Reading::counter("water_m3", 1234.5, NOW).at(Point::WaterInput),
+                Some(Role::Meter),
+                Ok(()),
+            ),
+            (
+                Reading::counter("water_m3", 10.0, NOW)
+                    .at(Point::WaterInput)
+                    .wrapping_at(100_000.0),
+                Some(Role::Meter),
+                Ok(()),
+            ),
+            (
+                Reading::gauge("water_m3", 1.0, NOW).at(Point::WaterInput),
+                Some(Role::Meter),
+                Err("kind_mismatch"),
+            ),
+            (
+                Reading::counter("water_m3", -1.0, NOW).at(Point::WaterInput),
+                Some(Role::Meter),
+                Err("negative_value"),
+            ),
+            (
+                Reading::counter("water_m3", 1.0, NOW).at(Point::FacilityInput),
+                Some(Role::Meter),
+                Err("metric_point_mismatch"),
+            ),
+            (
+                Reading::counter("energy_j", 1.0, NOW).at(Point::WaterInput),
+                Some(Role::Meter),
+                Err("metric_point_mismatch"),
+            ),
+            (
+                Reading::gauge("power_w", 1.0, NOW).at(Point::WaterInput),
+                Some(Role::Meter),
+                Err("metric_point_mismatch"),
+            ),
+            (
+                Reading::counter("energy_j", 5e9, NOW).at(Point::EnergyReused),
+                Some(Role::Meter),
+                Ok(()),
             ),
         ]);
         for (r, role, want) in cases {
