@@ -170,6 +170,12 @@ impl Quantity {
     }
 }
 
+/// Whether `metric` is a meter's counter (`energy_j`, `water_m3`): it must be a counter,
+/// and it is the one a known wrap range (`wraps_at`) may belong to.
+pub fn is_meter_counter(metric: &str) -> bool {
+    matches!(metric, "energy_j" | "water_m3")
+}
+
 /// Where in the power chain a meter measures. Decides what a reading counts towards in PUE.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -278,6 +284,18 @@ impl Point {
             (Quantity::Energy, "power_w", Kind::Gauge) => Some(false),
             (Quantity::Water, "water_m3", Kind::Counter) => Some(true),
             _ => None,
+        }
+    }
+
+    /// Whether `metric` is a meter's quantity that does not belong at this point: cubic
+    /// metres anywhere but at a water meter, power or energy at one. Such a reading would
+    /// turn m³ into kWh; it is refused (`metric_point_mismatch`), and an agent refuses to
+    /// start with one configured.
+    pub fn mismatched(self, metric: &str) -> bool {
+        match metric {
+            "water_m3" => self.quantity() != Quantity::Water,
+            "power_w" | "energy_j" => self.quantity() == Quantity::Water,
+            _ => false,
         }
     }
 

@@ -10,7 +10,7 @@
 //! that stops answering publishes `device_up = 0` and a log line; the others keep polling.
 
 use super::{implausible, Probe, Source, SourceError};
-use dcwatt_common::protocol::{Kind, Point, Reading};
+use dcwatt_common::protocol::{is_meter_counter, Kind, Point, Reading};
 use dcwatt_common::settings::Problems;
 use serde::Deserialize;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -293,7 +293,7 @@ impl ModbusConfig {
                     "must be a finite, non-zero number",
                 );
             }
-            if matches!(r.metric.as_str(), "energy_j" | "water_m3") && r.kind != Kind::Counter {
+            if is_meter_counter(&r.metric) && r.kind != Kind::Counter {
                 p.push(
                     format!("{path}.registers[{i}].kind"),
                     format!("{} is a counter", r.metric),
@@ -302,14 +302,8 @@ impl ModbusConfig {
         }
         // A water meter at water_input counts water_m3; an electricity or heat meter
         // elsewhere counts power_w and energy_j. Mixing them would turn m³ into kWh.
-        let water = self.point == Some(Point::WaterInput);
         for (i, r) in self.register_map().iter().enumerate() {
-            let wrong = match r.metric.as_str() {
-                "water_m3" => self.point.is_some() && !water,
-                "power_w" | "energy_j" => water,
-                _ => false,
-            };
-            if wrong {
+            if self.point.is_some_and(|pt| pt.mismatched(&r.metric)) {
                 p.push(
                     format!("{path}.registers[{i}].metric"),
                     format!(
@@ -453,10 +447,10 @@ impl Source for ModbusSource {
                     .from_source(KIND);
                     // The meter's quantity carries its point: power and energy, or a
                     // water meter's cubic metres.
-                    if matches!(r.metric.as_str(), "power_w" | "energy_j" | "water_m3") {
+                    if r.metric == "power_w" || is_meter_counter(&r.metric) {
                         reading.point = self.cfg.point;
                     }
-                    if matches!(r.metric.as_str(), "energy_j" | "water_m3") {
+                    if is_meter_counter(&r.metric) {
                         reading.wraps_at = r.wraps_at();
                     }
                     reading.component = self.cfg.component.as_str().into();

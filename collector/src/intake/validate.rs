@@ -1,7 +1,9 @@
 //! Per-reading checks: what the engine may never see. Each failure has a reason label that
 //! `/metrics` counts.
 
-use dcwatt_common::protocol::{validate_id, Kind, Point, Reading, Role, State, StatusMessage};
+use dcwatt_common::protocol::{
+    is_meter_counter, validate_id, Kind, Point, Reading, Role, State, StatusMessage,
+};
 
 /// Limits for [`check`].
 #[derive(Debug, Clone, Copy)]
@@ -172,7 +174,7 @@ pub fn check(
     }
     // A wrap range belongs to an energy or water counter, and the counter is below it.
     if let Some(w) = r.wraps_at {
-        if !matches!(r.metric.as_str(), "energy_j" | "water_m3")
+        if !is_meter_counter(&r.metric)
             || r.kind != Kind::Counter
             || !w.is_finite()
             || w <= 0.0
@@ -203,13 +205,8 @@ pub fn check(
     }
     // A water meter counts water, an electricity or heat meter energy: a reading that
     // puts one where the other belongs would turn cubic metres into kWh.
-    if let Some(point) = r.point {
-        let water = point == Point::WaterInput;
-        match r.metric.as_str() {
-            "water_m3" if !water => return Err("metric_point_mismatch"),
-            "power_w" | "energy_j" if water => return Err("metric_point_mismatch"),
-            _ => {}
-        }
+    if r.point.is_some_and(|p| p.mismatched(&r.metric)) {
+        return Err("metric_point_mismatch");
     }
     match r.metric.as_str() {
         "water_m3" => {
