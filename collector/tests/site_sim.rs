@@ -6,10 +6,15 @@
 //! has a closed-form integral, so the truth of any window is exact. At checkpoints
 //! through the three days every rolling window must be within 0.1 % of the true PUE, and
 //! its IT and facility coverage must equal the share of meter-time the lost batches
-//! left uncovered (computed here from what was actually delivered).
+//! left uncovered (computed here from what was actually delivered). A water meter (a
+//! cubic-metre totaliser), a heat meter at the boundary (reused heat) and an on-site PV
+//! meter run beside them, losing batches like the rest: every window's WUE, ERF and REF
+//! must be within 0.1 % of their exact integrals too, and so must CUE, whose grid factor
+//! changes half-way.
 //!
 //! Nothing is faked but time: the engine is the collector's own, fed its real readings.
 
+use dcwatt_collector::engine::kpi::{Basis, EmissionFactor, SiteKpiConfig};
 use dcwatt_collector::engine::{ApplyStats, Engine, EngineConfig};
 use dcwatt_common::protocol::{Point, Reading, StatusMessage};
 use std::f64::consts::TAU;
@@ -74,6 +79,8 @@ enum Kind {
     Gauge,
     /// `energy_j` counter that never wraps; reset by an operator at `reset_at` (seconds).
     Counter { reset_at: Option<f64> },
+    /// `water_m3` totaliser: the profile is in L/s, its integral in litres.
+    Water,
 }
 
 struct Meter {
@@ -175,6 +182,37 @@ fn build(rng: &mut Rng) -> Site {
             last_value: None,
         });
     }
+    // Water 2 ± 0.5 L/s, reused heat 30 ± 10 kW (thermal), PV 25 ± 20 kW (a daily sine:
+    // never negative), all on their own profiles.
+    for (name, point, kind, base, amp) in [
+        ("water", Point::WaterInput, Kind::Water, 2.0, 0.5),
+        ("heat", Point::EnergyReused, Kind::Gauge, 30_000.0, 10_000.0),
+        (
+            "pv",
+            Point::RenewableOnsite,
+            Kind::Counter { reset_at: None },
+            25_000.0,
+            20_000.0,
+        ),
+    ] {
+        meters.push(Meter {
+            node: name.to_owned(),
+            point,
+            kind,
+            profile: Profile {
+                base,
+                amp,
+                phase: rng.unit(),
+            },
+            share: None,
+            offset: 1_000.0 * rng.unit(),
+            delivered: Vec::new(),
+            lost: 0,
+            wraps: 0,
+            burst_left: 0,
+            last_value: None,
+        });
+    }
     Site {
         meters,
         hosts: Hosts(hosts),
@@ -197,6 +235,11 @@ fn reading(site: &Hosts, m: &Meter, ts: i64) -> Reading {
             };
             Reading::counter("energy_j", v, ts)
         }
+        Kind::Water => Reading::counter(
+            "water_m3",
+            (m.offset + site.meter_energy(m, t)) / 1000.0,
+            ts,
+        ),
     }
     .at(m.point)
 }
@@ -232,7 +275,9 @@ fn uncovered(m: &Meter, from: i64, to: i64) -> (i64, i64) {
 fn three_days_of_500_hosts_match_the_exact_integrals() {
     let mut rng = Rng(0x00DC_0A77);
     let mut site = build(&mut rng);
-    let mut e = Engine::new(EngineConfig::default());
+    let mut cfg = EngineConfig::default();
+    cfg.site_kpis.insert("sim".into(), kpi_config());
+    let mut e = Engine::new(cfg);
     for m in &site.meters {
         let birth: StatusMessage = serde_json::from_str(&format!(
             r#"{{"v":1,"site":"sim","node":"{}","state":"online","ts_ms":{T0},"role":"{}","interval_ms":10000}}"#,
@@ -298,6 +343,27 @@ fn three_days_of_500_hosts_match_the_exact_integrals() {
     );
 }
 
+/// The grid factor changes at 36 h: 0.55 kg/kWh before, 0.50 after.
+const FACTOR_CHANGE_S: f64 = 1.5 * DAY_S;
+
+fn kpi_config() -> SiteKpiConfig {
+    let at = |s: f64| T0 + (s * 1000.0) as i64;
+    let factor = |from, to, kg| EmissionFactor {
+        from_ms: from,
+        to_ms: to,
+        kg_per_kwh: kg,
+        basis: Basis::Location,
+        source: "simulated grid".into(),
+    };
+    SiteKpiConfig {
+        factors: vec![
+            factor(at(-DAY_S * 40.0), at(FACTOR_CHANGE_S), 0.55),
+            factor(at(FACTOR_CHANGE_S), at(DAY_S * 40.0), 0.50),
+        ],
+        ..SiteKpiConfig::default()
+    }
+}
+
 /// Checks every window of the site view at `now`; returns how many had a value.
 fn check(site: &Site, e: &Engine, now: i64) -> usize {
     let v = e.site_view("sim", now).expect("site view");
@@ -318,6 +384,41 @@ fn check(site: &Site, e: &Engine, now: i64) -> usize {
             worst = (err, name);
         }
         lowest = lowest.min(w.coverage_it);
+        // The figures beyond PUE against their own integrals over the same interval.
+        let own = |node: &str| {
+            let m = site.meters.iter().find(|m| m.node == node).expect("meter");
+            h.meter_energy(m, b) - h.meter_energy(m, a)
+        };
+        let (it_kwh, facility) = (
+            (h.it_energy(b) - h.it_energy(a)) / 3.6e6,
+            h.facility_energy(b) - h.facility_energy(a),
+        );
+        // CUE: the grid's share of facility energy (less PV) at the factor of its time.
+        let grid = |a: f64, b: f64| {
+            let pv = site.meters.iter().find(|m| m.node == "pv").expect("pv");
+            (h.facility_energy(b) - h.facility_energy(a))
+                - (h.meter_energy(pv, b) - h.meter_energy(pv, a))
+        };
+        let cut = FACTOR_CHANGE_S.clamp(a, b);
+        let co2 = (grid(a, cut) * 0.55 + grid(cut, b) * 0.50) / 3.6e6;
+        for (kpi, got, want) in [
+            ("CUE", w.kpis.cue.value, co2 / it_kwh),
+            ("WUE", w.kpis.wue.value, own("water") / it_kwh),
+            ("ERF", w.kpis.erf.value, own("heat") / facility),
+            ("REF", w.kpis.ref_.value, own("pv") / facility),
+        ] {
+            let got = got.unwrap_or_else(|| panic!("{name}: no {kpi}: {:?}", w.kpis));
+            let err = (got - want).abs() / want;
+            assert!(
+                err < 1e-3,
+                "{name} at {:.2} h: {kpi} {got} vs truth {want} ({:.4} %)",
+                (now - T0) as f64 / 3.6e6,
+                err * 100.0
+            );
+            if err > worst.0 {
+                worst = (err, name);
+            }
+        }
         assert!(
             err < 1e-3,
             "{name} at {:.2} h: PUE {value} vs truth {truth} ({:.4} %): {w:?}",

@@ -30,7 +30,7 @@
       no_history: 'No history yet for this range.', updated: 'Updated {0}',
       span: 'span', q_measured: 'measured', q_estimated: 'estimated', q_partial: 'partial', q_invalid: 'invalid', q_no_data: 'no data',
       q_filling: 'filling', filling_hint: 'The collector has less data than this window is long; the embedded history below already has the past.',
-      category: 'category', facility: 'Facility', it: 'IT', dcie: 'DCiE',
+      category: 'category', facility: 'Facility', it: 'IT', dcie: 'DCiE', market: 'market-based',
       footer: 'PUE per ISO/IEC 30134-2: facility energy ÷ IT energy over a window, at one measurement category (PUE₁ UPS output, PUE₂ PDU output, PUE₃ IT input). The live power ratio is an indication, not PUE.',
       ago: '{0} ago', never: 'never', token_prompt: 'This collector requires its API token (http.token):',
       stranded_power: 'Stranded power', stranded_u: 'Stranded space', hosts: 'Hosts',
@@ -62,7 +62,7 @@
       no_history: '该时间范围内暂无历史数据。', updated: '更新于 {0}',
       span: '时长占比', q_measured: '实测', q_estimated: '估算', q_partial: '部分覆盖', q_invalid: '无效', q_no_data: '无数据',
       q_filling: '数据积累中', filling_hint: '采集器的数据尚短于该窗口；下方的内置历史已包含过去的数据。',
-      category: '类别', facility: '总用电', it: 'IT', dcie: 'DCiE',
+      category: '类别', facility: '总用电', it: 'IT', dcie: 'DCiE', market: '市场法',
       footer: 'PUE 按 ISO/IEC 30134-2 与 GB/T 32910.3 计算：一个时间窗口内数据中心总耗电量 ÷ IT 设备耗电量，IT 能耗取同一计量类别（PUE₁ UPS 输出、PUE₂ PDU 输出、PUE₃ IT 设备输入）。实时功率比仅供参考，不是 PUE。',
       ago: '{0}前', never: '从未', token_prompt: '此采集器需要 API 令牌 (http.token)：',
       stranded_power: '搁浅电力', stranded_u: '搁浅空间', hosts: '服务器',
@@ -401,6 +401,28 @@
     });
   }
 
+  // The figures beyond PUE of one window, each with its value, unit and quality; those
+  // without their meters or settings are left out (their reason is in the API).
+  var KPI_SHOWN = [
+    ['wue', 'WUE', function (v) { return num(v, 2) + ' L/kWh'; }],
+    ['cue', 'CUE', function (v) { return num(v, 3) + ' kg/kWh'; }],
+    ['cue_market', null, function (v) { return num(v, 3) + ' kg/kWh'; }],
+    ['ref', 'REF', pct],
+    ['erf', 'ERF', pct],
+    ['ere', 'ERE', function (v) { return num(v, 3); }]
+  ];
+  function beyondPue(k) {
+    if (!k) return '';
+    var shown = KPI_SHOWN.filter(function (d) { return k[d[0]] && k[d[0]].value != null; });
+    if (!shown.length) return '';
+    return '<div class="beyond">' + shown.map(function (d) {
+      var f = k[d[0]];
+      return '<span class="badge kpi-' + d[0] + ' ' + f.quality + '" data-kpi="' + d[0] + '" data-value="' + f.value +
+        '" title="' + esc((t('q_' + f.quality) || f.quality) + (f.reason ? ': ' + f.reason : '')) + '">' +
+        esc(d[1] || 'CUE (' + t('market') + ')') + ' ' + d[2](f.value) + '</span>';
+    }).join('') + '</div>';
+  }
+
   // An alert's value in its rule's unit, as the rack tiles show such values.
   function alertValue(a) {
     var v = a.value;
@@ -408,6 +430,8 @@
     switch (a.unit) {
       case 'pue': return num(v, 3);
       case 'share': return pct(v);
+      case 'L/kWh': return num(v, 2) + ' L/kWh';
+      case 'kg/kWh': return num(v, 3) + ' kg/kWh';
       case 'W': return kw(v) + ' kW';
       case '°C': return num(v, 1) + ' °C';
       case 's': return Math.round(v) + ' s';
@@ -516,7 +540,8 @@
           '<span class="badge ' + w.quality + '">' + esc(t('q_' + w.quality)) + '</span>' +
           '<span class="badge">' + esc(t('coverage')) + ' ' + pct(w.coverage_it) + '</span>' +
           (w.span_share != null && w.span_share < 1 ? '<span class="badge span" data-span="' + w.span_share + '">' + esc(t('span')) + ' ' + pct(w.span_share) + '</span>' : '') +
-          (w.dcie ? '<span class="badge">' + esc(t('dcie')) + ' ' + pct(w.dcie) + '</span>' : '') + '</div></div>';
+          (w.dcie ? '<span class="badge">' + esc(t('dcie')) + ' ' + pct(w.dcie) + '</span>' : '') + '</div>' +
+          beyondPue(w.kpis) + '</div>';
       }).join('');
       var zones = s.zones || [];
       $('zones-card').style.display = zones.length ? '' : 'none';

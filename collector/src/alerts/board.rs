@@ -32,6 +32,12 @@ fn unit(rule: &Rule) -> &'static str {
     use super::Subject;
     match &rule.subject {
         Subject::SitePue(_) | Subject::PowerRatio => "pue",
+        Subject::SiteKpi { kpi, .. } => match kpi.as_str() {
+            "wue" => "L/kWh",
+            "cue" | "cue_market" => "kg/kWh",
+            "ref" | "erf" => "share",
+            _ => "pue",
+        },
         Subject::Coverage(_) | Subject::RackUtilization => "share",
         Subject::RackFailoverHeadroom => "W",
         Subject::StaleMeter => "s",

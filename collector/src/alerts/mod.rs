@@ -32,6 +32,13 @@ use std::collections::BTreeMap;
 pub enum Subject {
     /// Site PUE over a window ("1m", "15m", "1h", "24h").
     SitePue(String),
+    /// A figure beyond PUE (`wue`, `cue`, `cue_market`, `ref`, `erf`, `ere`) over a window.
+    SiteKpi {
+        /// The figure's name.
+        kpi: String,
+        /// The window.
+        window: String,
+    },
     /// Live power ratio.
     PowerRatio,
     /// IT coverage of a window.
@@ -130,6 +137,7 @@ impl Subject {
     pub fn name(&self) -> &'static str {
         match self {
             Subject::SitePue(_) => "site_pue",
+            Subject::SiteKpi { .. } => "site_kpi",
             Subject::PowerRatio => "power_ratio",
             Subject::Coverage(_) => "coverage",
             Subject::NodeOffline => "node_offline",
@@ -144,6 +152,7 @@ impl Subject {
     pub fn window(&self) -> Option<&str> {
         match self {
             Subject::SitePue(w) | Subject::Coverage(w) => Some(w),
+            Subject::SiteKpi { window, .. } => Some(window),
             _ => None,
         }
     }
@@ -278,6 +287,31 @@ pub fn observe(rules: &[Rule], sites: &[SiteSnapshot], now_ms: i64) -> Vec<Obser
                         None
                     };
                     out.push(Observation::exact(key(""), value, suppressed));
+                }
+                Subject::SiteKpi { kpi, window } => {
+                    let Some(win) = site.pue.get(window) else {
+                        continue;
+                    };
+                    let Some((_, k)) = win.kpis.figures().into_iter().find(|(n, _)| n == kpi)
+                    else {
+                        continue;
+                    };
+                    let span = win.span_share.unwrap_or(1.0);
+                    let suppressed = if rule.require_full_window && span < 1.0 {
+                        Some(format!(
+                            "waiting for a full {window} window: its data spans {:.1}% of it so far",
+                            span * 100.0
+                        ))
+                    } else {
+                        efficiency_suppression(
+                            k.value,
+                            k.quality,
+                            k.coverage,
+                            k.coverage,
+                            rule.min_coverage,
+                        )
+                    };
+                    out.push(Observation::exact(key(""), k.value, suppressed));
                 }
                 Subject::PowerRatio => {
                     let p = &site.power;

@@ -311,6 +311,7 @@ fn site_view(value: Option<f64>, quality: &'static str, coverage: f64) -> SiteVi
         it_kwh: 0.0,
         facility_fill_kwh: 0.0,
         it_fill_kwh: 0.0,
+        kpis: Default::default(),
     };
     SiteView {
         site: "dc".into(),
@@ -573,4 +574,43 @@ fn window_rules_wait_for_a_full_window_unless_told_otherwise() {
     r.require_full_window = false;
     let o = observe(std::slice::from_ref(&r), &input, 0);
     assert_eq!((o[0].value, o[0].suppressed.as_deref()), (Some(1.8), None));
+}
+
+#[test]
+fn a_figure_beyond_pue_is_an_alert_input_and_only_when_it_is_trustworthy() {
+    let mut site = site_view(Some(1.4), "measured", 1.0);
+    let r = Rule {
+        subject: Subject::SiteKpi {
+            kpi: "wue".into(),
+            window: "1h".into(),
+        },
+        ..rule(Op::Gt, 1.8, None, 0, 0)
+    };
+    let wue = |value: Option<f64>, quality: &'static str, coverage: f64| crate::engine::kpi::Kpi {
+        value,
+        quality,
+        coverage,
+        reason: None,
+    };
+    let seen = |site: &SiteView| {
+        let input = [SiteSnapshot {
+            view: site.clone(),
+            racks: Vec::new(),
+            nodes: Vec::new(),
+            metrics: Vec::new(),
+        }];
+        let o = observe(std::slice::from_ref(&r), &input, 0);
+        (o[0].value, o[0].suppressed.clone())
+    };
+    site.pue.0[0].1.kpis.wue = wue(Some(2.1), "measured", 1.0);
+    assert_eq!(seen(&site), (Some(2.1), None));
+    // Without its meters: no value, and the rule says why it does not judge.
+    site.pue.0[0].1.kpis.wue = wue(None, "no_data", 0.0);
+    let (v, why) = seen(&site);
+    assert_eq!(v, None);
+    assert!(why.is_some_and(|w| w.contains("no data")));
+    // A partial figure below the rule's minimum coverage is held back too.
+    site.pue.0[0].1.kpis.wue = wue(Some(2.1), "partial", 0.5);
+    assert!(seen(&site).1.is_some_and(|w| w.contains("coverage")));
+    assert_eq!(r.subject.name(), "site_kpi");
 }

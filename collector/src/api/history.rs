@@ -380,8 +380,9 @@ pub async fn energy(
         Some(f) => return bad(format!("format={f:?} is not json or csv")),
     };
     let rule = s.history.level_rule(&site);
+    let cfg = s.history.kpi_config(&site);
     let (v, minutes) = match query_history(&s, path, &site, "energy", move |store, site| {
-        store.energy(site, from, to, rule)
+        store.energy_kpis(site, from, to, rule, &cfg)
     })
     .await
     {
@@ -407,6 +408,7 @@ pub async fn energy(
         "quality": v.quality,
         "reason": v.reason,
         "minutes": minutes,
+        "kpis": v.kpis,
     }))
     .into_response()
 }
@@ -424,10 +426,11 @@ pub async fn calendar(State(s): State<AppState>, Path(site): Path<String>) -> Re
         return unavailable("the site's calendar cannot be computed at this time");
     };
     let rule = s.history.level_rule(&site);
+    let cfg = s.history.kpi_config(&site);
     let result = query_history(&s, path, &site, "calendar", move |store, site| {
         let mut out = serde_json::Map::new();
         for (name, from) in starts {
-            let (v, minutes) = store.energy(site, from, now, rule)?;
+            let (v, minutes) = store.energy_kpis(site, from, now, rule, &cfg)?;
             let expected_minutes = (now - from) / MINUTE_MS;
             out.insert(
                 name.to_owned(),
@@ -442,6 +445,7 @@ pub async fn calendar(State(s): State<AppState>, Path(site): Path<String>) -> Re
                     // Minutes of the period the history holds data for: a year-long
                     // figure over a month of history is not an annual PUE.
                     "history_share": if expected_minutes > 0 { minutes as f64 / expected_minutes as f64 } else { 0.0 },
+                    "kpis": v.kpis,
                 }),
             );
         }
@@ -480,8 +484,9 @@ fn energy_csv(
     // Only the reason is free text: quote it.
     let reason = v.reason.as_deref().unwrap_or("").replace('"', "\"\"");
     let body = format!(
-        "site,from,to,facility_kwh,it_kwh,pue,dcie,category,coverage_it,coverage_facility,quality,minutes,reason\n\
-         {site},{},{},{:.6},{:.6},{},{},{},{},{},{},{minutes},\"{reason}\"\n",
+        "site,from,to,facility_kwh,it_kwh,pue,dcie,category,coverage_it,coverage_facility,quality,minutes,reason,\
+         wue,cue,cue_market,ref,erf,ere,water_l,renewable_onsite_kwh,renewable_contract_kwh,reused_kwh,co2_kg,co2_market_kg\n\
+         {site},{},{},{:.6},{:.6},{},{},{},{},{},{},{minutes},\"{reason}\",{}\n",
         time(from),
         time(to),
         v.facility_kwh,
@@ -492,6 +497,21 @@ fn energy_csv(
         v.coverage_it,
         v.coverage_facility,
         v.quality,
+        v.kpis
+            .figures()
+            .map(|(_, f)| f.value)
+            .into_iter()
+            .chain([
+            v.kpis.water_l,
+            v.kpis.renewable_onsite_kwh,
+            Some(v.kpis.renewable_contract_kwh),
+            v.kpis.reused_kwh,
+            v.kpis.co2_kg,
+            v.kpis.co2_market_kg,
+        ])
+        .map(opt)
+        .collect::<Vec<_>>()
+        .join(","),
     );
     let disposition = format!("attachment; filename=\"dcwatt-{site}-energy.csv\"");
     let mut r = body.into_response();

@@ -85,6 +85,74 @@ impl Source for SiteFamilies {
     }
 }
 
+/// The figures beyond PUE per site and window, their quality, and the quantities they
+/// divide (so that a fleet's figure is a ratio of sums: `sum(water) / sum(it energy)`).
+fn kpis<'a, W, I>(o: &mut Exposition, windows: &W)
+where
+    W: Fn() -> I,
+    I: Iterator<Item = (&'a str, &'static str, &'a crate::engine::WindowView)>,
+{
+    let figures = || {
+        windows()
+            .flat_map(|(site, w, pv)| pv.kpis.figures().map(move |(name, f)| (site, w, name, f)))
+    };
+    family(
+        o,
+        "dcwatt_site_kpi",
+        "The efficiency figures beyond PUE per site and rolling window, kpi wue (L/kWh), cue and cue_market (kg CO2eq/kWh), ref, erf (0..1) or ere (only while it has a value).",
+        figures().filter_map(|(site, w, name, f)| {
+            Some((labels(&[("site", site), ("window", w), ("kpi", name)]), f.value?))
+        }),
+    );
+    family(
+        o,
+        "dcwatt_site_kpi_quality",
+        "A constant 1, labelled with the quality of the figure (measured, estimated, partial, invalid, no_data).",
+        figures().map(|(site, w, name, f)| {
+            let l = labels(&[("site", site), ("window", w), ("kpi", name), ("quality", f.quality)]);
+            (l, 1)
+        }),
+    );
+    family(
+        o,
+        "dcwatt_site_water_litres",
+        "Site water use in the window, measured plus the estimate for uncovered meter-time, L (only for sites with water meters).",
+        windows().filter_map(|(site, w, pv)| {
+            let l = pv.kpis.water_l? + pv.kpis.water_fill_l;
+            Some((labels(&[("site", site), ("window", w)]), l))
+        }),
+    );
+    family(
+        o,
+        "dcwatt_site_kpi_energy_joules",
+        "The energies the figures beyond PUE divide, J: kind renewable_onsite, renewable_contract or reused (only those the site has meters or contracts for).",
+        windows().flat_map(|(site, w, pv)| {
+            let k = &pv.kpis;
+            [
+                ("renewable_onsite", k.renewable_onsite_kwh),
+                ("renewable_contract", Some(k.renewable_contract_kwh).filter(|&x| x > 0.0)),
+                ("reused", k.reused_kwh),
+            ]
+            .into_iter()
+            .filter_map(move |(kind, kwh)| {
+                Some((labels(&[("site", site), ("window", w), ("kind", kind)]), kwh? * 3.6e6))
+            })
+        }),
+    );
+    family(
+        o,
+        "dcwatt_site_co2_kilograms",
+        "Emissions of the site's energy in the window, kg CO2eq, basis location or market (only where every part of the window has a factor).",
+        windows().flat_map(|(site, w, pv)| {
+            [("location", pv.kpis.co2_kg), ("market", pv.kpis.co2_market_kg)]
+                .into_iter()
+                .filter_map(move |(basis, kg)| {
+                    Some((labels(&[("site", site), ("window", w), ("basis", basis)]), kg?))
+                })
+        }),
+    );
+}
+
 fn sites(o: &mut Exposition, sites: &[SiteSnapshot]) {
     let views = || sites.iter().map(|s| &s.view);
     let windows =
@@ -144,6 +212,7 @@ fn sites(o: &mut Exposition, sites: &[SiteSnapshot]) {
             })
         }),
     );
+    kpis(o, &windows);
     family(
         o,
         "dcwatt_site_power_watts",

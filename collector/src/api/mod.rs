@@ -50,6 +50,16 @@ impl HistoryAccess {
     pub fn level_rule(&self, site: &str) -> LevelRule {
         self.engine.get().level_rule(site)
     }
+
+    /// The emission factors and renewable contracts of `site`, for its figures beyond PUE.
+    pub fn kpi_config(&self, site: &str) -> crate::engine::kpi::SiteKpiConfig {
+        self.engine
+            .get()
+            .site_kpis
+            .get(site)
+            .cloned()
+            .unwrap_or_default()
+    }
 }
 
 /// What the handlers read. Nothing here is the engine: its owner publishes snapshots and

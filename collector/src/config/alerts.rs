@@ -68,6 +68,8 @@ pub(super) struct RuleRaw {
     pub(super) name: String,
     pub(super) subject: String,
     pub(super) window: Option<String>,
+    /// For `site_kpi`: which figure.
+    pub(super) kpi: Option<String>,
     pub(super) metric: Option<String>,
     pub(super) component: Option<String>,
     pub(super) op: crate::alerts::Op,
@@ -136,6 +138,23 @@ pub(super) fn rule_from_raw(
     };
     let subject = match r.subject.as_str() {
         "site_pue" => window(p).map(Subject::SitePue),
+        "site_kpi" => {
+            const KPIS: [&str; 6] = ["wue", "cue", "cue_market", "ref", "erf", "ere"];
+            let kpi = match r.kpi.as_deref() {
+                Some(k) if KPIS.contains(&k) => Some(k.to_owned()),
+                other => {
+                    p.push(
+                        format!("{path}.kpi"),
+                        format!("{other:?} is not one of {}", KPIS.join(", ")),
+                    );
+                    None
+                }
+            };
+            match (kpi, window(p)) {
+                (Some(kpi), Some(window)) => Some(Subject::SiteKpi { kpi, window }),
+                _ => None,
+            }
+        }
         "coverage" => window(p).map(Subject::Coverage),
         "power_ratio" => Some(Subject::PowerRatio),
         "node_offline" => Some(Subject::NodeOffline),

@@ -19,6 +19,162 @@ pub(super) struct SiteRaw {
     /// it_input = 500 }`: coverage counts those that never reported as missing.
     #[serde(default)]
     pub(super) expected_meters: std::collections::BTreeMap<String, u32>,
+    /// Grid emission factors by period, for CUE.
+    #[serde(default)]
+    pub(super) emission_factors: Vec<FactorRaw>,
+    /// kg CO₂eq per kWh of on-site renewable generation (default 0).
+    #[serde(default)]
+    pub(super) onsite_kg_per_kwh: Option<f64>,
+    /// Renewable energy bought by contract, for REF and market-based CUE.
+    #[serde(default)]
+    pub(super) renewable_contracts: Vec<ContractRaw>,
+}
+
+/// One `[[sites]] emission_factors` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FactorRaw {
+    pub(super) from: String,
+    pub(super) to: String,
+    pub(super) kg_per_kwh: f64,
+    #[serde(default = "location")]
+    pub(super) basis: String,
+    pub(super) source: String,
+}
+
+fn location() -> String {
+    "location".to_owned()
+}
+
+/// One `[[sites]] renewable_contracts` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ContractRaw {
+    pub(super) from: String,
+    pub(super) to: String,
+    pub(super) kwh: f64,
+    pub(super) evidence: String,
+    #[serde(default = "contract")]
+    pub(super) kind: String,
+}
+
+fn contract() -> String {
+    "contract".to_owned()
+}
+
+/// The highest emission factor taken for plausible, kg CO₂eq/kWh (coal-fired generation
+/// is about 1; 3 leaves room for any grid and refuses a factor given in g/kWh).
+const MAX_KG_PER_KWH: f64 = 3.0;
+
+/// A site's emission factors and contracts, with every problem pushed at its path.
+/// Dates are the site's local dates or times (`2026-01-01`, `2026-01-01T00:00`).
+pub(super) fn site_kpis(
+    i: usize,
+    sr: &SiteRaw,
+    zone: &crate::zone::SiteZone,
+    p: &mut Problems,
+) -> crate::engine::kpi::SiteKpiConfig {
+    use crate::engine::kpi::{Basis, EmissionFactor, RenewableContract, SiteKpiConfig};
+    let mut period = |path: String, from: &str, to: &str| -> Option<(i64, i64)> {
+        let at = |s: &str| crate::zone::parse_local(s, zone);
+        match (at(from), at(to)) {
+            (Some(a), Some(b)) if a < b => Some((a, b)),
+            (Some(_), Some(_)) => {
+                p.push(path, format!("from {from:?} is not before to {to:?}"));
+                None
+            }
+            _ => {
+                p.push(
+                    path,
+                    format!(
+                        "from {from:?} and to {to:?} must be local dates or times (2026-01-01, 2026-01-01T00:00)"
+                    ),
+                );
+                None
+            }
+        }
+    };
+    let mut cfg = SiteKpiConfig::default();
+    let mut bad = Vec::new();
+    for (j, f) in sr.emission_factors.iter().enumerate() {
+        let path = format!("sites[{i}].emission_factors[{j}]");
+        let span = period(path.clone(), &f.from, &f.to);
+        let basis = Basis::parse(&f.basis);
+        if basis.is_none() {
+            bad.push((
+                format!("{path}.basis"),
+                format!("{:?} is not location or market", f.basis),
+            ));
+        }
+        if !(f.kg_per_kwh.is_finite() && (0.0..=MAX_KG_PER_KWH).contains(&f.kg_per_kwh)) {
+            bad.push((
+                format!("{path}.kg_per_kwh"),
+                format!("{} must be 0..={MAX_KG_PER_KWH} kg CO2eq/kWh", f.kg_per_kwh),
+            ));
+        }
+        if f.source.trim().is_empty() {
+            bad.push((
+                format!("{path}.source"),
+                "name the factor's publisher and year".to_owned(),
+            ));
+        }
+        if let (Some((from_ms, to_ms)), Some(basis)) = (span, basis) {
+            if let Some(k) = cfg
+                .factors
+                .iter()
+                .position(|o| o.basis == basis && o.from_ms < to_ms && from_ms < o.to_ms)
+            {
+                bad.push((
+                    path.clone(),
+                    format!("overlaps emission_factors[{k}] of the same basis"),
+                ));
+            }
+            cfg.factors.push(EmissionFactor {
+                from_ms,
+                to_ms,
+                kg_per_kwh: f.kg_per_kwh,
+                basis,
+                source: f.source.clone(),
+            });
+        }
+    }
+    for (j, c) in sr.renewable_contracts.iter().enumerate() {
+        let path = format!("sites[{i}].renewable_contracts[{j}]");
+        let span = period(path.clone(), &c.from, &c.to);
+        if !(c.kwh.is_finite() && c.kwh >= 0.0) {
+            bad.push((
+                format!("{path}.kwh"),
+                format!("{} must be 0 or more", c.kwh),
+            ));
+        }
+        if c.evidence.trim().is_empty() {
+            bad.push((
+                format!("{path}.evidence"),
+                "give the certificate or contract id".to_owned(),
+            ));
+        }
+        if let Some((from_ms, to_ms)) = span {
+            cfg.contracts.push(RenewableContract {
+                from_ms,
+                to_ms,
+                kwh: c.kwh,
+                evidence: c.evidence.clone(),
+                kind: c.kind.clone(),
+            });
+        }
+    }
+    match sr.onsite_kg_per_kwh {
+        Some(k) if !(k.is_finite() && (0.0..=MAX_KG_PER_KWH).contains(&k)) => bad.push((
+            format!("sites[{i}].onsite_kg_per_kwh"),
+            format!("{k} must be 0..={MAX_KG_PER_KWH} kg CO2eq/kWh"),
+        )),
+        Some(k) => cfg.onsite_kg_per_kwh = k,
+        None => {}
+    }
+    for (path, why) in bad {
+        p.push(path, why);
+    }
+    cfg
 }
 
 /// Parses a UTC offset: `Z`, `+08:00`, `-05:30`, `+0800`. Returns seconds east of UTC.

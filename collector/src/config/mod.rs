@@ -174,6 +174,7 @@ impl CollectorConfig {
         let mut site_zones = std::collections::BTreeMap::new();
         let mut site_categories = std::collections::BTreeMap::new();
         let mut site_expected = std::collections::BTreeMap::new();
+        let mut site_kpis = std::collections::BTreeMap::new();
         for (i, sr) in sites.iter().enumerate() {
             let mut expected = std::collections::BTreeMap::new();
             for (name, &n) in &sr.expected_meters {
@@ -239,6 +240,13 @@ impl CollectorConfig {
                             format!("{text:?} is not an offset like +08:00"),
                         ),
                     }
+                }
+            }
+            let utc = crate::zone::SiteZone::fixed(0);
+            if let Some(zone) = site_zones.get(&sr.site).or(utc.as_ref()) {
+                let kpis = engine::site_kpis(i, sr, zone, &mut p);
+                if kpis != crate::engine::kpi::SiteKpiConfig::default() {
+                    site_kpis.insert(sr.site.clone(), kpis);
                 }
             }
         }
@@ -458,6 +466,7 @@ impl CollectorConfig {
                     .collect(),
                 site_categories,
                 site_expected,
+                site_kpis,
                 max_clock_skew_ms: (intake.max_clock_skew_secs.min(86_400) * 1000) as i64,
                 limits: crate::engine::Limits {
                     zones_per_site: intake.max_zones_per_site,
@@ -639,5 +648,62 @@ mod tests {
         let err = CollectorConfig::from_loader(&Loader::from_toml(bad).unwrap()).unwrap_err();
         assert_eq!(err.0[0].path, "sites[0].expected_meters.it_inptu", "{err}");
         assert!(err.to_string().contains("it_input"), "{err}");
+    }
+
+    #[test]
+    fn sites_take_emission_factors_and_contracts_in_their_local_time() {
+        let ok = r#"
+[[sites]]
+site = "sh"
+utc_offset = "+08:00"
+onsite_kg_per_kwh = 0.02
+emission_factors = [
+  { from = "2026-01-01", to = "2027-01-01", kg_per_kwh = 0.5366, source = "national grid average, 2022" },
+  { from = "2026-01-01", to = "2027-01-01", kg_per_kwh = 0.58, basis = "market", source = "residual mix 2026" },
+]
+renewable_contracts = [
+  { from = "2026-03-01", to = "2026-04-01", kwh = 120000, evidence = "GEC-2026-000123", kind = "green_certificate" },
+]
+"#;
+        let c = CollectorConfig::from_loader(&Loader::from_toml(ok).unwrap()).unwrap();
+        let k = &c.engine.site_kpis["sh"];
+        // Local midnight at +08:00 is 16:00 UTC the day before.
+        let jan1 = 1_767_225_600_000 - 8 * 3_600_000;
+        assert_eq!(k.factors[0].from_ms, jan1);
+        assert_eq!(k.factors[0].basis, crate::engine::kpi::Basis::Location);
+        assert_eq!(k.factors[1].basis, crate::engine::kpi::Basis::Market);
+        assert_eq!(
+            (k.contracts[0].kwh, k.contracts[0].evidence.as_str()),
+            (120_000.0, "GEC-2026-000123")
+        );
+        assert_eq!(k.onsite_kg_per_kwh, 0.02);
+        let bad = r#"
+[[sites]]
+site = "dc1"
+emission_factors = [
+  { from = "2026-01-01", to = "2027-01-01", kg_per_kwh = 536.6, source = "g/kWh by mistake" },
+  { from = "2026-06-01", to = "2026-07-01", kg_per_kwh = 0.5, source = "" },
+  { from = "2027-01-01", to = "2026-01-01", kg_per_kwh = 0.5, basis = "average", source = "x" },
+]
+renewable_contracts = [{ from = "March", to = "2026-04-01", kwh = -5, evidence = "" }]
+"#;
+        let err = CollectorConfig::from_loader(&Loader::from_toml(bad).unwrap()).unwrap_err();
+        let paths: Vec<&str> = err.0.iter().map(|p| p.path.as_str()).collect();
+        for want in [
+            "sites[0].emission_factors[0].kg_per_kwh",
+            "sites[0].emission_factors[1].source",
+            "sites[0].emission_factors[1]",
+            "sites[0].emission_factors[2]",
+            "sites[0].emission_factors[2].basis",
+            "sites[0].renewable_contracts[0]",
+            "sites[0].renewable_contracts[0].kwh",
+            "sites[0].renewable_contracts[0].evidence",
+        ] {
+            assert!(paths.contains(&want), "{want} not in {paths:?}: {err}");
+        }
+        assert!(
+            err.to_string().contains("overlaps emission_factors[0]"),
+            "{err}"
+        );
     }
 }

@@ -3,6 +3,7 @@
 //! period (a month, a quarter) can be computed later from sums, exactly as the rolling
 //! windows are. Still pure.
 
+use super::kpi::{Part, SiteKpiConfig};
 use super::view::{choose, judge, quality_label, round6, LevelStat, WindowView, IT_LEVELS};
 use super::{Engine, LevelRule};
 use dcwatt_common::protocol::Point;
@@ -50,11 +51,22 @@ pub struct PeriodTotals {
 impl PeriodTotals {
     /// Adds one minute.
     pub fn add(&mut self, m: &MinuteEnergy) {
-        self.energy_j += m.energy_j;
-        self.covered_ms += m.covered_ms;
-        self.expected_ms += m.expected_ms;
-        self.estimated_j += m.estimated_j;
-        self.filled_j += m.filled_j;
+        self.merge(&PeriodTotals {
+            energy_j: m.energy_j,
+            covered_ms: m.covered_ms,
+            expected_ms: m.expected_ms,
+            estimated_j: m.estimated_j,
+            filled_j: m.filled_j,
+        });
+    }
+
+    /// Adds another period's sums.
+    pub fn merge(&mut self, o: &PeriodTotals) {
+        self.energy_j += o.energy_j;
+        self.covered_ms += o.covered_ms;
+        self.expected_ms += o.expected_ms;
+        self.estimated_j += o.estimated_j;
+        self.filled_j += o.filled_j;
     }
 
     fn stat(&self) -> LevelStat {
@@ -74,8 +86,67 @@ impl PeriodTotals {
 
 /// The PUE of a period from its per-point sums, by the same rules as the rolling windows:
 /// one IT level (the site's set category, else the highest meeting the minimum coverage),
-/// `invalid` below 1.0, coverage and quality stated.
+/// `invalid` below 1.0, coverage and quality stated; and the figures beyond PUE without
+/// emission factors or contracts (see [`period_kpi_view`]).
 pub fn period_view(
+    totals: &BTreeMap<Point, PeriodTotals>,
+    rule: LevelRule,
+    from_ms: i64,
+    to_ms: i64,
+) -> WindowView {
+    let parts = BTreeMap::from([(from_ms, totals.clone())]);
+    period_kpi_view(&parts, rule, &SiteKpiConfig::default(), from_ms, to_ms)
+}
+
+/// The PUE and every figure beyond it over a period, from its per-point sums split at the
+/// starts of the site's emission factor periods (`parts`, keyed by each part's start, as
+/// [`SiteKpiConfig::boundaries`] gives them; a period without factors is one part).
+pub fn period_kpi_view(
+    parts: &BTreeMap<i64, BTreeMap<Point, PeriodTotals>>,
+    rule: LevelRule,
+    cfg: &SiteKpiConfig,
+    from_ms: i64,
+    to_ms: i64,
+) -> WindowView {
+    let mut totals: BTreeMap<Point, PeriodTotals> = BTreeMap::new();
+    for part in parts.values() {
+        for (p, t) in part {
+            totals.entry(*p).or_default().merge(t);
+        }
+    }
+    let mut v = pue_view(&totals, rule, from_ms, to_ms);
+    let stat = |p: Point| totals.get(&p).copied().unwrap_or_default().stat();
+    let whole = |part: &BTreeMap<Point, PeriodTotals>, p: Point| {
+        part.get(&p).map_or(0.0, |t| t.energy_j + t.filled_j)
+    };
+    let starts: Vec<i64> = parts.keys().copied().collect();
+    let kpi_parts: Vec<Part> = parts
+        .iter()
+        .enumerate()
+        .map(|(n, (&a, part))| Part {
+            from_ms: a,
+            to_ms: starts.get(n + 1).copied().unwrap_or(to_ms),
+            facility_j: whole(part, Point::FacilityInput),
+            onsite_j: whole(part, Point::RenewableOnsite),
+        })
+        .collect();
+    let it = v.category.and_then(Point::for_category).map(&stat);
+    v.kpis = super::kpi::compute(&super::kpi::Inputs {
+        facility: &stat(Point::FacilityInput),
+        it: it.as_ref(),
+        pue: (v.value, v.quality),
+        water: &stat(Point::WaterInput),
+        onsite: &stat(Point::RenewableOnsite),
+        reused: &stat(Point::EnergyReused),
+        parts: &kpi_parts,
+        cfg,
+        from_ms,
+        to_ms,
+    });
+    v
+}
+
+fn pue_view(
     totals: &BTreeMap<Point, PeriodTotals>,
     rule: LevelRule,
     from_ms: i64,
@@ -103,6 +174,7 @@ pub fn period_view(
         it_kwh: 0.0,
         facility_fill_kwh: fac.fill / 3.6e6,
         it_fill_kwh: 0.0,
+        kpis: super::kpi::Kpis::default(),
     };
     let Some(i) = choose(&its, rule) else {
         if rule.category.is_some() {

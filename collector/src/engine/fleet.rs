@@ -62,6 +62,33 @@ pub struct FleetWindow {
     /// The PUE categories of the sites included: one category means a PUE of that
     /// category; several means a mixed fleet figure.
     pub categories: Vec<u64>,
+    /// The figures beyond PUE over the fleet (`wue`, `cue`, `cue_market`, `ref`, `erf`,
+    /// `ere`), each over the sites that have it: present once a site has it.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub kpis: BTreeMap<String, FleetKpi>,
+}
+
+/// One figure beyond PUE over the fleet: the ratio of the sums of what each site's figure
+/// divides (Σ water / Σ IT kWh for WUE, Σ kg CO₂eq / Σ IT kWh for CUE, Σ renewable or
+/// reused / Σ facility kWh for REF and ERF, Σ (facility − reused) / Σ IT kWh for ERE),
+/// never an average of ratios.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct FleetKpi {
+    /// The fleet's figure; null without a site that has it.
+    pub value: Option<f64>,
+    /// Σ of the sites' numerators (L, kg CO₂eq or kWh).
+    pub numerator: f64,
+    /// Σ of their denominators, kWh (IT energy, or facility energy for REF and ERF), each
+    /// measured plus the estimate for uncovered meter-time, as the site's figure divides.
+    pub denominator_kwh: f64,
+    /// Sites included.
+    pub sites: usize,
+}
+
+/// Which energy a figure divides by: true for the facility energy (REF, ERF), false for
+/// the IT energy.
+fn per_facility(kpi: &str) -> bool {
+    matches!(kpi, "ref" | "erf")
 }
 
 /// Per-site lines of the fleet report.
@@ -202,6 +229,20 @@ impl Fleet {
                     fw.facility_kwh += f(&w["facility_kwh"]);
                     fw.it_kwh += f(&w["it_kwh"]);
                     fw.sites += 1;
+                    let facility = f(&w["facility_kwh"]) + f(&w["facility_fill_kwh"]);
+                    let it = f(&w["it_kwh"]) + f(&w["it_fill_kwh"]);
+                    for (kpi, k) in w["kpis"].as_object().into_iter().flatten() {
+                        let Some(x) = k.get("value").and_then(Value::as_f64) else {
+                            continue;
+                        };
+                        // A figure beyond PUE is not yet ratio-free in a summary: its
+                        // numerator is the value times what it divides.
+                        let den = if per_facility(kpi) { facility } else { it };
+                        let fk = fw.kpis.entry(kpi.clone()).or_default();
+                        fk.numerator += x * den;
+                        fk.denominator_kwh += den;
+                        fk.sites += 1;
+                    }
                     if let Some(c) = w["category"].as_u64() {
                         if !fw.categories.contains(&c) {
                             fw.categories.push(c);
@@ -213,6 +254,9 @@ impl Fleet {
         }
         for w in v.pue.values_mut() {
             w.value = (w.it_kwh > 0.0).then(|| w.facility_kwh / w.it_kwh);
+            for k in w.kpis.values_mut() {
+                k.value = (k.denominator_kwh > 0.0).then(|| k.numerator / k.denominator_kwh);
+            }
         }
         v
     }
@@ -265,6 +309,57 @@ mod tests {
             fleet.view(&cfg, 1_000).storage_bytes,
             Some(3_000_000_000_000)
         );
+    }
+
+    #[test]
+    fn the_fleet_figures_beyond_pue_are_ratios_of_sums() {
+        let cfg = FleetConfig {
+            stale_after_ms: 60_000,
+        };
+        // Site a: IT 10 kWh (+ 2 estimated), facility 15 kWh, water 24 L → WUE 2.0, ERF
+        // 3/15 = 0.2. Site b: IT 4 kWh, facility 6 kWh, water 20 L → WUE 5.0, no heat
+        // meter. Site c: stale, left out.
+        let site = |name: &str,
+                    it: f64,
+                    it_fill: f64,
+                    fac: f64,
+                    wue: f64,
+                    erf: Option<f64>,
+                    stale: bool| {
+            let mut kpis = json!({"wue": {"value": wue, "quality": "measured"}});
+            if let Some(e) = erf {
+                kpis["erf"] = json!({"value": e, "quality": "measured"});
+            }
+            serde_json::to_vec(&json!({
+                "site": name, "stale": stale,
+                "pue": {"1h": {"value": fac / (it + it_fill), "category": 3,
+                               "facility_kwh": fac, "it_kwh": it, "it_fill_kwh": it_fill,
+                               "facility_fill_kwh": 0.0, "kpis": kpis}},
+            }))
+            .unwrap()
+        };
+        let mut fleet = Fleet::default();
+        let a = site("a", 10.0, 2.0, 15.0, 2.0, Some(0.2), false);
+        fleet.apply("a", &a, 0).unwrap();
+        fleet
+            .apply("b", &site("b", 4.0, 0.0, 6.0, 5.0, None, false), 0)
+            .unwrap();
+        fleet
+            .apply("c", &site("c", 4.0, 0.0, 6.0, 9.0, Some(0.9), true), 0)
+            .unwrap();
+        let w = &fleet.view(&cfg, 1_000).pue["1h"];
+        // WUE: (2.0 × 12 + 5.0 × 4) L / (12 + 4) kWh = 44 / 16, not (2 + 5) / 2.
+        let wue = &w.kpis["wue"];
+        assert_eq!(
+            (wue.numerator, wue.denominator_kwh, wue.sites),
+            (44.0, 16.0, 2)
+        );
+        assert_eq!(wue.value, Some(44.0 / 16.0));
+        // ERF from site a alone: 3 kWh / 15 kWh.
+        let erf = &w.kpis["erf"];
+        assert_eq!((erf.denominator_kwh, erf.sites), (15.0, 1));
+        assert!((erf.value.unwrap() - 0.2).abs() < 1e-15);
+        assert!(!w.kpis.contains_key("cue"), "no site has a CUE");
     }
 
     #[test]

@@ -15,6 +15,7 @@
 
 mod export;
 pub mod fleet;
+pub mod kpi;
 pub mod racks;
 mod ring;
 mod snapshot;
@@ -25,7 +26,7 @@ mod scenarios;
 #[cfg(test)]
 mod tests;
 
-pub use export::{period_view, Export, MinuteCursor, MinuteEnergy, PeriodTotals};
+pub use export::{period_kpi_view, period_view, Export, MinuteCursor, MinuteEnergy, PeriodTotals};
 pub use racks::{RackBudget, RackPower, RackView};
 pub use snapshot::{SiteSnapshot, Snapshot};
 pub use view::{
@@ -57,6 +58,9 @@ pub struct EngineConfig {
     /// Meters each site has per point (`[[sites]] expected_meters`): those that never
     /// reported count as missing in coverage.
     pub site_expected: BTreeMap<String, BTreeMap<Point, u32>>,
+    /// Per site, what the figures beyond PUE need besides meters: emission factors and
+    /// renewable contracts (`[[sites]]`).
+    pub site_kpis: BTreeMap<String, kpi::SiteKpiConfig>,
     /// What one site and one node may make the engine hold.
     pub limits: Limits,
     /// A node whose batches arrive later than this after they were sent, at the least
@@ -149,6 +153,7 @@ impl Default for EngineConfig {
             rack_budgets: BTreeMap::new(),
             site_categories: BTreeMap::new(),
             site_expected: BTreeMap::new(),
+            site_kpis: BTreeMap::new(),
             limits: Limits::default(),
             max_clock_skew_ms: 5_000,
         }

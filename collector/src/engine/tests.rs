@@ -1275,3 +1275,132 @@ fn water_heat_and_renewable_meters_are_their_own_points() {
     let heat_node = nodes.iter().find(|n| n.node == "heat").expect("heat node");
     assert_eq!(heat_node.live_power_w.get("energy_reused"), Some(&300.0));
 }
+
+/// The figures beyond PUE from real meter streams, in a rolling window and over a period
+/// of closed minutes, with the grid's emission factor changing inside both.
+#[test]
+fn the_figures_beyond_pue_follow_the_meters_and_the_factor_periods() {
+    use super::kpi::{Basis, EmissionFactor, RenewableContract, SiteKpiConfig};
+    let mut e = engine();
+    // The factor changes 20 s before the end of the 1m window [T0+120 s, T0+180 s).
+    let b = T0 + 160_000;
+    let factor = |from_ms, to_ms, kg_per_kwh, basis| EmissionFactor {
+        from_ms,
+        to_ms,
+        kg_per_kwh,
+        basis,
+        source: "test grid".into(),
+    };
+    let mut cfg = e.config().clone();
+    cfg.site_kpis.insert(
+        "dc".into(),
+        SiteKpiConfig {
+            factors: vec![
+                factor(T0 - 3_600_000, b, 0.5, Basis::Location),
+                factor(b, T0 + 3_600_000, 0.6, Basis::Location),
+                factor(T0 - 3_600_000, T0 + 3_600_000, 0.8, Basis::Market),
+            ],
+            onsite_kg_per_kwh: 0.0,
+            // 3.6 kWh over 10 h: 0.0001 kWh a second, 0.006 kWh in a minute.
+            contracts: vec![RenewableContract {
+                from_ms: T0,
+                to_ms: T0 + 36_000_000,
+                kwh: 3.6,
+                evidence: "GEC-42".into(),
+                kind: "green_certificate".into(),
+            }],
+        },
+    );
+    e.set_config(cfg);
+    let mut meters = [
+        Meter::new("util", Point::FacilityInput, 1_500.0),
+        Meter::new("h1", Point::ItInput, 1_000.0),
+        Meter::new("heat", Point::EnergyReused, 300.0),
+        Meter::new("pv", Point::RenewableOnsite, 200.0),
+    ];
+    for s in 0..=180 {
+        let t = T0 + s * 1000;
+        for m in meters.iter_mut() {
+            let r = m.readings(t);
+            e.apply_readings("dc", m.node, &r, t + 50);
+        }
+        let water =
+            [Reading::counter("water_m3", 10.0 + 0.002 * s as f64, t).at(Point::WaterInput)];
+        e.apply_readings("dc", "water", &water, t + 50);
+    }
+    let now = T0 + 180_050;
+    let v = e.site_view("dc", now).expect("site");
+    let w = v.pue.get("1m").expect("1m");
+    assert_eq!(
+        (w.from_ms, w.to_ms),
+        (Some(T0 + 120_000), Some(T0 + 180_000))
+    );
+    let k = &w.kpis;
+    let close = |x: Option<f64>, want: f64| x.is_some_and(|x| (x - want).abs() <= 1e-9 * want);
+    // WUE: 2 L/s over 60 s = 120 L, per 1 kW × 60 s = 1/60 kWh: 7,200 L/kWh.
+    assert!(close(k.wue.value, 7_200.0), "{:?}", k.wue);
+    // ERF 300/1500 = 0.2; ERE 0.8 × 1.5 = 1.2; REF (200 W × 60 s + 0.006 kWh) / 1.5 kW ×
+    // 60 s = (1/300 + 0.006) kWh / 0.025 kWh.
+    assert!(close(k.erf.value, 0.2), "{:?}", k.erf);
+    assert!(close(k.ere.value, 1.2), "{:?}", k.ere);
+    assert!(
+        close(k.ref_.value, (1.0 / 300.0 + 0.006) / 0.025),
+        "{:?}",
+        k.ref_
+    );
+    // CUE: the grid's 1,300 W for 40 s at 0.5 and 20 s at 0.6, over 1/60 kWh of IT.
+    let grid_kwh = |secs: f64| 1_300.0 * secs / 3.6e6;
+    let co2 = grid_kwh(40.0) * 0.5 + grid_kwh(20.0) * 0.6;
+    assert!(close(k.co2_kg, co2), "{:?} vs {co2}", k.co2_kg);
+    assert!(close(k.cue.value, co2 * 60.0), "{:?}", k.cue);
+    // Market-based: the grid energy less the 0.006 kWh of contract, at 0.8.
+    let market = (grid_kwh(60.0) - 0.006) * 0.8;
+    assert!(
+        close(k.cue_market.value, market * 60.0),
+        "{:?}",
+        k.cue_market
+    );
+    for (name, f) in k.figures() {
+        assert_eq!(f.quality, "measured", "{name}: {f:?}");
+        assert_eq!(f.coverage, 1.0, "{name}: {f:?}");
+    }
+    // Over the same minute from the closed minutes, split where the factor changes (the
+    // minutes are whole, so the boundary falls between them: move it to T0 + 120 s).
+    let (minutes, _) = e.closed_minutes("dc", MinuteCursor::default(), now);
+    let mut parts: BTreeMap<i64, BTreeMap<Point, PeriodTotals>> = BTreeMap::new();
+    for m in minutes.iter().filter(|m| m.ts_ms >= T0 + 60_000) {
+        let start = if m.ts_ms < T0 + 120_000 {
+            T0 + 60_000
+        } else {
+            T0 + 120_000
+        };
+        parts
+            .entry(start)
+            .or_default()
+            .entry(m.point)
+            .or_default()
+            .add(m);
+    }
+    let mut cfg = e.config().site_kpis["dc"].clone();
+    cfg.factors[0].to_ms = T0 + 120_000;
+    cfg.factors[1].from_ms = T0 + 120_000;
+    assert_eq!(
+        cfg.boundaries(T0 + 60_000, T0 + 180_000),
+        vec![T0 + 60_000, T0 + 120_000]
+    );
+    let p = super::period_kpi_view(
+        &parts,
+        e.config().level_rule("dc"),
+        &cfg,
+        T0 + 60_000,
+        T0 + 180_000,
+    );
+    let k = &p.kpis;
+    assert!(close(k.wue.value, 7_200.0), "{:?}", k.wue);
+    assert!(close(k.water_l, 240.0), "{:?}", k.water_l);
+    assert!(close(k.erf.value, 0.2), "{:?}", k.erf);
+    let co2 = grid_kwh(60.0) * 0.5 + grid_kwh(60.0) * 0.6;
+    assert!(close(k.co2_kg, co2), "{:?} vs {co2}", k.co2_kg);
+    assert!(close(k.cue.value, co2 * 30.0), "{:?}", k.cue);
+    assert!(close(Some(k.renewable_contract_kwh), 0.012), "{k:?}");
+}

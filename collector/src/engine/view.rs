@@ -90,6 +90,9 @@ pub struct WindowView {
     pub facility_fill_kwh: f64,
     /// The same for IT.
     pub it_fill_kwh: f64,
+    /// The figures beyond PUE over the same interval: WUE, CUE (location- and
+    /// market-based), REF, ERF and ERE, each with its quality and coverage.
+    pub kpis: super::kpi::Kpis,
 }
 
 /// Node counts by state.
@@ -398,6 +401,31 @@ pub(super) fn no_it_meter(rule: LevelRule) -> String {
     }
 }
 
+/// `[from, to)` split where an emission factor's period starts or ends, each part with its
+/// facility and on-site renewable energy from `energy(point, from, to)` (the rings' sums,
+/// so at the window's resolution).
+fn window_parts(
+    cfg: &super::kpi::SiteKpiConfig,
+    from: i64,
+    to: i64,
+    energy: impl Fn(Point, i64, i64) -> f64,
+) -> Vec<super::kpi::Part> {
+    let starts = cfg.boundaries(from, to);
+    starts
+        .iter()
+        .enumerate()
+        .map(|(n, &a)| {
+            let b = starts.get(n + 1).copied().unwrap_or(to);
+            super::kpi::Part {
+                from_ms: a,
+                to_ms: b,
+                facility_j: energy(Point::FacilityInput, a, b),
+                onsite_j: energy(Point::RenewableOnsite, a, b),
+            }
+        })
+        .collect()
+}
+
 /// Ratio, quality and reason from the two sides.
 /// (to − from) / len, rounded to 6 places, at most 1.
 fn span_share(from: i64, to: i64, len: i64) -> f64 {
@@ -539,11 +567,43 @@ impl Site {
         self.series
             .iter()
             .filter(move |(k, s)| pick(k, s))
-            .filter_map(|(k, s)| {
-                let until = self.nodes[k.node].retired_ms.unwrap_or(i64::MAX);
-                s.first_ms.map(|f| (f, until))
-            })
+            .filter_map(|(k, s)| self.span(k, s))
             .chain(unseen.iter().map(|&f| (f, i64::MAX)))
+    }
+
+    /// [`Site::spans`] of the meters at `point` only: a range of the series, not a scan.
+    pub(super) fn spans_at<'a>(
+        &'a self,
+        point: Point,
+        unseen: &'a [i64],
+    ) -> impl Iterator<Item = (i64, i64)> + 'a {
+        self.series_at(point)
+            .filter_map(|(k, s)| self.span(k, s))
+            .chain(unseen.iter().map(|&f| (f, i64::MAX)))
+    }
+
+    /// When one meter is expected: from its first reading until its node was retired.
+    fn span(&self, k: &super::SeriesKey, s: &super::Series) -> Option<(i64, i64)> {
+        let until = self.nodes[k.node].retired_ms.unwrap_or(i64::MAX);
+        s.first_ms.map(|f| (f, until))
+    }
+
+    /// [`Site::silent_fill`] of the meters at `point` only.
+    fn silent_fill_at(&self, point: Point, from: i64, to: i64) -> f64 {
+        total(
+            self.series_at(point)
+                .filter_map(|(k, s)| self.silent(k, s, from, to)),
+        )
+    }
+
+    /// One meter's estimate after it fell silent: its last known power over the rest of
+    /// `[from, to)`.
+    fn silent(&self, k: &super::SeriesKey, s: &super::Series, from: i64, to: i64) -> Option<f64> {
+        let (last, (_, w)) = (s.last_ms?, s.live?);
+        let start = last.max(from).max(s.first_ms.unwrap_or(last));
+        // A retired node is not estimated past its retirement.
+        let end = to.min(self.nodes[k.node].retired_ms.unwrap_or(i64::MAX));
+        (start < end).then(|| w * (end - start) as f64 / 1000.0)
     }
 
     /// The meters at `point`, in key order.
@@ -622,13 +682,7 @@ impl Site {
             self.series
                 .iter()
                 .filter(|(k, s)| pick(k, s))
-                .filter_map(|(k, s)| {
-                    let (last, (_, w)) = (s.last_ms?, s.live?);
-                    let start = last.max(from).max(s.first_ms.unwrap_or(last));
-                    // A retired node is not estimated past its retirement.
-                    let end = to.min(self.nodes[k.node].retired_ms.unwrap_or(i64::MAX));
-                    (start < end).then(|| w * (end - start) as f64 / 1000.0)
-                }),
+                .filter_map(|(k, s)| self.silent(k, s, from, to)),
         )
     }
 
@@ -684,15 +738,21 @@ impl Engine {
         let rule = self.cfg.level_rule(site_id);
         let unseen = site.unseen(
             std::iter::once(Point::FacilityInput)
-                .chain(IT_LEVELS.iter().filter_map(|&c| Point::for_category(c))),
+                .chain(IT_LEVELS.iter().filter_map(|&c| Point::for_category(c)))
+                .chain(super::kpi::POINTS),
             self.cfg.site_expected.get(site_id),
             None,
         );
         let power = self.power_view(site, rule, &unseen, now_ms);
+        let no_kpi_cfg = super::kpi::SiteKpiConfig::default();
+        let kpi_cfg = self.cfg.site_kpis.get(site_id).unwrap_or(&no_kpi_cfg);
         let pue = Windows(
             WINDOWS
                 .iter()
-                .map(|&(name, len)| (name, self.window_view(site, rule, &unseen, name, len, wm)))
+                .map(|&(name, len)| {
+                    let v = self.window_view(site, rule, &unseen, name, len, wm, kpi_cfg);
+                    (name, v)
+                })
                 .collect(),
         );
         let nodes = self.node_views(site, now_ms);
@@ -794,6 +854,7 @@ impl Engine {
         name: &'static str,
         len: i64,
         watermark: Option<i64>,
+        kpi_cfg: &super::kpi::SiteKpiConfig,
     ) -> WindowView {
         let empty = |reason: &str| WindowView {
             label: format!("PUE, {name}"),
@@ -811,6 +872,7 @@ impl Engine {
             it_kwh: 0.0,
             facility_fill_kwh: 0.0,
             it_fill_kwh: 0.0,
+            kpis: super::kpi::Kpis::default(),
         };
         let (Some(wm), Some(start)) = (watermark, site.data_start_ms) else {
             return empty("warming up: waiting for the site's meters to report");
@@ -821,21 +883,20 @@ impl Engine {
         if from >= to {
             return empty("not enough data for this window yet");
         }
-        let level_stat = |point: Point| -> LevelStat {
+        let stat_in = |point: Point, from: i64, to: i64| -> LevelStat {
             let Some(level) = site.levels.get(&point) else {
                 return LevelStat {
                     value: 0.0,
                     fill: 0.0,
                     coverage: 0.0,
                     estimated: false,
-                    known: false,
+                    known: unseen.get(&point).is_some_and(|u| !u.is_empty()),
                 };
             };
             let totals = level.ring_for(len).sum(from, to);
-            let pick = move |k: &super::SeriesKey, _: &super::Series| k.point == point;
-            let silent = site.silent_fill(pick, from, to);
+            let silent = site.silent_fill_at(point, from, to);
             let never = unseen.get(&point).map_or(&[][..], Vec::as_slice);
-            let expected = expected_ms(site.spans(pick, never), from, to);
+            let expected = expected_ms(site.spans_at(point, never), from, to);
             LevelStat {
                 value: totals.energy_j,
                 fill: totals.filled_j + silent,
@@ -848,6 +909,7 @@ impl Engine {
                 known: expected > 0.0,
             }
         };
+        let level_stat = |point: Point| stat_in(point, from, to);
         let fac = level_stat(Point::FacilityInput);
         let its: Vec<(u8, LevelStat)> = IT_LEVELS
             .iter()
@@ -863,12 +925,25 @@ impl Engine {
             return v;
         };
         let (category, it) = &its[i];
-        let (value, quality, reason) = short_span(
-            skewed(site, self.cfg.max_clock_skew_ms, judge(&fac, it)),
-            from,
-            to,
-            len,
-        );
+        let rules = |j| short_span(skewed(site, self.cfg.max_clock_skew_ms, j), from, to, len);
+        let (value, quality, reason) = rules(judge(&fac, it));
+        let parts = window_parts(kpi_cfg, from, to, |p, a, b| {
+            let s = stat_in(p, a, b);
+            s.value + s.fill
+        });
+        let kpis = super::kpi::compute(&super::kpi::Inputs {
+            facility: &fac,
+            it: Some(it),
+            pue: (value, quality),
+            water: &level_stat(Point::WaterInput),
+            onsite: &level_stat(Point::RenewableOnsite),
+            reused: &level_stat(Point::EnergyReused),
+            parts: &parts,
+            cfg: kpi_cfg,
+            from_ms: from,
+            to_ms: to,
+        })
+        .judged_by(rules);
         WindowView {
             label: quality_label(*category, name),
             value,
@@ -885,6 +960,7 @@ impl Engine {
             it_kwh: it.value / 3.6e6,
             facility_fill_kwh: fac.fill / 3.6e6,
             it_fill_kwh: it.fill / 3.6e6,
+            kpis,
         }
     }
 

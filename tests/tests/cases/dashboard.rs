@@ -25,20 +25,30 @@ fn birth(site: &str, node: &str, role: Role, rack: Option<&str>) -> (String, Vec
     )
 }
 
-/// Meter at 9 kW; six hosts of 1.2 kW in racks r1..r3.
+/// Meter at 9 kW; six hosts of 1.2 kW in racks r1..r3; a heat meter at the boundary
+/// reading 900 W reused, and a water meter counting 1 L a second.
 fn batch(site: &str, seq: u64, ts: i64) -> Vec<(String, Vec<u8>)> {
-    let mut nodes = vec![("meter".to_owned(), 9_000.0, Point::FacilityInput)];
+    let mut nodes = vec![
+        ("meter".to_owned(), 9_000.0, Point::FacilityInput),
+        ("heat".to_owned(), 900.0, Point::EnergyReused),
+    ];
     nodes.extend((1..=6).map(|i| (format!("h{i}"), 1_200.0, Point::ItInput)));
+    nodes.push(("water".to_owned(), ts as f64 / 1e6, Point::WaterInput));
     nodes
         .into_iter()
         .map(|(node, w, point)| {
+            let reading = if point == Point::WaterInput {
+                Reading::counter("water_m3", w, ts).at(point)
+            } else {
+                Reading::gauge("power_w", w, ts).at(point)
+            };
             let m = ReadingsMessage {
                 v: VERSION,
                 site: site.into(),
                 node: node.clone(),
                 seq,
                 sent_ms: ts,
-                readings: vec![Reading::gauge("power_w", w, ts).at(point)],
+                readings: vec![reading],
             };
             (
                 dcwatt_common::protocol::readings_topic(site, &node),
@@ -50,7 +60,11 @@ fn batch(site: &str, seq: u64, ts: i64) -> Vec<(String, Vec<u8>)> {
 
 /// Births and one batch a second over `[from, to]`; returns them and the next `seq`.
 fn feed(site: &str, from: i64, to: i64) -> (Vec<(String, Vec<u8>)>, u64) {
-    let mut msgs = vec![birth(site, "meter", Role::Meter, None)];
+    let mut msgs = vec![
+        birth(site, "meter", Role::Meter, None),
+        birth(site, "heat", Role::Meter, None),
+        birth(site, "water", Role::Meter, None),
+    ];
     for i in 1..=6 {
         let rack = format!("r{}", (i + 1) / 2);
         msgs.push(birth(site, &format!("h{i}"), Role::Host, Some(&rack)));
@@ -193,6 +207,26 @@ fn the_dashboard_shows_the_api_numbers_in_a_real_browser() {
     assert_eq!(window_1h, format!("{pue_1h:.3}"));
     let label = browser.js("return document.querySelector('[data-window=\"1h\"] .l').textContent");
     assert_eq!(label, api["pue"]["1h"]["label"]);
+    // The figures beyond PUE beside it: WUE = 1 L/s / 7.2 kW = 3600 L / 7.2 kWh = 500 L/kWh,
+    // ERF = 900 W / 9 kW = 10 %, ERE = 0.9 × 1.25; no CUE or REF without factors or PV.
+    let kpis = &api["pue"]["1h"]["kpis"];
+    let wue = kpis["wue"]["value"].as_f64().expect("wue");
+    assert!((wue - 500.0).abs() < 1e-6, "{kpis}");
+    let erf = kpis["erf"]["value"].as_f64().expect("erf");
+    assert!((erf - 0.1).abs() < 1e-9, "{kpis}");
+    assert_eq!(kpis["cue"]["quality"], "no_data", "{kpis}");
+    let badge = |k: &str| {
+        browser.js(&format!(
+            "var e = document.querySelector('[data-window=\"1h\"] [data-kpi=\"{k}\"]'); return e ? e.textContent : null"
+        ))
+    };
+    assert_eq!(badge("wue"), format!("WUE {wue:.2} L/kWh"));
+    assert_eq!(badge("erf"), "ERF 10%");
+    assert_eq!(
+        badge("cue"),
+        serde_json::Value::Null,
+        "no CUE without a factor"
+    );
     // The report opens on the site's last seven days in its own zone: Auckland's date,
     // which is a day ahead of the browser's (UTC) from 11:00 or 12:00 UTC on.
     let cal = get_json(c.http, &format!("/api/v1/sites/{LIVE}/calendar")).expect("calendar");

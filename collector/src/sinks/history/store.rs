@@ -10,7 +10,8 @@
 //! - `raw_series(id, site, node, metric, component, point)` and `raw(series, ts, value)`:
 //!   raw readings, for a shorter retention.
 
-use crate::engine::{period_view, MinuteEnergy, PeriodTotals, WindowView};
+use crate::engine::kpi::SiteKpiConfig;
+use crate::engine::{period_kpi_view, MinuteEnergy, PeriodTotals, WindowView};
 use crate::engine::{Batch, SiteSnapshot};
 use dcwatt_common::protocol::{Name, Point};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
@@ -595,7 +596,8 @@ impl Store {
         Ok(out)
     }
 
-    /// Facility and IT energy and the PUE over `[from, to)`.
+    /// Facility and IT energy and the PUE over `[from, to)`, and the figures beyond PUE
+    /// that need no emission factors or contracts.
     ///
     /// # Errors
     /// SQLite refused.
@@ -606,14 +608,34 @@ impl Store {
         to: i64,
         rule: crate::engine::LevelRule,
     ) -> Result<(WindowView, u64), StoreError> {
-        let steps = self.energy_steps(site, from, to, &|_| from)?;
-        let totals = steps.into_values().next().unwrap_or_default();
+        self.energy_kpis(site, from, to, rule, &SiteKpiConfig::default())
+    }
+
+    /// Facility and IT energy, the PUE and every figure beyond it over `[from, to)`, the
+    /// minutes summed apart in each of the site's emission factor periods (`cfg`).
+    ///
+    /// # Errors
+    /// SQLite refused.
+    pub fn energy_kpis(
+        &self,
+        site: &str,
+        from: i64,
+        to: i64,
+        rule: crate::engine::LevelRule,
+        cfg: &SiteKpiConfig,
+    ) -> Result<(WindowView, u64), StoreError> {
+        let starts = cfg.boundaries(from, to);
+        let part = |ts: i64| {
+            let n = starts.partition_point(|&b| b <= ts);
+            starts[n.saturating_sub(1)]
+        };
+        let parts = self.energy_steps(site, from, to, &part)?;
         let minutes: u64 = self.conn.query_row(
             "SELECT COUNT(DISTINCT ts) FROM energy WHERE site = ?1 AND ts >= ?2 AND ts < ?3",
             params![site, from, to],
             |r| r.get(0),
         )?;
-        Ok((period_view(&totals, rule, from, to), minutes))
+        Ok((period_kpi_view(&parts, rule, cfg, from, to), minutes))
     }
 
     /// Sites with any history.

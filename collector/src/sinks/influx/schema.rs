@@ -28,6 +28,34 @@ pub fn readings(out: &mut String, b: &Batch) -> usize {
     n
 }
 
+/// `dcwatt_kpi`: the figures beyond PUE over one window, each with its quality, and the
+/// quantities they divide (only those the site has meters or settings for).
+fn kpi_line(
+    out: &mut String,
+    site: &str,
+    window: &str,
+    k: &crate::engine::kpi::Kpis,
+    ts: i64,
+) -> usize {
+    let mut line = Line::new(out, "dcwatt_kpi")
+        .tag("site", site)
+        .tag("window", window);
+    for (name, f) in k.figures() {
+        line = line
+            .field_opt(name, f.value)
+            .field(&format!("{name}_quality"), Field::S(f.quality));
+    }
+    usize::from(
+        line.field_opt("water_l", k.water_l)
+            .field_opt("renewable_onsite_kwh", k.renewable_onsite_kwh)
+            .field("renewable_contract_kwh", Field::F(k.renewable_contract_kwh))
+            .field_opt("reused_kwh", k.reused_kwh)
+            .field_opt("co2_kg", k.co2_kg)
+            .field_opt("co2_market_kg", k.co2_market_kg)
+            .end(ts),
+    )
+}
+
 /// Derived values of one site: `dcwatt_pue` per window, `dcwatt_power`, `dcwatt_site`
 /// and `dcwatt_rack` per rack, all stamped with the snapshot's time. Returns the number
 /// of lines written.
@@ -52,6 +80,7 @@ pub fn derived(out: &mut String, s: &SiteSnapshot) -> usize {
                 .field("quality", Field::S(w.quality))
                 .end(ts),
         );
+        n += kpi_line(out, site, window, &w.kpis, ts);
     }
     let p = &v.power;
     let category = p.category.map(|c| c.to_string());
