@@ -30,7 +30,7 @@
       no_history: 'No history yet for this range.', updated: 'Updated {0}',
       span: 'span', q_measured: 'measured', q_estimated: 'estimated', q_partial: 'partial', q_invalid: 'invalid', q_no_data: 'no data',
       q_filling: 'filling', filling_hint: 'The collector has less data than this window is long; the embedded history below already has the past.',
-      category: 'category', facility: 'Facility', it: 'IT', dcie: 'DCiE', market: 'market-based',
+      category: 'category', facility: 'Facility', it: 'IT', dcie: 'DCiE', kpi_cue_market: 'CUE (market-based)', kpi_it_utilization: 'IT load', occupancy: 'Rack occupancy · installed of designed',
       footer: 'PUE per ISO/IEC 30134-2: facility energy ÷ IT energy over a window, at one measurement category (PUE₁ UPS output, PUE₂ PDU output, PUE₃ IT input). The live power ratio is an indication, not PUE.',
       ago: '{0} ago', never: 'never', token_prompt: 'This collector requires its API token (http.token):',
       stranded_power: 'Stranded power', stranded_u: 'Stranded space', hosts: 'Hosts',
@@ -62,7 +62,7 @@
       no_history: '该时间范围内暂无历史数据。', updated: '更新于 {0}',
       span: '时长占比', q_measured: '实测', q_estimated: '估算', q_partial: '部分覆盖', q_invalid: '无效', q_no_data: '无数据',
       q_filling: '数据积累中', filling_hint: '采集器的数据尚短于该窗口；下方的内置历史已包含过去的数据。',
-      category: '类别', facility: '总用电', it: 'IT', dcie: 'DCiE', market: '市场法',
+      category: '类别', facility: '总用电', it: 'IT', dcie: 'DCiE', kpi_cue_market: 'CUE（市场法）', kpi_it_utilization: 'IT 负载率', occupancy: '上架率 · 已建/设计',
       footer: 'PUE 按 ISO/IEC 30134-2 与 GB/T 32910.3 计算：一个时间窗口内数据中心总耗电量 ÷ IT 设备耗电量，IT 能耗取同一计量类别（PUE₁ UPS 输出、PUE₂ PDU 输出、PUE₃ IT 设备输入）。实时功率比仅供参考，不是 PUE。',
       ago: '{0}前', never: '从未', token_prompt: '此采集器需要 API 令牌 (http.token)：',
       stranded_power: '搁浅电力', stranded_u: '搁浅空间', hosts: '服务器',
@@ -409,7 +409,8 @@
     ['cue_market', null, function (v) { return num(v, 3) + ' kg/kWh'; }],
     ['ref', 'REF', pct],
     ['erf', 'ERF', pct],
-    ['ere', 'ERE', function (v) { return num(v, 3); }]
+    ['ere', 'ERE', function (v) { return num(v, 3); }],
+    ['it_utilization', null, pct]
   ];
   function beyondPue(k) {
     if (!k) return '';
@@ -419,7 +420,7 @@
       var f = k[d[0]];
       return '<span class="badge kpi-' + d[0] + ' ' + f.quality + '" data-kpi="' + d[0] + '" data-value="' + f.value +
         '" title="' + esc((t('q_' + f.quality) || f.quality) + (f.reason ? ': ' + f.reason : '')) + '">' +
-        esc(d[1] || 'CUE (' + t('market') + ')') + ' ' + d[2](f.value) + '</span>';
+        esc(d[1] || t('kpi_' + d[0])) + ' ' + d[2](f.value) + '</span>';
     }).join('') + '</div>';
   }
 
@@ -524,6 +525,8 @@
         kpi(n.online + ' / ' + n.total, esc(t('nodes')) + ' ' + esc(t('online'))) +
         kpi(c.racks_in_use + ' / ' + c.racks, esc(t('racks_in_use'))) +
         kpi(num(c.standard_racks_in_use, 1) + ' / ' + num(c.standard_racks, 1), esc(t('standard_racks'))) +
+        (c.occupancy != null ? kpi(pct(c.occupancy) + (c.installed_share != null ? ' · ' + pct(c.installed_share) : ''),
+          esc(t('occupancy')), 'kpi-occupancy') : '') +
         kpi(num(c.fp16_pflops, 2), esc(t('fp16'))) + kpi(String(s.missing_batches), esc(t('missing')));
       // A window longer than the data the collector has so far is filling, not empty: say so.
       var live = Object.keys(s.pue).some(function (k) { return s.pue[k].value != null; });

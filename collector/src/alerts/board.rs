@@ -35,7 +35,7 @@ fn unit(rule: &Rule) -> &'static str {
         Subject::SiteKpi { kpi, .. } => match kpi.as_str() {
             "wue" => "L/kWh",
             "cue" | "cue_market" => "kg/kWh",
-            "ref" | "erf" => "share",
+            "ref" | "erf" | "it_utilization" => "share",
             _ => "pue",
         },
         Subject::Coverage(_) | Subject::RackUtilization => "share",

@@ -271,6 +271,37 @@ fn sites(o: &mut Exposition, sites: &[SiteSnapshot]) {
     );
     family(
         o,
+        "dcwatt_site_racks_planned",
+        "Racks the site was designed for and has installed (from configuration), as counts and in standard racks (2.5 kW): only those set.",
+        views().flat_map(|v| {
+            let c = &v.capacity;
+            [
+                ("designed", "count", c.racks_designed.map(f64::from)),
+                ("installed", "count", c.racks_installed.map(f64::from)),
+                ("designed", "standard", c.standard_racks_designed),
+                ("installed", "standard", c.standard_racks_installed),
+            ]
+            .into_iter()
+            .filter_map(|(state, unit, k)| {
+                Some((labels(&[("site", &v.site), ("state", state), ("unit", unit)]), k?))
+            })
+        }),
+    );
+    family(
+        o,
+        "dcwatt_site_rack_occupancy_ratio",
+        "Rack occupancy (上架率): racks in use / racks installed (basis count) or budgets in use / installed capacity (basis standard); only where configured.",
+        views().flat_map(|v| {
+            let c = &v.capacity;
+            [("count", c.occupancy), ("standard", c.occupancy_standard)]
+                .into_iter()
+                .filter_map(|(basis, x)| {
+                    Some((labels(&[("site", &v.site), ("basis", basis)]), x?))
+                })
+        }),
+    );
+    family(
+        o,
         "dcwatt_site_fp16_pflops",
         "Peak dense FP16 compute of the site's GPUs, PFLOPS.",
         views().map(|v| (labels(&[("site", &v.site)]), v.capacity.fp16_pflops)),

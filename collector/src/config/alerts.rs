@@ -139,7 +139,15 @@ pub(super) fn rule_from_raw(
     let subject = match r.subject.as_str() {
         "site_pue" => window(p).map(Subject::SitePue),
         "site_kpi" => {
-            const KPIS: [&str; 6] = ["wue", "cue", "cue_market", "ref", "erf", "ere"];
+            const KPIS: [&str; 7] = [
+                "wue",
+                "cue",
+                "cue_market",
+                "ref",
+                "erf",
+                "ere",
+                "it_utilization",
+            ];
             let kpi = match r.kpi.as_deref() {
                 Some(k) if KPIS.contains(&k) => Some(k.to_owned()),
                 other => {

@@ -28,6 +28,57 @@ pub(super) struct SiteRaw {
     /// Renewable energy bought by contract, for REF and market-based CUE.
     #[serde(default)]
     pub(super) renewable_contracts: Vec<ContractRaw>,
+    /// Racks the site was designed for, for occupancy.
+    #[serde(default)]
+    pub(super) racks_designed: Option<u32>,
+    /// Racks installed.
+    #[serde(default)]
+    pub(super) racks_installed: Option<u32>,
+    /// Designed IT capacity, kW.
+    #[serde(default)]
+    pub(super) designed_it_kw: Option<f64>,
+    /// Installed IT capacity, kW.
+    #[serde(default)]
+    pub(super) installed_it_kw: Option<f64>,
+    /// Metered rack IT power above which a rack is in use, W.
+    #[serde(default)]
+    pub(super) rack_in_use_floor_w: Option<f64>,
+}
+
+/// A site's designed and installed racks, with every problem pushed at its path.
+pub(super) fn site_racks(i: usize, sr: &SiteRaw, p: &mut Problems) -> crate::engine::SiteRacks {
+    let kw = |name: &str, v: Option<f64>, p: &mut Problems| match v {
+        Some(k) if !(k.is_finite() && k > 0.0 && k <= 10_000_000.0) => {
+            p.push(
+                format!("sites[{i}].{name}"),
+                format!("{k} must be above 0 kW (at most 10000000)"),
+            );
+            None
+        }
+        v => v.map(|k| k * 1000.0),
+    };
+    let r = crate::engine::SiteRacks {
+        designed: sr.racks_designed,
+        installed: sr.racks_installed,
+        designed_w: kw("designed_it_kw", sr.designed_it_kw, p),
+        installed_w: kw("installed_it_kw", sr.installed_it_kw, p),
+        in_use_floor_w: sr.rack_in_use_floor_w.unwrap_or(0.0),
+    };
+    if !(r.in_use_floor_w.is_finite() && r.in_use_floor_w >= 0.0) {
+        p.push(
+            format!("sites[{i}].rack_in_use_floor_w"),
+            "must be 0 W or more",
+        );
+    }
+    if let (Some(d), Some(n)) = (r.designed, r.installed) {
+        if n > d {
+            p.push(
+                format!("sites[{i}].racks_installed"),
+                format!("{n} racks installed is more than the {d} designed"),
+            );
+        }
+    }
+    r
 }
 
 /// One `[[sites]] emission_factors` entry.

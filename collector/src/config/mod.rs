@@ -175,6 +175,7 @@ impl CollectorConfig {
         let mut site_categories = std::collections::BTreeMap::new();
         let mut site_expected = std::collections::BTreeMap::new();
         let mut site_kpis = std::collections::BTreeMap::new();
+        let mut site_racks = std::collections::BTreeMap::new();
         for (i, sr) in sites.iter().enumerate() {
             let mut expected = std::collections::BTreeMap::new();
             for (name, &n) in &sr.expected_meters {
@@ -241,6 +242,10 @@ impl CollectorConfig {
                         ),
                     }
                 }
+            }
+            let racks = engine::site_racks(i, sr, &mut p);
+            if racks != crate::engine::SiteRacks::default() {
+                site_racks.insert(sr.site.clone(), racks);
             }
             let utc = crate::zone::SiteZone::fixed(0);
             if let Some(zone) = site_zones.get(&sr.site).or(utc.as_ref()) {
@@ -434,6 +439,23 @@ impl CollectorConfig {
                 }
             })
             .collect();
+        // The rated IT power IT load utilization divides by: the installed capacity set for
+        // the site, else the sum of its racks' budgets.
+        let mut rated: std::collections::BTreeMap<String, f64> = std::collections::BTreeMap::new();
+        for r in &racks {
+            *rated.entry(r.site.clone()).or_default() += r.budget_w;
+        }
+        for (site, r) in &site_racks {
+            if let Some(w) = r.installed_w {
+                rated.insert(site.clone(), w);
+            }
+        }
+        for (site, w) in rated {
+            site_kpis
+                .entry(site)
+                .or_insert_with(crate::engine::kpi::SiteKpiConfig::default)
+                .rated_it_w = Some(w);
+        }
         let mut cfg = CollectorConfig {
             state_dir,
             log,
@@ -467,6 +489,7 @@ impl CollectorConfig {
                 site_categories,
                 site_expected,
                 site_kpis,
+                site_racks,
                 max_clock_skew_ms: (intake.max_clock_skew_secs.min(86_400) * 1000) as i64,
                 limits: crate::engine::Limits {
                     zones_per_site: intake.max_zones_per_site,
@@ -703,6 +726,33 @@ renewable_contracts = [{ from = "March", to = "2026-04-01", kwh = -5, evidence =
         }
         assert!(
             err.to_string().contains("overlaps emission_factors[0]"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn sites_take_their_designed_and_installed_racks() {
+        let ok = "[[sites]]\nsite = \"a\"\nracks_designed = 1200\nracks_installed = 1000\ndesigned_it_kw = 7200\ninstalled_it_kw = 6000\nrack_in_use_floor_w = 150\n\
+                  [[racks]]\nsite = \"b\"\nrack = \"r1\"\nbudget_kw = 6.0\n[[racks]]\nsite = \"b\"\nrack = \"r2\"\nbudget_kw = 4.0\n";
+        let c = CollectorConfig::from_loader(&Loader::from_toml(ok).unwrap()).unwrap();
+        let r = c.engine.site_racks["a"];
+        assert_eq!(
+            (r.designed, r.installed, r.in_use_floor_w),
+            (Some(1200), Some(1000), 150.0)
+        );
+        assert_eq!(
+            (r.designed_w, r.installed_w),
+            (Some(7_200_000.0), Some(6_000_000.0))
+        );
+        // The rating for IT load utilization: the installed capacity, else the budgets.
+        assert_eq!(c.engine.site_kpis["a"].rated_it_w, Some(6_000_000.0));
+        assert_eq!(c.engine.site_kpis["b"].rated_it_w, Some(10_000.0));
+        let bad = "[[sites]]\nsite = \"a\"\nracks_designed = 10\nracks_installed = 12\ninstalled_it_kw = -1\n";
+        let err = CollectorConfig::from_loader(&Loader::from_toml(bad).unwrap()).unwrap_err();
+        let paths: Vec<&str> = err.0.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["sites[0].installed_it_kw", "sites[0].racks_installed"],
             "{err}"
         );
     }

@@ -85,10 +85,14 @@ pub struct FleetKpi {
     pub sites: usize,
 }
 
-/// Which energy a figure divides by: true for the facility energy (REF, ERF), false for
-/// the IT energy.
-fn per_facility(kpi: &str) -> bool {
-    matches!(kpi, "ref" | "erf")
+/// What a figure divides, kWh, in a site's window: the facility energy for REF and ERF,
+/// the rated IT energy for IT load utilization, else the IT energy.
+fn denominator(kpi: &str, w: &Value) -> f64 {
+    match kpi {
+        "ref" | "erf" => f(&w["facility_kwh"]) + f(&w["facility_fill_kwh"]),
+        "it_utilization" => f(&w["kpis"]["rated_it_kwh"]),
+        _ => f(&w["it_kwh"]) + f(&w["it_fill_kwh"]),
+    }
 }
 
 /// Per-site lines of the fleet report.
@@ -127,6 +131,13 @@ pub struct FleetView {
     pub standard_racks: f64,
     /// Budgets of the racks in use, in standard racks.
     pub standard_racks_in_use: f64,
+    /// Racks installed, over the sites that set `racks_installed`.
+    pub racks_installed: u64,
+    /// Racks in use at those sites.
+    pub racks_in_use_of_installed: u64,
+    /// Rack occupancy (上架率) of the region: Σ racks in use / Σ racks installed over the
+    /// sites that set it; null without any.
+    pub occupancy: Option<f64>,
     /// GPUs reported.
     pub gpus: u64,
     /// Peak dense FP16 compute, EFLOPS.
@@ -186,6 +197,9 @@ impl Fleet {
             racks_in_use: 0,
             standard_racks: 0.0,
             standard_racks_in_use: 0.0,
+            racks_installed: 0,
+            racks_in_use_of_installed: 0,
+            occupancy: None,
             gpus: 0,
             fp16_eflops: 0.0,
             storage_bytes: None,
@@ -201,6 +215,10 @@ impl Fleet {
             v.racks_in_use += u(&c["racks_in_use"]);
             v.standard_racks += f(&c["standard_racks"]);
             v.standard_racks_in_use += f(&c["standard_racks_in_use"]);
+            if let Some(n) = c["racks_installed"].as_u64() {
+                v.racks_installed += n;
+                v.racks_in_use_of_installed += u(&c["racks_in_use"]);
+            }
             v.gpus += u(&c["gpus"]);
             v.fp16_eflops += f(&c["fp16_pflops"]) / 1000.0;
             if let Some(b) = c["storage_bytes"].as_u64() {
@@ -229,15 +247,13 @@ impl Fleet {
                     fw.facility_kwh += f(&w["facility_kwh"]);
                     fw.it_kwh += f(&w["it_kwh"]);
                     fw.sites += 1;
-                    let facility = f(&w["facility_kwh"]) + f(&w["facility_fill_kwh"]);
-                    let it = f(&w["it_kwh"]) + f(&w["it_fill_kwh"]);
                     for (kpi, k) in w["kpis"].as_object().into_iter().flatten() {
                         let Some(x) = k.get("value").and_then(Value::as_f64) else {
                             continue;
                         };
-                        // A figure beyond PUE is not yet ratio-free in a summary: its
-                        // numerator is the value times what it divides.
-                        let den = if per_facility(kpi) { facility } else { it };
+                        // A summary carries each figure as a ratio: its numerator is the
+                        // value times what it divides.
+                        let den = denominator(kpi, w);
                         let fk = fw.kpis.entry(kpi.clone()).or_default();
                         fk.numerator += x * den;
                         fk.denominator_kwh += den;
@@ -252,6 +268,8 @@ impl Fleet {
                 }
             }
         }
+        v.occupancy = (v.racks_installed > 0)
+            .then(|| v.racks_in_use_of_installed as f64 / v.racks_installed as f64);
         for w in v.pue.values_mut() {
             w.value = (w.it_kwh > 0.0).then(|| w.facility_kwh / w.it_kwh);
             for k in w.kpis.values_mut() {
@@ -360,6 +378,44 @@ mod tests {
         assert_eq!((erf.denominator_kwh, erf.sites), (15.0, 1));
         assert!((erf.value.unwrap() - 0.2).abs() < 1e-15);
         assert!(!w.kpis.contains_key("cue"), "no site has a CUE");
+    }
+
+    #[test]
+    fn fleet_occupancy_and_utilization_are_ratios_of_sums() {
+        let cfg = FleetConfig {
+            stale_after_ms: 60_000,
+        };
+        // a: 8 of 10 installed racks in use, IT 10 kWh of a 20 kWh rating (50 %);
+        // b: 12 of 30, IT 1 kWh of 4 kWh (25 %); c sets no installed racks.
+        let site = |name: &str, installed: Option<u64>, in_use: u64, it: f64, rated: f64| {
+            serde_json::to_vec(&json!({
+                "site": name, "stale": false,
+                "capacity": {"racks_installed": installed, "racks_in_use": in_use},
+                "pue": {"1h": {"value": 1.5, "category": 3, "facility_kwh": 1.5 * it,
+                               "it_kwh": it,
+                               "kpis": {"it_utilization": {"value": it / rated}, "rated_it_kwh": rated}}},
+            }))
+            .unwrap()
+        };
+        let mut fleet = Fleet::default();
+        fleet
+            .apply("a", &site("a", Some(10), 8, 10.0, 20.0), 0)
+            .unwrap();
+        fleet
+            .apply("b", &site("b", Some(30), 12, 1.0, 4.0), 0)
+            .unwrap();
+        fleet.apply("c", &site("c", None, 99, 1.0, 4.0), 0).unwrap();
+        let v = fleet.view(&cfg, 1_000);
+        assert_eq!((v.racks_installed, v.racks_in_use_of_installed), (40, 20));
+        assert_eq!(
+            v.occupancy,
+            Some(0.5),
+            "20 / 40, not the mean of 80 % and 40 %"
+        );
+        let u = &v.pue["1h"].kpis["it_utilization"];
+        // (10 + 1 + 1) kWh / (20 + 4 + 4) kWh.
+        assert_eq!((u.denominator_kwh, u.sites), (28.0, 3));
+        assert!((u.value.unwrap() - 12.0 / 28.0).abs() < 1e-15, "{u:?}");
     }
 
     #[test]

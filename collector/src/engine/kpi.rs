@@ -83,6 +83,9 @@ pub struct SiteKpiConfig {
     pub onsite_kg_per_kwh: f64,
     /// Renewable energy contracts.
     pub contracts: Vec<RenewableContract>,
+    /// Rated IT power of the site's racks, W (`installed_it_kw`, else the sum of the
+    /// `[[racks]]` budgets): the basis of IT load utilization.
+    pub rated_it_w: Option<f64>,
 }
 
 impl SiteKpiConfig {
@@ -205,6 +208,11 @@ pub struct Kpis {
     pub erf: Kpi,
     /// Energy Reuse Effectiveness: (1 − ERF) × PUE.
     pub ere: Kpi,
+    /// IT load utilization: IT energy / (rated IT power × the interval), 0..1: the average
+    /// rack IT power over its rating.
+    pub it_utilization: Kpi,
+    /// Rated IT power × the interval, kWh (null without a rating).
+    pub rated_it_kwh: Option<f64>,
     /// Water measured, L (null without a water meter).
     pub water_l: Option<f64>,
     /// Water estimated for uncovered meter-time, L: in `wue`, not in `water_l`.
@@ -231,6 +239,8 @@ impl Default for Kpis {
             ref_: none(),
             erf: none(),
             ere: none(),
+            it_utilization: none(),
+            rated_it_kwh: None,
             water_l: None,
             water_fill_l: 0.0,
             renewable_onsite_kwh: None,
@@ -243,8 +253,9 @@ impl Default for Kpis {
 }
 
 impl Kpis {
-    /// The figures by their public names (`wue`, `cue`, `cue_market`, `ref`, `erf`, `ere`).
-    pub fn figures(&self) -> [(&'static str, &Kpi); 6] {
+    /// The figures by their public names (`wue`, `cue`, `cue_market`, `ref`, `erf`, `ere`,
+    /// `it_utilization`).
+    pub fn figures(&self) -> [(&'static str, &Kpi); 7] {
         [
             ("wue", &self.wue),
             ("cue", &self.cue),
@@ -252,6 +263,7 @@ impl Kpis {
             ("ref", &self.ref_),
             ("erf", &self.erf),
             ("ere", &self.ere),
+            ("it_utilization", &self.it_utilization),
         ]
     }
 
@@ -264,6 +276,7 @@ impl Kpis {
             ref_: self.ref_.judged_by(&rule),
             erf: self.erf.judged_by(&rule),
             ere: self.ere.judged_by(&rule),
+            it_utilization: self.it_utilization.judged_by(&rule),
             ..self
         }
     }
@@ -275,7 +288,7 @@ fn whole(s: &LevelStat) -> f64 {
 
 /// The quality of a figure from its meters: partial below full coverage of any, estimated
 /// where any includes estimated readings, else measured.
-fn rated(value: f64, meters: &[(&str, &LevelStat)]) -> Kpi {
+fn from_meters(value: f64, meters: &[(&str, &LevelStat)]) -> Kpi {
     if let Some((name, _)) = meters.iter().find(|(_, s)| s.coverage <= 0.0) {
         return Kpi::none(format!("no {name} meter data in the period"));
     }
@@ -350,6 +363,17 @@ pub(super) fn compute(i: &Inputs<'_>) -> Kpis {
         reused_kwh: i.reused.known.then(|| whole(i.reused) / KWH_J),
         ..Kpis::default()
     };
+    k.rated_it_kwh = i
+        .cfg
+        .rated_it_w
+        .map(|w| w * (i.to_ms - i.from_ms).max(0) as f64 / 1000.0 / KWH_J);
+    k.it_utilization = match (i.it, it_kwh, k.rated_it_kwh) {
+        (_, _, None) => {
+            Kpi::none("no rated IT power: set sites.installed_it_kw or the racks' budget_kw")
+        }
+        (Some(it), Some(e), Some(rated)) if rated > 0.0 => from_meters(e / rated, &[("IT", it)]),
+        _ => Kpi::none("no IT energy at the PUE's category"),
+    };
     k.wue = wue(i, it_kwh);
     k.erf = erf(i, facility_j);
     k.ere = ere(&k.erf, i.pue);
@@ -366,7 +390,7 @@ fn wue(i: &Inputs<'_>, it_kwh: Option<f64>) -> Kpi {
     let (Some(it), Some(it_kwh)) = (i.it, it_kwh) else {
         return Kpi::none("no IT energy at the PUE's category");
     };
-    rated(whole(i.water) / it_kwh, &[("water", i.water), ("IT", it)])
+    from_meters(whole(i.water) / it_kwh, &[("water", i.water), ("IT", it)])
 }
 
 fn erf(i: &Inputs<'_>, facility_j: Option<f64>) -> Kpi {
@@ -389,7 +413,7 @@ fn erf(i: &Inputs<'_>, facility_j: Option<f64>) -> Kpi {
             )),
         };
     }
-    rated(erf, &[("reused", i.reused), ("facility", i.facility)])
+    from_meters(erf, &[("reused", i.reused), ("facility", i.facility)])
 }
 
 /// (1 − ERF) × PUE: as good as the worse of the two.
@@ -436,12 +460,12 @@ fn ref_(i: &Inputs<'_>, facility_j: Option<f64>, contract_kwh: f64) -> Kpi {
     let onsite = if i.onsite.known { whole(i.onsite) } else { 0.0 };
     let renewable = onsite + contract_kwh * KWH_J;
     let mut k = if i.onsite.known {
-        rated(
+        from_meters(
             renewable.min(fac) / fac,
             &[("renewable", i.onsite), ("facility", i.facility)],
         )
     } else {
-        rated(renewable.min(fac) / fac, &[("facility", i.facility)])
+        from_meters(renewable.min(fac) / fac, &[("facility", i.facility)])
     };
     let mut notes: Vec<String> = k.reason.take().into_iter().collect();
     if !i.onsite.known {
@@ -495,7 +519,7 @@ fn cue(i: &Inputs<'_>, it_kwh: Option<f64>, basis: Basis) -> (Kpi, Option<f64>) 
     if i.onsite.known {
         meters.push(("renewable", i.onsite));
     }
-    (rated(kg / it_kwh, &meters), Some(kg))
+    (from_meters(kg / it_kwh, &meters), Some(kg))
 }
 
 #[cfg(test)]
@@ -624,6 +648,7 @@ mod tests {
             ],
             onsite_kg_per_kwh: 0.0,
             contracts: vec![contract(5, 15, 200.0)],
+            rated_it_w: None,
         };
         assert_eq!(cfg.boundaries(0, 10 * H), vec![0, 4 * H]);
         let k = run(&Case {

@@ -61,6 +61,8 @@ pub struct EngineConfig {
     /// Per site, what the figures beyond PUE need besides meters: emission factors and
     /// renewable contracts (`[[sites]]`).
     pub site_kpis: BTreeMap<String, kpi::SiteKpiConfig>,
+    /// Per site, its racks as designed and installed (`[[sites]]`), for occupancy.
+    pub site_racks: BTreeMap<String, SiteRacks>,
     /// What one site and one node may make the engine hold.
     pub limits: Limits,
     /// A node whose batches arrive later than this after they were sent, at the least
@@ -123,6 +125,24 @@ impl Refused {
     }
 }
 
+/// A site's racks as designed and installed, from configuration: the basis of rack
+/// occupancy (上架率).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SiteRacks {
+    /// Racks the site was designed for (`racks_designed`).
+    pub designed: Option<u32>,
+    /// Racks installed (`racks_installed`).
+    pub installed: Option<u32>,
+    /// Designed IT capacity, W (`designed_it_kw`): standard racks designed = ÷ 2.5 kW.
+    pub designed_w: Option<f64>,
+    /// Installed IT capacity, W (`installed_it_kw`); else the sum of the `[[racks]]`
+    /// budgets.
+    pub installed_w: Option<f64>,
+    /// A rack is in use when its metered IT power is above this, W, or a host in it
+    /// reports (`rack_in_use_floor_w`, default 0).
+    pub in_use_floor_w: f64,
+}
+
 /// How a site's IT level is picked: the highest category whose coverage meets
 /// `min_coverage`, unless `category` fixes it.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -154,6 +174,7 @@ impl Default for EngineConfig {
             site_categories: BTreeMap::new(),
             site_expected: BTreeMap::new(),
             site_kpis: BTreeMap::new(),
+            site_racks: BTreeMap::new(),
             limits: Limits::default(),
             max_clock_skew_ms: 5_000,
         }

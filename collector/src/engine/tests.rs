@@ -1309,6 +1309,7 @@ fn the_figures_beyond_pue_follow_the_meters_and_the_factor_periods() {
                 evidence: "GEC-42".into(),
                 kind: "green_certificate".into(),
             }],
+            rated_it_w: None,
         },
     );
     e.set_config(cfg);
@@ -1360,7 +1361,13 @@ fn the_figures_beyond_pue_follow_the_meters_and_the_factor_periods() {
         "{:?}",
         k.cue_market
     );
-    for (name, f) in k.figures() {
+    // Every figure but IT load utilization, which needs a rating.
+    assert_eq!(k.it_utilization.quality, "no_data");
+    for (name, f) in k
+        .figures()
+        .into_iter()
+        .filter(|(n, _)| *n != "it_utilization")
+    {
         assert_eq!(f.quality, "measured", "{name}: {f:?}");
         assert_eq!(f.coverage, 1.0, "{name}: {f:?}");
     }
@@ -1403,4 +1410,61 @@ fn the_figures_beyond_pue_follow_the_meters_and_the_factor_periods() {
     assert!(close(k.co2_kg, co2), "{:?} vs {co2}", k.co2_kg);
     assert!(close(k.cue.value, co2 * 30.0), "{:?}", k.cue);
     assert!(close(Some(k.renewable_contract_kwh), 0.012), "{k:?}");
+}
+
+/// Rack occupancy (上架率) and IT load utilization by hand: five racks designed, four
+/// installed (12.5 kW: five standard racks), three known.
+#[test]
+fn occupancy_counts_racks_with_load_above_the_floor_or_a_reporting_host() {
+    let mut e = engine();
+    let mut cfg = e.config().clone();
+    cfg.site_racks.insert(
+        "dc".into(),
+        SiteRacks {
+            designed: Some(5),
+            installed: Some(4),
+            designed_w: Some(15_000.0),
+            installed_w: Some(12_500.0),
+            in_use_floor_w: 50.0,
+        },
+    );
+    for (rack, w) in [("r1", 2_500.0), ("r2", 2_500.0), ("r3", 5_000.0)] {
+        cfg.rack_budgets.insert(("dc".into(), rack.into()), w);
+    }
+    cfg.site_kpis.entry("dc".into()).or_default().rated_it_w = Some(12_500.0);
+    e.set_config(cfg);
+    // h1 in r1 draws 1 kW; h2 in r2 only 20 W (below the floor, but a host that reports:
+    // in use); r3 has only a PDU outlet meter drawing 30 W (below the floor, no host: not
+    // in use).
+    e.apply_status(&birth("h1", r#""role":"host","rack":"r1""#), T0);
+    e.apply_status(&birth("h2", r#""role":"host","rack":"r2""#), T0);
+    e.apply_status(&birth("pdu3", r#""role":"meter","rack":"r3""#), T0);
+    let mut meters = [
+        Meter::new("meter", Point::FacilityInput, 2_000.0),
+        Meter::new("h1", Point::ItInput, 1_000.0),
+        Meter::new("h2", Point::ItInput, 20.0),
+        Meter::new("pdu3", Point::PduOutput, 30.0),
+    ];
+    run(&mut e, &mut meters, 0, 120);
+    let v = e.site_view("dc", T0 + 120_050).expect("site");
+    let c = &v.capacity;
+    assert_eq!((c.racks, c.racks_in_use), (3, 2), "{c:?}");
+    assert_eq!((c.racks_designed, c.racks_installed), (Some(5), Some(4)));
+    assert_eq!(c.occupancy, Some(0.5));
+    assert_eq!(c.installed_share, Some(0.8));
+    assert_eq!(c.standard_racks_designed, Some(6.0));
+    assert_eq!(c.standard_racks_installed, Some(5.0));
+    // In use: r1 and r2, 2.5 kW each: two standard racks of five.
+    assert_eq!(c.occupancy_standard, Some(0.4));
+    // IT load utilization: 1,020 W of IT input over a 12.5 kW rating.
+    let w = v.pue.get("1m").expect("1m");
+    assert_eq!(w.category, Some(3));
+    let u = w.kpis.it_utilization.value.expect("utilization");
+    assert!(
+        (u - 1_020.0 / 12_500.0).abs() < 1e-12,
+        "{:?}",
+        w.kpis.it_utilization
+    );
+    let rated = w.kpis.rated_it_kwh.expect("rated");
+    assert!((rated - 12.5 / 60.0).abs() < 1e-12, "{rated}");
 }

@@ -192,8 +192,26 @@ pub struct ZoneView {
 pub struct CapacityView {
     /// Racks known (configured budgets and racks named in births).
     pub racks: usize,
-    /// Racks whose IT equipment draws power now.
+    /// Racks in use now: metered IT power above the site's `rack_in_use_floor_w` (0 W by
+    /// default), or a host in the rack that reports.
     pub racks_in_use: usize,
+    /// Racks the site was designed for (`[[sites]] racks_designed`); null unless set.
+    pub racks_designed: Option<u32>,
+    /// Racks installed (`[[sites]] racks_installed`); null unless set.
+    pub racks_installed: Option<u32>,
+    /// Designed IT capacity in standard racks (`designed_it_kw` ÷ 2.5 kW).
+    pub standard_racks_designed: Option<f64>,
+    /// Installed IT capacity in standard racks (`installed_it_kw` ÷ 2.5 kW, else the
+    /// `[[racks]]` budgets).
+    pub standard_racks_installed: Option<f64>,
+    /// Rack occupancy (上架率): racks in use / racks installed; null without
+    /// `racks_installed`.
+    pub occupancy: Option<f64>,
+    /// The same in standard racks: the budgets of the racks in use / the installed
+    /// capacity; null without budgets or installed capacity.
+    pub occupancy_standard: Option<f64>,
+    /// Racks installed / racks designed; null unless both are set.
+    pub installed_share: Option<f64>,
     /// Configured rack budgets in standard racks (2.5 kW each).
     pub standard_racks: f64,
     /// Budgets of the racks in use, in standard racks.
@@ -1152,12 +1170,28 @@ impl Engine {
     }
 
     fn capacity(&self, site_id: &str, site: &Site, now_ms: i64) -> CapacityView {
-        let in_use: Vec<String> = self
+        let cfg = self
+            .cfg
+            .site_racks
+            .get(site_id)
+            .copied()
+            .unwrap_or_default();
+        let (gf, di) = (self.cfg.gap_factor, self.cfg.default_interval_ms);
+        let mut in_use: std::collections::BTreeSet<String> = self
             .rack_power(site_id, now_ms)
             .into_iter()
-            .filter(|(_, p)| p.reporting > 0 && p.w > 0.0)
+            .filter(|(_, p)| p.reporting > 0 && p.w > cfg.in_use_floor_w)
             .map(|(r, _)| r)
             .collect();
+        // A rack with a host that reports is in use, metered or not.
+        in_use.extend(site.nodes.iter().enumerate().filter_map(|(i, n)| {
+            let reporting = n.retired_ms.is_none()
+                && n.offline_since_ms.is_none()
+                && n.role == Some(dcwatt_common::protocol::Role::Host)
+                && n.last_seen_ms
+                    .is_some_and(|t| now_ms - t <= site.max_gap(i, gf, di));
+            reporting.then(|| n.rack.clone()).flatten()
+        }));
         let mut racks: std::collections::BTreeSet<&str> = site
             .nodes
             .iter()
@@ -1179,12 +1213,30 @@ impl Engine {
             standard_racks_in_use: total(
                 budgets
                     .iter()
-                    .filter(|(r, _)| in_use.iter().any(|u| u == r))
+                    .filter(|(r, _)| in_use.contains(*r))
                     .map(|(_, w)| *w),
             ) / STANDARD_RACK_W,
+            racks_designed: cfg.designed,
+            racks_installed: cfg.installed,
+            standard_racks_designed: cfg.designed_w.map(|w| w / STANDARD_RACK_W),
             ..CapacityView::default()
         };
-        let (gf, di) = (self.cfg.gap_factor, self.cfg.default_interval_ms);
+        c.standard_racks_installed = cfg
+            .installed_w
+            .map(|w| w / STANDARD_RACK_W)
+            .or((!budgets.is_empty()).then_some(c.standard_racks));
+        c.occupancy = cfg
+            .installed
+            .filter(|&n| n > 0)
+            .map(|n| c.racks_in_use as f64 / f64::from(n));
+        c.occupancy_standard = c
+            .standard_racks_installed
+            .filter(|&s| s > 0.0 && !budgets.is_empty())
+            .map(|s| c.standard_racks_in_use / s);
+        c.installed_share = match (cfg.installed, cfg.designed) {
+            (Some(n), Some(d)) if d > 0 => Some(f64::from(n) / f64::from(d)),
+            _ => None,
+        };
         let mut in_use_pflops = 0.0;
         let mut measured = false;
         for (i, n) in site.nodes.iter().enumerate() {

@@ -113,7 +113,7 @@ fn the_dashboard_shows_the_api_numbers_in_a_real_browser() {
             "[[racks]]\nsite = \"{LIVE}\"\nrack = \"r1\"\nbudget_kw = 3.0\nderating = 1.0\nfeed_kw = 2.0\nu_total = 42\nu_used = 20\n\
              [[racks]]\nsite = \"{LIVE}\"\nrack = \"r2\"\nbudget_kw = 6.0\n\
              [[racks]]\nsite = \"{LIVE}\"\nrack = \"r9\"\nbudget_kw = 10.0\n\
-             [[sites]]\nsite = \"{LIVE}\"\ntime_zone = \"Pacific/Auckland\"\n"
+             [[sites]]\nsite = \"{LIVE}\"\ntime_zone = \"Pacific/Auckland\"\nracks_designed = 5\nracks_installed = 4\n"
         ),
     );
     let c = Collector::start_with_config(
@@ -226,6 +226,12 @@ fn the_dashboard_shows_the_api_numbers_in_a_real_browser() {
         badge("cue"),
         serde_json::Value::Null,
         "no CUE without a factor"
+    );
+    // Occupancy: r1..r3 have reporting hosts, 3 of the 4 installed racks; 4 of 5 designed.
+    assert_eq!(api["capacity"]["occupancy"], 0.75, "{}", api["capacity"]);
+    assert_eq!(
+        browser.js("return document.getElementById('kpi-occupancy').textContent"),
+        "75% · 80%"
     );
     // The report opens on the site's last seven days in its own zone: Auckland's date,
     // which is a day ahead of the browser's (UTC) from 11:00 or 12:00 UTC on.
