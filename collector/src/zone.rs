@@ -114,6 +114,12 @@ pub fn calendar_starts(now_ms: i64, zone: &SiteZone) -> Option<[(&'static str, i
     ])
 }
 
+/// Local midnight of the next 1 January in `zone`: the end of the year `now_ms` is in.
+pub fn year_end(now_ms: i64, zone: &SiteZone) -> Option<i64> {
+    let year = zone.local(now_ms)?.date().year();
+    zone.midnight(NaiveDate::from_ymd_opt(year + 1, 1, 1)?)
+}
+
 /// Parses a local date or date and time in the site's zone: `2026-03-29`,
 /// `2026-03-29T12:00`, `2026-03-29T12:00:00`. Times with their own offset are not local
 /// (see the API's time parser).

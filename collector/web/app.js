@@ -31,6 +31,9 @@
       span: 'span', q_measured: 'measured', q_estimated: 'estimated', q_partial: 'partial', q_invalid: 'invalid', q_no_data: 'no data',
       q_filling: 'filling', filling_hint: 'The collector has less data than this window is long; the embedded history below already has the past.',
       category: 'category', facility: 'Facility', it: 'IT', dcie: 'DCiE', kpi_cue_market: 'CUE (market-based)', kpi_it_utilization: 'IT load', occupancy: 'Rack occupancy · installed of designed',
+      targets: 'Targets', figure: 'Figure', target: 'Target', status: 'Status', projected: 'Projected year', source: 'Source',
+      unconfirmed: 'unconfirmed', t_met: 'met', t_missed: 'missed', t_no_data: 'no data', t_on_track: 'on track',
+      t_at_risk: 'at risk', t_will_exceed: 'will exceed', t_will_fall_short: 'will fall short',
       footer: 'PUE per ISO/IEC 30134-2: facility energy ÷ IT energy over a window, at one measurement category (PUE₁ UPS output, PUE₂ PDU output, PUE₃ IT input). The live power ratio is an indication, not PUE.',
       ago: '{0} ago', never: 'never', token_prompt: 'This collector requires its API token (http.token):',
       stranded_power: 'Stranded power', stranded_u: 'Stranded space', hosts: 'Hosts',
@@ -63,6 +66,9 @@
       span: '时长占比', q_measured: '实测', q_estimated: '估算', q_partial: '部分覆盖', q_invalid: '无效', q_no_data: '无数据',
       q_filling: '数据积累中', filling_hint: '采集器的数据尚短于该窗口；下方的内置历史已包含过去的数据。',
       category: '类别', facility: '总用电', it: 'IT', dcie: 'DCiE', kpi_cue_market: 'CUE（市场法）', kpi_it_utilization: 'IT 负载率', occupancy: '上架率 · 已建/设计',
+      targets: '目标', figure: '指标', target: '目标值', status: '状态', projected: '全年预测', source: '依据',
+      unconfirmed: '未核实', t_met: '达标', t_missed: '未达标', t_no_data: '无数据', t_on_track: '有望达标',
+      t_at_risk: '有风险', t_will_exceed: '将超标', t_will_fall_short: '将不达标',
       footer: 'PUE 按 ISO/IEC 30134-2 与 GB/T 32910.3 计算：一个时间窗口内数据中心总耗电量 ÷ IT 设备耗电量，IT 能耗取同一计量类别（PUE₁ UPS 输出、PUE₂ PDU 输出、PUE₃ IT 设备输入）。实时功率比仅供参考，不是 PUE。',
       ago: '{0}前', never: '从未', token_prompt: '此采集器需要 API 令牌 (http.token)：',
       stranded_power: '搁浅电力', stranded_u: '搁浅空间', hosts: '服务器',
@@ -236,6 +242,7 @@
       '<h1 id="site-title">' + esc(t('site')) + ' ' + esc(id) + '</h1>' +
       '<div class="card"><div class="kpis" id="kpis"></div></div>' +
       '<div class="card"><h2>' + esc(t('pue_windows')) + '</h2><div class="windows" id="windows"></div></div>' +
+      '<div class="card" id="targets-card" style="display:none"><h2>' + esc(t('targets')) + '</h2><div id="targets"></div></div>' +
       '<div class="card"><div class="chart-tabs" id="chart-tabs">' +
       ['24h', '7d', '30d'].map(function (r) { return '<button type="button" data-range="' + r + '"' + (r === chartRange ? ' class="on"' : '') + '>' + r + '</button> '; }).join('') +
       '</div><div class="grid"><div><h2>' + esc(t('trend')) + '</h2><div class="chart" id="chart-pue"></div></div>' +
@@ -424,6 +431,42 @@
     }).join('') + '</div>';
   }
 
+  // The site's targets against their live value, and the annual projection from the
+  // history (asked for once a minute at most: it reads the year's minutes).
+  var projections = { site: '', at: 0, lines: {} };
+  function targetValue(kpi, v) {
+    if (v == null) return '—';
+    if (kpi === 'pue') return num(v, 3);
+    if (kpi === 'wue') return num(v, 2) + ' L/kWh';
+    return pct(v);
+  }
+  function showTargets(id, targets) {
+    $('targets-card').style.display = targets.length ? '' : 'none';
+    if (!targets.length) return;
+    if (projections.site !== id || Date.now() - projections.at > 60000) {
+      projections = { site: id, at: Date.now(), lines: projections.site === id ? projections.lines : {} };
+      api('/api/v1/sites/' + encodeURIComponent(id) + '/targets').then(function (r) {
+        var lines = {};
+        (r.targets || []).forEach(function (l) { lines[l.kpi] = l; });
+        projections.lines = lines;
+        showTargets(id, targets);
+      }).catch(function () { /* no history: the live values stand alone */ });
+    }
+    $('targets').innerHTML = '<table><thead><tr><th>' + esc(t('figure')) + '</th><th class="num">' + esc(t('target')) +
+      '</th><th class="num">' + esc(t('value')) + '</th><th>' + esc(t('status')) + '</th><th class="num">' + esc(t('projected')) +
+      '</th><th>' + esc(t('source')) + '</th></tr></thead><tbody>' + targets.map(function (tv) {
+        var p = projections.lines[tv.kpi] || {};
+        var status = p.status || tv.status;
+        return '<tr data-kpi="' + esc(tv.kpi) + '" data-status="' + esc(status) + '"><td>' + esc(tv.kpi.toUpperCase()) + '</td>' +
+          '<td class="num">' + (tv.direction === 'at_most' ? '≤ ' : '≥ ') + targetValue(tv.kpi, tv.target) + '</td>' +
+          '<td class="num">' + targetValue(tv.kpi, tv.value) + ' <span class="muted">' + esc(tv.window) + '</span></td>' +
+          '<td><span class="badge ' + (status === 'on_track' || status === 'met' ? 'measured' : status === 'no_data' ? 'no_data' : 'partial') +
+          '" title="' + esc(p.reason || '') + '">' + esc(t('t_' + status)) + '</span></td>' +
+          '<td class="num">' + targetValue(tv.kpi, p.projected_annual) + '</td>' +
+          '<td class="muted">' + esc(tv.source) + (tv.confirmed ? '' : ' <span class="badge partial">' + esc(t('unconfirmed')) + '</span>') + '</td></tr>';
+      }).join('') + '</tbody></table>';
+  }
+
   // An alert's value in its rule's unit, as the rack tiles show such values.
   function alertValue(a) {
     var v = a.value;
@@ -517,6 +560,7 @@
       if (s.stale) b.push(['warn', 'stale-banner', t('site_stale')]);
       banners(b);
       startReport(id, s);
+      showTargets(id, s.targets || []);
       var c = s.capacity, n = s.nodes;
       function kpi(v, l, idAttr) { return '<div class="kpi"><div class="v"' + (idAttr ? ' id="' + idAttr + '"' : '') + '>' + v + '</div><div class="l">' + l + '</div></div>'; }
       $('kpis').innerHTML =

@@ -32,6 +32,7 @@ fn unit(rule: &Rule) -> &'static str {
     use super::Subject;
     match &rule.subject {
         Subject::SitePue(_) | Subject::PowerRatio => "pue",
+        Subject::SiteTarget { .. } => "",
         Subject::SiteKpi { kpi, .. } => match kpi.as_str() {
             "wue" => "L/kWh",
             "cue" | "cue_market" => "kg/kWh",

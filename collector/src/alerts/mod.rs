@@ -32,6 +32,15 @@ use std::collections::BTreeMap;
 pub enum Subject {
     /// Site PUE over a window ("1m", "15m", "1h", "24h").
     SitePue(String),
+    /// How far a site's figure over a window is on the wrong side of the site's own
+    /// target for it (`[[sites]] targets`): value − target for PUE and WUE, target −
+    /// value for REF, occupancy (now) and IT load utilization; positive when missed.
+    SiteTarget {
+        /// The figure's name.
+        kpi: String,
+        /// The window.
+        window: String,
+    },
     /// A figure beyond PUE (`wue`, `cue`, `cue_market`, `ref`, `erf`, `ere`) over a window.
     SiteKpi {
         /// The figure's name.
@@ -138,6 +147,7 @@ impl Subject {
         match self {
             Subject::SitePue(_) => "site_pue",
             Subject::SiteKpi { .. } => "site_kpi",
+            Subject::SiteTarget { .. } => "site_target",
             Subject::PowerRatio => "power_ratio",
             Subject::Coverage(_) => "coverage",
             Subject::NodeOffline => "node_offline",
@@ -152,7 +162,7 @@ impl Subject {
     pub fn window(&self) -> Option<&str> {
         match self {
             Subject::SitePue(w) | Subject::Coverage(w) => Some(w),
-            Subject::SiteKpi { window, .. } => Some(window),
+            Subject::SiteKpi { window, .. } | Subject::SiteTarget { window, .. } => Some(window),
             _ => None,
         }
     }
@@ -269,12 +279,8 @@ pub fn observe(rules: &[Rule], sites: &[SiteSnapshot], now_ms: i64) -> Vec<Obser
                     } else {
                         win.value
                     };
-                    let span = win.span_share.unwrap_or(1.0);
-                    let suppressed = if rule.require_full_window && span < 1.0 {
-                        Some(format!(
-                            "waiting for a full {w} window: its data spans {:.1}% of it so far",
-                            span * 100.0
-                        ))
+                    let suppressed = if let Some(wait) = full_window_wait(rule, w, win) {
+                        Some(wait)
                     } else if matches!(rule.subject, Subject::SitePue(_)) {
                         efficiency_suppression(
                             win.value,
@@ -296,13 +302,7 @@ pub fn observe(rules: &[Rule], sites: &[SiteSnapshot], now_ms: i64) -> Vec<Obser
                     else {
                         continue;
                     };
-                    let span = win.span_share.unwrap_or(1.0);
-                    let suppressed = if rule.require_full_window && span < 1.0 {
-                        Some(format!(
-                            "waiting for a full {window} window: its data spans {:.1}% of it so far",
-                            span * 100.0
-                        ))
-                    } else {
+                    let suppressed = full_window_wait(rule, window, win).or_else(|| {
                         efficiency_suppression(
                             k.value,
                             k.quality,
@@ -310,8 +310,45 @@ pub fn observe(rules: &[Rule], sites: &[SiteSnapshot], now_ms: i64) -> Vec<Obser
                             k.coverage,
                             rule.min_coverage,
                         )
-                    };
+                    });
                     out.push(Observation::exact(key(""), k.value, suppressed));
+                }
+                Subject::SiteTarget { kpi, window } => {
+                    // Sites without a target for the figure are not judged.
+                    let Some(t) = site.targets.iter().find(|t| t.target.kpi == kpi) else {
+                        continue;
+                    };
+                    let t = &t.target;
+                    let (value, suppressed) = if kpi == "occupancy" {
+                        let v = site.capacity.occupancy;
+                        let why = v.is_none().then(|| "no data: no occupancy".to_owned());
+                        (v, why)
+                    } else {
+                        let Some(win) = site.pue.get(window) else {
+                            continue;
+                        };
+                        let (v, quality, cov_it, cov_fac) = if kpi == "pue" {
+                            (
+                                win.value,
+                                win.quality,
+                                win.coverage_it,
+                                win.coverage_facility,
+                            )
+                        } else {
+                            let f = win.kpis.figures().into_iter().find(|(n, _)| n == kpi);
+                            let Some((_, f)) = f else { continue };
+                            (f.value, f.quality, f.coverage, f.coverage)
+                        };
+                        let why = full_window_wait(rule, window, win).or_else(|| {
+                            efficiency_suppression(v, quality, cov_it, cov_fac, rule.min_coverage)
+                        });
+                        (v, why)
+                    };
+                    out.push(Observation::exact(
+                        key(""),
+                        value.map(|v| t.gap(v)),
+                        suppressed,
+                    ));
                 }
                 Subject::PowerRatio => {
                     let p = &site.power;
@@ -402,6 +439,18 @@ pub fn observe(rules: &[Rule], sites: &[SiteSnapshot], now_ms: i64) -> Vec<Obser
         }
     }
     out
+}
+
+/// Why a window rule waits: its window's data does not span the window yet (and the rule
+/// requires it to).
+fn full_window_wait(rule: &Rule, name: &str, win: &crate::engine::WindowView) -> Option<String> {
+    let span = win.span_share.unwrap_or(1.0);
+    (rule.require_full_window && span < 1.0).then(|| {
+        format!(
+            "waiting for a full {name} window: its data spans {:.1}% of it so far",
+            span * 100.0
+        )
+    })
 }
 
 fn efficiency_suppression(

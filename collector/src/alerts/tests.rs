@@ -333,6 +333,7 @@ fn site_view(value: Option<f64>, quality: &'static str, coverage: f64) -> SiteVi
         missing_batches: 0,
         capacity: Default::default(),
         zones: Vec::new(),
+        targets: Vec::new(),
     }
 }
 

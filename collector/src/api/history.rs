@@ -467,6 +467,99 @@ pub async fn calendar(State(s): State<AppState>, Path(site): Path<String>) -> Re
     Json(body).into_response()
 }
 
+/// `GET /api/v1/sites/{site}/targets`: each of the site's targets against the year to
+/// date, the trailing 12 months and the last 30 days from the history, with the annual
+/// value the year's trend implies; occupancy against the live snapshot.
+pub async fn targets(State(s): State<AppState>, Path(site): Path<String>) -> Response {
+    use crate::engine::targets::{project, window_figure, METHOD};
+    let now = dcwatt_common::now_ms();
+    let targets = s.history.targets(&site);
+    if targets.is_empty() {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": format!("site {site:?} has no targets ([[sites]] targets)")})),
+        )
+            .into_response();
+    }
+    let path = match db(&s) {
+        Ok(p) => p,
+        Err(r) => return r.into_response(),
+    };
+    let zone = zone_of(&s, &site);
+    let (Some(starts), Some(year_end)) = (
+        crate::zone::calendar_starts(now, &zone),
+        crate::zone::year_end(now, &zone),
+    ) else {
+        return unavailable("the site's calendar cannot be computed at this time");
+    };
+    let start = |name: &str| {
+        starts
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(now, |(_, t)| *t)
+    };
+    let (ytd_from, t12_from) = (start("year_to_date"), start("trailing_12_months"));
+    let rule = s.history.level_rule(&site);
+    let cfg = s.history.kpi_config(&site);
+    let periods = query_history(&s, path, &site, "targets", move |store, site| {
+        let ytd = store.energy_kpis(site, ytd_from, now, rule, &cfg)?;
+        let t12 = store.energy_kpis(site, t12_from, now, rule, &cfg)?;
+        let m30 = store.energy_kpis(site, now - 30 * 86_400_000, now, rule, &cfg)?;
+        Ok((ytd, t12, m30))
+    })
+    .await;
+    let ((ytd, ytd_minutes), (t12, t12_minutes), (m30, _)) = match periods {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let share = |minutes: u64, from: i64| {
+        let expected = (now - from) / MINUTE_MS;
+        if expected > 0 {
+            minutes as f64 / expected as f64
+        } else {
+            0.0
+        }
+    };
+    let snapshot = s.snapshots.borrow().clone();
+    let occupancy = snapshot.site(&site).and_then(|v| v.view.capacity.occupancy);
+    let period = |v: &crate::engine::WindowView, kpi: &str| json!({"value": window_figure(v, kpi), "label": v.label, "category": v.category, "quality": v.quality});
+    let lines: Vec<serde_json::Value> = targets
+        .iter()
+        .map(|t| {
+            let mut line = serde_json::to_value(t).unwrap_or_default();
+            if let Some(m) = line.as_object_mut() {
+                if t.kpi == "occupancy" {
+                    let v = t.view("now", occupancy);
+                    m.insert("now".into(), json!(v.value));
+                    m.insert("status".into(), json!(v.status));
+                } else {
+                    let p = project(t, &ytd, &m30, year_end - now);
+                    let mut y = period(&ytd, t.kpi);
+                    y["history_share"] = json!(share(ytd_minutes, ytd_from));
+                    let mut tw = period(&t12, t.kpi);
+                    tw["history_share"] = json!(share(t12_minutes, t12_from));
+                    m.insert("year_to_date".into(), y);
+                    m.insert("trailing_12_months".into(), tw);
+                    m.insert("last_30_days".into(), period(&m30, t.kpi));
+                    m.insert("projected_annual".into(), json!(p.projected_annual));
+                    m.insert("status".into(), json!(p.status));
+                    m.insert("reason".into(), json!(p.reason));
+                }
+            }
+            line
+        })
+        .collect();
+    Json(json!({
+        "site": site,
+        "time_zone": zone.name(),
+        "ts_ms": now,
+        "year_end_ms": year_end,
+        "method": METHOD,
+        "targets": lines,
+    }))
+    .into_response()
+}
+
 /// The energy report as CSV: a header line and one row, times in RFC 3339 UTC.
 fn energy_csv(
     site: &str,

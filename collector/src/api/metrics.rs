@@ -271,6 +271,21 @@ fn sites(o: &mut Exposition, sites: &[SiteSnapshot]) {
     );
     family(
         o,
+        "dcwatt_site_target",
+        "The site's own target for a figure ([[sites]] targets): kpi pue, wue (at most), ref, occupancy, it_utilization (at least).",
+        views().flat_map(|v| {
+            v.targets.iter().map(move |t| {
+                let d = match t.target.direction {
+                    crate::engine::targets::Direction::AtMost => "at_most",
+                    crate::engine::targets::Direction::AtLeast => "at_least",
+                };
+                let l = labels(&[("site", &v.site), ("kpi", t.target.kpi), ("direction", d)]);
+                (l, t.target.target)
+            })
+        }),
+    );
+    family(
+        o,
         "dcwatt_site_racks_planned",
         "Racks the site was designed for and has installed (from configuration), as counts and in standard racks (2.5 kW): only those set.",
         views().flat_map(|v| {

@@ -51,6 +51,16 @@ impl HistoryAccess {
         self.engine.get().level_rule(site)
     }
 
+    /// The targets of `site` (`[[sites]] targets`, presets applied).
+    pub fn targets(&self, site: &str) -> Vec<crate::engine::targets::Target> {
+        self.engine
+            .get()
+            .site_targets
+            .get(site)
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// The emission factors and renewable contracts of `site`, for its figures beyond PUE.
     pub fn kpi_config(&self, site: &str) -> crate::engine::kpi::SiteKpiConfig {
         self.engine
@@ -103,6 +113,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/sites/{site}/history", get(history::history))
         .route("/api/v1/sites/{site}/energy", get(history::energy))
         .route("/api/v1/sites/{site}/calendar", get(history::calendar))
+        .route("/api/v1/sites/{site}/targets", get(history::targets))
         .route("/api/v1/fleet", get(fleet))
         .route("/api/v1/alerts", get(alerts))
         .route("/api/v1/alerts/history", get(alert_history))

@@ -136,29 +136,30 @@ pub(super) fn rule_from_raw(
             None
         }
     };
+    let kpi_named = |names: &[&str], p: &mut Problems| match r.kpi.as_deref() {
+        Some(k) if names.contains(&k) => Some(k.to_owned()),
+        other => {
+            p.push(
+                format!("{path}.kpi"),
+                format!("{other:?} is not one of {}", names.join(", ")),
+            );
+            None
+        }
+    };
     let subject = match r.subject.as_str() {
         "site_pue" => window(p).map(Subject::SitePue),
+        "site_target" => {
+            let names = crate::engine::targets::FIGURES.map(|(k, _)| k);
+            match (kpi_named(&names, p), window(p)) {
+                (Some(kpi), Some(window)) => Some(Subject::SiteTarget { kpi, window }),
+                _ => None,
+            }
+        }
         "site_kpi" => {
-            const KPIS: [&str; 7] = [
-                "wue",
-                "cue",
-                "cue_market",
-                "ref",
-                "erf",
-                "ere",
-                "it_utilization",
-            ];
-            let kpi = match r.kpi.as_deref() {
-                Some(k) if KPIS.contains(&k) => Some(k.to_owned()),
-                other => {
-                    p.push(
-                        format!("{path}.kpi"),
-                        format!("{other:?} is not one of {}", KPIS.join(", ")),
-                    );
-                    None
-                }
-            };
-            match (kpi, window(p)) {
+            let names = crate::engine::kpi::Kpis::default()
+                .figures()
+                .map(|(k, _)| k);
+            match (kpi_named(&names, p), window(p)) {
                 (Some(kpi), Some(window)) => Some(Subject::SiteKpi { kpi, window }),
                 _ => None,
             }

@@ -43,6 +43,86 @@ pub(super) struct SiteRaw {
     /// Metered rack IT power above which a rack is in use, W.
     #[serde(default)]
     pub(super) rack_in_use_floor_w: Option<f64>,
+    /// Targets: a preset and/or figures.
+    #[serde(default)]
+    pub(super) targets: Option<TargetsRaw>,
+}
+
+/// `[[sites]] targets`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TargetsRaw {
+    pub(super) preset: Option<String>,
+    /// Where the site's own figures come from (default "site configuration").
+    pub(super) source: Option<String>,
+    pub(super) pue: Option<f64>,
+    pub(super) wue: Option<f64>,
+    #[serde(rename = "ref")]
+    pub(super) ref_: Option<f64>,
+    pub(super) occupancy: Option<f64>,
+    pub(super) it_utilization: Option<f64>,
+}
+
+/// A site's targets: the preset's, then the site's own figures over them.
+pub(super) fn site_targets(
+    i: usize,
+    sr: &SiteRaw,
+    p: &mut Problems,
+) -> Vec<crate::engine::targets::Target> {
+    use crate::engine::targets::{direction, preset, Target, PRESETS};
+    let Some(t) = &sr.targets else {
+        return Vec::new();
+    };
+    let mut out: Vec<Target> = Vec::new();
+    let mut set = |kpi: &'static str, target: f64, source: &str, confirmed: bool| {
+        let Some(direction) = direction(kpi) else {
+            return;
+        };
+        out.retain(|t| t.kpi != kpi);
+        out.push(Target {
+            kpi,
+            target,
+            direction,
+            source: source.to_owned(),
+            confirmed,
+        });
+    };
+    if let Some(name) = &t.preset {
+        match preset(name) {
+            Some(pr) => {
+                for (kpi, v) in pr.targets {
+                    set(kpi, *v, pr.source, pr.confirmed);
+                }
+            }
+            None => p.push(
+                format!("sites[{i}].targets.preset"),
+                format!(
+                    "{name:?} is not a preset (one of {})",
+                    PRESETS.map(|p| p.name).join(", ")
+                ),
+            ),
+        }
+    }
+    let own = t.source.as_deref().unwrap_or("site configuration");
+    for (kpi, v, max) in [
+        ("pue", t.pue, 10.0),
+        ("wue", t.wue, 1_000.0),
+        ("ref", t.ref_, 1.0),
+        ("occupancy", t.occupancy, 1.0),
+        ("it_utilization", t.it_utilization, 1.0),
+    ] {
+        let Some(v) = v else { continue };
+        let min = if kpi == "pue" { 1.0 } else { 0.0 };
+        if v.is_finite() && (min..=max).contains(&v) {
+            set(kpi, v, own, true);
+        } else {
+            p.push(
+                format!("sites[{i}].targets.{kpi}"),
+                format!("{v} must be {min}..={max}"),
+            );
+        }
+    }
+    out
 }
 
 /// A site's designed and installed racks, with every problem pushed at its path.

@@ -176,6 +176,7 @@ impl CollectorConfig {
         let mut site_expected = std::collections::BTreeMap::new();
         let mut site_kpis = std::collections::BTreeMap::new();
         let mut site_racks = std::collections::BTreeMap::new();
+        let mut site_targets = std::collections::BTreeMap::new();
         for (i, sr) in sites.iter().enumerate() {
             let mut expected = std::collections::BTreeMap::new();
             for (name, &n) in &sr.expected_meters {
@@ -242,6 +243,10 @@ impl CollectorConfig {
                         ),
                     }
                 }
+            }
+            let targets = engine::site_targets(i, sr, &mut p);
+            if !targets.is_empty() {
+                site_targets.insert(sr.site.clone(), targets);
             }
             let racks = engine::site_racks(i, sr, &mut p);
             if racks != crate::engine::SiteRacks::default() {
@@ -490,6 +495,7 @@ impl CollectorConfig {
                 site_expected,
                 site_kpis,
                 site_racks,
+                site_targets,
                 max_clock_skew_ms: (intake.max_clock_skew_secs.min(86_400) * 1000) as i64,
                 limits: crate::engine::Limits {
                     zones_per_site: intake.max_zones_per_site,
@@ -531,7 +537,7 @@ mod tests {
         assert_eq!(c.engine.min_coverage, 0.95);
         assert_eq!(c.intake.max_host_power_w, 20_000.0);
         let a = c.alerts.unwrap();
-        assert_eq!(a.rules.len(), 8, "the shipped default rules");
+        assert_eq!(a.rules.len(), 10, "the shipped default rules");
         assert!(a
             .rules
             .iter()
@@ -728,6 +734,67 @@ renewable_contracts = [{ from = "March", to = "2026-04-01", kwh = -5, evidence =
             err.to_string().contains("overlaps emission_factors[0]"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn rules_on_figures_and_targets_name_their_figure() {
+        let rule = |subject: &str, kpi: &str| {
+            format!("[[alerts.rules]]\nname = \"r\"\nsubject = \"{subject}\"\nkpi = \"{kpi}\"\nwindow = \"7d\"\nop = \">\"\nthreshold = 0\n")
+        };
+        for (subject, kpi) in [("site_target", "occupancy"), ("site_kpi", "cue_market")] {
+            let c = CollectorConfig::from_loader(&Loader::from_toml(&rule(subject, kpi)).unwrap())
+                .unwrap();
+            let r = &c.alerts.expect("alerts").rules[0];
+            assert_eq!(
+                (r.subject.name(), r.subject.window()),
+                (subject, Some("7d"))
+            );
+        }
+        for (subject, kpi, known) in [
+            ("site_target", "cue", "it_utilization"),
+            ("site_kpi", "pue", "ere"),
+        ] {
+            let err =
+                CollectorConfig::from_loader(&Loader::from_toml(&rule(subject, kpi)).unwrap())
+                    .unwrap_err();
+            assert_eq!(err.0[0].path, "alerts.rules[0].kpi", "{err}");
+            assert!(err.to_string().contains(known), "{err}");
+        }
+    }
+
+    #[test]
+    fn site_targets_take_a_preset_and_the_sites_own_figures_over_it() {
+        let ok = "[[sites]]\nsite = \"a\"\ntargets = { preset = \"hub_node\", pue = 1.2, wue = 1.6, source = \"province plan\" }\n";
+        let c = CollectorConfig::from_loader(&Loader::from_toml(ok).unwrap()).unwrap();
+        let t = &c.engine.site_targets["a"];
+        let get = |k: &str| t.iter().find(|t| t.kpi == k).expect(k);
+        assert_eq!(
+            (get("pue").target, get("pue").source.as_str()),
+            (1.2, "province plan")
+        );
+        assert_eq!(get("occupancy").target, 0.65, "from the preset");
+        assert!(
+            !get("occupancy").confirmed,
+            "the preset's occupancy is unconfirmed"
+        );
+        assert_eq!(
+            get("wue").direction,
+            crate::engine::targets::Direction::AtMost
+        );
+        assert_eq!(t.len(), 3);
+        let bad = "[[sites]]\nsite = \"a\"\ntargets = { preset = \"hub\", pue = 0.9, ref = 1.5 }\n";
+        let err = CollectorConfig::from_loader(&Loader::from_toml(bad).unwrap()).unwrap_err();
+        let paths: Vec<&str> = err.0.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "sites[0].targets.preset",
+                "sites[0].targets.pue",
+                "sites[0].targets.ref"
+            ],
+            "{err}"
+        );
+        assert!(err.to_string().contains("hub_node"), "{err}");
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod kpi;
 pub mod racks;
 mod ring;
 mod snapshot;
+pub mod targets;
 mod view;
 
 #[cfg(test)]
@@ -63,6 +64,8 @@ pub struct EngineConfig {
     pub site_kpis: BTreeMap<String, kpi::SiteKpiConfig>,
     /// Per site, its racks as designed and installed (`[[sites]]`), for occupancy.
     pub site_racks: BTreeMap<String, SiteRacks>,
+    /// Per site, its targets (`[[sites]] targets`).
+    pub site_targets: BTreeMap<String, Vec<targets::Target>>,
     /// What one site and one node may make the engine hold.
     pub limits: Limits,
     /// A node whose batches arrive later than this after they were sent, at the least
@@ -175,6 +178,7 @@ impl Default for EngineConfig {
             site_expected: BTreeMap::new(),
             site_kpis: BTreeMap::new(),
             site_racks: BTreeMap::new(),
+            site_targets: BTreeMap::new(),
             limits: Limits::default(),
             max_clock_skew_ms: 5_000,
         }

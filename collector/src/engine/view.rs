@@ -153,6 +153,10 @@ pub struct SiteView {
     /// Partial PUE per zone, for zones with their own overhead meters.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub zones: Vec<ZoneView>,
+    /// The site's targets (`[[sites]] targets`) and where it stands against each, on the
+    /// longest window that has the figure (occupancy: now). Absent without targets.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<super::targets::TargetView>,
 }
 
 /// Partial PUE of one zone over one window: (zone IT + zone overhead) / zone IT.
@@ -784,7 +788,7 @@ impl Engine {
             }
         }
         counts.total = nodes.len() - counts.retired;
-        Some(SiteView {
+        let mut view = SiteView {
             site: site_id.to_owned(),
             ts_ms: now_ms,
             stale: !any_active,
@@ -794,7 +798,12 @@ impl Engine {
             missing_batches: site.nodes.iter().map(|n| n.missing).sum(),
             capacity: self.capacity(site_id, site, now_ms),
             zones: self.zone_views(site, rule, wm),
-        })
+            targets: Vec::new(),
+        };
+        if let Some(t) = self.cfg.site_targets.get(site_id) {
+            view.targets = super::targets::views(t, &view);
+        }
+        Some(view)
     }
 
     fn power_view(&self, site: &Site, rule: LevelRule, unseen: &Unseen, now_ms: i64) -> PowerView {

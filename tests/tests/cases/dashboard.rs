@@ -113,7 +113,8 @@ fn the_dashboard_shows_the_api_numbers_in_a_real_browser() {
             "[[racks]]\nsite = \"{LIVE}\"\nrack = \"r1\"\nbudget_kw = 3.0\nderating = 1.0\nfeed_kw = 2.0\nu_total = 42\nu_used = 20\n\
              [[racks]]\nsite = \"{LIVE}\"\nrack = \"r2\"\nbudget_kw = 6.0\n\
              [[racks]]\nsite = \"{LIVE}\"\nrack = \"r9\"\nbudget_kw = 10.0\n\
-             [[sites]]\nsite = \"{LIVE}\"\ntime_zone = \"Pacific/Auckland\"\nracks_designed = 5\nracks_installed = 4\n"
+             [[sites]]\nsite = \"{LIVE}\"\ntime_zone = \"Pacific/Auckland\"\nracks_designed = 5\nracks_installed = 4\n\
+             targets = {{ preset = \"gb40879_grade1\", occupancy = 0.7 }}\n"
         ),
     );
     let c = Collector::start_with_config(
@@ -151,6 +152,33 @@ fn the_dashboard_shows_the_api_numbers_in_a_real_browser() {
         )?;
         (!h["value"].as_array()?.is_empty()).then_some(())
     });
+    // The site's targets: PUE 9 / 7.2 = 1.25 against GB 40879 grade 1's 1.20 (marked
+    // unconfirmed), from the history's year to date; occupancy 3 of 4 against 70 %.
+    let t = get_json(c.http, &format!("/api/v1/sites/{LIVE}/targets")).expect("targets");
+    let pue = &t["targets"][0];
+    assert_eq!(
+        (pue["kpi"].as_str(), pue["target"].as_f64()),
+        (Some("pue"), Some(1.2)),
+        "{t}"
+    );
+    assert_eq!(pue["confirmed"], false, "{t}");
+    let ytd = pue["year_to_date"]["value"].as_f64().expect("ytd");
+    assert!((ytd - 1.25).abs() < 1e-9, "{t}");
+    let annual = pue["projected_annual"].as_f64().expect("projection");
+    assert!((annual - 1.25).abs() < 1e-9, "{t}");
+    assert_eq!(pue["status"], "will_exceed", "{t}");
+    let occ = &t["targets"][1];
+    assert_eq!(
+        (occ["kpi"].as_str(), occ["now"].as_f64()),
+        (Some("occupancy"), Some(0.75)),
+        "{t}"
+    );
+    assert_eq!(occ["status"], "met", "{t}");
+    let live = c.site(LIVE).expect("site");
+    // Five minutes of data: the longest window with a PUE is 24 h (7 d and 30 d are
+    // hourly buckets, none closed yet).
+    assert_eq!(live["targets"][0]["window"], "24h", "{live}");
+    assert_eq!(live["targets"][0]["status"], "missed", "{live}");
     let base = format!("http://127.0.0.1:{}", c.http);
     let shots = shots_dir();
 
@@ -232,6 +260,15 @@ fn the_dashboard_shows_the_api_numbers_in_a_real_browser() {
     assert_eq!(
         browser.js("return document.getElementById('kpi-occupancy').textContent"),
         "75% · 80%"
+    );
+    // The targets card: PUE against 1.20 with the history's projection, occupancy met.
+    browser.wait_js(
+        "the PUE target's projection",
+        "var r = document.querySelector('#targets tr[data-kpi=\"pue\"]'); return !!r && r.getAttribute('data-status') === 'will_exceed'",
+    );
+    assert_eq!(
+        browser.js("return document.querySelector('#targets tr[data-kpi=\"occupancy\"]').getAttribute('data-status')"),
+        "met"
     );
     // The report opens on the site's last seven days in its own zone: Auckland's date,
     // which is a day ahead of the browser's (UTC) from 11:00 or 12:00 UTC on.
