@@ -1,16 +1,24 @@
 //! The modbus source against real Modbus TCP servers (pymodbus) shaped like an Eastron
 //! SDM630 and a Schneider PM5xxx: exact SI values in every word order, an INT64 energy
 //! counter, plausibility rejections for a wrong word order, a meter that disappears
-//! mid-poll, and a category-1 PUE from a UPS-output meter.
+//! mid-poll, and a category-1 PUE from a UPS-output meter. And the figures beyond PUE
+//! from a water meter (a millilitre totaliser) and a heat meter at the boundary, read by
+//! the agent and turned into WUE, ERF and ERE by the collector.
 
 use dcwatt_e2e::*;
 use std::process::Command;
 use std::time::Duration;
 
 fn meters(dir: &TempDir, name: &str) -> Option<(Proc, u16)> {
+    peer(dir, name, "modbus_meters.py")
+}
+
+fn peer(dir: &TempDir, name: &str, script: &str) -> Option<(Proc, u16)> {
     let py = python_with("pymodbus")?;
     let port = free_port();
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/modbus_meters.py");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("peers")
+        .join(script);
     let mut cmd = Command::new(py);
     cmd.arg(script).arg(port.to_string());
     let mut p = Proc::spawn(name, cmd, dir.0.join(format!("{name}.log")));
@@ -212,4 +220,75 @@ fn a_vanished_meter_is_reported_and_the_others_keep_feeding_category_1_pue() {
     let v = c.site("fac").unwrap();
     assert_eq!(v["power"]["facility_w"], 42_500.0);
     assert_eq!(v["power"]["category"], 1);
+}
+
+#[test]
+fn a_water_meter_and_a_heat_meter_give_wue_erf_and_ere() {
+    let dir = TempDir::new("modbus-utility");
+    let Some((_m, port)) = peer(&dir, "utility", "modbus_utility.py") else {
+        return skip_or_fail("modbus", "pymodbus is not installed in .venv");
+    };
+    let c = Collector::start(
+        &dir,
+        BrokerKind::Embedded,
+        &[("DCWATT__ENGINE__DEFAULT_INTERVAL_SECS", "1".into())],
+    );
+    let kw = |point: &str| {
+        format!(
+            "point = \"{point}\"\n[[sources.registers]]\nmetric = \"power_w\"\naddress = 0\nfunction = \"holding\"\ntype = \"f32\"\nscale = 1000.0\nunit = \"kW\"\n"
+        )
+    };
+    let water = "point = \"water_input\"\n[[sources.registers]]\nmetric = \"water_m3\"\naddress = 0\nfunction = \"holding\"\ntype = \"u32\"\nscale = 0.000001\nunit = \"mL\"\nkind = \"counter\"\n";
+    let sources = [
+        device(port, 1, "make-up-water", water),
+        device(port, 2, "heat-export", &kw("energy_reused")),
+        device(port, 3, "incomer", &kw("facility_input")),
+        device(port, 4, "ups", &kw("ups_output")),
+    ]
+    .concat();
+    let _agent = start_agent(
+        &dir,
+        "utility-agent",
+        &format!("site = \"util\"\nnode = \"plant\"\nrole = \"meter\"\ninterval_secs = 1\n[mqtt]\nport = {}\n{sources}", c.mqtt),
+    );
+    // Twenty seconds of data in the 1m window: 2 L/s of water over 100 kW of IT is 72 L
+    // per IT kWh; 30 kW reused of 150 kW is an ERF of 0.2; ERE = 0.8 × 1.5 = 1.2.
+    let w = wait_for("WUE over 20 s of data", Duration::from_secs(60), || {
+        let v = c.site("util")?;
+        let w = v["pue"]["1m"].clone();
+        let span = w["span_share"].as_f64()?;
+        (span >= 20.0 / 60.0 && w["kpis"]["wue"]["value"].is_number()).then_some(w)
+    });
+    assert_eq!(
+        (w["category"].as_u64(), w["value"].as_f64()),
+        (Some(1), Some(1.5)),
+        "{w:#}"
+    );
+    let k = &w["kpis"];
+    let wue = k["wue"]["value"].as_f64().expect("wue");
+    // The totaliser is read up to an agent interval's jitter at each end of the window.
+    assert!((wue - 72.0).abs() / 72.0 < 0.02, "WUE {wue} vs 72: {k:#}");
+    assert_eq!(k["erf"]["value"].as_f64(), Some(0.2), "{k:#}");
+    let ere = k["ere"]["value"].as_f64().expect("ere");
+    assert!((ere - 1.2).abs() < 1e-9, "{k:#}");
+    // A partial window says why, and the meters' own coverage is full.
+    assert_eq!(k["wue"]["quality"], "partial", "{k:#}");
+    assert!(
+        k["wue"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("so far")),
+        "{k:#}"
+    );
+    assert_eq!(k["wue"]["coverage"], 1.0, "{k:#}");
+    let litres = k["water_l"].as_f64().expect("water_l");
+    let seconds = (w["to_ms"].as_i64().unwrap() - w["from_ms"].as_i64().unwrap()) as f64 / 1000.0;
+    assert!(
+        (litres - 2.0 * seconds).abs() < 2.0 * 2.0,
+        "{litres} L in {seconds} s"
+    );
+    // No factor, no contract, no PV: CUE and REF say what is missing.
+    assert_eq!(k["cue"]["quality"], "no_data");
+    assert!(k["ref"]["reason"]
+        .as_str()
+        .is_some_and(|r| r.contains("renewable_onsite")));
 }
