@@ -2,15 +2,17 @@
 //! energy reports from the embedded history (docs/api.md).
 
 use super::AppState;
-use crate::engine::{period_view, WINDOWS};
+use crate::engine::{period_kpi_view, period_view, PeriodTotals, WINDOWS};
 use crate::sinks::history::store::{Store, StoreError, SERIES};
 use crate::zone::SiteZone;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use dcwatt_common::protocol::Point;
 use serde::Deserialize;
 use serde_json::json;
+use std::collections::BTreeMap;
 
 /// Most points one history request returns.
 const MAX_POINTS: i64 = 20_000;
@@ -253,14 +255,23 @@ pub async fn history(
         Err(r) => return r.into_response(),
     };
     let series = q.series.clone().unwrap_or_else(|| "pue".to_owned());
-    let Some((_, key_kind)) = SERIES.iter().find(|(n, _)| *n == series) else {
-        let names: Vec<&str> = SERIES.iter().map(|(n, _)| *n).collect();
+    let figures = crate::engine::kpi::Kpis::default()
+        .figures()
+        .map(|(n, _)| n);
+    let figure = figures.contains(&series.as_str());
+    let key_kind = SERIES
+        .iter()
+        .find(|(n, _)| *n == series)
+        .map(|(_, k)| *k)
+        .or(figure.then_some("figure"));
+    let Some(key_kind) = key_kind else {
+        let names: Vec<&str> = SERIES.iter().map(|(n, _)| *n).chain(figures).collect();
         return bad(format!(
             "series={series:?} is not one of {}",
             names.join(", ")
         ));
     };
-    let key = match *key_kind {
+    let key = match key_kind {
         "window" => {
             let w = q.window.clone().unwrap_or_else(|| "1h".to_owned());
             if w != "step" && !WINDOWS.iter().any(|(n, _)| *n == w) {
@@ -304,7 +315,11 @@ pub async fn history(
     let steps = Steps::new(&zone, from, to, step);
     let from = steps.from;
     let rule = s.history.level_rule(&site);
+    let cfg = s.history.kpi_config(&site);
     let result = query_history(&s, path, &site, "history", move |store, site| {
+        if figure {
+            return figure_steps(store, site, &series, (from, to), &steps, rule, &cfg);
+        }
         if series == "pue" && key == "step" {
             let sums = store.energy_steps(site, from, to, &|ts| steps.start(ts))?;
             let mut out = crate::sinks::history::store::Resampled::default();
@@ -334,7 +349,7 @@ pub async fn history(
         "time_zone": zone.name(),
     });
     if let Some(m) = body.as_object_mut() {
-        match *key_kind {
+        match key_kind {
             "window" => {
                 m.insert("window".into(), json!(q.window.as_deref().unwrap_or("1h")));
             }
@@ -348,6 +363,46 @@ pub async fn history(
         }
     }
     Json(body).into_response()
+}
+
+/// A figure beyond PUE (`series=wue`, `cue`, …) of each step, from that step's own
+/// minutes, split where an emission factor's period starts or ends inside it.
+fn figure_steps(
+    store: &Store,
+    site: &str,
+    figure: &str,
+    (from, to): (i64, i64),
+    steps: &Steps,
+    rule: crate::engine::LevelRule,
+    cfg: &crate::engine::kpi::SiteKpiConfig,
+) -> Result<crate::sinks::history::store::Resampled, StoreError> {
+    let factor_starts = cfg.boundaries(from, to);
+    // Each minute's part: the later of its step's start and its factor period's start.
+    let part = |ts: i64| {
+        let n = factor_starts.partition_point(|&b| b <= ts);
+        steps.start(ts).max(factor_starts[n.saturating_sub(1)])
+    };
+    let parts = store.energy_steps(site, from, to, &part)?;
+    let mut by_step: BTreeMap<i64, BTreeMap<i64, BTreeMap<Point, PeriodTotals>>> = BTreeMap::new();
+    for (start, totals) in parts {
+        by_step
+            .entry(steps.start(start))
+            .or_default()
+            .insert(start, totals);
+    }
+    let mut out = crate::sinks::history::store::Resampled::default();
+    for (start, parts) in by_step {
+        let v = period_kpi_view(&parts, rule, cfg, start, steps.end(start));
+        let Some((_, f)) = v.kpis.figures().into_iter().find(|(n, _)| *n == figure) else {
+            continue;
+        };
+        out.time.push(start);
+        out.value.push(f.value);
+        out.category.push(v.category);
+        out.coverage.push(Some(f.coverage));
+        out.quality.push(Some(f.quality.to_owned()));
+    }
+    Ok(out)
 }
 
 /// Query of the energy endpoint.

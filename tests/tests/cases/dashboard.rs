@@ -152,6 +152,21 @@ fn the_dashboard_shows_the_api_numbers_in_a_real_browser() {
         )?;
         (!h["value"].as_array()?.is_empty()).then_some(())
     });
+    // A figure beyond PUE per step, from the history's minutes: WUE 500 L/kWh.
+    let h = get_json(
+        c.http,
+        &format!("/api/v1/sites/{LIVE}/history?series=wue&from=-24h&step=15m"),
+    )
+    .expect("wue history");
+    let values: Vec<f64> = h["value"]
+        .as_array()
+        .expect("values")
+        .iter()
+        .filter_map(|v| v.as_f64())
+        .collect();
+    assert!(!values.is_empty(), "{h}");
+    assert!(values.iter().all(|v| (v - 500.0).abs() < 1e-6), "{h}");
+    assert_eq!(h["series"], "wue", "{h}");
     // The site's targets: PUE 9 / 7.2 = 1.25 against GB 40879 grade 1's 1.20 (marked
     // unconfirmed), from the history's year to date; occupancy 3 of 4 against 70 %.
     let t = get_json(c.http, &format!("/api/v1/sites/{LIVE}/targets")).expect("targets");

@@ -171,3 +171,82 @@ fn a_pue_step_takes_the_last_window_value_not_an_average_of_ratios() {
     assert_eq!(r.category, vec![Some(3)]);
     assert_eq!(r.quality, vec![Some("measured".to_owned())]);
 }
+
+/// A month's CUE from the history with the grid factor changing on the 11th, and its WUE
+/// and REF from the same minutes.
+#[test]
+fn a_periods_cue_takes_each_factor_for_its_own_minutes() {
+    use crate::engine::kpi::{Basis, EmissionFactor, RenewableContract, SiteKpiConfig};
+    let d = Dir::new("cue");
+    let mut s = Store::open(&d.db()).expect("open");
+    s.begin().expect("begin");
+    let days = 30;
+    let mut batch = Vec::new();
+    for i in 0..days * 1440 {
+        let ts = Y0 + i * MIN;
+        // Facility 1300 W (of which PV 100 W), IT 1000 W, water 0.5 L a minute.
+        for (point, per_minute) in [
+            (Point::FacilityInput, 1300.0 * 60.0),
+            (Point::ItInput, 1000.0 * 60.0),
+            (Point::RenewableOnsite, 100.0 * 60.0),
+            (Point::WaterInput, 0.5),
+        ] {
+            batch.push(MinuteEnergy {
+                ts_ms: ts,
+                point,
+                energy_j: per_minute,
+                covered_ms: 60_000.0,
+                expected_ms: 60_000.0,
+                estimated_j: 0.0,
+                filled_j: 0.0,
+            });
+        }
+    }
+    s.put_minutes("dc1", &batch).expect("minutes");
+    s.commit().expect("commit");
+    let change = Y0 + 10 * DAY;
+    let factor = |from_ms, to_ms, kg_per_kwh| EmissionFactor {
+        from_ms,
+        to_ms,
+        kg_per_kwh,
+        basis: Basis::Location,
+        source: "test".into(),
+    };
+    let cfg = SiteKpiConfig {
+        factors: vec![factor(Y0, change, 0.6), factor(change, Y0 + 365 * DAY, 0.5)],
+        // 72 kWh over the 30 days.
+        contracts: vec![RenewableContract {
+            from_ms: Y0,
+            to_ms: Y0 + 30 * DAY,
+            kwh: 72.0,
+            evidence: "GEC-7".into(),
+            kind: "green_certificate".into(),
+        }],
+        ..SiteKpiConfig::default()
+    };
+    let (v, _) = s
+        .energy_kpis("dc1", Y0, Y0 + days * DAY, RULE, &cfg)
+        .expect("energy");
+    let k = &v.kpis;
+    // Grid 1.2 kW: 10 days at 0.6, 20 days at 0.5; IT 24 kWh a day.
+    let co2 = 1.2 * 24.0 * (10.0 * 0.6 + 20.0 * 0.5);
+    assert!((k.co2_kg.expect("co2") - co2).abs() < 1e-6, "{k:?}");
+    let cue = k.cue.value.expect("cue");
+    assert!((cue - co2 / (24.0 * 30.0)).abs() < 1e-12, "{cue}");
+    // WUE: 720 L a day over 24 kWh = 30 L/kWh. REF: (72 + 72) kWh / 936 kWh.
+    assert!((k.wue.value.expect("wue") - 30.0).abs() < 1e-9, "{k:?}");
+    let facility = 1.3 * 24.0 * 30.0;
+    assert!(
+        (k.ref_.value.expect("ref") - 144.0 / facility).abs() < 1e-12,
+        "{k:?}"
+    );
+    // The same minutes without the factors: no CUE, and it says which part lacks one.
+    let (v, _) = s.energy("dc1", Y0, Y0 + days * DAY, RULE).expect("energy");
+    assert_eq!(v.kpis.cue.value, None);
+    assert!(v
+        .kpis
+        .cue
+        .reason
+        .unwrap_or_default()
+        .contains("emission factor"));
+}
