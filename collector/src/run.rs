@@ -266,6 +266,7 @@ pub async fn run(
         metrics,
         alerts: Arc::new(board),
         history: api::HistoryAccess {
+            projections: Default::default(),
             path: history_path,
             engine: live.engine_cfg.clone(),
             site_zones: live.site_zones.clone(),

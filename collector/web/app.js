@@ -431,31 +431,21 @@
     }).join('') + '</div>';
   }
 
-  // The site's targets against their live value, and the annual projection from the
-  // history (asked for once a minute at most: it reads the year's minutes).
-  var projections = { site: '', at: 0, lines: {} };
+  // The site's targets against their live value, and the annual projection the collector
+  // adds from its history (recomputed there at most once a minute).
   function targetValue(kpi, v) {
     if (v == null) return '—';
     if (kpi === 'pue') return num(v, 3);
     if (kpi === 'wue') return num(v, 2) + ' L/kWh';
     return pct(v);
   }
-  function showTargets(id, targets) {
+  function showTargets(targets) {
     $('targets-card').style.display = targets.length ? '' : 'none';
     if (!targets.length) return;
-    if (projections.site !== id || Date.now() - projections.at > 60000) {
-      projections = { site: id, at: Date.now(), lines: projections.site === id ? projections.lines : {} };
-      api('/api/v1/sites/' + encodeURIComponent(id) + '/targets').then(function (r) {
-        var lines = {};
-        (r.targets || []).forEach(function (l) { lines[l.kpi] = l; });
-        projections.lines = lines;
-        showTargets(id, targets);
-      }).catch(function () { /* no history: the live values stand alone */ });
-    }
     $('targets').innerHTML = '<table><thead><tr><th>' + esc(t('figure')) + '</th><th class="num">' + esc(t('target')) +
       '</th><th class="num">' + esc(t('value')) + '</th><th>' + esc(t('status')) + '</th><th class="num">' + esc(t('projected')) +
       '</th><th>' + esc(t('source')) + '</th></tr></thead><tbody>' + targets.map(function (tv) {
-        var p = projections.lines[tv.kpi] || {};
+        var p = tv.projection || {};
         var status = p.status || tv.status;
         return '<tr data-kpi="' + esc(tv.kpi) + '" data-status="' + esc(status) + '"><td>' + esc(tv.kpi.toUpperCase()) + '</td>' +
           '<td class="num">' + (tv.direction === 'at_most' ? '≤ ' : '≥ ') + targetValue(tv.kpi, tv.target) + '</td>' +
@@ -560,7 +550,7 @@
       if (s.stale) b.push(['warn', 'stale-banner', t('site_stale')]);
       banners(b);
       startReport(id, s);
-      showTargets(id, s.targets || []);
+      showTargets(s.targets || []);
       var c = s.capacity, n = s.nodes;
       function kpi(v, l, idAttr) { return '<div class="kpi"><div class="v"' + (idAttr ? ' id="' + idAttr + '"' : '') + '>' + v + '</div><div class="l">' + l + '</div></div>'; }
       $('kpis').innerHTML =

@@ -526,26 +526,56 @@ pub async fn calendar(State(s): State<AppState>, Path(site): Path<String>) -> Re
 /// date, the trailing 12 months and the last 30 days from the history, with the annual
 /// value the year's trend implies; occupancy against the live snapshot.
 pub async fn targets(State(s): State<AppState>, Path(site): Path<String>) -> Response {
-    use crate::engine::targets::{project, window_figure, METHOD};
-    let now = dcwatt_common::now_ms();
-    let targets = s.history.targets(&site);
-    if targets.is_empty() {
+    if s.history.targets(&site).is_empty() {
         return (
             StatusCode::NOT_FOUND,
             Json(json!({"error": format!("site {site:?} has no targets ([[sites]] targets)")})),
         )
             .into_response();
     }
-    let path = match db(&s) {
-        Ok(p) => p,
-        Err(r) => return r.into_response(),
-    };
-    let zone = zone_of(&s, &site);
+    match target_report(&s, &site, dcwatt_common::now_ms()).await {
+        Ok(body) => Json(body).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// The site's projections as the site view carries them: the report of
+/// [`targets`], computed at most once a minute per site (it reads the year's minutes).
+pub(super) async fn cached_projections(s: &AppState, site: &str) -> Option<serde_json::Value> {
+    const FRESH_MS: i64 = 60_000;
+    let now = dcwatt_common::now_ms();
+    if s.history.path.is_none() || s.history.targets(site).is_empty() {
+        return None;
+    }
+    if let Ok(cache) = s.history.projections.lock() {
+        if let Some((at, v)) = cache.get(site) {
+            if now - at < FRESH_MS {
+                return Some(v.clone());
+            }
+        }
+    }
+    let report = target_report(s, site, now).await.ok()?;
+    if let Ok(mut cache) = s.history.projections.lock() {
+        // Bounded by the configured sites with targets.
+        cache.insert(site.to_owned(), (now, report.clone()));
+    }
+    Some(report)
+}
+
+/// Each target of `site` against the history, with the year's projection.
+async fn target_report(s: &AppState, site: &str, now: i64) -> Result<serde_json::Value, Response> {
+    use crate::engine::targets::{project, window_figure, METHOD};
+    let site = site.to_owned();
+    let targets = s.history.targets(&site);
+    let path = db(s).map_err(IntoResponse::into_response)?;
+    let zone = zone_of(s, &site);
     let (Some(starts), Some(year_end)) = (
         crate::zone::calendar_starts(now, &zone),
         crate::zone::year_end(now, &zone),
     ) else {
-        return unavailable("the site's calendar cannot be computed at this time");
+        return Err(unavailable(
+            "the site's calendar cannot be computed at this time",
+        ));
     };
     let start = |name: &str| {
         starts
@@ -556,17 +586,14 @@ pub async fn targets(State(s): State<AppState>, Path(site): Path<String>) -> Res
     let (ytd_from, t12_from) = (start("year_to_date"), start("trailing_12_months"));
     let rule = s.history.level_rule(&site);
     let cfg = s.history.kpi_config(&site);
-    let periods = query_history(&s, path, &site, "targets", move |store, site| {
+    let periods = query_history(s, path, &site, "targets", move |store, site| {
         let ytd = store.energy_kpis(site, ytd_from, now, rule, &cfg)?;
         let t12 = store.energy_kpis(site, t12_from, now, rule, &cfg)?;
         let m30 = store.energy_kpis(site, now - 30 * 86_400_000, now, rule, &cfg)?;
         Ok((ytd, t12, m30))
     })
     .await;
-    let ((ytd, ytd_minutes), (t12, t12_minutes), (m30, _)) = match periods {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
+    let ((ytd, ytd_minutes), (t12, t12_minutes), (m30, _)) = periods?;
     let share = |minutes: u64, from: i64| {
         let expected = (now - from) / MINUTE_MS;
         if expected > 0 {
@@ -604,7 +631,7 @@ pub async fn targets(State(s): State<AppState>, Path(site): Path<String>) -> Res
             line
         })
         .collect();
-    Json(json!({
+    Ok(json!({
         "site": site,
         "time_zone": zone.name(),
         "ts_ms": now,
@@ -612,7 +639,6 @@ pub async fn targets(State(s): State<AppState>, Path(site): Path<String>) -> Res
         "method": METHOD,
         "targets": lines,
     }))
-    .into_response()
 }
 
 /// The energy report as CSV: a header line and one row, times in RFC 3339 UTC.

@@ -40,6 +40,9 @@ pub struct HistoryAccess {
     /// The engine's settings, for periods computed from the history by the same rules
     /// (replaced on reload).
     pub engine: Arc<Live<EngineConfig>>,
+    /// Each site's projections against its targets, with when they were computed (the
+    /// site view carries them; recomputed at most once a minute).
+    pub projections: Arc<std::sync::Mutex<BTreeMap<String, (i64, serde_json::Value)>>>,
     /// Each site's time zone (calendar periods).
     pub site_zones: Arc<Live<BTreeMap<String, crate::zone::SiteZone>>>,
 }
@@ -209,6 +212,34 @@ async fn site(State(s): State<AppState>, Path(site): Path<String>) -> Response {
         m.insert("time_zone".into(), json!(zone.name()));
         let today = zone.local(v.view.ts_ms).map(|t| t.date().to_string());
         m.insert("local_date".into(), json!(today));
+    }
+    // Each target with the year's projection from the history, where there is one.
+    if let Some(report) = history::cached_projections(&s, &site).await {
+        if let Some(targets) = body["targets"].as_array_mut() {
+            for t in targets {
+                let line = report["targets"]
+                    .as_array()
+                    .and_then(|l| l.iter().find(|l| l["kpi"] == t["kpi"]));
+                if let (Some(line), Some(m)) = (line, t.as_object_mut()) {
+                    let mut p = serde_json::Map::new();
+                    for key in [
+                        "year_to_date",
+                        "trailing_12_months",
+                        "projected_annual",
+                        "status",
+                        "reason",
+                    ] {
+                        if let Some(v) = line.get(key) {
+                            p.insert(key.to_owned(), v.clone());
+                        }
+                    }
+                    if line.get("projected_annual").is_some() {
+                        p.insert("method".into(), report["method"].clone());
+                        m.insert("projection".into(), serde_json::Value::Object(p));
+                    }
+                }
+            }
+        }
     }
     Json(body).into_response()
 }

@@ -381,6 +381,44 @@ mod tests {
     }
 
     #[test]
+    fn every_figure_rolls_up_as_a_ratio_of_what_it_divides() {
+        let cfg = FleetConfig {
+            stale_after_ms: 60_000,
+        };
+        // (site, IT kWh, facility kWh, [cue, cue_market, ref, ere]).
+        let sites = [
+            ("a", 100.0, 130.0, [0.65, 0.40, 0.10, 1.25]),
+            ("b", 10.0, 16.0, [0.90, 0.90, 0.50, 1.50]),
+        ];
+        let mut fleet = Fleet::default();
+        for (name, it, fac, [cue, cue_market, ref_, ere]) in sites {
+            let kpi = |v: f64| json!({"value": v, "quality": "measured"});
+            let body = json!({
+                "site": name, "stale": false,
+                "pue": {"24h": {"value": fac / it, "category": 3, "facility_kwh": fac, "it_kwh": it,
+                                "kpis": {"cue": kpi(cue), "cue_market": kpi(cue_market),
+                                         "ref": kpi(ref_), "ere": kpi(ere)}}},
+            });
+            fleet
+                .apply(name, &serde_json::to_vec(&body).unwrap(), 0)
+                .unwrap();
+        }
+        let w = &fleet.view(&cfg, 1_000).pue["24h"];
+        // By hand: kg CO2eq (65 + 9) / 110 IT kWh; market (40 + 9) / 110; renewable
+        // (13 + 8) kWh / 146 facility kWh; ERE (125 + 15) / 110.
+        for (kpi, want) in [
+            ("cue", 74.0 / 110.0),
+            ("cue_market", 49.0 / 110.0),
+            ("ref", 21.0 / 146.0),
+            ("ere", 140.0 / 110.0),
+        ] {
+            let got = w.kpis[kpi].value.expect(kpi);
+            assert!((got - want).abs() < 1e-12, "{kpi}: {got} vs {want}");
+            assert_eq!(w.kpis[kpi].sites, 2);
+        }
+    }
+
+    #[test]
     fn fleet_occupancy_and_utilization_are_ratios_of_sums() {
         let cfg = FleetConfig {
             stale_after_ms: 60_000,

@@ -194,6 +194,13 @@ fn the_dashboard_shows_the_api_numbers_in_a_real_browser() {
     // hourly buckets, none closed yet).
     assert_eq!(live["targets"][0]["window"], "24h", "{live}");
     assert_eq!(live["targets"][0]["status"], "missed", "{live}");
+    // The site view carries the year's projection beside the live status.
+    let projection = &live["targets"][0]["projection"];
+    assert_eq!(projection["status"], "will_exceed", "{live}");
+    assert!((projection["projected_annual"].as_f64().expect("annual") - 1.25).abs() < 1e-9);
+    assert!(projection["method"]
+        .as_str()
+        .is_some_and(|m| m.contains("ratio of sums")));
     let base = format!("http://127.0.0.1:{}", c.http);
     let shots = shots_dir();
 

@@ -69,10 +69,24 @@ fn a_fleet_collector_reports_the_energy_weighted_region() {
     // Site A: big and efficient (PUE 1.2 on 10 kW IT); site B: small and poor (PUE 2.0 on
     // 1 kW). Energy-weighted: 14/11 = 1.2727; an average of ratios would say 1.6.
     let mut agents = Vec::new();
-    for (site, port, fac, hosts) in [
-        ("a", pa, 12_000.0, [5_000.0, 5_000.0]),
-        ("b", pb, 2_000.0, [500.0, 500.0]),
+    // Heat reused at the boundary: 2.4 kW at A (ERF 0.2), 200 W at B (0.1); the region's
+    // ERF is Σ reused / Σ facility = 2.6 / 14, not the mean 0.15.
+    for (site, port, fac, hosts, reused) in [
+        ("a", pa, 12_000.0, [5_000.0, 5_000.0], 2_400.0),
+        ("b", pb, 2_000.0, [500.0, 500.0], 200.0),
     ] {
+        agents.push(start_agent(
+            &dir,
+            &format!("{site}-heat"),
+            &agent_toml(
+                site,
+                "heat",
+                "meter",
+                port,
+                &constant(reused),
+                "energy_reused",
+            ),
+        ));
         agents.push(start_agent(
             &dir,
             &format!("{site}-meter"),
@@ -148,6 +162,36 @@ fn a_fleet_collector_reports_the_energy_weighted_region() {
     };
     assert!((value - sum("facility_kwh") / sum("it_kwh")).abs() < 1e-12);
     assert_eq!(w["categories"], serde_json::json!([3]));
+    // The region's ERF: exactly Σ (ERF × facility energy) / Σ facility energy of the
+    // summaries, and 2.6 / 14 up to the sites' window edges.
+    let erf = &w["kpis"]["erf"];
+    let erf_value = erf["value"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("fleet ERF: {w}"));
+    let reused: f64 = ["a", "b"]
+        .iter()
+        .map(|site| {
+            let s = view["by_site"]
+                .as_array()
+                .expect("sites")
+                .iter()
+                .find(|s| s["site"] == *site)
+                .expect("site");
+            let p = &s["pue"]["1m"];
+            let fac = p["facility_kwh"].as_f64().unwrap_or(0.0)
+                + p["facility_fill_kwh"].as_f64().unwrap_or(0.0);
+            p["kpis"]["erf"]["value"].as_f64().expect("site ERF") * fac
+        })
+        .sum();
+    assert!(
+        (erf_value - reused / erf["denominator_kwh"].as_f64().expect("den")).abs() < 1e-12,
+        "{w}"
+    );
+    assert!(
+        (erf_value - 2.6 / 14.0).abs() < 1e-3 && (erf_value - 0.15).abs() > 0.02,
+        "{w}"
+    );
+    assert_eq!(erf["sites"], 2, "{w}");
     assert_eq!(view["sites"], 2);
     assert_eq!(view["stale_sites"], serde_json::json!([]));
     assert!(
