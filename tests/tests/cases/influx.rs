@@ -32,9 +32,17 @@ fn batches(site: &str, seq: u64, ts: i64, sent: &mut Sent) -> Vec<(String, Vec<u
     for (i, node) in ["h1", "h2", "meter"].iter().enumerate() {
         let t = ts + i as i64; // distinct milliseconds per node
         let readings = if *node == "meter" {
-            vec![Reading::gauge("power_w", 1300.0 + seq as f64 * 0.5, t)
-                .at(Point::FacilityInput)
-                .from_source("modbus")]
+            // The facility incomer and a heat meter at the boundary (for ERF).
+            let mut heat = Reading::gauge("power_w", 260.0, t)
+                .at(Point::EnergyReused)
+                .from_source("modbus");
+            heat.component = "heat-export".into();
+            vec![
+                Reading::gauge("power_w", 1300.0 + seq as f64 * 0.5, t)
+                    .at(Point::FacilityInput)
+                    .from_source("modbus"),
+                heat,
+            ]
         } else {
             let mut temp = Reading::gauge("temp_c", 21.25 + i as f64, t).from_source("ipmi_dcmi");
             temp.component = "inlet".into();
@@ -187,6 +195,23 @@ fn every_reading_reaches_influxdb_with_its_tags_value_and_time() {
             let pue = s.into_iter().next()?;
             assert_eq!(pue["metric"]["category"], "3");
             pue["values"]
+                .as_array()?
+                .iter()
+                .filter_map(|v| v.as_f64())
+                .any(|v| (v - live).abs() < 1e-9)
+                .then_some(())
+        },
+    );
+    // The figures beyond PUE: the API's ERF of the 1m window is among those written.
+    wait_for(
+        "the API's ERF in VictoriaMetrics",
+        Duration::from_secs(30),
+        || {
+            let live = c.site(SITE)?["pue"]["1m"]["kpis"]["erf"]["value"].as_f64()?;
+            let s = vm.export(&format!(
+                "{{__name__=\"dcwatt_kpi_erf\",site=\"{SITE}\",window=\"1m\"}}"
+            ));
+            s.into_iter().next()?["values"]
                 .as_array()?
                 .iter()
                 .filter_map(|v| v.as_f64())
