@@ -187,8 +187,11 @@ fn a_fleet_collector_reports_the_energy_weighted_region() {
         (erf_value - reused / erf["denominator_kwh"].as_f64().expect("den")).abs() < 1e-12,
         "{w}"
     );
+    // The heat meters start a moment after the incomers, so the first seconds of each
+    // site's window lack reused heat: 2.6 / 14 within 1 %, and far from the mean.
     assert!(
-        (erf_value - 2.6 / 14.0).abs() < 1e-3 && (erf_value - 0.15).abs() > 0.02,
+        (erf_value - 2.6 / 14.0).abs() < 0.01 * 2.6 / 14.0 + 1e-3
+            && (erf_value - 0.15).abs() > 0.02,
         "{w}"
     );
     assert_eq!(erf["sites"], 2, "{w}");
