@@ -298,8 +298,7 @@ pub fn observe(rules: &[Rule], sites: &[SiteSnapshot], now_ms: i64) -> Vec<Obser
                     let Some(win) = site.pue.get(window) else {
                         continue;
                     };
-                    let Some((_, k)) = win.kpis.figures().into_iter().find(|(n, _)| n == kpi)
-                    else {
+                    let Some(k) = win.kpis.get(kpi) else {
                         continue;
                     };
                     let suppressed = full_window_wait(rule, window, win).or_else(|| {
@@ -335,8 +334,7 @@ pub fn observe(rules: &[Rule], sites: &[SiteSnapshot], now_ms: i64) -> Vec<Obser
                                 win.coverage_facility,
                             )
                         } else {
-                            let f = win.kpis.figures().into_iter().find(|(n, _)| n == kpi);
-                            let Some((_, f)) = f else { continue };
+                            let Some(f) = win.kpis.get(kpi) else { continue };
                             (f.value, f.quality, f.coverage, f.coverage)
                         };
                         let why = full_window_wait(rule, window, win).or_else(|| {

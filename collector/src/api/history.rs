@@ -255,9 +255,7 @@ pub async fn history(
         Err(r) => return r.into_response(),
     };
     let series = q.series.clone().unwrap_or_else(|| "pue".to_owned());
-    let figures = crate::engine::kpi::Kpis::default()
-        .figures()
-        .map(|(n, _)| n);
+    let figures = crate::engine::kpi::FIGURES;
     let figure = figures.contains(&series.as_str());
     let key_kind = SERIES
         .iter()
@@ -379,8 +377,8 @@ fn figure_steps(
     let factor_starts = cfg.boundaries(from, to);
     // Each minute's part: the later of its step's start and its factor period's start.
     let part = |ts: i64| {
-        let n = factor_starts.partition_point(|&b| b <= ts);
-        steps.start(ts).max(factor_starts[n.saturating_sub(1)])
+        let factor = crate::zone::step_of(&factor_starts, ts).map_or(from, |(s, _)| s);
+        steps.start(ts).max(factor)
     };
     let parts = store.energy_steps(site, from, to, &part)?;
     let mut by_step: BTreeMap<i64, BTreeMap<i64, BTreeMap<Point, PeriodTotals>>> = BTreeMap::new();
@@ -393,7 +391,7 @@ fn figure_steps(
     let mut out = crate::sinks::history::store::Resampled::default();
     for (start, parts) in by_step {
         let v = period_kpi_view(&parts, rule, cfg, start, steps.end(start));
-        let Some((_, f)) = v.kpis.figures().into_iter().find(|(n, _)| *n == figure) else {
+        let Some(f) = v.kpis.get(figure) else {
             continue;
         };
         out.time.push(start);

@@ -155,15 +155,10 @@ pub(super) fn rule_from_raw(
                 _ => None,
             }
         }
-        "site_kpi" => {
-            let names = crate::engine::kpi::Kpis::default()
-                .figures()
-                .map(|(k, _)| k);
-            match (kpi_named(&names, p), window(p)) {
-                (Some(kpi), Some(window)) => Some(Subject::SiteKpi { kpi, window }),
-                _ => None,
-            }
-        }
+        "site_kpi" => match (kpi_named(&crate::engine::kpi::FIGURES, p), window(p)) {
+            (Some(kpi), Some(window)) => Some(Subject::SiteKpi { kpi, window }),
+            _ => None,
+        },
         "coverage" => window(p).map(Subject::Coverage),
         "power_ratio" => Some(Subject::PowerRatio),
         "node_offline" => Some(Subject::NodeOffline),

@@ -3,7 +3,7 @@
 //! period (a month, a quarter) can be computed later from sums, exactly as the rolling
 //! windows are. Still pure.
 
-use super::kpi::{Part, SiteKpiConfig};
+use super::kpi::SiteKpiConfig;
 use super::view::{choose, judge, quality_label, round6, LevelStat, WindowView, IT_LEVELS};
 use super::{Engine, LevelRule};
 use dcwatt_common::protocol::Point;
@@ -116,20 +116,13 @@ pub fn period_kpi_view(
     }
     let mut v = pue_view(&totals, rule, from_ms, to_ms);
     let stat = |p: Point| totals.get(&p).copied().unwrap_or_default().stat();
-    let whole = |part: &BTreeMap<Point, PeriodTotals>, p: Point| {
-        part.get(&p).map_or(0.0, |t| t.energy_j + t.filled_j)
-    };
     let starts: Vec<i64> = parts.keys().copied().collect();
-    let kpi_parts: Vec<Part> = parts
-        .iter()
-        .enumerate()
-        .map(|(n, (&a, part))| Part {
-            from_ms: a,
-            to_ms: starts.get(n + 1).copied().unwrap_or(to_ms),
-            facility_j: whole(part, Point::FacilityInput),
-            onsite_j: whole(part, Point::RenewableOnsite),
-        })
-        .collect();
+    let kpi_parts = super::kpi::parts(&starts, to_ms, |p, a, _| {
+        parts
+            .get(&a)
+            .and_then(|part| part.get(&p))
+            .map_or(0.0, |t| t.energy_j + t.filled_j)
+    });
     let it = v.category.and_then(Point::for_category).map(&stat);
     v.kpis = super::kpi::compute(&super::kpi::Inputs {
         facility: &stat(Point::FacilityInput),

@@ -88,10 +88,10 @@ pub struct FleetKpi {
 /// What a figure divides, kWh, in a site's window: the facility energy for REF and ERF,
 /// the rated IT energy for IT load utilization, else the IT energy.
 fn denominator(kpi: &str, w: &Value) -> f64 {
-    match kpi {
-        "ref" | "erf" => f(&w["facility_kwh"]) + f(&w["facility_fill_kwh"]),
-        "it_utilization" => f(&w["kpis"]["rated_it_kwh"]),
-        _ => f(&w["it_kwh"]) + f(&w["it_fill_kwh"]),
+    match super::kpi::divides(kpi) {
+        super::kpi::Divides::Facility => f(&w["facility_kwh"]) + f(&w["facility_fill_kwh"]),
+        super::kpi::Divides::RatedIt => f(&w["kpis"]["rated_it_kwh"]),
+        super::kpi::Divides::It => f(&w["it_kwh"]) + f(&w["it_fill_kwh"]),
     }
 }
 

@@ -252,19 +252,76 @@ impl Default for Kpis {
     }
 }
 
+/// The figures' public names, in the order [`Kpis::figures`] gives them.
+pub const FIGURES: [&str; 7] = [
+    "wue",
+    "cue",
+    "cue_market",
+    "ref",
+    "erf",
+    "ere",
+    "it_utilization",
+];
+
+/// What a figure (or PUE) divides by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Divides {
+    /// The IT energy at the PUE's category (PUE, WUE, CUE, ERE).
+    It,
+    /// The facility energy (REF, ERF).
+    Facility,
+    /// The rated IT power over the interval (IT load utilization).
+    RatedIt,
+}
+
+/// What the figure `name` divides by.
+pub fn divides(name: &str) -> Divides {
+    match name {
+        "ref" | "erf" => Divides::Facility,
+        "it_utilization" => Divides::RatedIt,
+        _ => Divides::It,
+    }
+}
+
+/// `[starts[0], to)` cut at `starts`, each part with its facility and on-site renewable
+/// energy from `energy(point, from, to)`.
+pub(super) fn parts(starts: &[i64], to: i64, energy: impl Fn(Point, i64, i64) -> f64) -> Vec<Part> {
+    starts
+        .iter()
+        .enumerate()
+        .map(|(n, &a)| {
+            let b = starts.get(n + 1).copied().unwrap_or(to);
+            Part {
+                from_ms: a,
+                to_ms: b,
+                facility_j: energy(Point::FacilityInput, a, b),
+                onsite_j: energy(Point::RenewableOnsite, a, b),
+            }
+        })
+        .collect()
+}
+
 impl Kpis {
-    /// The figures by their public names (`wue`, `cue`, `cue_market`, `ref`, `erf`, `ere`,
-    /// `it_utilization`).
+    /// The figures by their public names ([`FIGURES`]).
     pub fn figures(&self) -> [(&'static str, &Kpi); 7] {
-        [
-            ("wue", &self.wue),
-            ("cue", &self.cue),
-            ("cue_market", &self.cue_market),
-            ("ref", &self.ref_),
-            ("erf", &self.erf),
-            ("ere", &self.ere),
-            ("it_utilization", &self.it_utilization),
-        ]
+        let f = [
+            &self.wue,
+            &self.cue,
+            &self.cue_market,
+            &self.ref_,
+            &self.erf,
+            &self.ere,
+            &self.it_utilization,
+        ];
+        std::array::from_fn(|i| (FIGURES[i], f[i]))
+    }
+
+    /// The figure called `name`.
+    pub fn get(&self, name: &str) -> Option<&Kpi> {
+        self.figures()
+            .into_iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, f)| f)
     }
 
     /// Every figure with the window's own rules applied (clock skew, short span).

@@ -149,12 +149,7 @@ impl Target {
 pub fn window_figure(w: &super::WindowView, kpi: &str) -> Option<f64> {
     match kpi {
         "pue" => w.value,
-        other => w
-            .kpis
-            .figures()
-            .into_iter()
-            .find(|(n, _)| *n == other)
-            .and_then(|(_, f)| f.value),
+        other => w.kpis.get(other).and_then(|f| f.value),
     }
 }
 
@@ -189,10 +184,10 @@ pub const METHOD: &str = "annual = (year to date + the last 30 days' rate for th
 /// uncovered meter-time; and its numerator (the value times that). None without a value.
 pub fn sums(v: &super::WindowView, kpi: &str) -> Option<(f64, f64)> {
     let value = window_figure(v, kpi)?;
-    let den = match kpi {
-        "ref" => v.facility_kwh + v.facility_fill_kwh,
-        "it_utilization" => v.kpis.rated_it_kwh?,
-        _ => v.it_kwh + v.it_fill_kwh,
+    let den = match super::kpi::divides(kpi) {
+        super::kpi::Divides::Facility => v.facility_kwh + v.facility_fill_kwh,
+        super::kpi::Divides::RatedIt => v.kpis.rated_it_kwh?,
+        super::kpi::Divides::It => v.it_kwh + v.it_fill_kwh,
     };
     (den > 0.0).then_some((value * den, den))
 }

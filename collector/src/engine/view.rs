@@ -423,31 +423,6 @@ pub(super) fn no_it_meter(rule: LevelRule) -> String {
     }
 }
 
-/// `[from, to)` split where an emission factor's period starts or ends, each part with its
-/// facility and on-site renewable energy from `energy(point, from, to)` (the rings' sums,
-/// so at the window's resolution).
-fn window_parts(
-    cfg: &super::kpi::SiteKpiConfig,
-    from: i64,
-    to: i64,
-    energy: impl Fn(Point, i64, i64) -> f64,
-) -> Vec<super::kpi::Part> {
-    let starts = cfg.boundaries(from, to);
-    starts
-        .iter()
-        .enumerate()
-        .map(|(n, &a)| {
-            let b = starts.get(n + 1).copied().unwrap_or(to);
-            super::kpi::Part {
-                from_ms: a,
-                to_ms: b,
-                facility_j: energy(Point::FacilityInput, a, b),
-                onsite_j: energy(Point::RenewableOnsite, a, b),
-            }
-        })
-        .collect()
-}
-
 /// Ratio, quality and reason from the two sides.
 /// (to − from) / len, rounded to 6 places, at most 1.
 fn span_share(from: i64, to: i64, len: i64) -> f64 {
@@ -954,7 +929,9 @@ impl Engine {
         let (category, it) = &its[i];
         let rules = |j| short_span(skewed(site, self.cfg.max_clock_skew_ms, j), from, to, len);
         let (value, quality, reason) = rules(judge(&fac, it));
-        let parts = window_parts(kpi_cfg, from, to, |p, a, b| {
+        // Split where an emission factor's period starts or ends, from the rings' sums (at
+        // the window's resolution).
+        let parts = super::kpi::parts(&kpi_cfg.boundaries(from, to), to, |p, a, b| {
             let s = stat_in(p, a, b);
             s.value + s.fill
         });

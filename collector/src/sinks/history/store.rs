@@ -625,10 +625,7 @@ impl Store {
         cfg: &SiteKpiConfig,
     ) -> Result<(WindowView, u64), StoreError> {
         let starts = cfg.boundaries(from, to);
-        let part = |ts: i64| {
-            let n = starts.partition_point(|&b| b <= ts);
-            starts[n.saturating_sub(1)]
-        };
+        let part = |ts: i64| crate::zone::step_of(&starts, ts).map_or(from, |(s, _)| s);
         let parts = self.energy_steps(site, from, to, &part)?;
         let minutes: u64 = self.conn.query_row(
             "SELECT COUNT(DISTINCT ts) FROM energy WHERE site = ?1 AND ts >= ?2 AND ts < ?3",
