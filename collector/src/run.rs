@@ -63,6 +63,11 @@ pub fn filters(sites: &[String], fleet: bool) -> Vec<String> {
             .flat_map(|s| [readings_filter(s), status_filter(s)])
             .collect()
     };
+    if sites.is_empty() {
+        f.push(crate::engine::carbon::topic("+"));
+    } else {
+        f.extend(sites.iter().map(|s| crate::engine::carbon::topic(s)));
+    }
     if fleet {
         f.push(crate::sinks::summary::topic("+"));
     }

@@ -44,7 +44,16 @@ fn batch(node: &str, seq: u64, t: i64, w: f64, point: Point) -> Vec<u8> {
 }
 
 fn counted(s: &IntakeStats) -> u64 {
-    s.readings_messages.load(Ordering::Relaxed) + s.status_messages.load(Ordering::Relaxed)
+    s.readings_messages.load(Ordering::Relaxed)
+        + s.status_messages.load(Ordering::Relaxed)
+        + s.carbon_messages.load(Ordering::Relaxed)
+}
+
+fn refused(s: &IntakeStats, reason: &str) -> u64 {
+    s.messages_rejected()
+        .into_iter()
+        .find(|(r, _)| *r == reason)
+        .map_or(0, |(_, n)| n)
 }
 
 proptest! {
@@ -54,6 +63,7 @@ proptest! {
     fn any_message_is_counted_once_and_never_panics(
         topic in prop_oneof![
             "dcwatt/v1/[a-z]{1,3}/[a-z]{1,3}/(readings|status)",
+            "dcwatt/v1/[a-z]{1,3}/carbon",
             ".{0,80}",
         ],
         payload in prop_oneof![
@@ -68,6 +78,60 @@ proptest! {
         intake.handle(&mut e, &topic, &payload, T0 + 1000);
         prop_assert_eq!(counted(&stats), 1);
     }
+}
+
+/// A carbon-intensity series over `dcwatt/v1/{site}/carbon` reaches the site's CO₂; a
+/// bad one is refused as `invalid_carbon` and changes nothing.
+#[test]
+fn a_carbon_series_reaches_the_site_and_a_bad_one_is_counted() {
+    let (mut intake, stats, engine) = intake();
+    let mut e = engine.lock().expect("engine");
+    let carbon = |body: &str| body.replace('\'', "\"");
+    // 0.8 kg/kWh over [T0 + 60 s, T0 + 120 s): the whole 1m window below.
+    let good = carbon(&format!(
+        "{{'v':1,'site':'good','source':'grid operator','intervals':\
+         [{{'from_ms':{},'to_ms':{},'kg_per_kwh':0.8}}]}}",
+        T0 + 60_000,
+        T0 + 120_000
+    ));
+    let bad = [
+        // The payload names another site.
+        good.replace("\"site\":\"good\"", "\"site\":\"other\""),
+        good.replace("0.8", "5"),
+        good.replace("\"v\":1", "\"v\":2"),
+        good.replace("\"source\":\"grid operator\"", "\"source\":\"\""),
+        good.replace("\"source\"", "\"basis\":\"average\",\"source\""),
+        good.replace("\"intervals\"", "\"extra\":1,\"intervals\""),
+        "{not json".to_owned(),
+    ];
+    for b in &bad {
+        intake.handle(&mut e, "dcwatt/v1/good/carbon", b.as_bytes(), T0);
+    }
+    assert_eq!(refused(&stats, "invalid_carbon"), bad.len() as u64);
+    assert!(
+        e.live_carbon("good").is_empty(),
+        "nothing from a refused series"
+    );
+    intake.handle(&mut e, "dcwatt/v1/good/carbon", good.as_bytes(), T0);
+    // A retained series being cleared is counted, not refused, and keeps the series.
+    intake.handle(&mut e, "dcwatt/v1/good/carbon", b"", T0);
+    assert_eq!(refused(&stats, "invalid_carbon"), bad.len() as u64);
+    assert_eq!(counted(&stats), bad.len() as u64 + 2);
+    assert_eq!(e.live_carbon("good").len(), 1);
+    for s in 0..=120i64 {
+        let t = T0 + s * 1000;
+        let m = batch("meter", s as u64, t, 1800.0, Point::FacilityInput);
+        intake.handle(&mut e, "dcwatt/v1/good/meter/readings", &m, t + 10);
+        let h = batch("h1", s as u64, t, 1000.0, Point::ItInput);
+        intake.handle(&mut e, "dcwatt/v1/good/h1/readings", &h, t + 10);
+    }
+    let v = e.site_view("good", T0 + 120_100).expect("site");
+    let k = &v.pue.get("1m").expect("1m").kpis;
+    // 1,800 W for 60 s = 0.03 kWh at 0.8 kg/kWh; 1,000 W of IT = 1/60 kWh.
+    let co2 = k.co2_kg.expect("co2 from the live series");
+    assert!((co2 - 0.024).abs() < 1e-12, "{co2}");
+    let cue = k.cue.value.expect("cue");
+    assert!((cue - 0.024 * 60.0).abs() < 1e-9, "{cue}");
 }
 
 #[test]

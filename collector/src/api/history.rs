@@ -313,7 +313,7 @@ pub async fn history(
     let steps = Steps::new(&zone, from, to, step);
     let from = steps.from;
     let rule = s.history.level_rule(&site);
-    let cfg = s.history.kpi_config(&site);
+    let cfg = s.kpi_config(&site);
     let result = query_history(&s, path, &site, "history", move |store, site| {
         if figure {
             return figure_steps(store, site, &series, (from, to), &steps, rule, &cfg);
@@ -433,7 +433,7 @@ pub async fn energy(
         Some(f) => return bad(format!("format={f:?} is not json or csv")),
     };
     let rule = s.history.level_rule(&site);
-    let cfg = s.history.kpi_config(&site);
+    let cfg = s.kpi_config(&site);
     let (v, minutes) = match query_history(&s, path, &site, "energy", move |store, site| {
         store.energy_kpis(site, from, to, rule, &cfg)
     })
@@ -479,7 +479,7 @@ pub async fn calendar(State(s): State<AppState>, Path(site): Path<String>) -> Re
         return unavailable("the site's calendar cannot be computed at this time");
     };
     let rule = s.history.level_rule(&site);
-    let cfg = s.history.kpi_config(&site);
+    let cfg = s.kpi_config(&site);
     let result = query_history(&s, path, &site, "calendar", move |store, site| {
         let mut out = serde_json::Map::new();
         for (name, from) in starts {
@@ -583,7 +583,7 @@ async fn target_report(s: &AppState, site: &str, now: i64) -> Result<serde_json:
     };
     let (ytd_from, t12_from) = (start("year_to_date"), start("trailing_12_months"));
     let rule = s.history.level_rule(&site);
-    let cfg = s.history.kpi_config(&site);
+    let cfg = s.kpi_config(&site);
     let periods = query_history(s, path, &site, "targets", move |store, site| {
         let ytd = store.energy_kpis(site, ytd_from, now, rule, &cfg)?;
         let t12 = store.energy_kpis(site, t12_from, now, rule, &cfg)?;

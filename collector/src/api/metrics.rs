@@ -82,6 +82,41 @@ impl Source for SiteFamilies {
         zones(o, &snap.sites);
         racks(o, &snap.sites);
         nodes(o, &snap.sites, self.nodes);
+        carbon(o, &snap.carbon);
+    }
+}
+
+/// Each site's live carbon-intensity series: what it holds, how far it reaches, what it
+/// dropped.
+fn carbon(
+    o: &mut Exposition,
+    series: &std::collections::BTreeMap<String, crate::engine::carbon::CarbonSeries>,
+) {
+    family(
+        o,
+        "dcwatt_site_carbon_intervals",
+        "Intervals the site's live carbon-intensity series holds (dcwatt/v1/{site}/carbon).",
+        series
+            .iter()
+            .map(|(site, c)| (labels(&[("site", site)]), c.factors.len())),
+    );
+    family(
+        o,
+        "dcwatt_site_carbon_series_end_timestamp_seconds",
+        "End of the last interval of the site's live carbon-intensity series, s since the epoch (past it, CUE falls back to the configured factors).",
+        series.iter().filter_map(|(site, c)| {
+            let end = c.factors.iter().map(|f| f.to_ms).max()?;
+            Some((labels(&[("site", site)]), end as f64 / 1000.0))
+        }),
+    );
+    let name = "dcwatt_site_carbon_intervals_dropped_total";
+    o.family(
+        name,
+        "counter",
+        "Intervals of the site's live carbon-intensity series dropped because it was full (the oldest first).",
+    );
+    for (site, c) in series {
+        o.sample(name, &labels(&[("site", site)]), c.dropped);
     }
 }
 

@@ -101,6 +101,16 @@ impl AppState {
     fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshots.borrow().clone()
     }
+
+    /// The emission factors and renewable contracts of `site` with its live
+    /// carbon-intensity series, for the periods computed from the history.
+    fn kpi_config(&self, site: &str) -> crate::engine::kpi::SiteKpiConfig {
+        let mut cfg = self.history.kpi_config(site);
+        if let Some(c) = self.snapshots.borrow().carbon.get(site) {
+            cfg.live = c.factors.clone();
+        }
+        cfg
+    }
 }
 
 /// The routes. The dashboard's page and assets and `/healthz` are public; the API and

@@ -22,7 +22,7 @@ const KWH_J: f64 = 3.6e6;
 const FULL: f64 = 1.0 - 1e-9;
 
 /// What an emission factor stands for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Basis {
     /// The grid's average intensity where the site is (a national or provincial factor).
@@ -43,8 +43,9 @@ impl Basis {
     }
 }
 
-/// A grid emission factor over `[from_ms, to_ms)` (`[[sites]] emission_factors`).
-#[derive(Debug, Clone, PartialEq)]
+/// A grid emission factor over `[from_ms, to_ms)` (`[[sites]] emission_factors`, or a
+/// live series over MQTT).
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct EmissionFactor {
     /// Start, ms since the epoch.
     pub from_ms: i64,
@@ -86,6 +87,9 @@ pub struct SiteKpiConfig {
     /// Rated IT power of the site's racks, W (`installed_it_kw`, else the sum of the
     /// `[[racks]]` budgets): the basis of IT load utilization.
     pub rated_it_w: Option<f64>,
+    /// The live carbon-intensity series (`dcwatt/v1/{site}/carbon`), by start, none
+    /// overlapping another of its basis: where one covers a part, it wins over `factors`.
+    pub live: std::sync::Arc<[EmissionFactor]>,
 }
 
 impl SiteKpiConfig {
@@ -96,6 +100,7 @@ impl SiteKpiConfig {
         let mut b: Vec<i64> = self
             .factors
             .iter()
+            .chain(self.live_in(from, to))
             .flat_map(|f| [f.from_ms, f.to_ms])
             .filter(|&t| t > from && t < to)
             .collect();
@@ -105,11 +110,25 @@ impl SiteKpiConfig {
         b
     }
 
-    /// The factor of `basis` whose period holds all of `[from, to)`.
-    fn factor(&self, basis: Basis, from: i64, to: i64) -> Option<&EmissionFactor> {
-        self.factors
+    /// The live factors that overlap `[from, to)` (a range of the sorted series).
+    fn live_in(&self, from: i64, to: i64) -> impl Iterator<Item = &EmissionFactor> {
+        // Sorted by start and none longer than 31 days: those ending after `from` start
+        // after `from` − 31 days.
+        let first = self
+            .live
+            .partition_point(|f| f.from_ms < from - super::carbon::MAX_INTERVAL_MS);
+        self.live[first..]
             .iter()
-            .find(|f| f.basis == basis && f.from_ms <= from && to <= f.to_ms)
+            .take_while(move |f| f.from_ms < to)
+            .filter(move |f| f.to_ms > from)
+    }
+
+    /// The factor of `basis` whose period holds all of `[from, to)`: a live one first.
+    fn factor(&self, basis: Basis, from: i64, to: i64) -> Option<&EmissionFactor> {
+        let covers = |f: &&EmissionFactor| f.basis == basis && f.from_ms <= from && to <= f.to_ms;
+        self.live_in(from, to)
+            .find(covers)
+            .or_else(|| self.factors.iter().find(covers))
     }
 
     /// Contract energy prorated to `[from, to)`, kWh: each contract's energy times the
@@ -706,6 +725,7 @@ mod tests {
             onsite_kg_per_kwh: 0.0,
             contracts: vec![contract(5, 15, 200.0)],
             rated_it_w: None,
+            live: Default::default(),
         };
         assert_eq!(cfg.boundaries(0, 10 * H), vec![0, 4 * H]);
         let k = run(&Case {

@@ -13,6 +13,7 @@
 //! - Coverage is covered meter-time / expected meter-time: a meter is expected from its
 //!   first sample on, and a meter that stops reporting lowers coverage from then on.
 
+pub mod carbon;
 mod export;
 pub mod fleet;
 pub mod kpi;
@@ -687,6 +688,9 @@ pub struct Engine {
     #[serde(skip)]
     cfg: EngineConfig,
     sites: BTreeMap<String, Site>,
+    /// Each site's live carbon-intensity series (`dcwatt/v1/{site}/carbon`).
+    #[serde(default)]
+    carbon: BTreeMap<String, carbon::LiveCarbon>,
 }
 
 impl Engine {
@@ -695,12 +699,58 @@ impl Engine {
         Engine {
             cfg,
             sites: BTreeMap::new(),
+            carbon: BTreeMap::new(),
         }
+    }
+
+    /// Adds a site's live carbon-intensity factors (checked by
+    /// [`carbon::CarbonMessage::factors`]). Refused for a new site beyond `max_sites`
+    /// sites with a series.
+    ///
+    /// # Errors
+    /// Too many sites with a series.
+    pub fn apply_carbon(
+        &mut self,
+        site: &str,
+        factors: Vec<kpi::EmissionFactor>,
+        max_sites: usize,
+    ) -> Result<(), String> {
+        if !self.carbon.contains_key(site) && self.carbon.len() >= max_sites {
+            return Err(format!("{max_sites} sites already have a carbon series"));
+        }
+        self.carbon.entry(site.to_owned()).or_default().add(factors);
+        Ok(())
+    }
+
+    /// A site's live carbon-intensity factors (empty without a series).
+    pub fn live_carbon(&self, site: &str) -> std::sync::Arc<[kpi::EmissionFactor]> {
+        self.carbon
+            .get(site)
+            .and_then(carbon::LiveCarbon::shared)
+            .unwrap_or_default()
+    }
+
+    /// Each site's live series, as the snapshot carries it.
+    pub fn carbon_series(&self) -> BTreeMap<String, carbon::CarbonSeries> {
+        self.carbon
+            .iter()
+            .map(|(s, c)| {
+                let series = carbon::CarbonSeries {
+                    factors: c.shared().unwrap_or_default(),
+                    dropped: c.dropped,
+                };
+                (s.clone(), series)
+            })
+            .collect()
     }
 
     /// Replaces the settings (after restoring a saved state: the configuration wins).
     pub fn set_config(&mut self, cfg: EngineConfig) {
         self.cfg = cfg;
+        // A restored series is shared again.
+        for c in self.carbon.values_mut() {
+            c.share();
+        }
     }
 
     /// Applies an edit; false when it names nothing the engine knows.

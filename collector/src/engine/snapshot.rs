@@ -40,6 +40,9 @@ pub struct Snapshot {
     pub fleet: Option<FleetView>,
     /// How long taking it kept the engine's owner from the intake, s (0 until measured).
     pub took_s: f64,
+    /// Each site's live carbon-intensity series (`dcwatt/v1/{site}/carbon`), for the
+    /// periods computed from the history.
+    pub carbon: std::collections::BTreeMap<String, super::carbon::CarbonSeries>,
 }
 
 impl Snapshot {
@@ -68,6 +71,7 @@ impl Snapshot {
             sites,
             fleet: None,
             took_s: 0.0,
+            carbon: engine.carbon_series(),
         }
     }
 

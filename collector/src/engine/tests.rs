@@ -1310,6 +1310,7 @@ fn the_figures_beyond_pue_follow_the_meters_and_the_factor_periods() {
                 kind: "green_certificate".into(),
             }],
             rated_it_w: None,
+            live: Default::default(),
         },
     );
     e.set_config(cfg);
@@ -1410,6 +1411,66 @@ fn the_figures_beyond_pue_follow_the_meters_and_the_factor_periods() {
     assert!(close(k.co2_kg, co2), "{:?} vs {co2}", k.co2_kg);
     assert!(close(k.cue.value, co2 * 30.0), "{:?}", k.cue);
     assert!(close(Some(k.renewable_contract_kwh), 0.012), "{k:?}");
+}
+
+/// A live carbon-intensity series wins over the configured factor where it covers a
+/// part of the window, the configured one fills the rest, and a correction replaces what
+/// it overlaps.
+#[test]
+fn a_live_carbon_series_wins_where_it_covers_and_the_configured_factor_fills_the_rest() {
+    use super::kpi::{Basis, EmissionFactor, SiteKpiConfig};
+    let mut e = engine();
+    let factor = |from_ms, to_ms, kg_per_kwh| EmissionFactor {
+        from_ms,
+        to_ms,
+        kg_per_kwh,
+        basis: Basis::Location,
+        source: "test".into(),
+    };
+    let mut cfg = e.config().clone();
+    cfg.site_kpis.insert(
+        "dc".into(),
+        SiteKpiConfig {
+            factors: vec![factor(T0 - 3_600_000, T0 + 3_600_000, 0.5)],
+            ..SiteKpiConfig::default()
+        },
+    );
+    e.set_config(cfg);
+    // Live: 0.9 over the first 30 s of the 1m window [T0 + 120 s, T0 + 180 s).
+    let live = vec![factor(T0 + 120_000, T0 + 150_000, 0.9)];
+    e.apply_carbon("dc", live, 10).expect("room");
+    let mut meters = [
+        Meter::new("util", Point::FacilityInput, 1_500.0),
+        Meter::new("h1", Point::ItInput, 1_000.0),
+    ];
+    for s in 0..=180 {
+        let t = T0 + s * 1000;
+        for m in meters.iter_mut() {
+            let r = m.readings(t);
+            e.apply_readings("dc", m.node, &r, t + 50);
+        }
+    }
+    let now = T0 + 180_050;
+    let cue = |e: &Engine| {
+        let v = e.site_view("dc", now).expect("site");
+        v.pue.get("1m").expect("1m").kpis.co2_kg
+    };
+    // 1,500 W for 30 s at 0.9 and 30 s at 0.5.
+    let kwh = 1_500.0 * 30.0 / 3.6e6;
+    let close = |x: Option<f64>, want: f64| x.is_some_and(|x| (x - want).abs() <= 1e-9 * want);
+    assert!(close(cue(&e), kwh * 0.9 + kwh * 0.5), "{:?}", cue(&e));
+    // A correction over the same 30 s replaces it.
+    let fix = vec![factor(T0 + 120_000, T0 + 150_000, 0.7)];
+    e.apply_carbon("dc", fix, 10).expect("room");
+    assert!(close(cue(&e), kwh * 0.7 + kwh * 0.5), "{:?}", cue(&e));
+    // The snapshot carries the series for the periods from the history.
+    let snap = super::Snapshot::take(&e, &[], now);
+    let series = &snap.carbon["dc"];
+    assert_eq!((series.factors.len(), series.dropped), (1, 0));
+    assert_eq!(series.factors[0].kg_per_kwh, 0.7);
+    // A new site beyond the limit of sites with a series is refused.
+    let other = vec![factor(T0, T0 + 1000, 0.1)];
+    assert!(e.apply_carbon("other", other, 1).is_err());
 }
 
 /// Rack occupancy (上架率) and IT load utilization by hand: five racks designed, four

@@ -741,8 +741,9 @@ impl Engine {
             None,
         );
         let power = self.power_view(site, rule, &unseen, now_ms);
-        let no_kpi_cfg = super::kpi::SiteKpiConfig::default();
-        let kpi_cfg = self.cfg.site_kpis.get(site_id).unwrap_or(&no_kpi_cfg);
+        let mut owned_cfg = self.cfg.site_kpis.get(site_id).cloned().unwrap_or_default();
+        owned_cfg.live = self.live_carbon(site_id);
+        let kpi_cfg = &owned_cfg;
         let pue = Windows(
             WINDOWS
                 .iter()

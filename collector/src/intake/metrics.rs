@@ -50,6 +50,11 @@ impl Source for IntakeStats {
             "dcwatt_messages_received_total{{kind=\"summary\"}} {}",
             st.summary_messages.load(Ordering::Relaxed)
         );
+        let _ = writeln!(
+            o,
+            "dcwatt_messages_received_total{{kind=\"carbon\"}} {}",
+            st.carbon_messages.load(Ordering::Relaxed)
+        );
         o.counter(
             "dcwatt_readings_accepted_total",
             "Readings accepted into the engine.",

@@ -66,8 +66,18 @@ impl RawMessage {
     }
 }
 
+/// The site of a per-site topic, `dcwatt/v1/{site}/{kind}`.
+fn site_topic<'a>(topic: &'a str, kind: &str) -> Option<&'a str> {
+    topic
+        .strip_prefix(dcwatt_common::protocol::TOPIC_ROOT)?
+        .strip_prefix('/')?
+        .strip_suffix(kind)?
+        .strip_suffix('/')
+        .filter(|s| !s.contains('/'))
+}
+
 /// Every reason a whole message can be refused, for metrics that list zeros too.
-pub const MESSAGE_REASONS: [&str; 18] = [
+pub const MESSAGE_REASONS: [&str; 19] = [
     "malformed_json",
     "malformed_cbor",
     "invalid_schema",
@@ -86,6 +96,7 @@ pub const MESSAGE_REASONS: [&str; 18] = [
     "too_many_zones",
     "too_many_racks",
     "duplicate_conflict",
+    "invalid_carbon",
 ];
 
 /// Pipeline counters, shown on `/metrics`.
@@ -97,6 +108,8 @@ pub struct IntakeStats {
     pub status_messages: AtomicU64,
     /// Site summaries received (fleet collectors).
     pub summary_messages: AtomicU64,
+    /// Carbon-intensity messages received (`dcwatt/v1/{site}/carbon`).
+    pub carbon_messages: AtomicU64,
     /// Readings accepted into the engine.
     pub readings_accepted: AtomicU64,
     /// Whole messages refused, by reason.
@@ -266,12 +279,7 @@ impl Intake {
         if self.fleet.is_none() {
             return false;
         }
-        let Some(site) = topic
-            .strip_prefix(dcwatt_common::protocol::TOPIC_ROOT)
-            .and_then(|r| r.strip_prefix('/'))
-            .and_then(|r| r.strip_suffix("/summary"))
-            .filter(|s| !s.contains('/'))
-        else {
+        let Some(site) = site_topic(topic, "summary") else {
             return false;
         };
         self.stats.summary_messages.fetch_add(1, Ordering::Relaxed);
@@ -288,6 +296,39 @@ impl Intake {
         };
         if let Err(e) = fleet.apply(site, payload, now_ms) {
             self.refuse("invalid_summary", topic, &e);
+        }
+        true
+    }
+
+    /// A site's carbon-intensity series (`dcwatt/v1/{site}/carbon`); false when the topic
+    /// is not one.
+    fn carbon(&mut self, engine: &mut Engine, topic: &str, payload: &[u8]) -> bool {
+        let Some(site) = site_topic(topic, "carbon") else {
+            return false;
+        };
+        self.stats.carbon_messages.fetch_add(1, Ordering::Relaxed);
+        if payload.is_empty() {
+            // A retained series being cleared: what was received stays.
+            return true;
+        }
+        if let Err(e) = validate_id(site) {
+            self.refuse("invalid_carbon", topic, &format!("site {e}"));
+            return true;
+        }
+        if !self.cfg.sites.is_empty() && !self.cfg.sites.iter().any(|s| s == site) {
+            self.refuse("site_not_served", topic, &"site not in intake.sites");
+            return true;
+        }
+        if payload.len() > dcwatt_common::protocol::MAX_PAYLOAD_BYTES {
+            self.refuse("payload_too_large", topic, &"carbon series over 1 MiB");
+            return true;
+        }
+        let factors = serde_json::from_slice::<crate::engine::carbon::CarbonMessage>(payload)
+            .map_err(|e| e.to_string())
+            .and_then(|m| m.factors(site));
+        match factors.and_then(|f| engine.apply_carbon(site, f, self.cfg.max_sites)) {
+            Ok(()) => {}
+            Err(e) => self.refuse("invalid_carbon", topic, &e),
         }
         true
     }
@@ -354,7 +395,7 @@ impl Intake {
         ahead: Option<Result<ReadingsMessage, dcwatt_common::protocol::DecodeError>>,
         now_ms: i64,
     ) {
-        if self.summary(topic, payload, now_ms) {
+        if self.summary(topic, payload, now_ms) || self.carbon(engine, topic, payload) {
             return;
         }
         let t = match parse_node_topic(topic) {

@@ -432,6 +432,15 @@ mod tests {
             );
             e.check_seq("dc", "h", s as u64, t);
         }
+        // A live carbon-intensity series over the last minute (the 1m window's CO₂).
+        let live = crate::engine::kpi::EmissionFactor {
+            from_ms: t0 + 540_000,
+            to_ms: t0 + 660_000,
+            kg_per_kwh: 0.6,
+            basis: crate::engine::kpi::Basis::Location,
+            source: "grid operator".into(),
+        };
+        e.apply_carbon("dc", vec![live], 10).expect("room");
         let now = t0 + 600_100;
         let dir = std::env::temp_dir().join(format!("dcwatt-state-{}", std::process::id()));
         let _ = std::fs::create_dir_all(&dir);
@@ -446,6 +455,9 @@ mod tests {
         let b = serde_json::to_value(back.site_view("dc", now)).expect("json");
         assert_eq!(a, b);
         assert_eq!(a["pue"]["1m"]["value"], 1.5);
+        // The live series came back: 1,500 W for a minute at 0.6 kg/kWh.
+        let co2 = b["pue"]["1m"]["kpis"]["co2_kg"].as_f64().expect("co2");
+        assert!((co2 - 1.5 / 60.0 * 0.6).abs() < 1e-12, "{co2}");
         // The windows keep their span: ten minutes of data are a sixth of the hour.
         assert_eq!(a["pue"]["1m"]["span_share"], 1.0);
         assert_eq!(

@@ -291,4 +291,33 @@ fn a_water_meter_and_a_heat_meter_give_wue_erf_and_ere() {
     assert!(k["ref"]["reason"]
         .as_str()
         .is_some_and(|r| r.contains("renewable_onsite")));
+    // A grid operator's carbon-intensity series over MQTT gives the CUE: 0.6 kg/kWh over
+    // a day around now, the whole window. 150 kW from the grid per 100 kW of IT: 0.9.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64;
+    let series = format!(
+        r#"{{"v":1,"site":"util","source":"grid operator","intervals":[{{"from_ms":{},"to_ms":{},"kg_per_kwh":0.6}}]}}"#,
+        now - 43_200_000,
+        now + 43_200_000
+    );
+    let msgs = vec![("dcwatt/v1/util/carbon".to_owned(), series.into_bytes())];
+    publish_all(c.mqtt, msgs.into_iter(), Duration::from_secs(10));
+    let k = wait_for("CUE from the live series", Duration::from_secs(20), || {
+        let v = c.site("util")?;
+        let k = v["pue"]["1m"]["kpis"].clone();
+        k["cue"]["value"].is_number().then_some(k)
+    });
+    let cue = k["cue"]["value"].as_f64().expect("cue");
+    assert!((cue - 0.9).abs() < 1e-9, "{k:#}");
+    let m = c.metrics();
+    assert_eq!(
+        metric(&m, "dcwatt_site_carbon_intervals{site=\"util\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&m, "dcwatt_messages_received_total{kind=\"carbon\"}"),
+        Some(1.0)
+    );
 }

@@ -172,6 +172,16 @@ fn a_pue_step_takes_the_last_window_value_not_an_average_of_ratios() {
     assert_eq!(r.quality, vec![Some("measured".to_owned())]);
 }
 
+/// `cfg` with a live carbon-intensity series.
+fn cfg_with_live(
+    cfg: &crate::engine::kpi::SiteKpiConfig,
+    live: Vec<crate::engine::kpi::EmissionFactor>,
+) -> crate::engine::kpi::SiteKpiConfig {
+    let mut cfg = cfg.clone();
+    cfg.live = live.into();
+    cfg
+}
+
 /// A month's CUE from the history with the grid factor changing on the 11th, and its WUE
 /// and REF from the same minutes.
 #[test]
@@ -233,6 +243,17 @@ fn a_periods_cue_takes_each_factor_for_its_own_minutes() {
     assert!((k.co2_kg.expect("co2") - co2).abs() < 1e-6, "{k:?}");
     let cue = k.cue.value.expect("cue");
     assert!((cue - co2 / (24.0 * 30.0)).abs() < 1e-12, "{cue}");
+    // A live series over day 2 (0.9) wins over the configured 0.6 there, by the minute.
+    let live = cfg_with_live(&cfg, vec![factor(Y0 + DAY, Y0 + 2 * DAY, 0.9)]);
+    let (v, _) = s
+        .energy_kpis("dc1", Y0, Y0 + days * DAY, RULE, &live)
+        .expect("energy");
+    let co2 = 1.2 * 24.0 * (9.0 * 0.6 + 0.9 + 20.0 * 0.5);
+    assert!(
+        (v.kpis.co2_kg.expect("co2") - co2).abs() < 1e-6,
+        "{:?}",
+        v.kpis
+    );
     // WUE: 720 L a day over 24 kWh = 30 L/kWh. REF: (72 + 72) kWh / 936 kWh.
     assert!((k.wue.value.expect("wue") - 30.0).abs() < 1e-9, "{k:?}");
     let facility = 1.3 * 24.0 * 30.0;
