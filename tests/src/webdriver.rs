@@ -18,7 +18,7 @@ pub fn http_request_with(
     path: &str,
     headers: &[(&str, &str)],
 ) -> Option<(u16, String)> {
-    request(port, method, path, None, headers)
+    http_request_full(port, method, path, None, headers)
 }
 
 /// One HTTP/1.1 request with an optional JSON body; returns (status, body).
@@ -28,10 +28,12 @@ pub fn http_request(
     path: &str,
     body: Option<&str>,
 ) -> Option<(u16, String)> {
-    request(port, method, path, body, &[])
+    http_request_full(port, method, path, body, &[])
 }
 
-fn request(
+/// One HTTP/1.1 request with an optional JSON body and extra headers; returns (status,
+/// body).
+pub fn http_request_full(
     port: u16,
     method: &str,
     path: &str,

@@ -1,6 +1,8 @@
-//! api: HTTP JSON and Prometheus `/metrics`. Reads the engine's views; the one change it
-//! makes is retiring a decommissioned node, and only with the bearer token.
+//! api: HTTP JSON and Prometheus `/metrics`. Reads the engine's views; the changes it
+//! makes (retiring a decommissioned node, entering or withdrawing a renewable contract)
+//! need the bearer token.
 
+mod contracts;
 mod history;
 mod metrics;
 pub mod serve;
@@ -82,7 +84,7 @@ pub struct AppState {
     /// The latest snapshot.
     pub snapshots: watch::Receiver<Arc<Snapshot>>,
     /// Edits for the engine's owner (retiring a node), each with its answer.
-    pub edits: mpsc::Sender<(Edit, oneshot::Sender<bool>)>,
+    pub edits: mpsc::Sender<(Edit, oneshot::Sender<crate::engine::Edited>)>,
     /// Every part's families, for `/metrics`.
     pub metrics: Arc<Registry>,
     /// Alert states and history.
@@ -106,8 +108,12 @@ impl AppState {
     /// carbon-intensity series, for the periods computed from the history.
     fn kpi_config(&self, site: &str) -> crate::engine::kpi::SiteKpiConfig {
         let mut cfg = self.history.kpi_config(site);
-        if let Some(c) = self.snapshots.borrow().carbon.get(site) {
+        let snap = self.snapshots.borrow();
+        if let Some(c) = snap.carbon.get(site) {
             cfg.live = c.factors.clone();
+        }
+        if let Some(c) = snap.contracts.get(site) {
+            cfg.entered = c.clone();
         }
         cfg
     }
@@ -127,6 +133,14 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/sites/{site}/energy", get(history::energy))
         .route("/api/v1/sites/{site}/calendar", get(history::calendar))
         .route("/api/v1/sites/{site}/targets", get(history::targets))
+        .route(
+            "/api/v1/sites/{site}/contracts",
+            get(contracts::list).post(contracts::enter),
+        )
+        .route(
+            "/api/v1/sites/{site}/contracts/{id}",
+            axum::routing::delete(contracts::withdraw),
+        )
         .route("/api/v1/fleet", get(fleet))
         .route("/api/v1/alerts", get(alerts))
         .route("/api/v1/alerts/history", get(alert_history))
@@ -425,23 +439,31 @@ async fn retire(State(s): State<AppState>, Path((site, node)): Path<(String, Str
         node: node.clone(),
         now_ms: now,
     };
-    let (reply, answer) = oneshot::channel();
-    if s.edits.send((edit, reply)).await.is_err() {
-        return engine_error();
-    }
-    match answer.await {
-        Ok(true) => {
+    match send_edit(&s, edit).await {
+        Some(Ok(_)) => {
             tracing::info!(site = %site, node = %node, "node retired");
             Json(json!({"site": site, "node": node, "state": "retired", "retired_ms": now}))
                 .into_response()
         }
-        Ok(false) => (
-            StatusCode::NOT_FOUND,
-            Json(json!({"error": format!("no node {node:?} at site {site:?}")})),
-        )
-            .into_response(),
-        Err(_) => engine_error(),
+        Some(Err(refusal)) => refused(refusal),
+        None => engine_error(),
     }
+}
+
+/// An edit the engine did not make: 404 for what it does not know, 409 for a conflict.
+fn refused(refusal: crate::engine::Refusal) -> Response {
+    let (status, why) = match refusal {
+        crate::engine::Refusal::NotFound(why) => (StatusCode::NOT_FOUND, why),
+        crate::engine::Refusal::Conflict(why) => (StatusCode::CONFLICT, why),
+    };
+    (status, Json(json!({ "error": why }))).into_response()
+}
+
+/// Hands an edit to the engine's owner and waits for its answer.
+async fn send_edit(s: &AppState, edit: Edit) -> Option<crate::engine::Edited> {
+    let (reply, answer) = oneshot::channel();
+    s.edits.send((edit, reply)).await.ok()?;
+    answer.await.ok()
 }
 
 async fn racks(State(s): State<AppState>, Path(site): Path<String>) -> Response {

@@ -272,26 +272,29 @@ pub(super) fn site_kpis(
     for (j, c) in sr.renewable_contracts.iter().enumerate() {
         let path = format!("sites[{i}].renewable_contracts[{j}]");
         let span = period(path.clone(), &c.from, &c.to);
-        if !(c.kwh.is_finite() && c.kwh >= 0.0) {
-            bad.push((
-                format!("{path}.kwh"),
-                format!("{} must be 0 or more", c.kwh),
-            ));
+        let (from_ms, to_ms) = span.unwrap_or_default();
+        let contract = RenewableContract {
+            from_ms,
+            to_ms,
+            kwh: c.kwh,
+            evidence: c.evidence.clone(),
+            kind: c.kind.clone(),
+            entered_ms: None,
+        };
+        for (field, why) in contract.problems() {
+            bad.push((format!("{path}.{field}"), why));
         }
-        if c.evidence.trim().is_empty() {
+        if let Some(k) = cfg.contracts.iter().position(|o| o.counts_twice(&contract)) {
             bad.push((
                 format!("{path}.evidence"),
-                "give the certificate or contract id".to_owned(),
+                format!(
+                    "{:?} over the same time as renewable_contracts[{k}]: a certificate counts once",
+                    c.evidence
+                ),
             ));
         }
-        if let Some((from_ms, to_ms)) = span {
-            cfg.contracts.push(RenewableContract {
-                from_ms,
-                to_ms,
-                kwh: c.kwh,
-                evidence: c.evidence.clone(),
-                kind: c.kind.clone(),
-            });
+        if span.is_some() {
+            cfg.contracts.push(contract);
         }
     }
     match sr.onsite_kg_per_kwh {

@@ -714,7 +714,12 @@ emission_factors = [
   { from = "2026-06-01", to = "2026-07-01", kg_per_kwh = 0.5, source = "" },
   { from = "2027-01-01", to = "2026-01-01", kg_per_kwh = 0.5, basis = "average", source = "x" },
 ]
-renewable_contracts = [{ from = "March", to = "2026-04-01", kwh = -5, evidence = "" }]
+renewable_contracts = [
+  { from = "March", to = "2026-04-01", kwh = -5, evidence = "" },
+  { from = "2026-03-01", to = "2026-04-01", kwh = 5, evidence = "GEC-9", kind = "" },
+  { from = "2026-03-15", to = "2026-05-01", kwh = 5, evidence = "GEC-9" },
+  { from = "2026-05-01", to = "2026-06-01", kwh = 5, evidence = "GEC-9" },
+]
 "#;
         let err = CollectorConfig::from_loader(&Loader::from_toml(bad).unwrap()).unwrap_err();
         let paths: Vec<&str> = err.0.iter().map(|p| p.path.as_str()).collect();
@@ -727,9 +732,17 @@ renewable_contracts = [{ from = "March", to = "2026-04-01", kwh = -5, evidence =
             "sites[0].renewable_contracts[0]",
             "sites[0].renewable_contracts[0].kwh",
             "sites[0].renewable_contracts[0].evidence",
+            "sites[0].renewable_contracts[1].kind",
+            // The same certificate over overlapping months would count twice.
+            "sites[0].renewable_contracts[2].evidence",
         ] {
             assert!(paths.contains(&want), "{want} not in {paths:?}: {err}");
         }
+        // One contract's next delivery period under the same id is fine.
+        assert!(
+            !paths.contains(&"sites[0].renewable_contracts[3].evidence"),
+            "{err}"
+        );
         assert!(
             err.to_string().contains("overlaps emission_factors[0]"),
             "{err}"

@@ -67,12 +67,15 @@ pub struct LiveSettings {
     /// The engine's settings as the sinks see them.
     pub engine_cfg: Arc<Live<EngineConfig>>,
     /// The engine's owner, which applies new engine settings.
-    pub edits: mpsc::Sender<(Edit, oneshot::Sender<bool>)>,
+    pub edits: mpsc::Sender<(Edit, oneshot::Sender<crate::engine::Edited>)>,
 }
 
 impl LiveSettings {
     /// The live parts of `cfg` as started; engine settings go to the engine's owner.
-    pub fn new(cfg: &CollectorConfig, edits: mpsc::Sender<(Edit, oneshot::Sender<bool>)>) -> Self {
+    pub fn new(
+        cfg: &CollectorConfig,
+        edits: mpsc::Sender<(Edit, oneshot::Sender<crate::engine::Edited>)>,
+    ) -> Self {
         LiveSettings {
             racks: Arc::new(Live::new(cfg.racks.clone())),
             rules: Arc::new(Live::new(rules_of(cfg))),

@@ -61,7 +61,7 @@ pub struct EmissionFactor {
 
 /// Renewable energy bought by contract over `[from_ms, to_ms)` (green power contracts,
 /// certificates): credited to REF and to market-based CUE, prorated by time; never to PUE.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct RenewableContract {
     /// Start, ms since the epoch.
     pub from_ms: i64,
@@ -73,6 +73,47 @@ pub struct RenewableContract {
     pub evidence: String,
     /// e.g. `green_certificate`, `ppa`, `green_power_trading`.
     pub kind: String,
+    /// When it was entered over the API (absent for the configuration's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entered_ms: Option<i64>,
+}
+
+/// The longest evidence id, bytes.
+pub const MAX_EVIDENCE_BYTES: usize = 200;
+/// The longest contract kind, bytes.
+pub const MAX_KIND_BYTES: usize = 64;
+
+impl RenewableContract {
+    /// True when `other` names the same evidence over an overlapping period: the same
+    /// energy entered twice. (One contract may deliver over several periods.)
+    pub fn counts_twice(&self, other: &RenewableContract) -> bool {
+        self.evidence == other.evidence && self.from_ms < other.to_ms && other.from_ms < self.to_ms
+    }
+
+    /// What is wrong with the contract's energy, evidence and kind, by field (its period
+    /// is checked where it is parsed).
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if !(self.kwh.is_finite() && self.kwh >= 0.0) {
+            out.push(("kwh", format!("{} must be 0 or more", self.kwh)));
+        }
+        let text = |s: &str, max: usize| {
+            !s.trim().is_empty() && s.len() <= max && !s.chars().any(char::is_control)
+        };
+        if !text(&self.evidence, MAX_EVIDENCE_BYTES) {
+            out.push((
+                "evidence",
+                format!("give the certificate or contract id (1 to {MAX_EVIDENCE_BYTES} bytes, no control characters)"),
+            ));
+        }
+        if !text(&self.kind, MAX_KIND_BYTES) {
+            out.push((
+                "kind",
+                format!("name the kind, e.g. green_certificate (1 to {MAX_KIND_BYTES} bytes)"),
+            ));
+        }
+        out
+    }
 }
 
 /// A site's settings for the figures beyond PUE.
@@ -90,6 +131,8 @@ pub struct SiteKpiConfig {
     /// The live carbon-intensity series (`dcwatt/v1/{site}/carbon`), by start, none
     /// overlapping another of its basis: where one covers a part, it wins over `factors`.
     pub live: std::sync::Arc<[EmissionFactor]>,
+    /// Renewable energy contracts entered over the API, counted like `contracts`.
+    pub entered: std::sync::Arc<[super::contracts::Entered]>,
 }
 
 impl SiteKpiConfig {
@@ -134,7 +177,9 @@ impl SiteKpiConfig {
     /// Contract energy prorated to `[from, to)`, kWh: each contract's energy times the
     /// share of its period inside.
     pub fn contract_kwh(&self, from: i64, to: i64) -> f64 {
-        dcwatt_common::units::total(self.contracts.iter().map(|c| {
+        let entered = self.entered.iter().map(|e| &e.contract);
+        let all = self.contracts.iter().chain(entered);
+        dcwatt_common::units::total(all.map(|c| {
             let overlap = (to.min(c.to_ms) - from.max(c.from_ms)).max(0) as f64;
             c.kwh * overlap / (c.to_ms - c.from_ms).max(1) as f64
         }))
@@ -641,6 +686,7 @@ mod tests {
             kwh,
             evidence: "GEC-1".into(),
             kind: "green_certificate".into(),
+            entered_ms: None,
         }
     }
 
@@ -726,6 +772,7 @@ mod tests {
             contracts: vec![contract(5, 15, 200.0)],
             rated_it_w: None,
             live: Default::default(),
+            entered: Default::default(),
         };
         assert_eq!(cfg.boundaries(0, 10 * H), vec![0, 4 * H]);
         let k = run(&Case {

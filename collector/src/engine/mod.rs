@@ -14,6 +14,7 @@
 //!   first sample on, and a meter that stops reporting lowers coverage from then on.
 
 pub mod carbon;
+pub mod contracts;
 mod export;
 pub mod fleet;
 pub mod kpi;
@@ -256,7 +257,35 @@ pub enum Edit {
     },
     /// New settings (a reload).
     Config(EngineConfig),
+    /// A renewable contract entered over the API.
+    Contract {
+        /// Site.
+        site: String,
+        /// The contract, checked ([`kpi::RenewableContract::problems`]).
+        contract: kpi::RenewableContract,
+        /// When.
+        now_ms: i64,
+    },
+    /// A contract entered over the API, withdrawn.
+    Withdraw {
+        /// Site.
+        site: String,
+        /// The id it was given.
+        id: u64,
+    },
 }
+
+/// Why an edit was not made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// It names a site, node or contract the engine does not know.
+    NotFound(String),
+    /// It conflicts with what is there.
+    Conflict(String),
+}
+
+/// What an edit did: the id it gave or took (a contract's), or why it was not made.
+pub type Edited = Result<Option<u64>, Refusal>;
 
 /// What happened to a batch's sequence number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -691,6 +720,9 @@ pub struct Engine {
     /// Each site's live carbon-intensity series (`dcwatt/v1/{site}/carbon`).
     #[serde(default)]
     carbon: BTreeMap<String, carbon::LiveCarbon>,
+    /// Each site's renewable contracts entered over the API.
+    #[serde(default)]
+    contracts: BTreeMap<String, contracts::SiteContracts>,
 }
 
 impl Engine {
@@ -700,6 +732,7 @@ impl Engine {
             cfg,
             sites: BTreeMap::new(),
             carbon: BTreeMap::new(),
+            contracts: BTreeMap::new(),
         }
     }
 
@@ -730,6 +763,49 @@ impl Engine {
             .unwrap_or_default()
     }
 
+    /// Enters a renewable contract for a site the engine knows (from its data or its
+    /// configuration); the id it was given.
+    ///
+    /// # Errors
+    /// An unknown site, a contract that one configured or entered already counts, or a
+    /// full list.
+    pub fn enter_contract(
+        &mut self,
+        site: &str,
+        contract: kpi::RenewableContract,
+        now_ms: i64,
+    ) -> Result<u64, String> {
+        let configured = self.cfg.site_kpis.get(site);
+        if configured.is_none() && !self.sites.contains_key(site) {
+            return Err(format!("no site {site:?}"));
+        }
+        let configured = configured.map_or(&[][..], |c| &c.contracts[..]);
+        let entered = self.contracts.entry(site.to_owned()).or_default();
+        entered.enter(configured, contract, now_ms)
+    }
+
+    /// Withdraws a contract entered over the API (a mistaken entry); it, if there was one.
+    pub fn withdraw_contract(&mut self, site: &str, id: u64) -> Option<contracts::Entered> {
+        self.contracts.get_mut(site)?.withdraw(id)
+    }
+
+    /// A site's contracts entered over the API (empty without any).
+    pub fn entered_contracts(&self, site: &str) -> std::sync::Arc<[contracts::Entered]> {
+        self.contracts
+            .get(site)
+            .map(|c| c.entered.clone())
+            .unwrap_or_default()
+    }
+
+    /// Every site's contracts entered over the API, as the snapshot carries them.
+    pub fn contract_lists(&self) -> BTreeMap<String, std::sync::Arc<[contracts::Entered]>> {
+        self.contracts
+            .iter()
+            .filter(|(_, c)| !c.entered.is_empty())
+            .map(|(s, c)| (s.clone(), c.entered.clone()))
+            .collect()
+    }
+
     /// Each site's live series, as the snapshot carries it.
     pub fn carbon_series(&self) -> BTreeMap<String, carbon::CarbonSeries> {
         self.carbon
@@ -753,14 +829,43 @@ impl Engine {
         }
     }
 
-    /// Applies an edit; false when it names nothing the engine knows.
-    pub fn edit(&mut self, edit: Edit) -> bool {
+    /// Applies an edit.
+    ///
+    /// # Errors
+    /// What it names is unknown, or it conflicts with what is there.
+    pub fn edit(&mut self, edit: Edit) -> Edited {
         match edit {
-            Edit::Retire { site, node, now_ms } => self.retire_node(&site, &node, now_ms),
+            Edit::Retire { site, node, now_ms } => {
+                if self.retire_node(&site, &node, now_ms) {
+                    Ok(None)
+                } else {
+                    Err(Refusal::NotFound(format!(
+                        "no node {node:?} at site {site:?}"
+                    )))
+                }
+            }
             Edit::Config(cfg) => {
                 self.set_config(cfg);
-                true
+                Ok(None)
             }
+            Edit::Contract {
+                site,
+                contract,
+                now_ms,
+            } => {
+                if !self.sites.contains_key(&site) && !self.cfg.site_kpis.contains_key(&site) {
+                    return Err(Refusal::NotFound(format!("no site {site:?}")));
+                }
+                self.enter_contract(&site, contract, now_ms)
+                    .map(Some)
+                    .map_err(Refusal::Conflict)
+            }
+            Edit::Withdraw { site, id } => match self.withdraw_contract(&site, id) {
+                Some(_) => Ok(Some(id)),
+                None => Err(Refusal::NotFound(format!(
+                    "no contract {id} entered for site {site:?}"
+                ))),
+            },
         }
     }
 

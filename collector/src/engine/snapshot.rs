@@ -43,6 +43,8 @@ pub struct Snapshot {
     /// Each site's live carbon-intensity series (`dcwatt/v1/{site}/carbon`), for the
     /// periods computed from the history.
     pub carbon: std::collections::BTreeMap<String, super::carbon::CarbonSeries>,
+    /// Each site's renewable contracts entered over the API (sites without any absent).
+    pub contracts: std::collections::BTreeMap<String, std::sync::Arc<[super::contracts::Entered]>>,
 }
 
 impl Snapshot {
@@ -72,6 +74,7 @@ impl Snapshot {
             fleet: None,
             took_s: 0.0,
             carbon: engine.carbon_series(),
+            contracts: engine.contract_lists(),
         }
     }
 

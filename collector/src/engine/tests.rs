@@ -1308,9 +1308,11 @@ fn the_figures_beyond_pue_follow_the_meters_and_the_factor_periods() {
                 kwh: 3.6,
                 evidence: "GEC-42".into(),
                 kind: "green_certificate".into(),
+                entered_ms: None,
             }],
             rated_it_w: None,
             live: Default::default(),
+            entered: Default::default(),
         },
     );
     e.set_config(cfg);
@@ -1471,6 +1473,77 @@ fn a_live_carbon_series_wins_where_it_covers_and_the_configured_factor_fills_the
     // A new site beyond the limit of sites with a series is refused.
     let other = vec![factor(T0, T0 + 1000, 0.1)];
     assert!(e.apply_carbon("other", other, 1).is_err());
+}
+
+/// A renewable contract entered over the API counts in REF like a configured one, a copy
+/// of a configured certificate is refused, and a withdrawn one counts no more.
+#[test]
+fn a_contract_entered_over_the_api_counts_in_ref_and_only_once() {
+    use super::kpi::{RenewableContract, SiteKpiConfig};
+    use super::{Edit, Refusal};
+    let contract = |evidence: &str, kwh: f64| RenewableContract {
+        from_ms: T0,
+        to_ms: T0 + 36_000_000,
+        kwh,
+        evidence: evidence.into(),
+        kind: "green_certificate".into(),
+        entered_ms: None,
+    };
+    let mut e = engine();
+    let mut cfg = e.config().clone();
+    cfg.site_kpis.insert(
+        "dc".into(),
+        SiteKpiConfig {
+            contracts: vec![contract("GEC-1", 3.6)],
+            ..SiteKpiConfig::default()
+        },
+    );
+    e.set_config(cfg);
+    let mut meters = [
+        Meter::new("util", Point::FacilityInput, 1_500.0),
+        Meter::new("h1", Point::ItInput, 1_000.0),
+    ];
+    for s in 0..=60 {
+        let t = T0 + s * 1000;
+        for m in meters.iter_mut() {
+            let r = m.readings(t);
+            e.apply_readings("dc", m.node, &r, t + 50);
+        }
+    }
+    let now = T0 + 60_050;
+    let contract_kwh = |e: &Engine| {
+        let v = e.site_view("dc", now).expect("site");
+        v.pue.get("1m").expect("1m").kpis.renewable_contract_kwh
+    };
+    // 3.6 kWh over 10 h is 0.006 kWh in the minute.
+    assert!((contract_kwh(&e) - 0.006).abs() < 1e-12);
+    let enter = |e: &mut Engine, c: RenewableContract| {
+        e.edit(Edit::Contract {
+            site: "dc".into(),
+            contract: c,
+            now_ms: now,
+        })
+    };
+    let refused = enter(&mut e, contract("GEC-1", 3.6));
+    assert!(matches!(refused, Err(Refusal::Conflict(ref w)) if w.contains("configuration")));
+    let unknown = e.edit(Edit::Contract {
+        site: "elsewhere".into(),
+        contract: contract("GEC-2", 1.0),
+        now_ms: now,
+    });
+    assert!(matches!(unknown, Err(Refusal::NotFound(_))));
+    let id = enter(&mut e, contract("PPA-7", 7.2)).expect("entered");
+    // Another 0.012 kWh in the minute.
+    assert!((contract_kwh(&e) - 0.018).abs() < 1e-12);
+    let snap = super::Snapshot::take(&e, &[], now);
+    assert_eq!(snap.contracts["dc"].len(), 1);
+    assert_eq!(snap.contracts["dc"][0].contract.entered_ms, Some(now));
+    let gone = e.edit(Edit::Withdraw {
+        site: "dc".into(),
+        id: id.expect("an id"),
+    });
+    assert_eq!(gone, Ok(id));
+    assert!((contract_kwh(&e) - 0.006).abs() < 1e-12);
 }
 
 /// Rack occupancy (上架率) and IT load utilization by hand: five racks designed, four

@@ -743,6 +743,7 @@ impl Engine {
         let power = self.power_view(site, rule, &unseen, now_ms);
         let mut owned_cfg = self.cfg.site_kpis.get(site_id).cloned().unwrap_or_default();
         owned_cfg.live = self.live_carbon(site_id);
+        owned_cfg.entered = self.entered_contracts(site_id);
         let kpi_cfg = &owned_cfg;
         let pue = Windows(
             WINDOWS

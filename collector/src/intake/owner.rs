@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 /// An edit and where its outcome goes.
-pub type EditRequest = (Edit, oneshot::Sender<bool>);
+pub type EditRequest = (Edit, oneshot::Sender<crate::engine::Edited>);
 
 /// How often a snapshot is published unless configured otherwise.
 pub const SNAPSHOT_EVERY: Duration = Duration::from_secs(1);
@@ -162,9 +162,14 @@ impl Owner {
                     self.apply(batch.drain(..));
                 }
                 Some((edit, reply)) = edits.recv() => {
+                    let lasting = matches!(edit, Edit::Contract { .. } | Edit::Withdraw { .. });
                     let done = self.engine.edit(edit);
-                    // What the edit changed is visible as soon as it is answered.
+                    // What the edit changed is visible as soon as it is answered, and an
+                    // entered contract is in the next state file at once.
                     self.publish();
+                    if lasting && done.is_ok() {
+                        self.save_copy();
+                    }
                     let _ = reply.send(done);
                 }
                 _ = snap_tick.tick() => {

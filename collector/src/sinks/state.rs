@@ -441,6 +441,16 @@ mod tests {
             source: "grid operator".into(),
         };
         e.apply_carbon("dc", vec![live], 10).expect("room");
+        // And a renewable contract entered over the API.
+        let green = crate::engine::kpi::RenewableContract {
+            from_ms: t0,
+            to_ms: t0 + 3_600_000,
+            kwh: 1.0,
+            evidence: "GEC-1".into(),
+            kind: "green_certificate".into(),
+            entered_ms: None,
+        };
+        e.enter_contract("dc", green, t0).expect("entered");
         let now = t0 + 600_100;
         let dir = std::env::temp_dir().join(format!("dcwatt-state-{}", std::process::id()));
         let _ = std::fs::create_dir_all(&dir);
@@ -458,6 +468,13 @@ mod tests {
         // The live series came back: 1,500 W for a minute at 0.6 kg/kWh.
         let co2 = b["pue"]["1m"]["kpis"]["co2_kg"].as_f64().expect("co2");
         assert!((co2 - 1.5 / 60.0 * 0.6).abs() < 1e-12, "{co2}");
+        // The contract came back: 1 kWh over the hour is 1/60 kWh in the minute.
+        let kwh = b["pue"]["1m"]["kpis"]["renewable_contract_kwh"].as_f64();
+        assert!(
+            kwh.is_some_and(|k| (k - 1.0 / 60.0).abs() < 1e-6),
+            "{kwh:?}"
+        );
+        assert_eq!(back.entered_contracts("dc").len(), 1);
         // The windows keep their span: ten minutes of data are a sixth of the hour.
         assert_eq!(a["pue"]["1m"]["span_share"], 1.0);
         assert_eq!(

@@ -4,6 +4,7 @@ mod broker_auth;
 mod burst;
 mod cli;
 mod clocks;
+mod contracts;
 mod damaged;
 mod dashboard;
 mod dashboard_scale;

@@ -3,7 +3,7 @@
 //! bearer token. Real agents on the embedded broker.
 
 use dcwatt_e2e::sim::{agent_toml, Profile};
-use dcwatt_e2e::webdriver::http_request_with;
+use dcwatt_e2e::webdriver::{http_request, http_request_with};
 use dcwatt_e2e::*;
 use std::time::Duration;
 
@@ -111,4 +111,17 @@ fn without_a_token_configured_nobody_may_retire_a_node() {
     let (status, body) = post(c.http, "/api/v1/sites/any/nodes/h1/retire", None);
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("http.token"), "{body}");
+    // Nor enter or withdraw a renewable contract: they change the figures reported.
+    let contract = r#"{"from": "2026-03-01", "to": "2026-04-01", "kwh": 1, "evidence": "GEC-1"}"#;
+    let (status, body) = http_request(
+        c.http,
+        "POST",
+        "/api/v1/sites/any/contracts",
+        Some(contract),
+    )
+    .expect("an answer");
+    assert_eq!(status, 403, "{body}");
+    let (status, body) =
+        http_request(c.http, "DELETE", "/api/v1/sites/any/contracts/1", None).expect("an answer");
+    assert_eq!(status, 403, "{body}");
 }

@@ -231,6 +231,7 @@ fn a_periods_cue_takes_each_factor_for_its_own_minutes() {
             kwh: 72.0,
             evidence: "GEC-7".into(),
             kind: "green_certificate".into(),
+            entered_ms: None,
         }],
         ..SiteKpiConfig::default()
     };
