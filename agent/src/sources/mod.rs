@@ -4,6 +4,7 @@
 //! Sources know nothing of MQTT or batches: they turn a moment into readings in SI units,
 //! converting vendor units at this edge, once.
 
+pub mod dlt645;
 pub mod estimate;
 pub mod hwmon;
 pub mod ipmi;
@@ -106,6 +107,8 @@ pub enum SourceConfig {
     Nvml(nvml::NvmlConfig),
     /// A power meter over Modbus TCP.
     Modbus(modbus::ModbusConfig),
+    /// A DL/T 645-2007 revenue meter through a serial-to-Ethernet converter.
+    Dlt645(dlt645::Dlt645Config),
     /// Rack and floor PDUs over Redfish PowerEquipment.
     RedfishPdu(redfish_pdu::RedfishPduConfig),
     /// UPSs and PDUs over SNMP.
@@ -130,6 +133,7 @@ impl SourceConfig {
             SourceConfig::Redfish(_) => redfish::KIND,
             SourceConfig::Nvml(_) => nvml::KIND,
             SourceConfig::Modbus(_) => modbus::KIND,
+            SourceConfig::Dlt645(_) => dlt645::KIND,
             SourceConfig::RedfishPdu(_) => redfish_pdu::KIND,
             SourceConfig::Snmp(_) => snmp::KIND,
         }
@@ -147,6 +151,7 @@ impl SourceConfig {
             SourceConfig::Redfish(c) => c.interval_secs,
             SourceConfig::Nvml(c) => c.interval_secs,
             SourceConfig::Modbus(c) => c.interval_secs,
+            SourceConfig::Dlt645(c) => c.interval_secs,
             SourceConfig::RedfishPdu(c) => c.interval_secs,
             SourceConfig::Snmp(c) => c.interval_secs,
         }
@@ -166,6 +171,7 @@ impl SourceConfig {
             SourceConfig::Sim(c) => c.validate(path, p),
             SourceConfig::Estimate(c) => c.validate(path, p),
             SourceConfig::Modbus(c) => c.validate(path, p),
+            SourceConfig::Dlt645(c) => c.validate(path, p),
             SourceConfig::Snmp(c) => c.validate(path, p),
             SourceConfig::Ipmi(c) if c.timeout_secs == 0 || c.timeout_secs > 120 => {
                 p.push(format!("{path}.timeout_secs"), "must be 1..=120");
@@ -200,6 +206,7 @@ impl SourceConfig {
                     })
             }
             SourceConfig::Modbus(c) => c.point.is_none(),
+            SourceConfig::Dlt645(c) => c.point.is_none(),
             _ => false,
         };
         if unplaced {
@@ -250,6 +257,7 @@ impl SourceConfig {
             SourceConfig::Redfish(c) => Box::new(redfish::RedfishSource::new(c.clone())?),
             SourceConfig::Nvml(_) => Box::new(nvml::NvmlSource::new()),
             SourceConfig::Modbus(c) => Box::new(modbus::ModbusSource::new(c.clone())?),
+            SourceConfig::Dlt645(c) => Box::new(dlt645::Dlt645Source::new(c.clone())?),
             SourceConfig::RedfishPdu(c) => Box::new(redfish_pdu::RedfishPduSource::new(c.clone())?),
             SourceConfig::Snmp(c) => Box::new(snmp::SnmpSource::new(c.clone())?),
         })
@@ -262,7 +270,10 @@ pub fn probe_configured(cfg: &SourceConfig) -> Option<Probe> {
     let kind = cfg.kind();
     match cfg {
         SourceConfig::Redfish(r) => return Some(redfish::probe_configured(r)),
-        SourceConfig::Snmp(_) | SourceConfig::RedfishPdu(_) | SourceConfig::Modbus(_) => {}
+        SourceConfig::Snmp(_)
+        | SourceConfig::RedfishPdu(_)
+        | SourceConfig::Modbus(_)
+        | SourceConfig::Dlt645(_) => {}
         _ => return None,
     }
     let mut source = match cfg.build() {
@@ -351,6 +362,7 @@ pub fn probe_all(sysfs_root: &std::path::Path) -> Vec<Probe> {
         redfish::probe(),
         nvml::probe(),
         modbus::probe(),
+        dlt645::probe(),
         redfish_pdu::probe(),
         snmp::probe(),
         estimate::probe(),

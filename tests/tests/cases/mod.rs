@@ -8,6 +8,7 @@ mod contracts;
 mod damaged;
 mod dashboard;
 mod dashboard_scale;
+mod dlt645;
 mod fleet;
 mod forged;
 mod grafana;
