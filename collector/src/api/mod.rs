@@ -132,6 +132,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/sites/{site}/history", get(history::history))
         .route("/api/v1/sites/{site}/energy", get(history::energy))
         .route("/api/v1/sites/{site}/calendar", get(history::calendar))
+        .route("/api/v1/sites/{site}/intervals", get(history::intervals))
         .route("/api/v1/sites/{site}/targets", get(history::targets))
         .route(
             "/api/v1/sites/{site}/contracts",

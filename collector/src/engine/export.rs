@@ -46,6 +46,8 @@ pub struct PeriodTotals {
     pub estimated_j: f64,
     /// Energy estimated for the uncovered meter-time, J.
     pub filled_j: f64,
+    /// Closed minutes summed.
+    pub minutes: u32,
 }
 
 impl PeriodTotals {
@@ -57,6 +59,7 @@ impl PeriodTotals {
             expected_ms: m.expected_ms,
             estimated_j: m.estimated_j,
             filled_j: m.filled_j,
+            minutes: 1,
         });
     }
 
@@ -67,6 +70,7 @@ impl PeriodTotals {
         self.expected_ms += o.expected_ms;
         self.estimated_j += o.estimated_j;
         self.filled_j += o.filled_j;
+        self.minutes = self.minutes.saturating_add(o.minutes);
     }
 
     fn stat(&self) -> LevelStat {

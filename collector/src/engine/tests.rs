@@ -392,6 +392,7 @@ fn a_category_set_for_the_site_is_used_whatever_the_coverage() {
                 expected_ms: 60_000.0,
                 estimated_j: 0.0,
                 filled_j: 0.0,
+                minutes: 1,
             },
         ),
         (
@@ -402,6 +403,7 @@ fn a_category_set_for_the_site_is_used_whatever_the_coverage() {
                 expected_ms: 60_000.0,
                 estimated_j: 0.0,
                 filled_j: 0.0,
+                minutes: 1,
             },
         ),
     ]);

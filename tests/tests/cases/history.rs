@@ -299,6 +299,61 @@ fn the_demo_history_backfill_is_served_with_exact_energy() {
         .as_array()
         .map_or(0, |v| v.iter().filter(|x| x.is_f64()).count());
     assert!(points > 100, "a day of 24h-window PUE points: {trend}");
+
+    // The same minutes as quarter hours, days and months: the totals are the energy
+    // report's, and each level is exactly the sum of the one below.
+    let span = format!("from={}&to={}", now - 3 * 86_400_000, now + 3_600_000);
+    let r =
+        get_json(c.http, &format!("/api/v1/sites/demo/intervals?{span}")).expect("interval report");
+    assert_eq!(r["step_s"], 900, "{r}");
+    let series = r["series"].as_array().expect("series");
+    let fac = series
+        .iter()
+        .find(|x| x["point"] == "facility_input")
+        .expect("facility");
+    let f = |v: &serde_json::Value| v.as_f64().expect("number");
+    let sum = |xs: &serde_json::Value| {
+        xs.as_array()
+            .expect("list")
+            .iter()
+            .fold(0.0, |s, x| s + f(&x["value"]))
+    };
+    let total = f(&fac["total"]["value"]);
+    assert!(
+        (total - facility_kwh).abs() < 1e-6 * facility_kwh,
+        "{total} vs {facility_kwh}"
+    );
+    assert_eq!(total, sum(&fac["months"]), "months add up exactly");
+    let intervals = fac["intervals"].as_array().expect("intervals");
+    // Every quarter hour wholly inside the backfilled two days is complete.
+    let full = intervals
+        .iter()
+        .filter(|x| f(&x["completeness"]) == 1.0)
+        .count();
+    assert!((190..=192).contains(&full), "{full} complete quarter hours");
+    for d in fac["days"].as_array().expect("days") {
+        let (a, b) = (d["from_ms"].as_i64().unwrap(), d["to_ms"].as_i64().unwrap());
+        let parts = intervals
+            .iter()
+            .filter(|x| (a..b).contains(&x["from_ms"].as_i64().unwrap()));
+        let s = parts.fold(0.0, |s, x| s + f(&x["value"]));
+        assert_eq!(f(&d["value"]), s, "a day is the sum of its intervals: {d}");
+    }
+    let (status, csv) = http_get(
+        c.http,
+        &format!("/api/v1/sites/demo/intervals?{span}&format=csv"),
+    )
+    .expect("csv");
+    assert_eq!(status, 200);
+    let rows = csv
+        .lines()
+        .filter(|l| l.starts_with("demo,facility_input,electricity,kWh,"))
+        .count();
+    let days = fac["days"].as_array().map_or(0, Vec::len);
+    let months = fac["months"].as_array().map_or(0, Vec::len);
+    assert_eq!(rows, intervals.len() + days + months + 1, "{csv:.400}");
+    let (status, _) = http_get(c.http, "/api/v1/sites/demo/intervals?step=10m").expect("answer");
+    assert_eq!(status, 400, "a step the specification does not allow");
 }
 
 /// A site in Berlin: the clocks go forward at 02:00 on 29 March 2026 and back at 03:00 on

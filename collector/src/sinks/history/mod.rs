@@ -11,6 +11,7 @@
 //!
 //! Must not: block the intake or the engine on disk.
 
+pub mod intervals;
 pub mod store;
 
 #[cfg(test)]
