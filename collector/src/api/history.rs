@@ -464,6 +464,8 @@ pub async fn energy(
         "label": v.label,
         "facility_kwh": v.facility_kwh,
         "it_kwh": v.it_kwh,
+        "facility_fill_kwh": v.facility_fill_kwh,
+        "it_fill_kwh": v.it_fill_kwh,
         "pue": v.value,
         "dcie": v.dcie,
         "category": v.category,
@@ -595,6 +597,110 @@ fn intervals_csv(
         .into_response()
 }
 
+/// Query of the EU annual report.
+#[derive(Debug, Deserialize)]
+pub struct EuQuery {
+    year: Option<i32>,
+    format: Option<String>,
+}
+
+/// `GET /api/v1/sites/{site}/reports/eu-annual`: the fields of the EU's annual
+/// data-centre report that dcwatt measures or holds, for a local calendar year (the
+/// previous one by default), and those it leaves to the operator (docs/reports.md).
+pub async fn eu_annual(
+    State(s): State<AppState>,
+    Path(site): Path<String>,
+    Query(q): Query<EuQuery>,
+) -> Response {
+    use chrono::Datelike;
+    let now = dcwatt_common::now_ms();
+    let path = match db(&s) {
+        Ok(p) => p,
+        Err(r) => return r.into_response(),
+    };
+    let zone = zone_of(&s, &site);
+    let this_year = zone.local(now).map_or(1970, |l| l.year());
+    let year = q.year.unwrap_or(this_year - 1);
+    if !(2000..=this_year).contains(&year) {
+        return bad(format!("year must be 2000..={this_year}"));
+    }
+    let csv = match wants_csv(q.format.as_deref()) {
+        Ok(c) => c,
+        Err(r) => return r.into_response(),
+    };
+    let start = |y: i32| chrono::NaiveDate::from_ymd_opt(y, 1, 1).and_then(|d| zone.midnight(d));
+    let (Some(from), Some(to)) = (start(year), start(year + 1)) else {
+        return bad(format!("year {year} has no start in the site's zone"));
+    };
+    let rule = s.history.level_rule(&site);
+    let cfg = s.kpi_config(&site);
+    let rated_it_w = cfg.rated_it_w;
+    let (v, minutes) = match query_history(&s, path, &site, "eu-annual", move |store, site| {
+        store.energy_kpis(site, from, to, rule, &cfg)
+    })
+    .await
+    {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let fields = super::reports::eu_annual(&v, rated_it_w);
+    let share = minutes as f64 / ((to - from) / 60_000).max(1) as f64;
+    if csv {
+        return eu_csv(&site, year, share, &fields);
+    }
+    Json(json!({
+        "site": site,
+        "year": year,
+        "report": "EU data centre annual report: Delegated Regulation (EU) 2024/1364 under Directive (EU) 2023/1791, Art. 12",
+        "time_zone": zone.name(),
+        "from_ms": from,
+        "to_ms": to,
+        "minutes": minutes,
+        "history_share": (share * 1e6).round() / 1e6,
+        "category": v.category,
+        "fields": fields,
+        "to_be_completed_by_the_operator": super::reports::FOR_THE_OPERATOR,
+    }))
+    .into_response()
+}
+
+fn eu_csv(site: &str, year: i32, share: f64, fields: &[super::reports::Field]) -> Response {
+    use std::fmt::Write as _;
+    let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+    let mut body = String::from("site,year,field,name,value,unit,source,coverage,quality,note\n");
+    for f in fields {
+        let _ = writeln!(
+            body,
+            "{site},{year},{},{},{},{},{},{},{},{}",
+            f.field,
+            quote(f.name),
+            f.value.map(|v| v.to_string()).unwrap_or_default(),
+            f.unit,
+            quote(f.source),
+            f.coverage.map(|c| c.to_string()).unwrap_or_default(),
+            f.quality,
+            quote(f.note.as_deref().unwrap_or(""))
+        );
+    }
+    for what in super::reports::FOR_THE_OPERATOR {
+        let _ = writeln!(
+            body,
+            "{site},{year},,{},,,,,to_be_completed_by_the_operator,",
+            quote(what)
+        );
+    }
+    let _ = writeln!(
+        body,
+        "{site},{year},history_share,{},{share:.6},1,history,,,",
+        quote("share of the year's minutes in the history")
+    );
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
 /// `GET /api/v1/sites/{site}/calendar`: today, this month, year to date and the trailing
 /// 12 months in the site's time zone, from the history's closed minutes.
 pub async fn calendar(State(s): State<AppState>, Path(site): Path<String>) -> Response {
@@ -621,6 +727,7 @@ pub async fn calendar(State(s): State<AppState>, Path(site): Path<String>) -> Re
                     "label": v.label.replace("period", name),
                     "pue": v.value, "dcie": v.dcie, "category": v.category,
                     "facility_kwh": v.facility_kwh, "it_kwh": v.it_kwh,
+                    "facility_fill_kwh": v.facility_fill_kwh, "it_fill_kwh": v.it_fill_kwh,
                     "coverage_it": v.coverage_it, "coverage_facility": v.coverage_facility,
                     "quality": v.quality, "reason": v.reason,
                     "minutes": minutes,

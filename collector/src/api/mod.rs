@@ -5,6 +5,7 @@
 mod contracts;
 mod history;
 mod metrics;
+mod reports;
 pub mod serve;
 mod web;
 
@@ -133,6 +134,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/sites/{site}/energy", get(history::energy))
         .route("/api/v1/sites/{site}/calendar", get(history::calendar))
         .route("/api/v1/sites/{site}/intervals", get(history::intervals))
+        .route(
+            "/api/v1/sites/{site}/reports/eu-annual",
+            get(history::eu_annual),
+        )
         .route("/api/v1/sites/{site}/targets", get(history::targets))
         .route(
             "/api/v1/sites/{site}/contracts",

@@ -354,6 +354,54 @@ fn the_demo_history_backfill_is_served_with_exact_energy() {
     assert_eq!(rows, intervals.len() + days + months + 1, "{csv:.400}");
     let (status, _) = http_get(c.http, "/api/v1/sites/demo/intervals?step=10m").expect("answer");
     assert_eq!(status, 400, "a step the specification does not allow");
+
+    // The EU annual report for this year: its energies are the energy report's over the
+    // same local year, and what dcwatt does not measure is left to the operator.
+    let year = dcwatt_common::civil_date(now.div_euclid(86_400_000)).0;
+    let eu = get_json(
+        c.http,
+        &format!("/api/v1/sites/demo/reports/eu-annual?year={year}"),
+    )
+    .expect("EU report");
+    let (a, b) = (
+        eu["from_ms"].as_i64().unwrap(),
+        eu["to_ms"].as_i64().unwrap(),
+    );
+    let e = get_json(
+        c.http,
+        &format!("/api/v1/sites/demo/energy?from={a}&to={b}"),
+    )
+    .expect("energy over the year");
+    let field = |id: &str| {
+        eu["fields"]
+            .as_array()
+            .and_then(|fs| fs.iter().find(|x| x["field"] == id))
+            .cloned()
+            .unwrap_or_else(|| panic!("{id} in {eu}"))
+    };
+    let e_dc = f(&e["facility_kwh"]) + f(&e["facility_fill_kwh"]);
+    assert_eq!(f(&field("total_energy_kwh")["value"]), e_dc, "{eu}");
+    assert_eq!(field("pue")["value"], e["pue"], "{eu}");
+    assert_eq!(
+        field("water_input_m3")["quality"],
+        "no_data",
+        "no water meter: {eu}"
+    );
+    assert!(eu["to_be_completed_by_the_operator"]
+        .as_array()
+        .is_some_and(|x| x.len() >= 5));
+    let (status, csv) = http_get(
+        c.http,
+        &format!("/api/v1/sites/demo/reports/eu-annual?year={year}&format=csv"),
+    )
+    .expect("csv");
+    assert_eq!(status, 200);
+    assert!(csv.starts_with("site,year,field,name,value,unit,source,coverage,quality,note\n"));
+    assert!(csv.contains(",total_energy_kwh,"), "{csv}");
+    assert!(csv.contains("to_be_completed_by_the_operator"), "{csv}");
+    let (status, _) =
+        http_get(c.http, "/api/v1/sites/demo/reports/eu-annual?year=1999").expect("answer");
+    assert_eq!(status, 400);
 }
 
 /// A site in Berlin: the clocks go forward at 02:00 on 29 March 2026 and back at 03:00 on
