@@ -39,7 +39,7 @@ fn unit(rule: &Rule) -> &'static str {
             "ref" | "erf" | "it_utilization" => "share",
             _ => "pue",
         },
-        Subject::Coverage(_) | Subject::RackUtilization => "share",
+        Subject::Coverage(_) | Subject::Completeness(_) | Subject::RackUtilization => "share",
         Subject::RackFailoverHeadroom => "W",
         Subject::StaleMeter => "s",
         Subject::NodeOffline => "state",

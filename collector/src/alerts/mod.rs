@@ -52,6 +52,9 @@ pub enum Subject {
     PowerRatio,
     /// IT coverage of a window.
     Coverage(String),
+    /// The least of a window's IT and facility coverage: the data completeness that
+    /// online energy monitoring asks to be at least 90 % (docs/reports.md).
+    Completeness(String),
     /// 1 while a node is offline or stale, per node.
     NodeOffline,
     /// Seconds since a meter node's last reading, per meter node.
@@ -150,6 +153,7 @@ impl Subject {
             Subject::SiteTarget { .. } => "site_target",
             Subject::PowerRatio => "power_ratio",
             Subject::Coverage(_) => "coverage",
+            Subject::Completeness(_) => "completeness",
             Subject::NodeOffline => "node_offline",
             Subject::StaleMeter => "stale_meter",
             Subject::NodeMetric { .. } => "node_metric",
@@ -161,7 +165,7 @@ impl Subject {
     /// The window of a window subject.
     pub fn window(&self) -> Option<&str> {
         match self {
-            Subject::SitePue(w) | Subject::Coverage(w) => Some(w),
+            Subject::SitePue(w) | Subject::Coverage(w) | Subject::Completeness(w) => Some(w),
             Subject::SiteKpi { window, .. } | Subject::SiteTarget { window, .. } => Some(window),
             _ => None,
         }
@@ -272,12 +276,14 @@ pub fn observe(rules: &[Rule], sites: &[SiteSnapshot], now_ms: i64) -> Vec<Obser
                 target: target.to_owned(),
             };
             match &rule.subject {
-                Subject::SitePue(w) | Subject::Coverage(w) => {
+                Subject::SitePue(w) | Subject::Coverage(w) | Subject::Completeness(w) => {
                     let Some(win) = site.pue.get(w) else { continue };
-                    let value = if matches!(rule.subject, Subject::Coverage(_)) {
-                        Some(win.coverage_it)
-                    } else {
-                        win.value
+                    let value = match rule.subject {
+                        Subject::Coverage(_) => Some(win.coverage_it),
+                        Subject::Completeness(_) => {
+                            Some(win.coverage_it.min(win.coverage_facility))
+                        }
+                        _ => win.value,
                     };
                     let suppressed = if let Some(wait) = full_window_wait(rule, w, win) {
                         Some(wait)

@@ -382,6 +382,11 @@ fn every_subject_observes_what_it_should() {
         nodes: Vec::new(),
         metrics: Vec::new(),
     };
+    for (name, w) in input.view.pue.0.iter_mut() {
+        if *name == "1h" {
+            w.coverage_facility = 0.8;
+        }
+    }
     input.nodes.extend([
         node("h1", "online", Some("host"), Some(0)),
         node("h2", "offline", Some("host"), Some(0)),
@@ -415,6 +420,7 @@ fn every_subject_observes_what_it_should() {
         mk("pue", Subject::SitePue("1h".into()), Op::Gt, 1.5),
         mk("ratio", Subject::PowerRatio, Op::Gt, 1.5),
         mk("cov", Subject::Coverage("1h".into()), Op::Lt, 0.95),
+        mk("complete", Subject::Completeness("1h".into()), Op::Lt, 0.9),
         mk("offline", Subject::NodeOffline, Op::Gt, 0.5),
         mk("stale", Subject::StaleMeter, Op::Gt, 30.0),
         mk(
@@ -455,6 +461,8 @@ fn every_subject_observes_what_it_should() {
     assert!(get("ratio", "").suppressed.is_some());
     assert_eq!(get("cov", "").value, Some(0.9));
     assert!(get("cov", "").suppressed.is_none());
+    // Completeness is the lesser side: the facility's 0.8 here, below the IT's 0.9.
+    assert_eq!(get("complete", "").value, Some(0.8));
     assert_eq!(
         (get("offline", "h1").value, get("offline", "h2").value),
         (Some(0.0), Some(1.0))
@@ -489,6 +497,7 @@ fn every_subject_observes_what_it_should() {
         fired,
         vec![
             "cov",
+            "complete",
             "offline.h2",
             "stale.m1",
             "inlet.h1.inlet",

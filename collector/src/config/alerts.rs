@@ -160,6 +160,7 @@ pub(super) fn rule_from_raw(
             _ => None,
         },
         "coverage" => window(p).map(Subject::Coverage),
+        "completeness" => window(p).map(Subject::Completeness),
         "power_ratio" => Some(Subject::PowerRatio),
         "node_offline" => Some(Subject::NodeOffline),
         "stale_meter" => Some(Subject::StaleMeter),

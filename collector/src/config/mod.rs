@@ -537,7 +537,7 @@ mod tests {
         assert_eq!(c.engine.min_coverage, 0.95);
         assert_eq!(c.intake.max_host_power_w, 20_000.0);
         let a = c.alerts.unwrap();
-        assert_eq!(a.rules.len(), 10, "the shipped default rules");
+        assert_eq!(a.rules.len(), 11, "the shipped default rules");
         assert!(a
             .rules
             .iter()
