@@ -90,7 +90,7 @@ impl Source for SiteFamilies {
 /// dropped.
 fn carbon(
     o: &mut Exposition,
-    series: &std::collections::BTreeMap<String, crate::engine::carbon::CarbonSeries>,
+    series: &std::collections::BTreeMap<String, crate::engine::carbon::LiveCarbon>,
 ) {
     family(
         o,

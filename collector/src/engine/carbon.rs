@@ -53,21 +53,10 @@ pub struct CarbonInterval {
 /// One site's live series.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct LiveCarbon {
-    /// The factors, by start (then basis), none overlapping another of its basis.
-    pub factors: Vec<EmissionFactor>,
-    /// Intervals dropped because the series was full (the oldest first).
-    pub dropped: u64,
-    /// The same factors, shared with the views and snapshots (rebuilt on each change).
-    #[serde(skip)]
-    shared: Option<std::sync::Arc<[EmissionFactor]>>,
-}
-
-/// A site's live series as the snapshot carries it.
-#[derive(Debug, Clone, Default)]
-pub struct CarbonSeries {
-    /// The factors, by start.
+    /// The factors, by start (then basis), none overlapping another of its basis; shared
+    /// as they are with the views and snapshots (a copy of the series is cheap).
     pub factors: std::sync::Arc<[EmissionFactor]>,
-    /// Intervals dropped because the series was full.
+    /// Intervals dropped because the series was full (the oldest first).
     pub dropped: u64,
 }
 
@@ -130,33 +119,19 @@ impl LiveCarbon {
     /// Adds factors: each replaces the ones of its basis it overlaps (the newest
     /// publication wins). Beyond [`MAX_INTERVALS`] the oldest are dropped and counted.
     pub fn add(&mut self, new: Vec<EmissionFactor>) {
+        let mut factors = self.factors.to_vec();
         for f in new {
-            self.factors
-                .retain(|o| o.basis != f.basis || o.to_ms <= f.from_ms || f.to_ms <= o.from_ms);
-            let at = self
-                .factors
+            factors.retain(|o| o.basis != f.basis || o.to_ms <= f.from_ms || f.to_ms <= o.from_ms);
+            let at = factors
                 .partition_point(|o| (o.from_ms, o.basis as u8) < (f.from_ms, f.basis as u8));
-            self.factors.insert(at, f);
+            factors.insert(at, f);
         }
-        if self.factors.len() > MAX_INTERVALS {
-            let extra = self.factors.len() - MAX_INTERVALS;
-            self.factors.drain(..extra);
+        if factors.len() > MAX_INTERVALS {
+            let extra = factors.len() - MAX_INTERVALS;
+            factors.drain(..extra);
             self.dropped += extra as u64;
         }
-        self.shared = None;
-        self.share();
-    }
-
-    /// The factors to hand out (built once after each change or a restore).
-    pub fn share(&mut self) -> std::sync::Arc<[EmissionFactor]> {
-        self.shared
-            .get_or_insert_with(|| self.factors.clone().into())
-            .clone()
-    }
-
-    /// The shared factors, if built.
-    pub fn shared(&self) -> Option<std::sync::Arc<[EmissionFactor]>> {
-        self.shared.clone()
+        self.factors = factors.into();
     }
 }
 

@@ -759,7 +759,7 @@ impl Engine {
     pub fn live_carbon(&self, site: &str) -> std::sync::Arc<[kpi::EmissionFactor]> {
         self.carbon
             .get(site)
-            .and_then(carbon::LiveCarbon::shared)
+            .map(|c| c.factors.clone())
             .unwrap_or_default()
     }
 
@@ -767,21 +767,23 @@ impl Engine {
     /// configuration); the id it was given.
     ///
     /// # Errors
-    /// An unknown site, a contract that one configured or entered already counts, or a
-    /// full list.
+    /// An unknown site (not found), or a contract that one configured or entered already
+    /// counts, or a full list (a conflict).
     pub fn enter_contract(
         &mut self,
         site: &str,
         contract: kpi::RenewableContract,
         now_ms: i64,
-    ) -> Result<u64, String> {
+    ) -> Result<u64, Refusal> {
         let configured = self.cfg.site_kpis.get(site);
         if configured.is_none() && !self.sites.contains_key(site) {
-            return Err(format!("no site {site:?}"));
+            return Err(Refusal::NotFound(format!("no site {site:?}")));
         }
         let configured = configured.map_or(&[][..], |c| &c.contracts[..]);
         let entered = self.contracts.entry(site.to_owned()).or_default();
-        entered.enter(configured, contract, now_ms)
+        entered
+            .enter(configured, contract, now_ms)
+            .map_err(Refusal::Conflict)
     }
 
     /// Withdraws a contract entered over the API (a mistaken entry); it, if there was one.
@@ -807,26 +809,13 @@ impl Engine {
     }
 
     /// Each site's live series, as the snapshot carries it.
-    pub fn carbon_series(&self) -> BTreeMap<String, carbon::CarbonSeries> {
-        self.carbon
-            .iter()
-            .map(|(s, c)| {
-                let series = carbon::CarbonSeries {
-                    factors: c.shared().unwrap_or_default(),
-                    dropped: c.dropped,
-                };
-                (s.clone(), series)
-            })
-            .collect()
+    pub fn carbon_series(&self) -> BTreeMap<String, carbon::LiveCarbon> {
+        self.carbon.clone()
     }
 
     /// Replaces the settings (after restoring a saved state: the configuration wins).
     pub fn set_config(&mut self, cfg: EngineConfig) {
         self.cfg = cfg;
-        // A restored series is shared again.
-        for c in self.carbon.values_mut() {
-            c.share();
-        }
     }
 
     /// Applies an edit.
@@ -852,14 +841,7 @@ impl Engine {
                 site,
                 contract,
                 now_ms,
-            } => {
-                if !self.sites.contains_key(&site) && !self.cfg.site_kpis.contains_key(&site) {
-                    return Err(Refusal::NotFound(format!("no site {site:?}")));
-                }
-                self.enter_contract(&site, contract, now_ms)
-                    .map(Some)
-                    .map_err(Refusal::Conflict)
-            }
+            } => self.enter_contract(&site, contract, now_ms).map(Some),
             Edit::Withdraw { site, id } => match self.withdraw_contract(&site, id) {
                 Some(_) => Ok(Some(id)),
                 None => Err(Refusal::NotFound(format!(

@@ -42,7 +42,7 @@ pub struct Snapshot {
     pub took_s: f64,
     /// Each site's live carbon-intensity series (`dcwatt/v1/{site}/carbon`), for the
     /// periods computed from the history.
-    pub carbon: std::collections::BTreeMap<String, super::carbon::CarbonSeries>,
+    pub carbon: std::collections::BTreeMap<String, super::carbon::LiveCarbon>,
     /// Each site's renewable contracts entered over the API (sites without any absent).
     pub contracts: std::collections::BTreeMap<String, std::sync::Arc<[super::contracts::Entered]>>,
 }
