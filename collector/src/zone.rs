@@ -139,6 +139,21 @@ pub fn parse_local(s: &str, zone: &SiteZone) -> Option<i64> {
     .and_then(|t| zone.instant(t))
 }
 
+/// A period `[from, to)` given as two local dates or times in `zone` (as
+/// [`parse_local`] takes them), `from` before `to`.
+///
+/// # Errors
+/// Either is not a local date or time, or `from` is not before `to`; in words.
+pub fn parse_local_period(from: &str, to: &str, zone: &SiteZone) -> Result<(i64, i64), String> {
+    match (parse_local(from, zone), parse_local(to, zone)) {
+        (Some(a), Some(b)) if a < b => Ok((a, b)),
+        (Some(_), Some(_)) => Err(format!("from {from:?} is not before to {to:?}")),
+        _ => Err(format!(
+            "from {from:?} and to {to:?} must be local dates or times (2026-01-01, 2026-01-01T00:00)"
+        )),
+    }
+}
+
 /// The boundaries of steps of `days` whole local days over `[from_ms, to_ms)`: each step's
 /// start, from local midnight of the day `from_ms` falls in, and last the end of the last
 /// step (at or after `to_ms`). A day is 23 or 25 hours where the clocks change. Computed

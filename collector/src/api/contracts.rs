@@ -48,13 +48,9 @@ fn forbidden() -> Response {
 /// `GET /api/v1/sites/{site}/contracts`: the configured contracts, then those entered.
 pub async fn list(State(s): State<AppState>, Path(site): Path<String>) -> Response {
     let configured = s.history.kpi_config(&site).contracts;
-    let entered = s
-        .snapshot()
-        .contracts
-        .get(&site)
-        .cloned()
-        .unwrap_or_default();
-    if configured.is_empty() && entered.is_empty() && s.snapshot().site(&site).is_none() {
+    let snap = s.snapshot();
+    let entered = snap.contracts.get(&site).cloned().unwrap_or_default();
+    if configured.is_empty() && entered.is_empty() && snap.site(&site).is_none() {
         return super::not_found(&site);
     }
     let view = |c: &RenewableContract| {
@@ -103,18 +99,9 @@ pub async fn enter(
         }
     };
     let zone = super::history::zone_of(&s, &site);
-    let at = |t: &str| crate::zone::parse_local(t, &zone);
-    let (from_ms, to_ms) = match (at(&new.from), at(&new.to)) {
-        (Some(a), Some(b)) if a < b => (a, b),
-        (Some(_), Some(_)) => {
-            return bad(format!("from {:?} is not before to {:?}", new.from, new.to))
-        }
-        _ => {
-            return bad(format!(
-                "from {:?} and to {:?} must be local dates or times in the site's zone (2026-01-01, 2026-01-01T00:00)",
-                new.from, new.to
-            ))
-        }
+    let (from_ms, to_ms) = match crate::zone::parse_local_period(&new.from, &new.to, &zone) {
+        Ok(p) => p,
+        Err(why) => return bad(format!("{why}, in the site's zone")),
     };
     let contract = RenewableContract {
         from_ms,

@@ -207,23 +207,9 @@ pub(super) fn site_kpis(
 ) -> crate::engine::kpi::SiteKpiConfig {
     use crate::engine::kpi::{Basis, EmissionFactor, RenewableContract, SiteKpiConfig};
     let mut period = |path: String, from: &str, to: &str| -> Option<(i64, i64)> {
-        let at = |s: &str| crate::zone::parse_local(s, zone);
-        match (at(from), at(to)) {
-            (Some(a), Some(b)) if a < b => Some((a, b)),
-            (Some(_), Some(_)) => {
-                p.push(path, format!("from {from:?} is not before to {to:?}"));
-                None
-            }
-            _ => {
-                p.push(
-                    path,
-                    format!(
-                        "from {from:?} and to {to:?} must be local dates or times (2026-01-01, 2026-01-01T00:00)"
-                    ),
-                );
-                None
-            }
-        }
+        crate::zone::parse_local_period(from, to, zone)
+            .map_err(|why| p.push(path, why))
+            .ok()
     };
     let mut cfg = SiteKpiConfig::default();
     let mut bad = Vec::new();
